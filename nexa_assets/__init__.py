@@ -1,0 +1,3 @@
+from nexa_assets.definitions import defs
+
+__all__ = ["defs"]

@@ -1,0 +1,74 @@
+"""`nexa-distill`: materialize the distillation graph for every domain under the raw root and
+print where the tables are and how many rows each partition has."""
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from resources.delta import PROJECT_ROOT
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to .dagster_home in the project, with the project's dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("domains", nargs="*", help="domains to run (default: every folder under the raw root)")
+    args = parser.parse_args(argv)
+    home = ensure_dagster_home()
+
+    import dagster as dg
+    import polars as pl
+
+    from nexa_assets.definitions import defs
+    from nexa_assets.partitions import domain_partitions
+    from nexa_assets.sensors import folder_fingerprints
+
+    raw_root = Path(os.environ.get("NEXA_RAW_ROOT", PROJECT_ROOT / "data" / "raw"))
+    domains = args.domains or sorted(folder_fingerprints(raw_root))
+    if not domains:
+        print(f"no domain folders under {raw_root}", file=sys.stderr)
+        return 2
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(domain_partitions.name))
+    instance.add_dynamic_partitions(domain_partitions.name, [d for d in domains if d not in known])
+    job = defs.resolve_job_def("distill_job")
+    failed = []
+    for domain in domains:
+        result = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False,
+                                        run_config={"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}})
+        checks = [e.asset_check_evaluation_data for e in result.all_events
+                  if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        bad = [c.check_name for c in checks if not c.passed]
+        status = "ok" if result.success and not bad else f"FAILED {bad or ''}"
+        print(f"{domain}: run {result.run_id} {status}; {len(checks) - len(bad)}/{len(checks)} checks passed")
+        if status != "ok":
+            failed.append(domain)
+
+    store = defs.resources["delta"]
+    print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
+    for table in ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs",
+                  "sft_dataset", "teacher_cache"):
+        if not store.exists(table):
+            print(f"  {table:16s} (not written)")
+            continue
+        frame = store.scan(table)
+        if "domain" in frame.collect_schema():
+            counts = dict(frame.group_by("domain").len().sort("domain").collect().iter_rows())
+            print(f"  {table:16s} v{store.version(table)}  " + "  ".join(f"{d}={n}" for d, n in counts.items()))
+        else:
+            print(f"  {table:16s} v{store.version(table)}  rows={frame.select(pl.len()).collect().item()}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The code location: assets, checks, the distillation job, the raw folder sensor, resources."""
+
+
+import os
+
+import dagster as dg
+
+from nexa_assets import checks, distill
+from nexa_assets.partitions import domain_partitions
+from nexa_assets.sensors import build_raw_folder_sensor
+from resources.delta import DeltaStore, NexaDeltaIOManager, storage_from_env
+from resources.teacher import TeacherResource
+
+distill_job = dg.define_asset_job(
+    "distill_job", selection=dg.AssetSelection.groups(distill.GROUP), partitions_def=domain_partitions,
+    description="Raw text to SFT sets for one domain partition.")
+
+
+def teacher_from_env() -> TeacherResource:
+    """Offline heuristic teacher unless NEXA_TEACHER_BASE_URL or NEXA_TEACHER_BACKEND=openai is set."""
+    base_url = os.environ.get("NEXA_TEACHER_BASE_URL")
+    backend = os.environ.get("NEXA_TEACHER_BACKEND", "openai" if base_url else "heuristic")
+    if backend == "heuristic":
+        return TeacherResource()
+    return TeacherResource(backend="openai", base_url=base_url,
+                           model=os.environ.get("NEXA_TEACHER_MODEL", "gpt-4o-mini"))
+
+
+def build_defs() -> dg.Definitions:
+    root, storage, options = storage_from_env()
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([distill]),
+        asset_checks=checks.quality_checks,
+        jobs=[distill_job],
+        sensors=[build_raw_folder_sensor(distill_job)],
+        resources={
+            "io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
+            "delta": DeltaStore(root_uri=root, storage_options=options),
+            "teacher": teacher_from_env(),
+        },
+        # One process per run: the multiprocess executor re-imports the code location for every step.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

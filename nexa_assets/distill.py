@@ -1,0 +1,145 @@
+"""The distillation half of the graph: raw text -> teacher inputs -> teacher outputs -> filtered
+pairs -> SFT sets. Each asset reads its inputs, calls nexa_core, and returns a frame and metadata."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from nexa_assets.metadata import versions_read
+from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_core import schemas
+from nexa_core.dedup import MinHashConfig
+from nexa_core.documents import LoadLimits, load_domain
+from nexa_core.filters import FilterConfig, filter_pairs, reason_counts
+from nexa_core.prompts import load_template
+from nexa_core.sft import SplitConfig, build_sft_dataset
+from nexa_core.teacher import collect_responses
+from nexa_core.teacher_inputs import build_teacher_inputs
+from resources.delta import PROJECT_ROOT, DeltaStore
+from resources.teacher import TeacherResource
+
+GROUP = "distill"
+TEACHER_CACHE = "teacher_cache"
+
+
+class RawConfig(dg.Config):
+    raw_root: str = str(PROJECT_ROOT / "data" / "raw")
+    max_doc_chars: int = 200_000
+    max_file_bytes: int = 50_000_000
+
+
+class PromptConfig(dg.Config):
+    template: str = "qa_pairs_v1"
+    max_pairs_per_passage: int = 4
+    max_passage_chars: int = 1200
+
+
+class FilterSettings(dg.Config):
+    min_grounding: float = 0.6
+    max_answer_chars: int = 800
+    near_duplicate_threshold: float = 0.7
+
+
+class SplitSettings(dg.Config):
+    validation: float = 0.1
+    test: float = 0.1
+    seed: int = 17
+
+
+@dg.multi_asset(
+    outs={
+        "raw_documents": dg.AssetOut(metadata=DELTA_PARTITION, code_version="1",
+                                     description="Every document of the domain's raw folder, id = content hash."),
+        "raw_quarantine": dg.AssetOut(metadata=DELTA_PARTITION, code_version="1",
+                                      description="Files and rows that could not become documents, with the reason."),
+    },
+    partitions_def=domain_partitions, group_name=GROUP,
+)
+def raw_documents(context: dg.AssetExecutionContext, config: RawConfig):
+    domain = context.partition_key
+    documents, quarantine = load_domain(Path(config.raw_root), domain,
+                                        LoadLimits(max_file_bytes=config.max_file_bytes,
+                                                   max_doc_chars=config.max_doc_chars))
+    if quarantine.height:
+        context.log.warning(f"partition {domain}: {quarantine.height} rows quarantined: "
+                            + "; ".join(f"{r['source_path']} row {r['source_row']}: {r['reason']}"
+                                        for r in quarantine.head(5).iter_rows(named=True)))
+    topics = dict(documents.group_by("topic").len().sort("topic").iter_rows())
+    yield dg.Output(documents, output_name="raw_documents", metadata={
+        "documents": documents.height, "quarantined": quarantine.height, "topics": topics,
+        "raw_folder": str(Path(config.raw_root) / domain)})
+    yield dg.Output(quarantine, output_name="raw_quarantine", metadata={
+        "quarantined": quarantine.height,
+        "reasons": dict(quarantine.group_by("reason").len().iter_rows()) if quarantine.height else {}})
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
+def teacher_inputs(context: dg.AssetExecutionContext, config: PromptConfig, delta: DeltaStore,
+                   raw_documents: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """One teacher request per passage, rendered from a versioned prompt template."""
+    template = load_template(config.template)
+    requests = build_teacher_inputs(raw_documents, template, max_pairs=config.max_pairs_per_passage,
+                                    max_chars=config.max_passage_chars)
+    return dg.Output(requests, metadata={
+        "requests": requests.height, "template": template.name, "template_sha256": template.sha256,
+        **versions_read(delta, "raw_documents")})
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+          kinds={"openai"})
+def teacher_outputs(context: dg.AssetExecutionContext, teacher: TeacherResource, delta: DeltaStore,
+                    teacher_inputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """One teacher response per request, served from the response cache when it was paid for before."""
+    domain = context.partition_key
+
+    def cached(hashes: list[str]) -> pl.DataFrame:
+        if not delta.exists(TEACHER_CACHE):
+            return schemas.empty(schemas.TEACHER_CACHE)
+        return delta.scan(TEACHER_CACHE).filter(pl.col("request_hash").is_in(hashes)).collect()
+
+    def progress(stats) -> None:
+        context.log.info(f"partition {domain}: {stats.cache_hits + stats.new_calls}/{stats.requests} responses, "
+                         f"{stats.new_calls} new calls, ${stats.cost_usd:.4f}")
+
+    outputs, stats = collect_responses(
+        teacher_inputs, teacher.client(), cached, lambda rows: delta.append(TEACHER_CACHE, rows),
+        params=teacher.params(), pricing=teacher.pricing(), max_concurrency=teacher.max_concurrency,
+        progress=progress)
+    outputs = outputs.with_columns(pl.lit(domain).alias("domain"))
+    return dg.Output(outputs, metadata={
+        "backend": teacher.backend, "model": teacher.model, "requests": stats.requests,
+        "new_calls": stats.new_calls, "cache_hits": stats.cache_hits,
+        "prompt_tokens": int(outputs["prompt_tokens"].sum() or 0),
+        "completion_tokens": int(outputs["completion_tokens"].sum() or 0),
+        "new_cost_usd": round(stats.cost_usd, 6), "total_cost_usd": float(outputs["cost_usd"].sum() or 0.0),
+        "seconds": round(stats.seconds, 3), **versions_read(delta, "teacher_inputs", TEACHER_CACHE)})
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
+def filtered_pairs(context: dg.AssetExecutionContext, config: FilterSettings, delta: DeltaStore,
+                   teacher_inputs: pl.DataFrame, teacher_outputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Parsed pairs, each kept or carrying the reason it was dropped."""
+    cfg = FilterConfig(min_grounding=config.min_grounding, max_answer_chars=config.max_answer_chars,
+                       minhash=MinHashConfig(threshold=config.near_duplicate_threshold))
+    pairs = filter_pairs(teacher_outputs, teacher_inputs, cfg)
+    counts = reason_counts(pairs)
+    for row in pairs.filter(pl.col("reject_reason") == "unparseable_response").head(5).iter_rows(named=True):
+        context.log.warning(row["reject_detail"])
+    return dg.Output(pairs, metadata={
+        "kept": counts["kept"], "dropped": pairs.height - counts["kept"],
+        **{f"dropped/{reason}": n for reason, n in counts.items() if reason != "kept"},
+        **versions_read(delta, "teacher_inputs", "teacher_outputs")})
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
+def sft_dataset(context: dg.AssetExecutionContext, config: SplitSettings, delta: DeltaStore,
+                filtered_pairs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Chat-format SFT examples, split by source document."""
+    sft = build_sft_dataset(filtered_pairs, SplitConfig(validation=config.validation, test=config.test,
+                                                        seed=config.seed))
+    splits = dict(sft.group_by("split").len().iter_rows())
+    return dg.Output(sft, metadata={
+        **{f"examples/{s}": splits.get(s, 0) for s in ("train", "validation", "test")},
+        "documents": sft["doc_id"].n_unique(), **versions_read(delta, "filtered_pairs")})

@@ -1,0 +1,172 @@
+"""raw_documents: load every supported file of a domain folder into one frame of documents.
+
+Formats: .jsonl and .jsonl.gz (one JSON object per line with "text", optional "topic", "title"),
+.parquet (same columns), .txt and .md (one document per file; topic from the file name, title from a
+leading "# " heading). Anything that cannot become a document goes to the quarantine frame with the
+file, the row and the reason: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from nexa_core import schemas
+from nexa_core.ids import content_id
+
+SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".txt", ".md")
+
+
+class DomainFolderError(ValueError):
+    """The domain's raw folder is missing or holds no supported file."""
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    max_file_bytes: int = 50_000_000
+    max_doc_chars: int = 200_000
+    min_doc_chars: int = 20
+
+
+def supported(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.name.endswith(SUPPORTED_SUFFIXES)
+
+
+def domain_files(raw_root: Path, domain: str) -> list[Path]:
+    folder = Path(raw_root) / domain
+    if not folder.is_dir():
+        raise DomainFolderError(
+            f"partition '{domain}': raw folder {folder} does not exist; create it and add "
+            f"{', '.join(SUPPORTED_SUFFIXES)} files, or remove the partition"
+        )
+    files = sorted(p for p in folder.rglob("*") if supported(p))
+    if not files:
+        raise DomainFolderError(
+            f"partition '{domain}': raw folder {folder} has no supported files "
+            f"({', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    return files
+
+
+def _topic_from_name(path: Path) -> str:
+    name = path.name
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _records_from_text_file(path: Path) -> list[tuple[int, dict]]:
+    text = path.read_bytes().decode("utf-8")  # UnicodeDecodeError is quarantined by the caller
+    title = None
+    body = text.strip()
+    first, _, rest = body.partition("\n")
+    if path.suffix == ".md" and first.startswith("# "):
+        title, body = first[2:].strip(), rest.strip()
+    return [(0, {"text": body, "topic": _topic_from_name(path), "title": title})]
+
+
+def _json_lines(lines) -> list[tuple[int, dict | Exception]]:
+    rows = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue  # blank separator lines are not rows
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            value = exc
+        rows.append((number, value))
+    return rows
+
+
+def _records_from_file(path: Path) -> list[tuple[int, dict | Exception]]:
+    if path.name.endswith(".jsonl.gz"):
+        with gzip.open(path, "rb") as fh:
+            return _json_lines(fh.read().split(b"\n"))
+    if path.suffix == ".jsonl":
+        return _json_lines(path.read_bytes().split(b"\n"))
+    if path.suffix == ".parquet":
+        frame = pl.read_parquet(path)
+        return list(enumerate(frame.to_dicts(), start=1))
+    return _records_from_text_file(path)
+
+
+def _check_record(value, limits: LoadLimits) -> tuple[str, str] | None:
+    """Return (reason, detail) when the record cannot be a document."""
+    if isinstance(value, Exception):
+        return "undecodable", f"{type(value).__name__}: {value}"[:500]
+    if not isinstance(value, dict):
+        return "wrong_schema", f"expected a JSON object, got {type(value).__name__}"
+    text = value.get("text")
+    if not isinstance(text, str):
+        return "wrong_schema", f"'text' must be a string, got {type(text).__name__}; keys: {sorted(value)}"
+    for key in ("topic", "title"):
+        if value.get(key) is not None and not isinstance(value[key], str):
+            return "wrong_schema", f"'{key}' must be a string"
+    n = len(text.strip())
+    if n < limits.min_doc_chars:
+        return "empty", f"text has {n} characters (< {limits.min_doc_chars})"
+    if n > limits.max_doc_chars:
+        return "oversized", f"text has {n} characters (> {limits.max_doc_chars})"
+    return None
+
+
+def load_domain(raw_root: Path, domain: str, limits: LoadLimits = LoadLimits()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return (documents, quarantine) for one domain partition."""
+    raw_root = Path(raw_root)
+    docs: list[dict] = []
+    bad: list[dict] = []
+    seen: dict[str, str] = {}
+
+    def quarantine(path: Path, row: int | None, reason: str, detail: str, content: str | None = None):
+        bad.append({"domain": domain, "source_path": rel(path), "source_row": row, "reason": reason,
+                    "detail": detail, "content": None if content is None else content[:2000]})
+
+    def rel(path: Path) -> str:
+        try:
+            return str(path.relative_to(raw_root))
+        except ValueError:
+            return str(path)
+
+    for path in domain_files(raw_root, domain):
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            quarantine(path, None, "oversized", f"file is {size} bytes (> {limits.max_file_bytes})")
+            continue
+        try:
+            records = _records_from_file(path)
+        except Exception as exc:  # a file that cannot be opened at all is one quarantine row
+            quarantine(path, None, "undecodable", f"{type(exc).__name__}: {exc}"[:500])
+            continue
+        if not records:
+            quarantine(path, None, "empty", "file has no records")
+        for row, value in records:
+            problem = _check_record(value, limits)
+            if problem:
+                content = value if isinstance(value, str) else (
+                    json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, Exception) else None)
+                quarantine(path, row, *problem, content)
+                continue
+            text = value["text"].strip()
+            doc_id = content_id(domain, text)
+            if doc_id in seen:
+                quarantine(path, row, "duplicate_document", f"same text as {seen[doc_id]}", text)
+                continue
+            seen[doc_id] = f"{rel(path)} row {row}"
+            docs.append({
+                "domain": domain,
+                "doc_id": doc_id,
+                "topic": (value.get("topic") or _topic_from_name(path)).strip(),
+                "title": value.get("title"),
+                "text": text,
+                "source_path": rel(path),
+                "source_row": row,
+                "n_chars": len(text),
+            })
+    documents = pl.DataFrame(docs, schema=schemas.RAW_DOCUMENTS) if docs else schemas.empty(schemas.RAW_DOCUMENTS)
+    quarantined = pl.DataFrame(bad, schema=schemas.RAW_QUARANTINE) if bad else schemas.empty(schemas.RAW_QUARANTINE)
+    return documents, quarantined

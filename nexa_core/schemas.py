@@ -1,0 +1,101 @@
+"""Column schemas of every table the graph writes. Stages build frames with these so an empty
+partition still has the right columns, and checks compare against them."""
+
+import polars as pl
+
+RAW_DOCUMENTS = {
+    "domain": pl.String,
+    "doc_id": pl.String,
+    "topic": pl.String,
+    "title": pl.String,
+    "text": pl.String,
+    "source_path": pl.String,
+    "source_row": pl.Int64,
+    "n_chars": pl.Int64,
+}
+
+RAW_QUARANTINE = {
+    "domain": pl.String,
+    "source_path": pl.String,
+    "source_row": pl.Int64,
+    "reason": pl.String,
+    "detail": pl.String,
+    "content": pl.String,
+}
+
+TEACHER_INPUTS = {
+    "domain": pl.String,
+    "request_id": pl.String,
+    "doc_id": pl.String,
+    "passage_id": pl.String,
+    "topic": pl.String,
+    "source_path": pl.String,
+    "passage": pl.String,
+    "template_name": pl.String,
+    "template_hash": pl.String,
+    "messages": pl.String,  # JSON list of {"role", "content"}
+}
+
+TEACHER_OUTPUTS = {
+    "domain": pl.String,
+    "request_id": pl.String,
+    "request_hash": pl.String,
+    "model": pl.String,
+    "backend": pl.String,
+    "response": pl.String,
+    "finish_reason": pl.String,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "latency_s": pl.Float64,
+    "cost_usd": pl.Float64,
+    "from_cache": pl.Boolean,
+}
+
+TEACHER_CACHE = {
+    "request_hash": pl.String,
+    "model": pl.String,
+    "backend": pl.String,
+    "response": pl.String,
+    "finish_reason": pl.String,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "latency_s": pl.Float64,
+    "cost_usd": pl.Float64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
+FILTERED_PAIRS = {
+    "domain": pl.String,
+    "pair_id": pl.String,
+    "request_id": pl.String,
+    "doc_id": pl.String,
+    "passage_id": pl.String,
+    "topic": pl.String,
+    "source_path": pl.String,
+    "kind": pl.String,
+    "question": pl.String,
+    "answer": pl.String,
+    "passage": pl.String,
+    "pii_scrubbed": pl.Boolean,
+    "reject_reason": pl.String,  # null when the pair is kept
+    "reject_detail": pl.String,
+}
+
+SFT_DATASET = {
+    "domain": pl.String,
+    "example_id": pl.String,
+    "pair_id": pl.String,
+    "doc_id": pl.String,
+    "topic": pl.String,
+    "split": pl.String,
+    "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+}
+
+
+def empty(schema: dict) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def conform(frame: pl.DataFrame, schema: dict) -> pl.DataFrame:
+    """Select and cast to the schema's columns, in order; a missing column is a bug, so it raises."""
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
