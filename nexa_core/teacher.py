@@ -56,7 +56,7 @@ _QUANTITY = re.compile(
     r"(?P<q>(?:about |roughly |approximately |nearly |around )?[-+]?\d[\d,]*(?:\.\d+)?"
     r"(?:\s*(?:x|×)\s*10\^?-?\d+)?(?:\s*(?:%|percent|per cent|degrees? [A-Z][a-z]+|[A-Za-zµμΩ°]+"
     r"(?:\s+(?:per|squared|cubed)\s+[A-Za-z]+)?)))")
-_CAUSE = re.compile(r"^(?P<effect>.{15,}?),?\s+because\s+(?P<cause>.{10,})$")
+_CAUSE = re.compile(r"^(?P<effect>.{6,}?),?\s+because\s+(?P<cause>.{10,})$")
 _LEADS = re.compile(r"^(?P<cause>.{10,}?)\s+(?P<verb>causes|leads to|results in|produces)\s+(?P<effect>.{10,})$")
 _PASSAGE = re.compile(r'"""\n(?P<passage>.*?)\n"""', re.S)
 _MAX_PAIRS = re.compile(r"up to (\d+)")

@@ -1,0 +1,74 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                   "HF_HUB_DISABLE_TELEMETRY": "1", "GX_ANALYTICS_ENABLED": "false",
+                   "MLFLOW_DISABLE_TELEMETRY": "true", "DAGSTER_DISABLE_TELEMETRY": "1"}.items():
+    os.environ[key] = value
+
+PROJECT = Path(__file__).resolve().parents[1]
+SAMPLE_RAW = PROJECT / "data" / "raw"
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def instance(dagster_home):
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as inst:
+        yield inst
+
+
+@pytest.fixture
+def delta_root(tmp_path):
+    root = tmp_path / "delta"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def raw_root(tmp_path):
+    """A copy of the shipped sample corpus, so tests can add bad files to it."""
+    root = tmp_path / "raw"
+    shutil.copytree(SAMPLE_RAW, root)
+    return root
+
+
+@pytest.fixture
+def teacher_server():
+    """A real OpenAI-compatible HTTP server on 127.0.0.1, stopped by its PID."""
+    servers = []
+
+    def start(*flags: str) -> str:
+        proc = subprocess.Popen([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", *flags],
+                                stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        servers.append(proc)
+        return f"http://127.0.0.1:{int(line.split()[1])}"
+
+    yield start
+    for proc in servers:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def server_calls(base_url: str) -> int:
+    with urllib.request.urlopen(f"{base_url}/stats", timeout=5) as response:
+        return json.load(response)["calls"]

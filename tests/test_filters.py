@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import polars as pl
+
+from nexa_core import schemas
+from nexa_core.dedup import MinHashConfig, near_duplicates
+from nexa_core.filters import filter_pairs, reason_counts, scrub_pii
+
+PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
+           "Water boils at 100 degrees Celsius at a pressure of one atmosphere.")
+
+
+def frames(responses: list[str]):
+    inputs = pl.DataFrame([{"domain": "physics", "request_id": f"r{i}", "doc_id": "d1", "passage_id": f"p{i}",
+                            "topic": "heat", "source_path": "physics/heat.md", "passage": PASSAGE,
+                            "template_name": "t", "template_hash": "h", "messages": "[]"}
+                           for i in range(len(responses))], schema=schemas.TEACHER_INPUTS)
+    outputs = pl.DataFrame([{"domain": "physics", "request_id": f"r{i}", "request_hash": f"h{i}", "model": "m",
+                             "backend": "b", "response": r, "finish_reason": "stop", "prompt_tokens": 1,
+                             "completion_tokens": 1, "latency_s": 0.0, "cost_usd": 0.0, "from_cache": False}
+                            for i, r in enumerate(responses)], schema=schemas.TEACHER_OUTPUTS)
+    return outputs, inputs
+
+
+def pairs(*items):
+    return json.dumps({"pairs": [{"question": q, "answer": a} for q, a in items]})
+
+
+def test_each_filter_keeps_its_reason():
+    outputs, inputs = frames([
+        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system."),
+              ("Q?", "x"),
+              ("At what temperature does water boil?", "100 degrees Celsius " * 60),
+              ("What is entropy exactly?", "I'm sorry, the passage does not say."),
+              ("Who discovered entropy first?", "Rudolf Clausius in Prussia in 1865.")),
+        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system.")),
+        pairs(("Define entropy.", "A measure of the number of microscopic arrangements of a system.")),
+        "this is not json",
+    ])
+    result = filter_pairs(outputs, inputs)
+    by_q = {r["question"]: r["reject_reason"] for r in result.iter_rows(named=True)}
+    assert by_q["Q?"] == "too_short"
+    assert by_q["At what temperature does water boil?"] == "too_long"
+    assert by_q["What is entropy exactly?"] == "refusal"
+    assert by_q["Who discovered entropy first?"] == "ungrounded"
+    assert by_q["Define entropy."] == "near_duplicate"
+    assert by_q[None] == "unparseable_response"
+    unparseable = result.filter(pl.col("reject_reason") == "unparseable_response").row(0, named=True)
+    assert "partition physics" in unparseable["reject_detail"] and "physics/heat.md" in unparseable["reject_detail"]
+    counts = reason_counts(result)
+    assert counts["kept"] == 1 and counts["exact_duplicate"] == 1 and sum(counts.values()) == result.height
+    assert result["pair_id"].n_unique() == result.height
+
+
+def test_pii_is_scrubbed_not_dropped():
+    text, changed = scrub_pii("Write to jane.doe@example.org or call +1 415-555-0199 for the data.")
+    assert changed and "[EMAIL]" in text and "[PHONE]" in text and "example.org" not in text
+    assert scrub_pii("It boils at 100 degrees, 1.5 x 10^3 pascal.") == ("It boils at 100 degrees, 1.5 x 10^3 pascal.", False)
+
+
+def test_near_duplicate_recall_on_planted_copies():
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(3000)]
+    base = [" ".join(rng.choice(vocab, 30)) for _ in range(300)]
+    copies = []
+    for text in base[:100]:
+        words = text.split()
+        words[rng.integers(len(words))] = "changed"  # one word edited: Jaccard of 3-grams ~0.85
+        copies.append(" ".join(words))
+    match = near_duplicates(base + copies, MinHashConfig())
+    assert (match[:300] == -1).all()  # no false positives among distinct texts
+    assert (match[300:] >= 0).mean() >= 0.95
+    assert (match[300:][match[300:] >= 0] == np.arange(100)[match[300:] >= 0]).all()

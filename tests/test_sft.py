@@ -1,0 +1,41 @@
+import polars as pl
+
+from nexa_core import schemas
+from nexa_core.sft import SplitConfig, build_sft_dataset, leaked_documents
+from nexa_core.quality import sft_dataset_suite
+
+
+def filtered(n_docs=12, per_doc=5):
+    rows = []
+    for d in range(n_docs):
+        for p in range(per_doc):
+            rows.append({"domain": "biology", "pair_id": f"p{d}-{p}", "request_id": "r", "doc_id": f"doc{d}",
+                         "passage_id": "x", "topic": "cells", "source_path": "s", "kind": "fact",
+                         "question": f"Question {d} {p}?", "answer": f"Answer {d} {p}", "passage": "",
+                         "pii_scrubbed": False, "reject_reason": None, "reject_detail": None})
+    rows.append({**rows[0], "pair_id": "dropped", "reject_reason": "refusal"})
+    return pl.DataFrame(rows, schema=schemas.FILTERED_PAIRS)
+
+
+def test_split_by_document_is_deterministic_and_complete():
+    sft = build_sft_dataset(filtered())
+    assert sft.height == 60 and "dropped" not in sft["pair_id"].to_list()
+    assert leaked_documents(sft) == []
+    assert set(sft["split"]) == {"train", "validation", "test"}
+    assert sft.equals(build_sft_dataset(filtered()))
+    other_seed = build_sft_dataset(filtered(), SplitConfig(seed=99))
+    assert other_seed["split"].to_list() != sft["split"].to_list()
+    roles = sft["messages"].list.eval(pl.element().struct.field("role")).to_list()
+    assert all(r == ["system", "user", "assistant"] for r in roles)
+
+
+def test_quality_suite_catches_leakage_and_bad_roles():
+    sft = build_sft_dataset(filtered())
+    assert sft_dataset_suite(sft).passed
+    leaked = pl.concat([sft, sft.head(1).with_columns(pl.lit("test" if sft["split"][0] != "test" else "train")
+                                                      .alias("split"), pl.lit("new").alias("example_id"))])
+    result = sft_dataset_suite(leaked)
+    assert not result.passed and result.failures() == ["no_split_leakage"]
+    bad_roles = sft.with_columns(pl.col("messages").list.eval(
+        pl.struct(pl.lit("robot").alias("role"), pl.element().struct.field("content").alias("content"))))
+    assert "allowed_roles" in sft_dataset_suite(bad_roles).failures()

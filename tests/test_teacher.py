@@ -1,0 +1,82 @@
+import json
+
+import polars as pl
+import pytest
+
+from nexa_core import schemas
+from nexa_core.prompts import PromptTemplate, load_template
+from nexa_core.teacher import (HeuristicTeacher, TeacherResponseError, collect_responses, heuristic_pairs,
+                               parse_pairs)
+from nexa_core.teacher_inputs import build_teacher_inputs, chunk_text
+
+PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
+           "Water boils at 100 degrees Celsius at a pressure of one atmosphere. "
+           "Ice floats because it is less dense than liquid water. "
+           "Heating a gas at constant volume leads to a rise in its pressure.")
+
+
+def test_chunking_keeps_sentences_whole_and_bounded():
+    text = "\n\n".join([PASSAGE] * 3 + ["Short one."])
+    passages = chunk_text(text, max_chars=300, min_chars=50)
+    assert all(len(p) <= 300 for p in passages)
+    assert all(p.endswith(".") for p in passages)
+    assert " ".join(passages).split() == text.split()  # nothing lost, nothing duplicated
+
+
+def test_template_renders_and_hash_changes_request_ids(tmp_path):
+    template = load_template("qa_pairs_v1")
+    messages = template.render(domain="physics", topic="heat", passage=PASSAGE, max_pairs=3)
+    assert [m["role"] for m in messages] == ["system", "user"] and PASSAGE in messages[1]["content"]
+    docs = pl.DataFrame([{"domain": "physics", "doc_id": "d1", "topic": "heat", "title": None, "text": PASSAGE,
+                          "source_path": "physics/heat.md", "source_row": 0, "n_chars": len(PASSAGE)}],
+                        schema=schemas.RAW_DOCUMENTS)
+    first = build_teacher_inputs(docs, template)
+    again = build_teacher_inputs(docs, template)
+    assert first["request_id"].to_list() == again["request_id"].to_list()
+    changed = PromptTemplate(name=template.name, system=template.system, user=template.user + " ", sha256="other")
+    assert build_teacher_inputs(docs, changed)["request_id"].to_list() != first["request_id"].to_list()
+    with pytest.raises(FileNotFoundError, match="qa_pairs_v9"):
+        load_template("qa_pairs_v9")
+
+
+def test_heuristic_teacher_is_deterministic_grounded_and_mixed():
+    pairs = heuristic_pairs(PASSAGE, max_pairs=4)
+    assert pairs == heuristic_pairs(PASSAGE, max_pairs=4)
+    kinds = {p["kind"] for p in pairs}
+    assert {"definition", "quantity", "cause_effect"} <= kinds
+    definition = next(p for p in pairs if p["kind"] == "definition")
+    assert definition["question"] == "What is entropy?"
+    assert definition["answer"].startswith("A measure of the number of microscopic arrangements")
+    quantity = next(p for p in pairs if p["kind"] == "quantity")
+    assert quantity["answer"] == "100 degrees Celsius" and "____" in quantity["question"]
+    assert next(p for p in pairs if p["kind"] == "cause_effect")["answer"] == \
+        "Because it is less dense than liquid water."
+
+
+def test_parse_pairs_accepts_fences_and_rejects_garbage():
+    assert parse_pairs('```json\n{"pairs": [{"question": "Q?", "answer": "A"}]}\n```')[0]["kind"] == "fact"
+    for bad in ("", "Sure! Here you go.", '{"pairs": 3}', '{"pairs": [{"question": "Q?"}]}'):
+        with pytest.raises(TeacherResponseError):
+            parse_pairs(bad)
+
+
+def test_collect_uses_cache_and_commits_new_responses():
+    template = load_template("qa_pairs_v1")
+    docs = pl.DataFrame([{"domain": "physics", "doc_id": f"d{i}", "topic": "heat", "title": None,
+                          "text": PASSAGE + f" Sample {i} is here.", "source_path": "x", "source_row": i,
+                          "n_chars": 1} for i in range(5)], schema=schemas.RAW_DOCUMENTS)
+    requests = build_teacher_inputs(docs, template)
+    cache: list[pl.DataFrame] = []
+
+    def cached(hashes):
+        if not cache:
+            return schemas.empty(schemas.TEACHER_CACHE)
+        return pl.concat(cache).filter(pl.col("request_hash").is_in(hashes))
+
+    out, stats = collect_responses(requests, HeuristicTeacher(), cached, cache.append, commit_every=2)
+    assert stats.new_calls == 5 and stats.cache_hits == 0 and len(cache) == 3  # batches of 2, 2, 1
+    assert out.height == 5 and not out["from_cache"].any()
+    again, stats = collect_responses(requests, HeuristicTeacher(), cached, cache.append)
+    assert stats.new_calls == 0 and stats.cache_hits == 5 and again["from_cache"].all()
+    assert again["response"].to_list() == out["response"].to_list()
+    assert all(json.loads(r)["pairs"] for r in out["response"])
