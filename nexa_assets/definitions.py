@@ -6,13 +6,12 @@ import os
 import dagster as dg
 
 from nexa_assets import checks, distill
-from nexa_assets.partitions import domain_partitions
 from nexa_assets.sensors import build_raw_folder_sensor
 from resources.delta import DeltaStore, NexaDeltaIOManager, storage_from_env
 from resources.teacher import TeacherResource
 
 distill_job = dg.define_asset_job(
-    "distill_job", selection=dg.AssetSelection.groups(distill.GROUP), partitions_def=domain_partitions,
+    "distill_job", selection=dg.AssetSelection.groups(distill.GROUP),
     description="Raw text to SFT sets for one domain partition.")
 
 

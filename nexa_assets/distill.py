@@ -39,7 +39,7 @@ class PromptConfig(dg.Config):
 class FilterSettings(dg.Config):
     min_grounding: float = 0.6
     max_answer_chars: int = 800
-    near_duplicate_threshold: float = 0.7
+    near_duplicate_threshold: float = 0.5
 
 
 class SplitSettings(dg.Config):

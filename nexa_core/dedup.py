@@ -24,7 +24,7 @@ class MinHashConfig:
     num_perm: int = 64
     bands: int = 16
     shingle: int = 3
-    threshold: float = 0.7  # estimated Jaccard a candidate pair must reach
+    threshold: float = 0.5  # estimated Jaccard a candidate must reach: the S-curve midpoint of 16x4 bands
     seed: int = 1
     chunk: int = 4096
 
