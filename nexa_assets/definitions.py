@@ -28,7 +28,7 @@ def teacher_from_env() -> TeacherResource:
 def build_defs() -> dg.Definitions:
     root, storage, options = storage_from_env()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([distill]),
+        assets=distill.DISTILL_ASSETS,
         asset_checks=checks.quality_checks,
         jobs=[distill_job],
         sensors=[build_raw_folder_sensor(distill_job)],

@@ -17,7 +17,7 @@ from nexa_core.prompts import load_template
 from nexa_core.sft import SplitConfig, build_sft_dataset
 from nexa_core.teacher import collect_responses
 from nexa_core.teacher_inputs import build_teacher_inputs
-from resources.delta import PROJECT_ROOT, DeltaStore
+from resources.delta import PROJECT_ROOT, DeltaStore, table_metadata
 from resources.teacher import TeacherResource
 
 GROUP = "distill"
@@ -48,31 +48,33 @@ class SplitSettings(dg.Config):
     seed: int = 17
 
 
-@dg.multi_asset(
-    outs={
-        "raw_documents": dg.AssetOut(metadata=DELTA_PARTITION, code_version="1",
-                                     description="Every document of the domain's raw folder, id = content hash."),
-        "raw_quarantine": dg.AssetOut(metadata=DELTA_PARTITION, code_version="1",
-                                      description="Files and rows that could not become documents, with the reason."),
-    },
-    partitions_def=domain_partitions, group_name=GROUP,
-)
-def raw_documents(context: dg.AssetExecutionContext, config: RawConfig):
+# Written by raw_documents in the same step (a report, not a computed asset), so any selection that
+# loads documents also stores what it quarantined.
+raw_quarantine = dg.AssetSpec(
+    "raw_quarantine", partitions_def=domain_partitions, group_name=GROUP, kinds={"delta"},
+    description="Files and rows of data/raw/<domain> that could not become documents, with the reason.")
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
+def raw_documents(context: dg.AssetExecutionContext, config: RawConfig, delta: DeltaStore):
+    """Every document of the domain's raw folder; id = hash of domain + text."""
     domain = context.partition_key
     documents, quarantine = load_domain(Path(config.raw_root), domain,
                                         LoadLimits(max_file_bytes=config.max_file_bytes,
                                                    max_doc_chars=config.max_doc_chars))
+    version = delta.write_domain("raw_quarantine", domain, quarantine)
     if quarantine.height:
         context.log.warning(f"partition {domain}: {quarantine.height} rows quarantined: "
                             + "; ".join(f"{r['source_path']} row {r['source_row']}: {r['reason']}"
                                         for r in quarantine.head(5).iter_rows(named=True)))
-    topics = dict(documents.group_by("topic").len().sort("topic").iter_rows())
-    yield dg.Output(documents, output_name="raw_documents", metadata={
-        "documents": documents.height, "quarantined": quarantine.height, "topics": topics,
+    context.log_event(dg.AssetMaterialization(
+        asset_key="raw_quarantine", partition=domain,
+        metadata={**table_metadata(quarantine, delta.uri("raw_quarantine"), version),
+                  "reasons": dict(quarantine.group_by("reason").len().iter_rows()) if quarantine.height else {}}))
+    return dg.Output(documents, metadata={
+        "documents": documents.height, "quarantined": quarantine.height,
+        "topics": dict(documents.group_by("topic").len().sort("topic").iter_rows()),
         "raw_folder": str(Path(config.raw_root) / domain)})
-    yield dg.Output(quarantine, output_name="raw_quarantine", metadata={
-        "quarantined": quarantine.height,
-        "reasons": dict(quarantine.group_by("reason").len().iter_rows()) if quarantine.height else {}})
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
@@ -143,3 +145,6 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SplitSettings, delta:
     return dg.Output(sft, metadata={
         **{f"examples/{s}": splits.get(s, 0) for s in ("train", "validation", "test")},
         "documents": sft["doc_id"].n_unique(), **versions_read(delta, "filtered_pairs")})
+
+
+DISTILL_ASSETS = [raw_documents, raw_quarantine, teacher_inputs, teacher_outputs, filtered_pairs, sft_dataset]

@@ -125,10 +125,16 @@ def filtered_pairs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> S
         "refusal_rate": [(parsed["reject_reason"] == "refusal").sum() / n],
     })
     checks = _base("filtered_pairs", frame, schemas.FILTERED_PAIRS, "pair_id")
-    checks["kept_question_length"] = e.ExpectColumnValueLengthsToBeBetween(
-        column="question", min_value=1, max_value=t.max_message_chars, row_condition='reject_reason.isnull()',
-        condition_parser="pandas")
     result = _run("filtered_pairs", frame, checks)
+    kept = frame.filter(pl.col("reject_reason").is_null())
+    rate_result = _run("filtered_pairs_kept", kept.select("question", "answer"), {
+        "kept_question_length": e.ExpectColumnValueLengthsToBeBetween(column="question", min_value=1,
+                                                                       max_value=t.max_message_chars),
+        "kept_answer_length": e.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1,
+                                                                     max_value=t.max_message_chars),
+    })
+    result.outcomes.update(rate_result.outcomes)
+    result.passed = result.passed and rate_result.passed
     rate_result = _run("filtered_pairs_rates", rates, {
         "duplicate_rate": e.ExpectColumnMaxToBeBetween(column="duplicate_rate", max_value=t.max_duplicate_rate),
         "refusal_rate": e.ExpectColumnMaxToBeBetween(column="refusal_rate", max_value=t.max_refusal_rate),

@@ -55,37 +55,41 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def write_partition(uri: str, frame: pl.DataFrame, partitions: dict[str, list[str]],
+                    storage_options: dict | None, label: str) -> int:
+    """Replace exactly the given partitions of a Delta table with `frame`; return the new version.
+
+    The partition column is cast to string (a non-string partition column is how an overwrite can
+    match nothing and rewrite the whole table), and rows of any other partition are refused."""
+    clauses = []
+    for column, values in partitions.items():
+        if column not in frame.columns:
+            raise ValueError(f"{label}: frame lacks partition column '{column}'")
+        frame = frame.with_columns(pl.col(column).cast(pl.String))
+        stray = frame.filter(~pl.col(column).is_in(values))[column].unique().to_list()
+        if stray:
+            raise ValueError(f"{label} partition {values}: frame holds rows of other partitions {stray[:5]}; "
+                             "refusing to write them")
+        clauses.append(f"{column} IN ({', '.join(_sql_literal(v) for v in values)})")
+    exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
+    write_deltalake(uri, frame.to_arrow(), mode="overwrite", partition_by=list(partitions) or None,
+                    predicate=" AND ".join(clauses) if exists and clauses else None,
+                    storage_options=storage_options)
+    return DeltaTable(uri, storage_options=storage_options).version()
+
+
+def table_metadata(frame: pl.DataFrame, uri: str, version: int) -> dict:
+    return {"dagster/row_count": frame.height, "dagster/uri": uri, "dagster/column_schema": column_schema(frame),
+            "delta_version": version, "preview": dg.MetadataValue.md(table_markdown(frame))}
+
+
 class PolarsDeltaTypeHandler(DbTypeHandler[pl.DataFrame]):
     def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: pl.DataFrame,
                       connection: TableConnection) -> None:
-        dims = table_slice.partition_dimensions or []
-        predicate = None
-        partition_by = None
-        if dims:
-            partition_by = [d.partition_expr for d in dims]
-            clauses = []
-            for dim in dims:
-                column, values = dim.partition_expr, list(dim.partitions)
-                if column not in obj.columns:
-                    raise ValueError(f"{context.asset_key.to_user_string()}: frame lacks partition column '{column}'")
-                obj = obj.with_columns(pl.col(column).cast(pl.String))
-                stray = obj.filter(~pl.col(column).is_in(values))[column].unique().to_list()
-                if stray:
-                    raise ValueError(f"{context.asset_key.to_user_string()} partition {values}: frame holds rows of "
-                                     f"other partitions {stray[:5]}; refusing to write them")
-                clauses.append(f"{column} IN ({', '.join(_sql_literal(v) for v in values)})")
-            predicate = " AND ".join(clauses)
-        exists = _exists(connection)
-        write_deltalake(connection.table_uri, obj.to_arrow(), mode="overwrite", partition_by=partition_by,
-                        predicate=predicate if exists else None, storage_options=connection.storage_options)
-        version = DeltaTable(connection.table_uri, storage_options=connection.storage_options).version()
-        context.add_output_metadata({
-            "dagster/row_count": obj.height,
-            "dagster/uri": connection.table_uri,
-            "dagster/column_schema": column_schema(obj),
-            "delta_version": version,
-            "preview": dg.MetadataValue.md(table_markdown(obj)),
-        })
+        partitions = {d.partition_expr: list(d.partitions) for d in table_slice.partition_dimensions or []}
+        version = write_partition(connection.table_uri, obj, partitions, connection.storage_options,
+                                  context.asset_key.to_user_string())
+        context.add_output_metadata(table_metadata(obj, connection.table_uri, version))
 
     def load_input(self, context: dg.InputContext, table_slice: TableSlice,
                    connection: TableConnection) -> pl.DataFrame:
@@ -103,10 +107,6 @@ class PolarsDeltaTypeHandler(DbTypeHandler[pl.DataFrame]):
     @property
     def supported_types(self) -> Sequence[type]:
         return [pl.DataFrame]
-
-
-def _exists(connection: TableConnection) -> bool:
-    return DeltaTable.is_deltatable(connection.table_uri, storage_options=connection.storage_options)
 
 
 class NexaDeltaIOManager(DeltaLakeIOManager):
@@ -144,6 +144,10 @@ class DeltaStore(dg.ConfigurableResource):
 
     def read_partition(self, table: str, domain: str) -> pl.DataFrame:
         return self.scan(table).filter(pl.col("domain") == domain).collect()
+
+    def write_domain(self, table: str, domain: str, frame: pl.DataFrame) -> int:
+        """Replace one domain's partition of a table that is not an asset output."""
+        return write_partition(self.uri(table), frame, {"domain": [domain]}, self.storage_options or None, table)
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
         write_deltalake(self.uri(table), frame.to_arrow(), mode="append",

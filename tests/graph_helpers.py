@@ -10,7 +10,7 @@ from nexa_assets.partitions import domain_partitions
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.teacher import TeacherResource
 
-DISTILL_ASSETS = dg.load_assets_from_modules([distill])
+DISTILL_ASSETS = distill.DISTILL_ASSETS
 
 
 def resources(delta_root: Path, teacher: TeacherResource | None = None) -> dict:

@@ -40,8 +40,10 @@ def test_dagster_asset_materialize_cli(instance, dagster_home, delta_root, raw_r
     assert done.returncode == 0, done.stderr[-4000:]
     assert "RUN_SUCCESS" in done.stderr or "Finished execution" in done.stderr
     import polars as pl
-    sft = pl.read_delta(str(delta_root / "nexa" / "sft_dataset"))
-    assert sft.height > 0 and (sft["domain"] == "physics").all()
+    # `raw_documents+` is the asset and its direct children.
+    inputs = pl.read_delta(str(delta_root / "nexa" / "teacher_inputs"))
+    assert inputs.height > 0 and (inputs["domain"] == "physics").all()
+    assert "raw_documents_quality" in done.stderr
 
 
 def test_entry_points_exit_cleanly_in_a_loop(tmp_path):
