@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         frame = store.scan(table)
         if "domain" in frame.collect_schema():
-            counts = dict(frame.group_by("domain").len().sort("domain").collect().iter_rows())
-            print(f"  {table:16s} v{store.version(table)}  " + "  ".join(f"{d}={n}" for d, n in counts.items()))
+            counts = dict(frame.group_by("domain").len().collect().iter_rows())
+            print(f"  {table:16s} v{store.version(table)}  "
+                  + "  ".join(f"{d}={counts.get(d, 0)}" for d in sorted(set(counts) | set(domains))))
         else:
             print(f"  {table:16s} v{store.version(table)}  rows={frame.select(pl.len()).collect().item()}")
     return 1 if failed else 0

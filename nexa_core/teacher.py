@@ -52,12 +52,18 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 _DEFINITION = re.compile(
     r"^(?P<article>An?\s+|The\s+)?(?P<term>[A-Za-z][\w'()\- ]{1,60}?)\s+(?P<verb>is|are)\s+(?:defined as\s+)?"
     r"(?P<defn>(?:an?|the)\s+.{10,})$")
+_UNIT = (r"(?:(?:kilo|mega|giga|milli|micro|nano|pico|femto|centi)?(?:metres?|meters?|grams?|seconds?|joules?|"
+         r"newtons?|watts?|volts?|electronvolts?|moles?|litres?|liters?|pascals?|coulombs?|sieverts?|hertz|"
+         r"calories?)|kelvin|degrees?(?: Celsius| Fahrenheit)?|percent|per cent|%|molar|atmospheres?|minutes?|"
+         r"hours?|days?|years?|dioptres?|parts per million|base pairs|millimetres of mercury)")
 _QUANTITY = re.compile(
-    r"(?P<q>(?:about |roughly |approximately |nearly |around )?[-+]?\d[\d,]*(?:\.\d+)?"
-    r"(?:\s*(?:x|×)\s*10\^?-?\d+)?(?:\s*(?:%|percent|per cent|degrees? [A-Z][a-z]+|[A-Za-zµμΩ°]+"
-    r"(?:\s+(?:per|squared|cubed)\s+[A-Za-z]+)?)))")
+    r"(?P<q>(?:about |roughly |approximately |nearly |around |exactly )?[-+]?\d[\d,]*(?:\.\d+)?"
+    r"(?:\s*(?:x|×)\s*10\^-?\d+)?(?:\s*(?:million|billion|trillion|thousand))?\s*" + _UNIT
+    + r"(?:\s+(?:per|squared|cubed)(?:\s+(?:kilogram|mole|kelvin|second|litre|minute|year|day|metre|"
+    r"square metres?|kilograms? squared|nucleon)s?)?)*)(?![\w])")
 _CAUSE = re.compile(r"^(?P<effect>.{6,}?),?\s+because\s+(?P<cause>.{10,})$")
 _LEADS = re.compile(r"^(?P<cause>.{10,}?)\s+(?P<verb>causes|leads to|results in|produces)\s+(?P<effect>.{10,})$")
+_PRONOUN_START = re.compile(r"^(?:It|Its|This|These|That|Those|They|Their|Each|Both|Such)\b")
 _PASSAGE = re.compile(r'"""\n(?P<passage>.*?)\n"""', re.S)
 _MAX_PAIRS = re.compile(r"up to (\d+)")
 _STOP = frozenset("the a an of and or in on to is are was were be by for with as at from that this "
@@ -84,7 +90,7 @@ def _definition(sentence: str) -> dict | None:
 
 def _quantity(sentence: str) -> dict | None:
     m = _QUANTITY.search(sentence)
-    if not m or not re.search(r"[A-Za-z%]", m.group("q").split()[-1]):
+    if not m:
         return None
     quantity = m.group("q").strip()
     cloze = f"{sentence[:m.start('q')]}____{sentence[m.end('q'):]}"
@@ -107,6 +113,8 @@ def _cause_effect(sentence: str) -> dict | None:
 
 
 def _cloze(sentence: str) -> dict | None:
+    if _PRONOUN_START.match(sentence):  # "It contains ..." means nothing without the sentence before
+        return None
     words = re.findall(r"[A-Za-z][A-Za-z\-]{5,}", sentence)
     candidates = [w for w in words[1:] if w.lower() not in _STOP]
     if len(sentence) < 40 or not candidates:
