@@ -9,14 +9,12 @@ Work is done in chunks, so memory is bounded by the chunk size plus 8 bytes per 
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 _WORD = re.compile(r"\w+")
-_MERSENNE = np.uint64((1 << 61) - 1)
-_MAX32 = np.uint64(0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class MinHashConfig:
     shingle: int = 3
     threshold: float = 0.5  # estimated Jaccard a candidate must reach: the S-curve midpoint of 16x4 bands
     seed: int = 1
-    chunk: int = 4096
+    chunk: int = 1024  # texts per block: keeps the (num_perm x shingles) block in cache
 
     @property
     def rows(self) -> int:
@@ -34,37 +32,42 @@ class MinHashConfig:
 
 
 def _permutations(cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.RandomState(cfg.seed)
-    a = rng.randint(1, (1 << 31) - 1, size=cfg.num_perm, dtype=np.int64).astype(np.uint64)
-    b = rng.randint(0, (1 << 31) - 1, size=cfg.num_perm, dtype=np.int64).astype(np.uint64)
+    """Multiply-shift hash family: h(x) = (a*x + b) >> 32 over 64-bit words, a odd. Universal like
+    datasketch's (a*x + b) mod p, without the 64-bit modulo that dominates its cost."""
+    rng = np.random.default_rng(cfg.seed)
+    a = rng.integers(0, 1 << 63, size=cfg.num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 1 << 63, size=cfg.num_perm, dtype=np.uint64)
     return a, b
 
 
-def shingle_hashes(text: str, k: int) -> list[int]:
-    words = _WORD.findall(text.lower())
-    if len(words) < k:
-        words = [" ".join(words)]
-        k = 1
-    grams = {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
-    return [zlib.crc32(g.encode()) for g in grams]
+def shingle_hashes(texts: pl.Series, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat 64-bit hashes of each text's distinct word k-grams, count per text), computed in polars.
+    A text shorter than k words is one shingle of all its words."""
+    words = texts.str.to_lowercase().str.extract_all(r"\w+").fill_null([])
+    grams = words.list.eval(
+        pl.concat_str([pl.element().shift(-i) for i in range(k)], separator=" ").drop_nulls())
+    grams = pl.select(pl.when(words.list.len() >= k).then(grams)
+                      .otherwise(pl.concat_list(words.list.join(" ")))).to_series().list.unique()
+    flat = grams.explode().hash(seed).to_numpy()
+    return flat, grams.list.len().to_numpy().astype(np.int64)
 
 
-def signatures(texts: list[str], cfg: MinHashConfig = MinHashConfig()) -> np.ndarray:
+def signatures(texts: list[str] | pl.Series, cfg: MinHashConfig = MinHashConfig()) -> np.ndarray:
     """(len(texts), num_perm) uint32 MinHash signatures."""
+    texts = pl.Series(texts, dtype=pl.String)
     a, b = _permutations(cfg)
     out = np.empty((len(texts), cfg.num_perm), dtype=np.uint32)
     for start in range(0, len(texts), cfg.chunk):
-        batch = [shingle_hashes(t, cfg.shingle) for t in texts[start:start + cfg.chunk]]
-        lengths = np.fromiter((len(h) for h in batch), dtype=np.int64, count=len(batch))
-        flat = np.fromiter((x for h in batch for x in h), dtype=np.uint64, count=int(lengths.sum()))
-        # (a*x + b) mod p, truncated to 32 bits, for every shingle and permutation at once.
-        permuted = ((flat[:, None] * a[None, :] + b[None, :]) % _MERSENNE) & _MAX32
+        flat, lengths = shingle_hashes(texts.slice(start, cfg.chunk), cfg.shingle, cfg.seed)
+        # Every shingle under every permutation at once, one permutation per row so the per-text
+        # minimum runs over contiguous memory; uint64 arithmetic wraps, which the family wants.
+        permuted = ((a[:, None] * flat[None, :] + b[:, None]) >> np.uint64(32)).astype(np.uint32)
         offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        out[start:start + len(batch)] = np.minimum.reduceat(permuted, offsets, axis=0)
+        out[start:start + len(lengths)] = np.minimum.reduceat(permuted, offsets, axis=1).T
     return out
 
 
-def near_duplicates(texts: list[str], cfg: MinHashConfig = MinHashConfig()) -> np.ndarray:
+def near_duplicates(texts: list[str] | pl.Series, cfg: MinHashConfig = MinHashConfig()) -> np.ndarray:
     """For each text, the index of an earlier text it near-duplicates, or -1. The first text of a
     group is kept; later ones point at it (or at another earlier member)."""
     n = len(texts)

@@ -7,7 +7,6 @@ per-reason counts are a group-by and nothing disappears. Order: parse -> PII scr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -20,14 +19,14 @@ from nexa_core.teacher import TeacherResponseError, parse_pairs
 REASONS = ("unparseable_response", "too_short", "too_long", "refusal", "ungrounded", "exact_duplicate",
            "near_duplicate")
 
-EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?![\w.])")
-REFUSAL = re.compile(
-    r"\b(?:as an ai|i(?:'m| am) (?:sorry|unable|not able)|i cannot|i can't|cannot (?:help|assist|answer)|"
-    r"not (?:mentioned|stated|provided) in the passage|the passage does not|no information)\b", re.I)
-_TOKEN = re.compile(r"\w+")
-_STOP = frozenset("the a an of and or in on to is are was were be by for with as at from that this which it "
-                  "its because".split())
+# Rust-regex syntax (no look-around): every pattern runs vectorised inside polars.
+EMAIL = r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"
+PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\b\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}\b"
+REFUSAL = (r"(?i)\b(?:as an ai|i(?:'m| am) (?:sorry|unable|not able)|i cannot|i can't|cannot (?:help|assist|answer)|"
+           r"not (?:mentioned|stated|provided) in the passage|the passage does not|no information)\b")
+WORDS = r"\w+"
+STOP_WORDS = ["the", "a", "an", "of", "and", "or", "in", "on", "to", "is", "are", "was", "were", "be", "by", "for",
+              "with", "as", "at", "from", "that", "this", "which", "it", "its", "because"]
 
 
 @dataclass(frozen=True)
@@ -40,85 +39,110 @@ class FilterConfig:
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
 
 
+def _scrub(column: str) -> pl.Expr:
+    return pl.col(column).str.replace_all(EMAIL, "[EMAIL]").str.replace_all(PHONE, "[PHONE]")
+
+
 def scrub_pii(text: str) -> tuple[str, bool]:
-    scrubbed = PHONE.sub("[PHONE]", EMAIL.sub("[EMAIL]", text))
+    scrubbed = pl.DataFrame({"t": [text]}).select(_scrub("t")).item()
     return scrubbed, scrubbed != text
 
 
-def grounding(answer: str, passage: str) -> float:
-    words = [w for w in _TOKEN.findall(answer.lower()) if w not in _STOP]
-    if not words:
-        return 1.0
-    source = set(_TOKEN.findall(passage.lower()))
-    return sum(w in source for w in words) / len(words)
-
-
-def normalise(text: str) -> str:
-    return " ".join(_TOKEN.findall(text.lower()))
+def _normalised(column: str) -> pl.Expr:
+    return pl.col(column).str.to_lowercase().str.extract_all(WORDS).list.join(" ")
 
 
 def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
     """One row per parsed pair; a response that does not parse is one rejected row naming it."""
-    joined = outputs.join(inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path", "passage"),
-                          on="request_id", how="left")
-    rows = []
-    for row in joined.iter_rows(named=True):
-        base = {k: row[k] for k in ("domain", "request_id", "doc_id", "passage_id", "topic", "source_path", "passage")}
+    joined = outputs.select("domain", "request_id", "response").join(
+        inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path"), on="request_id", how="left",
+        maintain_order="left")
+    cols: dict[str, list] = {k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail")}
+    for domain, request_id, response, source_path in joined.select(
+            "domain", "request_id", "response", "source_path").iter_rows():
         try:
-            pairs = parse_pairs(row["response"])
+            pairs = parse_pairs(response)
         except TeacherResponseError as exc:
-            rows.append({**base, "kind": None, "question": None, "answer": None, "reject_reason": "unparseable_response",
-                         "reject_detail": f"partition {row['domain']}, request {row['request_id']} "
-                                          f"(from {row['source_path']}): {exc}"})
-            continue
+            pairs = [None]
+            detail = f"partition {domain}, request {request_id} (from {source_path}): {exc}"
         for index, pair in enumerate(pairs):
-            rows.append({**base, **pair, "pair_index": index, "reject_reason": None, "reject_detail": None})
-    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
-    return frame
+            cols["request_id"].append(request_id)
+            cols["pair_index"].append(index if pair else None)
+            cols["kind"].append(pair["kind"] if pair else None)
+            cols["question"].append(pair["question"] if pair else None)
+            cols["answer"].append(pair["answer"] if pair else None)
+            cols["reject_detail"].append(None if pair else detail)
+    frame = pl.DataFrame(cols, schema={"request_id": pl.String, "pair_index": pl.Int64, "kind": pl.String,
+                                       "question": pl.String, "answer": pl.String, "reject_detail": pl.String})
+    frame = frame.join(joined.drop("response"), on="request_id", how="left", maintain_order="left")
+    return frame.with_columns(pl.when(pl.col("reject_detail").is_not_null()).then(pl.lit("unparseable_response"))
+                              .otherwise(None).cast(pl.String).alias("reject_reason"))
+
+
+def _grounding(pairs: pl.DataFrame, inputs: pl.DataFrame) -> pl.Series:
+    """Share of each answer's content words that occur in its passage (1.0 when it has none)."""
+    # Words are joined as 64-bit hashes: much cheaper than joining strings.
+    answer_words = (pairs.select("row", "request_id", pl.col("answer").str.to_lowercase().str.extract_all(WORDS)
+                                 .alias("word")).explode("word")
+                    .filter(pl.col("word").is_not_null() & ~pl.col("word").is_in(STOP_WORDS))
+                    .with_columns(pl.col("word").hash()))
+    passage_words = inputs.select("request_id", pl.col("passage").str.to_lowercase().str.extract_all(WORDS)
+                                  .alias("word")).explode("word").with_columns(pl.col("word").hash())
+    found = answer_words.join(passage_words, on=["request_id", "word"], how="semi").group_by("row").len("found")
+    share = (answer_words.group_by("row").len("total").join(found, on="row", how="left")
+             .select("row", (pl.col("found").fill_null(0) / pl.col("total")).alias("grounding")))
+    return pairs.select("row").join(share, on="row", how="left", maintain_order="left")["grounding"].fill_null(1.0)
 
 
 def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig = FilterConfig()) -> pl.DataFrame:
     pairs = explode_pairs(outputs, inputs)
     if pairs.is_empty():
         return schemas.empty(schemas.FILTERED_PAIRS)
-    records = pairs.to_dicts()
-    for r in records:
-        r.setdefault("pair_index", None)
-        r["pii_scrubbed"] = False
-        if r["reject_reason"]:
-            r["pair_id"] = content_id(r["request_id"], "unparseable")
-            continue
-        r["question"], q_pii = scrub_pii(r["question"])
-        r["answer"], a_pii = scrub_pii(r["answer"])
-        r["pii_scrubbed"] = q_pii or a_pii
-        r["pair_id"] = content_id(r["request_id"], r["pair_index"], r["question"], r["answer"])
-        q, a = len(r["question"]), len(r["answer"])
-        if q < cfg.min_question_chars or a < cfg.min_answer_chars:
-            r["reject_reason"], r["reject_detail"] = "too_short", f"question {q} chars, answer {a} chars"
-        elif q > cfg.max_question_chars or a > cfg.max_answer_chars:
-            r["reject_reason"], r["reject_detail"] = "too_long", f"question {q} chars, answer {a} chars"
-        elif REFUSAL.search(r["answer"]) or REFUSAL.search(r["question"]):
-            r["reject_reason"], r["reject_detail"] = "refusal", REFUSAL.search(r["answer"] + " " + r["question"]).group(0)
-        elif (g := grounding(r["answer"], r["passage"] or "")) < cfg.min_grounding:
-            r["reject_reason"], r["reject_detail"] = "ungrounded", f"{g:.2f} of answer words in passage"
+    q, a = pl.col("question"), pl.col("answer")
+    pairs = pairs.with_row_index("row").with_columns(_scrub("question").alias("q2"), _scrub("answer").alias("a2"))
+    pairs = pairs.with_columns(((q != pl.col("q2")) | (a != pl.col("a2"))).fill_null(False).alias("pii_scrubbed"),
+                               pl.col("q2").alias("question"), pl.col("a2").alias("answer")).drop("q2", "a2")
+    pairs = pairs.with_columns(grounding=_grounding(pairs, inputs),
+                               pair_id=pl.Series([content_id(r, i, qq, aa) if i is not None else
+                                                  content_id(r, "unparseable") for r, i, qq, aa in
+                                                  pairs.select("request_id", "pair_index", "question",
+                                                               "answer").iter_rows()], dtype=pl.String))
+    qlen, alen = q.str.len_chars(), a.str.len_chars()
+    sizes = pl.format("question {} chars, answer {} chars", qlen, alen)
+    refusal = pl.concat_str([a, q], separator=" ").str.extract(f"({REFUSAL})", 1)
+    rules = [
+        (pl.col("reject_reason").is_not_null(), pl.col("reject_reason"), pl.col("reject_detail")),
+        ((qlen < cfg.min_question_chars) | (alen < cfg.min_answer_chars), pl.lit("too_short"), sizes),
+        ((qlen > cfg.max_question_chars) | (alen > cfg.max_answer_chars), pl.lit("too_long"), sizes),
+        (refusal.is_not_null(), pl.lit("refusal"), refusal),
+        (pl.col("grounding") < cfg.min_grounding, pl.lit("ungrounded"),
+         pl.format("{} of answer words in passage", pl.col("grounding").round(2))),
+    ]
+    reason = pl.when(rules[0][0]).then(rules[0][1])
+    detail = pl.when(rules[0][0]).then(rules[0][2])
+    for cond, why, what in rules[1:]:
+        reason, detail = reason.when(cond).then(why), detail.when(cond).then(what)
+    pairs = pairs.with_columns(reason.otherwise(None).alias("reject_reason"), detail.otherwise(None).alias("reject_detail"))
 
-    seen: dict[str, str] = {}
-    survivors = []
-    for r in records:
-        if r["reject_reason"]:
-            continue
-        key = normalise(r["question"]) + "\x1f" + normalise(r["answer"])
-        if key in seen:
-            r["reject_reason"], r["reject_detail"] = "exact_duplicate", f"same as pair {seen[key]}"
-        else:
-            seen[key] = r["pair_id"]
-            survivors.append(r)
-    match = near_duplicates([f"{r['question']} {r['answer']}" for r in survivors], cfg.minhash)
-    for r, other in zip(survivors, match):
-        if other >= 0:
-            r["reject_reason"], r["reject_detail"] = "near_duplicate", f"near pair {survivors[other]['pair_id']}"
-    frame = pl.DataFrame(records, infer_schema_length=None)
-    return schemas.conform(frame, schemas.FILTERED_PAIRS)
+    # Exact duplicates among the survivors: the first in order is kept.
+    key = pl.concat_str([_normalised("question"), _normalised("answer")], separator="\x1f")
+    alive = pairs.filter(pl.col("reject_reason").is_null()).with_columns(key.alias("key"))
+    alive = alive.with_columns(pl.col("pair_id").first().over("key").alias("first"))
+    exact = alive.filter(pl.col("pair_id") != pl.col("first"))
+    # Near duplicates among what is left.
+    alive = alive.filter(pl.col("pair_id") == pl.col("first"))
+    match = near_duplicates(alive.select(pl.concat_str([q, a], separator=" "))[:, 0], cfg.minhash)
+    near = alive.with_columns(pl.Series("match", match)).filter(pl.col("match") >= 0)
+    near = near.with_columns(alive["pair_id"].gather(near["match"]).alias("first"))
+    verdicts = pl.concat([
+        exact.select("row", pl.lit("exact_duplicate").alias("why"), pl.format("same as pair {}", "first").alias("what")),
+        near.select("row", pl.lit("near_duplicate").alias("why"), pl.format("near pair {}", "first").alias("what")),
+    ])
+    pairs = pairs.join(verdicts, on="row", how="left", maintain_order="left").with_columns(
+        pl.coalesce("reject_reason", "why").alias("reject_reason"),
+        pl.coalesce("reject_detail", "what").alias("reject_detail"))
+    pairs = pairs.join(inputs.select("request_id", "passage"), on="request_id", how="left", maintain_order="left")
+    return schemas.conform(pairs, schemas.FILTERED_PAIRS)
 
 
 def reason_counts(filtered: pl.DataFrame) -> dict[str, int]:
