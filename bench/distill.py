@@ -2,7 +2,8 @@
 
 Usage: python bench/distill.py [--sizes 25000 50000 100000]
 
-Each (method, size) runs in a fresh subprocess so peak RSS is its own. The corpus has 20% planted
+Each (method, size) runs in a fresh subprocess so peak RSS is its own; "over the loaded input" is
+the peak minus the peak reached once the input frames were built, i.e. the method's working memory. The corpus has 20% planted
 near duplicates (one word of an earlier pair replaced); recall is the share of them flagged.
 Both sides use the same shingles (word 3-grams), 64 permutations and 16 bands x 4 rows.
 """
@@ -63,12 +64,13 @@ def run_nexa(n: int) -> dict:
                         "cost_usd": 0.0, "from_cache": False})
     outputs = pl.DataFrame(outputs, schema=schemas.TEACHER_OUTPUTS)
     inputs = pl.DataFrame(inputs, schema=schemas.TEACHER_INPUTS)
+    base_rss = peak_rss_mb()
     start = time.perf_counter()
     result = filter_pairs(outputs, inputs)
     seconds = time.perf_counter() - start
     dup = result["reject_reason"].is_in(["near_duplicate", "exact_duplicate"]).fill_null(False).to_list()
     planted = [p[2] >= 0 for p in pairs]
-    return summarise("nexa filter+dedup", n, seconds, dup, planted)
+    return summarise("nexa filter+dedup", n, seconds, dup, planted, base_rss)
 
 
 def run_datasketch(n: int) -> dict:
@@ -78,6 +80,7 @@ def run_datasketch(n: int) -> dict:
 
     cfg = MinHashConfig()
     pairs = corpus(n)
+    base_rss = peak_rss_mb()
     start = time.perf_counter()
     lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows))
     dup = []
@@ -92,15 +95,19 @@ def run_datasketch(n: int) -> dict:
             dup.append(False)
             lsh.insert(str(i), m)
     seconds = time.perf_counter() - start
-    return summarise("datasketch MinHashLSH", n, seconds, dup, [p[2] >= 0 for p in pairs])
+    return summarise("datasketch MinHashLSH", n, seconds, dup, [p[2] >= 0 for p in pairs], base_rss)
 
 
-def summarise(name, n, seconds, dup, planted) -> dict:
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarise(name, n, seconds, dup, planted, base_rss) -> dict:
     hits = sum(d and p for d, p in zip(dup, planted))
     false = sum(d and not p for d, p in zip(dup, planted))
     return {"method": name, "pairs": n, "seconds": round(seconds, 3), "pairs_per_s": round(n / seconds),
             "recall": round(hits / max(sum(planted), 1), 4), "false_positives": false,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(peak_rss_mb()), "working_mb": round(peak_rss_mb() - base_rss)}
 
 
 def main() -> None:
@@ -120,7 +127,8 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{r['method']:24s} n={n:>7}  {r['seconds']:8.2f} s  {r['pairs_per_s']:>8} pairs/s  "
-                  f"recall={r['recall']:.4f}  false_pos={r['false_positives']}  peak_rss={r['peak_rss_mb']} MB",
+                  f"recall={r['recall']:.4f}  false_pos={r['false_positives']}  peak_rss={r['peak_rss_mb']} MB  "
+                  f"(+{r['working_mb']} MB over the loaded input)",
                   flush=True)
         nexa, base = rows[-2], rows[-1]
         print(f"  ratio at n={n}: {nexa['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s "

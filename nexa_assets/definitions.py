@@ -22,7 +22,8 @@ def teacher_from_env() -> TeacherResource:
     if backend == "heuristic":
         return TeacherResource()
     return TeacherResource(backend="openai", base_url=base_url,
-                           model=os.environ.get("NEXA_TEACHER_MODEL", "gpt-4o-mini"))
+                           model=os.environ.get("NEXA_TEACHER_MODEL", "gpt-4o-mini"),
+                           api_key=dg.EnvVar(os.environ.get("NEXA_TEACHER_API_KEY_ENV", "OPENAI_API_KEY")))
 
 
 def build_defs() -> dg.Definitions:

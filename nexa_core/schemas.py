@@ -36,10 +36,8 @@ TEACHER_INPUTS = {
     "messages": pl.String,  # JSON list of {"role", "content"}
 }
 
-TEACHER_OUTPUTS = {
-    "domain": pl.String,
-    "request_id": pl.String,
-    "request_hash": pl.String,
+# What a teacher call returned: shared by the per-partition outputs and the response cache.
+RESPONSE = {
     "model": pl.String,
     "backend": pl.String,
     "response": pl.String,
@@ -48,19 +46,19 @@ TEACHER_OUTPUTS = {
     "completion_tokens": pl.Int64,
     "latency_s": pl.Float64,
     "cost_usd": pl.Float64,
+}
+
+TEACHER_OUTPUTS = {
+    "domain": pl.String,
+    "request_id": pl.String,
+    "request_hash": pl.String,
+    **RESPONSE,
     "from_cache": pl.Boolean,
 }
 
 TEACHER_CACHE = {
     "request_hash": pl.String,
-    "model": pl.String,
-    "backend": pl.String,
-    "response": pl.String,
-    "finish_reason": pl.String,
-    "prompt_tokens": pl.Int64,
-    "completion_tokens": pl.Int64,
-    "latency_s": pl.Float64,
-    "cost_usd": pl.Float64,
+    **RESPONSE,
     "created_at": pl.Datetime("us", "UTC"),
 }
 

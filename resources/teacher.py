@@ -3,13 +3,13 @@
 - backend="heuristic" (default): the embedded offline generator in nexa_core.teacher, so the graph
   runs with no endpoint and no network. It is a rule set, not a language model.
 - backend="openai": any OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama,
-  llama.cpp server, TGI) through the `openai` client with `base_url`. The key comes from the
-  environment variable named by `api_key_env`, never from run config, so it is not shown in the UI.
+  llama.cpp server, TGI) through the `openai` client with `base_url`. Set the key as
+  `api_key=dg.EnvVar("OPENAI_API_KEY")`: Dagster resolves it at run time and shows only the
+  variable's name in the UI, never the value.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Literal
 
@@ -46,7 +46,7 @@ class TeacherResource(dg.ConfigurableResource):
                                                     description="'heuristic' (offline default) or 'openai'")
     model: str = Field(default="nexa-heuristic-v1", description="Model name sent to the endpoint")
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
-    api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the key")
+    api_key: str | None = Field(default=None, description="Set with dg.EnvVar('OPENAI_API_KEY'), never a literal")
     temperature: float = 0.0
     max_tokens: int = 800
     max_concurrency: int = 16
@@ -58,11 +58,10 @@ class TeacherResource(dg.ConfigurableResource):
     def client(self):
         if self.backend == "heuristic":
             return HeuristicTeacher(model=self.model)
-        key = os.environ.get(self.api_key_env)
-        if not key and self.base_url is None:
-            raise ValueError(f"teacher backend 'openai' needs the API key in ${self.api_key_env} "
-                             "(or a base_url of a local server that takes any key)")
-        return OpenAICompatibleTeacher(self.model, self.base_url, key or "unused", self.timeout_s, self.max_retries)
+        if not self.api_key:
+            raise ValueError("teacher backend 'openai' needs api_key (set NEXA_TEACHER_API_KEY_ENV's variable, "
+                             "OPENAI_API_KEY by default; any value for a local server that ignores keys)")
+        return OpenAICompatibleTeacher(self.model, self.base_url, self.api_key, self.timeout_s, self.max_retries)
 
     def params(self) -> dict:
         if self.backend == "heuristic":

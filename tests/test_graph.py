@@ -84,10 +84,13 @@ def test_rematerializing_one_domain_leaves_the_other_intact(instance, raw_root, 
     assert sft.filter(pl.col("domain") == "biology").height >= bio_rows
 
 
-def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delta_root, teacher_server):
+def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delta_root, teacher_server,
+                                                        monkeypatch):
     base = teacher_server()
+    monkeypatch.setenv("NEXA_TEST_TEACHER_KEY", "sk-test-secret-value")
     teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model="test-teacher", max_concurrency=8,
-                              usd_per_1m_input=1.0, usd_per_1m_output=2.0)
+                              api_key=dg.EnvVar("NEXA_TEST_TEACHER_KEY"), usd_per_1m_input=1.0,
+                              usd_per_1m_output=2.0)
     first = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher)
     assert first.success
     inputs, _ = read_table(delta_root, "teacher_inputs")
@@ -102,11 +105,17 @@ def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delt
     assert materialization(second, "teacher_outputs").metadata["new_calls"].value == 0
     pairs, _ = read_table(delta_root, "filtered_pairs")
     assert pairs.filter(pl.col("reject_reason").is_null()).height >= 100
+    # The key reaches the server but no table or event metadata.
+    for table in ("teacher_outputs", "teacher_cache", "filtered_pairs"):
+        frame, _ = read_table(delta_root, table)
+        assert "sk-test-secret-value" not in frame.write_csv()
+    records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
+    assert records and all("sk-test-secret-value" not in str(r.event_log_entry) for r in records)
 
 
 def test_unparseable_teacher_responses_name_partition_and_file(instance, raw_root, delta_root, teacher_server):
     base = teacher_server("--garbage")
-    teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model="garbage-teacher")
+    teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model="garbage-teacher", api_key="local")
     result = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher, raise_on_error=False)
     pairs, _ = read_table(delta_root, "filtered_pairs")
     assert (pairs["reject_reason"] == "unparseable_response").all()
