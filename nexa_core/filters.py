@@ -86,20 +86,21 @@ def _grounding(pairs: pl.DataFrame, inputs: pl.DataFrame) -> pl.Series:
                                  .alias("word")).explode("word")
                     .filter(pl.col("word").is_not_null() & ~pl.col("word").is_in(STOP_WORDS))
                     .with_columns(pl.col("word").hash()))
-    passage_words = inputs.select("request_id", pl.col("passage").str.to_lowercase().str.extract_all(WORDS)
-                                  .alias("word")).explode("word").with_columns(pl.col("word").hash())
+    passage_words = (inputs.join(pairs.select("request_id").unique(), on="request_id", how="semi")
+                     .select("request_id", pl.col("passage").str.to_lowercase().str.extract_all(WORDS).alias("word"))
+                     .explode("word").with_columns(pl.col("word").hash()))
     found = answer_words.join(passage_words, on=["request_id", "word"], how="semi").group_by("row").len("found")
     share = (answer_words.group_by("row").len("total").join(found, on="row", how="left")
              .select("row", (pl.col("found").fill_null(0) / pl.col("total")).alias("grounding")))
     return pairs.select("row").join(share, on="row", how="left", maintain_order="left")["grounding"].fill_null(1.0)
 
 
-def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig = FilterConfig()) -> pl.DataFrame:
+def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, first_row: int) -> pl.DataFrame:
+    """Parse, scrub and apply the per-pair rules to one block of responses."""
     pairs = explode_pairs(outputs, inputs)
-    if pairs.is_empty():
-        return schemas.empty(schemas.FILTERED_PAIRS)
     q, a = pl.col("question"), pl.col("answer")
-    pairs = pairs.with_row_index("row").with_columns(_scrub("question").alias("q2"), _scrub("answer").alias("a2"))
+    pairs = pairs.with_row_index("row", offset=first_row).with_columns(
+        _scrub("question").alias("q2"), _scrub("answer").alias("a2"))
     pairs = pairs.with_columns(((q != pl.col("q2")) | (a != pl.col("a2"))).fill_null(False).alias("pii_scrubbed"),
                                pl.col("q2").alias("question"), pl.col("a2").alias("answer")).drop("q2", "a2")
     pairs = pairs.with_columns(grounding=_grounding(pairs, inputs),
@@ -122,16 +123,34 @@ def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig 
     detail = pl.when(rules[0][0]).then(rules[0][2])
     for cond, why, what in rules[1:]:
         reason, detail = reason.when(cond).then(why), detail.when(cond).then(what)
-    pairs = pairs.with_columns(reason.otherwise(None).alias("reject_reason"), detail.otherwise(None).alias("reject_detail"))
+    # The exact-duplicate key travels as a 64-bit hash of the normalised text, not the text.
+    key = pl.concat_str([_normalised("question"), _normalised("answer")], separator="\x1f").hash()
+    return pairs.with_columns(reason.otherwise(None).alias("reject_reason"),
+                              detail.otherwise(None).alias("reject_detail"), key.alias("key")).drop("grounding")
 
-    # Exact duplicates among the survivors: the first in order is kept.
-    key = pl.concat_str([_normalised("question"), _normalised("answer")], separator="\x1f")
-    alive = pairs.filter(pl.col("reject_reason").is_null()).with_columns(key.alias("key"))
-    alive = alive.with_columns(pl.col("pair_id").first().over("key").alias("first"))
+
+def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig = FilterConfig(),
+                 block: int = 4096) -> pl.DataFrame:
+    """Screen responses `block` at a time (bounded working memory), then drop exact and near
+    duplicates across the whole partition: the first occurrence in request order is kept."""
+    blocks, first_row = [], 0
+    for start in range(0, outputs.height, block):
+        screened = _screen(outputs.slice(start, block), inputs, cfg, first_row)
+        first_row += screened.height
+        blocks.append(screened)
+    if not blocks or first_row == 0:
+        return schemas.empty(schemas.FILTERED_PAIRS)
+    pairs = pl.concat(blocks)
+    del blocks
+
+    alive = pairs.filter(pl.col("reject_reason").is_null()).select(
+        "row", "pair_id", "key", pl.col("pair_id").first().over("key").alias("first"))
     exact = alive.filter(pl.col("pair_id") != pl.col("first"))
-    # Near duplicates among what is left.
     alive = alive.filter(pl.col("pair_id") == pl.col("first"))
-    match = near_duplicates(alive.select(pl.concat_str([q, a], separator=" "))[:, 0], cfg.minhash)
+    texts = pairs.join(alive.select("row"), on="row", how="semi", maintain_order="left").select(
+        pl.concat_str(["question", "answer"], separator=" "))[:, 0]
+    match = near_duplicates(texts, cfg.minhash)
+    del texts
     near = alive.with_columns(pl.Series("match", match)).filter(pl.col("match") >= 0)
     near = near.with_columns(alive["pair_id"].gather(near["match"]).alias("first"))
     verdicts = pl.concat([

@@ -72,3 +72,17 @@ def test_near_duplicate_recall_on_planted_copies():
     assert (match[:300] == -1).all()  # no false positives among distinct texts
     assert (match[300:] >= 0).mean() >= 0.95
     assert (match[300:][match[300:] >= 0] == np.arange(100)[match[300:] >= 0]).all()
+
+
+def test_block_size_does_not_change_the_verdicts():
+    outputs, inputs = frames([
+        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system.")),
+        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system."),
+              ("At what temperature does water boil?", "100 degrees Celsius")),
+        pairs(("Define entropy.", "A measure of the number of microscopic arrangements of a system.")),
+        "{broken",
+    ])
+    whole = filter_pairs(outputs, inputs)
+    assert filter_pairs(outputs, inputs, block=1).equals(whole)
+    assert whole["reject_reason"].to_list() == [None, "exact_duplicate", None, "near_duplicate",
+                                                "unparseable_response"]
