@@ -151,7 +151,8 @@ def sft_dataset_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> Suit
     checks = _base("sft_dataset", flat, {k: v for k, v in schemas.SFT_DATASET.items() if k != "messages"},
                    "example_id")
     checks["split_values"] = e.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))
-    checks["train_not_empty"] = e.ExpectTableRowCountToBeBetween(min_value=1)
+    checks["not_empty"] = e.ExpectTableRowCountToBeBetween(min_value=1)
+    checks["has_train_split"] = e.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train"])
     result = _run("sft_dataset", flat, checks)
     messages = frame.select("example_id", "messages").explode("messages").unnest("messages")
     turns = frame.select("example_id", pl.col("messages").list.eval(pl.element().struct.field("role"))

@@ -39,3 +39,16 @@ def test_quality_suite_catches_leakage_and_bad_roles():
     bad_roles = sft.with_columns(pl.col("messages").list.eval(
         pl.struct(pl.lit("robot").alias("role"), pl.element().struct.field("content").alias("content"))))
     assert "allowed_roles" in sft_dataset_suite(bad_roles).failures()
+
+
+def test_pair_rates_fail_the_filtered_pairs_suite():
+    from nexa_core.quality import Thresholds, filtered_pairs_suite
+
+    pairs = filtered()
+    assert filtered_pairs_suite(pairs).passed
+    refusing = pairs.with_columns(pl.when(pl.col("doc_id").is_in(["doc0", "doc1"])).then(pl.lit("refusal"))
+                                  .otherwise(pl.col("reject_reason")).alias("reject_reason"))
+    assert filtered_pairs_suite(refusing).failures() == ["refusal_rate"]
+    duplicated = pairs.with_columns(pl.when(pl.col("doc_id") != "doc0").then(pl.lit("near_duplicate"))
+                                    .otherwise(pl.col("reject_reason")).alias("reject_reason"))
+    assert filtered_pairs_suite(duplicated, Thresholds(max_duplicate_rate=0.5)).failures() == ["duplicate_rate"]
