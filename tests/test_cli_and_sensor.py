@@ -93,3 +93,13 @@ def test_raw_folder_sensor_adds_partitions_and_reruns_changed_domains(instance, 
     assert list(changed.dynamic_partitions_requests[0].partition_keys) == ["geology"]
     (raw / "empty").mkdir()  # a folder with no supported file: a partition, whose run will say why it failed
     assert [r.partition_key for r in tick(changed.cursor).run_requests] == ["empty"]
+
+
+@pytest.mark.slow
+def test_nexa_distill_cli_exits_cleanly_every_time(dagster_home, delta_root, raw_root):
+    """The main command (write, read back, print counts), three times in fresh interpreters."""
+    runs = [subprocess.run([str(BIN / "nexa-distill"), "physics"], cwd=PROJECT, capture_output=True, text=True,
+                           env=env_for(dagster_home, delta_root, raw_root), timeout=300) for _ in range(3)]
+    assert [r.returncode for r in runs] == [0, 0, 0], runs[-1].stderr[-3000:]
+    assert "physics: run" in runs[-1].stdout and "5/5 checks passed" in runs[-1].stdout
+    assert "sft_dataset" in runs[-1].stdout and "physics=" in runs[-1].stdout
