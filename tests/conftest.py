@@ -57,7 +57,7 @@ def teacher_server():
 
     def start(*flags: str) -> str:
         proc = subprocess.Popen([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", *flags],
-                                stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd=PROJECT)
         line = proc.stdout.readline()
         assert line.startswith("PORT "), line
         servers.append(proc)
@@ -66,7 +66,11 @@ def teacher_server():
     yield start
     for proc in servers:
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def server_calls(base_url: str) -> int:

@@ -9,6 +9,7 @@ Run: python tests/openai_server.py --port 0   (prints "PORT <n>" when ready)
 import argparse
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--garbage", action="store_true")
     args = parser.parse_args()
     State.garbage = args.garbage
+    # A parent may hand down SIGTERM as ignored; stopping by PID must still work.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = Server(("127.0.0.1", args.port), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
     sys.stdout.flush()

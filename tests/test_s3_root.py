@@ -30,8 +30,8 @@ def free_port() -> int:
 def s3_endpoint(monkeypatch):
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     port = free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}.items():
@@ -48,7 +48,11 @@ def s3_endpoint(monkeypatch):
             time.sleep(0.3)
     yield url
     os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # moto's server can inherit SIGTERM as ignored
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def test_graph_on_an_s3_root(instance, raw_root, s3_endpoint, monkeypatch):
