@@ -1,0 +1,107 @@
+"""The student model: any causal LM by local path or hub id, or the offline default built here.
+
+The offline default is a small Llama-architecture model built from a config, with a byte-level BPE
+tokenizer trained on the domain's own text and a chat template whose assistant turns are marked
+with {% generation %} (so TRL can train on assistant tokens only). It is saved like any HF model,
+so the loading code is the same one that serves real models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+DEFAULT_STUDENT = "nexa-tiny-llama"
+END = "<|end|>"
+SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", END, "<|system|>", "<|user|>", "<|assistant|>"]
+
+# Newlines are emitted as string literals: transformers renders with trim_blocks, which would eat a
+# newline written right after a block tag.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>\\n' }}{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% else %}"
+    "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+# LoRA targets by architecture; anything else gets PEFT's "all-linear".
+LORA_TARGETS = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+}
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin|>", eos_token=END,
+                                   pad_token="<|pad|>", chat_template=CHAT_TEMPLATE)
+    return fast
+
+
+def build_default_student(texts: Iterable[str], out_dir: Path, seed: int = 0, hidden_size: int = 128,
+                          layers: int = 2, heads: int = 4, vocab_size: int = 4096, max_positions: int = 1024) -> Path:
+    """Train a tokenizer on `texts`, build a small Llama from a config, save both to out_dir."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(texts, vocab_size)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def load_student(name_or_path: str, dtype=None):
+    """(model, tokenizer) from a local folder or a hub id (hub ids need network, or a warm cache)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"base model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
+                         f"available offline ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def lora_targets(model, requested: list[str] | str | None) -> list[str] | str:
+    """The LoRA target modules: the requested ones (each must exist in the model) or the
+    architecture's defaults."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if requested in (None, "auto", []):
+        return LORA_TARGETS.get(model.config.model_type, "all-linear")
+    if requested == "all-linear":
+        return requested
+    missing = [t for t in requested if t not in names]
+    if missing:
+        raise ValueError(f"lora.target_modules {missing} are not modules of {model.config.model_type}; "
+                         f"candidates: {sorted(n for n in names if 'proj' in n or 'attn' in n or 'fc' in n)[:20]}")
+    return list(requested)

@@ -1,0 +1,203 @@
+"""Fine-tune a student on one domain's SFT set: `python -m nexa_core.train ...`.
+
+Runs standalone on a GPU node with torch/transformers/trl/peft/polars/deltalake and, when launched by
+Dagster, dagster-pipes (logs, metrics and the checkpoint record go back through Pipes). It reads the
+SFT set at the exact Delta version it is given, trains TRL's SFTTrainer with a PEFT LoRA config, and
+resumes from the last trainer checkpoint in the output folder when an earlier run was interrupted.
+The final adapter is written to a temporary folder and renamed into place with its manifest, so a
+half-written checkpoint is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+MANIFEST = "manifest.json"
+
+
+class TrainingError(ValueError):
+    pass
+
+
+def load_config(path: Path | None = None, overrides: dict | None = None) -> dict:
+    config = yaml.safe_load(Path(path or CONFIG_DIR / "train_default.yaml").read_text())
+    for key, value in (overrides or {}).items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sha256_files(folder: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        out[str(path.relative_to(folder))] = digest.hexdigest()
+    return out
+
+
+def read_sft(uri: str, version: int, domain: str, storage_options: dict | None = None):
+    import polars as pl
+
+    frame = pl.scan_delta(uri, version=version, storage_options=storage_options).filter(
+        pl.col("domain") == domain).collect()
+    return {split: frame.filter(pl.col("split") == split) for split in ("train", "validation", "test")}
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+
+
+def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
+    """Train and save; return the checkpoint record (without the artifact-level fields)."""
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student, lora_targets
+
+    train_rows = splits["train"]
+    if train_rows.height < config["min_train_examples"]:
+        raise TrainingError(f"partition {domain}: the SFT train split has {train_rows.height} examples, fewer than "
+                            f"min_train_examples={config['min_train_examples']}; add data or lower the setting")
+    out_dir = Path(out_dir)
+    run_dir = out_dir / "trainer"
+    base = config["base_model"]
+    if base == DEFAULT_STUDENT:
+        base_dir = out_dir / "base"
+        if not (base_dir / "config.json").exists():
+            texts = [m["content"] for msgs in train_rows["messages"].to_list() for m in msgs]
+            build_default_student(texts, base_dir, seed=config["seed"], **config.get("student", {}))
+        base = str(base_dir)
+    model, tokenizer = load_student(base)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported() if config["bf16"] == "auto" else bool(config["bf16"])
+    lora = LoraConfig(r=config["lora"]["r"], lora_alpha=config["lora"]["alpha"], lora_dropout=config["lora"]["dropout"],
+                      target_modules=lora_targets(model, config["lora"]["target_modules"]), task_type="CAUSAL_LM")
+
+    def as_dataset(frame):
+        return datasets.Dataset.from_dict({"messages": frame["messages"].to_list()})
+
+    has_eval = splits["validation"].height > 0
+    args = SFTConfig(
+        output_dir=str(run_dir), max_steps=config["max_steps"] or -1, num_train_epochs=config["num_train_epochs"],
+        learning_rate=config["learning_rate"], per_device_train_batch_size=config["per_device_train_batch_size"],
+        gradient_accumulation_steps=config["gradient_accumulation_steps"], max_length=config["max_length"],
+        packing=config["packing"], assistant_only_loss=config["assistant_only_loss"], bf16=bf16,
+        gradient_checkpointing=config["gradient_checkpointing"], logging_steps=1, save_strategy="steps",
+        save_steps=config["save_steps"], save_total_limit=config["save_total_limit"],
+        eval_strategy="steps" if has_eval else "no", eval_steps=config["eval_steps"],
+        load_best_model_at_end=has_eval and config["early_stopping_patience"] > 0,
+        metric_for_best_model="eval_loss", seed=config["seed"], report_to=[], use_cpu=not cuda,
+        dataloader_num_workers=0, disable_tqdm=True)
+    curve: list[dict] = []
+
+    class Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                row = {"step": state.global_step, **{k: float(v) for k, v in logs.items()
+                                                     if isinstance(v, (int, float))}}
+                curve.append(row)
+                if on_metrics:
+                    on_metrics(row)
+
+    callbacks = [Report()]
+    if has_eval and config["early_stopping_patience"] > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(train_rows),
+                         eval_dataset=as_dataset(splits["validation"]) if has_eval else None,
+                         processing_class=tokenizer, peft_config=lora, callbacks=callbacks)
+    resume = last_checkpoint(run_dir)
+    if resume:
+        log(f"partition {domain}: resuming from {resume}")
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - start
+
+    staging = out_dir / "adapter.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    if config.get("merge"):
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(staging / "merged"))
+        tokenizer.save_pretrained(str(staging / "merged"))
+    losses = [r["loss"] for r in curve if "loss" in r]
+    evals = [r["eval_loss"] for r in curve if "eval_loss" in r]
+    record = {
+        "domain": domain, "base_model": config["base_model"], "base_model_path": base,
+        "lora": json.dumps(config["lora"] | {"target_modules": lora.target_modules if isinstance(
+            lora.target_modules, str) else sorted(lora.target_modules)}),
+        "steps": int(trainer.state.global_step), "resumed_from": resume,
+        "final_loss": losses[-1] if losses else None, "best_loss": min(losses) if losses else None,
+        "best_eval_loss": min(evals) if evals else None, "train_loss": float(result.training_loss),
+        "wall_seconds": wall, "gpu_seconds": wall if cuda else 0.0,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "bf16": bf16,
+        "train_examples": train_rows.height, "config_hash": config_hash(config),
+        "files": sha256_files(staging),
+    }
+    (staging / MANIFEST).write_text(json.dumps({**record, "curve": curve}, indent=1))
+    final = out_dir / "adapter"
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)  # the rename is the commit: only a complete adapter has a manifest in place
+    record["curve"] = curve
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sft-uri", required=True)
+    parser.add_argument("--sft-version", type=int, required=True)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
+    args = parser.parse_args(argv)
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    config = load_config(args.config, overrides)
+
+    with ExitStack() as stack:
+        pipes = None
+        if os.environ.get("DAGSTER_PIPES_CONTEXT"):
+            from dagster_pipes import open_dagster_pipes
+
+            pipes = stack.enter_context(open_dagster_pipes())
+        log = pipes.log.info if pipes else (lambda m: print(m, file=sys.stderr))
+        splits = read_sft(args.sft_uri, args.sft_version, args.domain)
+        log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(
+            f"{k}={v.height}" for k, v in splits.items()))
+        record = train(config, splits, Path(args.output_dir), args.domain, log=log)
+        record["sft_version"] = args.sft_version
+        if pipes:
+            pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record), "type": "json"}})
+        else:
+            print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
