@@ -1,5 +1,6 @@
-"""`nexa-distill`: materialize the distillation graph for every domain under the raw root and
-print where the tables are and how many rows each partition has."""
+"""`nexa-run`: materialize the graph (raw text to SFT sets to a student checkpoint) for every domain
+under the raw root and print where the tables are and how many rows each partition has.
+`nexa-distill` is the same with --job distill_job (no training)."""
 
 import argparse
 import os
@@ -20,9 +21,10 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("domains", nargs="*", help="domains to run (default: every folder under the raw root)")
+    parser.add_argument("--job", default=default_job, choices=["nexa_job", "distill_job"])
     args = parser.parse_args(argv)
     home = ensure_dagster_home()
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(domain_partitions.name))
     instance.add_dynamic_partitions(domain_partitions.name, [d for d in domains if d not in known])
-    job = defs.resolve_job_def("distill_job")
+    job = defs.resolve_job_def(args.job)
     failed = []
     for domain in domains:
         result = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False,
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
     for table in ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs",
-                  "sft_dataset", "teacher_cache"):
+                  "sft_dataset", "teacher_cache", "student_checkpoint"):
         if not store.exists(table):
             print(f"  {table:16s} (not written)")
             continue
@@ -68,7 +70,16 @@ def main(argv: list[str] | None = None) -> int:
                   + "  ".join(f"{d}={counts.get(d, 0)}" for d in sorted(set(counts) | set(domains))))
         else:
             print(f"  {table:16s} v{store.version(table)}  rows={frame.select(pl.len()).collect().item()}")
+    if args.job == "nexa_job" and store.exists("student_checkpoint"):
+        print("\nStudent checkpoints")
+        for row in store.scan("student_checkpoint").sort("domain").collect().iter_rows(named=True):
+            print(f"  {row['domain']:10s} steps={row['steps']} final_loss={row['final_loss']:.3f} "
+                  f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}")
     return 1 if failed else 0
+
+
+def distill_main() -> int:
+    return main(default_job="distill_job")
 
 
 if __name__ == "__main__":

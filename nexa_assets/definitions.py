@@ -5,14 +5,21 @@ import os
 
 import dagster as dg
 
-from nexa_assets import checks, distill
+from nexa_assets import checks, distill, train
 from nexa_assets.sensors import build_raw_folder_sensor
 from resources.delta import DeltaStore, NexaDeltaIOManager, storage_from_env
+from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
+from resources.tracking import MlflowTracking
 
 distill_job = dg.define_asset_job(
     "distill_job", selection=dg.AssetSelection.groups(distill.GROUP),
     description="Raw text to SFT sets for one domain partition.")
+
+
+nexa_job = dg.define_asset_job(
+    "nexa_job", selection=dg.AssetSelection.groups(distill.GROUP, train.GROUP),
+    description="The whole graph for one domain: raw text to SFT sets to a trained student checkpoint.")
 
 
 def teacher_from_env() -> TeacherResource:
@@ -29,14 +36,16 @@ def teacher_from_env() -> TeacherResource:
 def build_defs() -> dg.Definitions:
     root, storage, options = storage_from_env()
     return dg.Definitions(
-        assets=distill.DISTILL_ASSETS,
+        assets=[*distill.DISTILL_ASSETS, train.student_checkpoint],
         asset_checks=checks.quality_checks,
-        jobs=[distill_job],
+        jobs=[distill_job, nexa_job],
         sensors=[build_raw_folder_sensor(distill_job)],
         resources={
             "io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
             "delta": DeltaStore(root_uri=root, storage_options=options),
             "teacher": teacher_from_env(),
+            "launcher": TrainingLauncher(),
+            "tracking": MlflowTracking(),
         },
         # One process per run: the multiprocess executor re-imports the code location for every step.
         executor=dg.in_process_executor,

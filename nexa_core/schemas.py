@@ -97,3 +97,26 @@ def empty(schema: dict) -> pl.DataFrame:
 def conform(frame: pl.DataFrame, schema: dict) -> pl.DataFrame:
     """Select and cast to the schema's columns, in order; a missing column is a bug, so it raises."""
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+STUDENT_CHECKPOINT = {
+    "domain": pl.String,
+    "checkpoint_id": pl.String,
+    "artifact_uri": pl.String,
+    "files_sha256": pl.String,  # JSON {relative path: sha256}
+    "base_model": pl.String,
+    "lora": pl.String,  # JSON
+    "config_hash": pl.String,
+    "sft_version": pl.Int64,
+    "train_examples": pl.Int64,
+    "steps": pl.Int64,
+    "resumed_from": pl.String,
+    "final_loss": pl.Float64,
+    "best_loss": pl.Float64,
+    "best_eval_loss": pl.Float64,
+    "wall_seconds": pl.Float64,
+    "gpu_seconds": pl.Float64,
+    "gpu_cost_usd": pl.Float64,
+    "device": pl.String,
+    "mlflow_run_id": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+}

@@ -24,6 +24,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MANIFEST = "manifest.json"
+ERROR_FILE = "error.txt"  # the reason a run failed, for a launcher that only sees an exit code
 
 
 class TrainingError(ValueError):
@@ -65,9 +66,11 @@ def read_sft(uri: str, version: int, domain: str, storage_options: dict | None =
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    """The newest complete trainer checkpoint: trainer_state.json is written last, so a folder
+    without it was cut off mid-save and is skipped."""
+    done = [p for p in Path(run_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()] \
+        if Path(run_dir).is_dir() else []
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
@@ -177,9 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = load_config(args.config, overrides)
+    error_file = Path(args.output_dir) / ERROR_FILE
+    error_file.unlink(missing_ok=True)
+    try:
+        return _run(args, config)
+    except Exception as exc:
+        error_file.parent.mkdir(parents=True, exist_ok=True)
+        error_file.write_text(f"{type(exc).__name__}: {exc}")
+        raise
 
+
+def _run(args, config: dict) -> int:
     with ExitStack() as stack:
         pipes = None
         if os.environ.get("DAGSTER_PIPES_CONTEXT"):

@@ -1,0 +1,77 @@
+"""student_checkpoint: fine-tune the student on a domain's SFT set on a GPU node (or here), through
+the training launcher. The asset is the Delta row that records the checkpoint; weights are files
+under the launcher's artifact root."""
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+
+from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_core import schemas
+from nexa_core.ids import content_id
+from nexa_core.train import config_hash, load_config
+from resources.delta import DeltaStore, table_markdown
+from resources.launcher import LauncherError, TrainingLauncher
+from resources.tracking import MlflowTracking
+
+GROUP = "train"
+
+
+class TrainSettings(dg.Config):
+    overrides: dict = {}  # keys of nexa_core/configs/train_default.yaml, dotted for nested: {"lora.r": 8}
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+          deps=["sft_dataset"], pool="gpu", kinds={"pytorch"})
+def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings, delta: DeltaStore,
+                       launcher: TrainingLauncher, tracking: MlflowTracking) -> dg.Output[pl.DataFrame]:
+    """A LoRA adapter trained with TRL on the pinned SFT version, its files hashed and recorded."""
+    domain = context.partition_key
+    sft_version = delta.version("sft_dataset")
+    if sft_version is None:
+        raise dg.Failure(f"partition {domain}: sft_dataset has never been materialized")
+    train_config = load_config(overrides=config.overrides)
+    digest = config_hash(train_config)
+    out_dir = launcher.output_dir(domain, sft_version, digest)
+    command = [launcher.python, "-m", "nexa_core.train", "--sft-uri", delta.uri("sft_dataset"),
+               "--sft-version", str(sft_version), "--domain", domain, "--output-dir", out_dir,
+               *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
+    train_rows = delta.scan("sft_dataset", sft_version).filter(
+        (pl.col("domain") == domain) & (pl.col("split") == "train")).select(pl.len()).collect().item()
+    if train_rows < train_config["min_train_examples"]:
+        raise dg.Failure(f"partition {domain}: sft_dataset v{sft_version} has {train_rows} train examples, fewer "
+                         f"than min_train_examples={train_config['min_train_examples']}; no training started")
+    try:
+        invocation = launcher.launch(context, command, env=dict(delta.storage_options or {}))
+    except LauncherError as exc:
+        reason = launcher.failure_reason(out_dir)
+        raise dg.Failure(f"{exc}" + (f"; the trainer said: {reason}" if reason else "")) from exc
+    record = json.loads(invocation.get_materialize_result().metadata["record"].value)
+    curve = record.pop("curve")
+    run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config,
+                                     f"{out_dir}/adapter" if launcher.kind == "local" else None,
+                                     tags={"domain": domain, "dagster_run_id": context.run_id})
+    row = {
+        "domain": domain, "checkpoint_id": content_id(domain, sft_version, digest, record["files"]),
+        "artifact_uri": f"{out_dir}/adapter", "files_sha256": json.dumps(record["files"], sort_keys=True),
+        "base_model": record["base_model"], "lora": record["lora"], "config_hash": digest,
+        "sft_version": sft_version, "train_examples": record["train_examples"], "steps": record["steps"],
+        "resumed_from": record["resumed_from"], "final_loss": record["final_loss"],
+        "best_loss": record["best_loss"], "best_eval_loss": record["best_eval_loss"],
+        "wall_seconds": record["wall_seconds"], "gpu_seconds": record["gpu_seconds"],
+        "gpu_cost_usd": record["gpu_seconds"] / 3600 * launcher.usd_per_gpu_hour, "device": record["device"],
+        "mlflow_run_id": run_id, "created_at": datetime.now(timezone.utc),
+    }
+    frame = pl.DataFrame([row], schema=schemas.STUDENT_CHECKPOINT)
+    delta.append("checkpoint_history", frame)  # every checkpoint ever made; the asset holds the latest
+    losses = pl.DataFrame([r for r in curve if "loss" in r]).select("step", "loss") if curve else pl.DataFrame()
+    return dg.Output(frame, metadata={
+        "steps": record["steps"], "final_loss": record["final_loss"], "best_loss": record["best_loss"],
+        "wall_seconds": round(record["wall_seconds"], 2), "gpu_seconds": round(record["gpu_seconds"], 2),
+        "gpu_cost_usd": row["gpu_cost_usd"], "device": record["device"], "sft_version": sft_version,
+        "resumed_from": record["resumed_from"] or "", "artifact_uri": row["artifact_uri"],
+        "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking.tracking_uri,
+        "training_curve": dg.MetadataValue.md(table_markdown(losses, rows=len(losses))) if len(losses) else "",
+    })

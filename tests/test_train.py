@@ -1,0 +1,157 @@
+"""student_checkpoint on CPU: the chain up to a trained adapter, resume after a kill, MLflow, specs."""
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import psutil
+import pytest
+
+from graph_helpers import materialize_domain, resources
+from nexa_assets import train
+from nexa_assets.partitions import domain_partitions
+from nexa_core.train import config_hash, load_config, sha256_files
+from resources.launcher import LauncherError, TrainingLauncher
+from resources.tracking import MlflowTracking
+
+FAST = {"max_steps": 6, "save_steps": 3, "eval_steps": 3, "per_device_train_batch_size": 4}
+
+
+def train_resources(tmp_path, delta_root, **launcher):
+    return {**resources(delta_root),
+            "launcher": TrainingLauncher(artifact_root=str(tmp_path / "artifacts"), **launcher),
+            "tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                       artifact_location=str(tmp_path / "mlruns"))}
+
+
+def materialize_checkpoint(instance, tmp_path, delta_root, overrides, raise_on_error=True):
+    return dg.materialize([train.student_checkpoint], partition_key="physics", instance=instance,
+                          resources=train_resources(tmp_path, delta_root), raise_on_error=raise_on_error,
+                          run_config={"ops": {"student_checkpoint": {"config": {"overrides": overrides}}}})
+
+
+@pytest.fixture
+def physics_sft(instance, raw_root, delta_root):
+    assert materialize_domain(instance, "physics", raw_root, delta_root).success
+    return delta_root
+
+
+def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path, physics_sft, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    result = materialize_checkpoint(instance, tmp_path, physics_sft, FAST)
+    assert result.success
+    record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
+    assert record["domain"] == "physics" and record["steps"] == 6 and record["device"] == "cpu"
+    assert record["sft_version"] == 0 and record["final_loss"] > 0 and record["mlflow_run_id"]
+    adapter = Path(record["artifact_uri"])
+    assert json.loads(record["files_sha256"]) == sha256_files(adapter)
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(
+        json.loads(record["files_sha256"]))
+    meta = result.asset_materializations_for_node("student_checkpoint")[0].metadata
+    assert meta["steps"].value == 6 and "| step | loss |" in meta["training_curve"].value
+
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is entropy?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    assert isinstance(tokenizer.decode(out[0, prompt["input_ids"].shape[1]:]), str)
+
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = mlflow.get_run(record["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["lora.r"] == "16"
+    assert "loss" in run.data.metrics and run.data.params["max_steps"] == "6"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == list(range(1, 7))
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, physics_sft):
+    overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
+    out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
+        "physics", 0, config_hash(load_config(overrides=overrides))))
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault(
+        "first", materialize_checkpoint(instance, tmp_path, physics_sft, overrides, raise_on_error=False)))
+    runner.start()
+    deadline = time.time() + 300
+    while not list((out_dir / "trainer").glob("checkpoint-*/trainer_state.json")):
+        assert time.time() < deadline and runner.is_alive(), "no checkpoint was saved"
+        time.sleep(0.2)
+    trainers = [p for p in psutil.Process().children(recursive=True) if "nexa_core.train" in " ".join(p.cmdline())]
+    assert len(trainers) == 1
+    os.kill(trainers[0].pid, signal.SIGKILL)
+    runner.join(timeout=120)
+    assert not outcome["first"].success
+    assert not (out_dir / "adapter").exists()  # nothing half-done was committed
+    saved = sorted(int(p.parent.name.split("-")[1]) for p in (out_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
+
+    second = materialize_checkpoint(instance, tmp_path, physics_sft, overrides)
+    assert second.success
+    record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
+    assert record["resumed_from"].endswith(f"checkpoint-{saved[-1]}") and saved[-1] < 40
+    assert record["steps"] == 40
+
+
+def test_tiny_sft_set_and_bad_lora_target_fail_with_the_setting_named(instance, tmp_path, physics_sft):
+    tiny = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "min_train_examples": 100000},
+                                  raise_on_error=False)
+    assert not tiny.success
+    text = str(next(e for e in tiny.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    assert "partition physics" in text and "min_train_examples" in text
+    bad = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "lora.target_modules": ["c_attn"]},
+                                 raise_on_error=False)
+    text = str(next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    assert "lora.target_modules" in text and "c_attn" in text
+
+
+def test_pod_spec_and_sbatch_script_field_by_field():
+    launcher = TrainingLauncher(kind="kubernetes", image="registry.example/nexa:1.0", namespace="ml", gpus=2,
+                                node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+                                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "nexa-data"}}],
+                                volume_mounts=[{"name": "data", "mountPath": "/data"}],
+                                slurm_partition="gpu", slurm_account="distil", shared_dir="/shared/nexa")
+    command = ["python", "-m", "nexa_core.train", "--domain", "physics", "--output-dir", "/data/artifacts/x"]
+    env = {"AWS_REGION": "eu-west-1", "NEXA_FLAG": "a b"}
+    pod = launcher.pod_spec(command, env, "nexa-train-1")
+    container = pod["spec"]["containers"][0]
+    assert pod["metadata"] == {"name": "nexa-train-1", "namespace": "ml", "labels": {"app.kubernetes.io/name": "nexa-train"}}
+    assert container["image"] == "registry.example/nexa:1.0" and container["command"] == command
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert container["env"] == [{"name": "AWS_REGION", "value": "eu-west-1"}, {"name": "NEXA_FLAG", "value": "a b"}]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "nexa-data"
+    assert pod["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu" and pod["spec"]["restartPolicy"] == "Never"
+
+    script = launcher.sbatch_script(command, env, "nexa-train-1").splitlines()
+    assert script[0] == "#!/bin/bash"
+    for line in ("#SBATCH --gres=gpu:2", "#SBATCH --partition=gpu", "#SBATCH --account=distil",
+                 "#SBATCH --job-name=nexa-train-1", "#SBATCH --output=/shared/nexa/nexa-train-1.log",
+                 "export AWS_REGION=eu-west-1", "export NEXA_FLAG='a b'",
+                 "exec python -m nexa_core.train --domain physics --output-dir /data/artifacts/x"):
+        assert line in script
+    with pytest.raises(LauncherError, match="launcher.image"):
+        TrainingLauncher(kind="kubernetes").pod_spec(command, env, "x")
+
+
+@pytest.mark.parametrize("launcher, words", [
+    ({"kind": "kubernetes", "image": "nexa:dev"}, ["launcher.kind=kubernetes", "dagster_k8s"]),
+    ({"kind": "slurm"}, ["launcher.kind=slurm", "shared_dir"]),
+])
+def test_unreachable_launcher_is_a_clear_error(instance, tmp_path, physics_sft, launcher, words):
+    result = dg.materialize([train.student_checkpoint], partition_key="physics", instance=instance,
+                            resources=train_resources(tmp_path, physics_sft, **launcher), raise_on_error=False)
+    text = str(next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    assert "partition physics" in text and all(w in text for w in words), text[:500]
