@@ -24,9 +24,12 @@ class TrainSettings(dg.Config):
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
-          deps=["sft_dataset"], pool="gpu", kinds={"pytorch"})
+          deps=["sft_dataset"], pool="gpu", kinds={"pytorch"},
+          check_specs=[dg.AssetCheckSpec("loss_decreased", asset="student_checkpoint",
+                                         description="Reported by the trainer: mean of the last 5 training losses "
+                                                     "is below the mean of the first 5.")])
 def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings, delta: DeltaStore,
-                       launcher: TrainingLauncher, tracking: MlflowTracking) -> dg.Output[pl.DataFrame]:
+                       launcher: TrainingLauncher, tracking: MlflowTracking):
     """A LoRA adapter trained with TRL on the pinned SFT version, its files hashed and recorded."""
     domain = context.partition_key
     sft_version = delta.version("sft_dataset")
@@ -48,7 +51,8 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
     except LauncherError as exc:
         reason = launcher.failure_reason(out_dir)
         raise dg.Failure(f"{exc}" + (f"; the trainer said: {reason}" if reason else "")) from exc
-    record = json.loads(invocation.get_materialize_result().metadata["record"].value)
+    results = invocation.get_results()
+    record = json.loads(next(r for r in results if isinstance(r, dg.MaterializeResult)).metadata["record"].value)
     curve = record.pop("curve")
     run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config,
                                      f"{out_dir}/adapter" if launcher.kind == "local" else None,
@@ -67,7 +71,7 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
     frame = pl.DataFrame([row], schema=schemas.STUDENT_CHECKPOINT)
     delta.append("checkpoint_history", frame)  # every checkpoint ever made; the asset holds the latest
     losses = pl.DataFrame([r for r in curve if "loss" in r]).select("step", "loss") if curve else pl.DataFrame()
-    return dg.Output(frame, metadata={
+    yield dg.Output(frame, metadata={
         "steps": record["steps"], "final_loss": record["final_loss"], "best_loss": record["best_loss"],
         "wall_seconds": round(record["wall_seconds"], 2), "gpu_seconds": round(record["gpu_seconds"], 2),
         "gpu_cost_usd": row["gpu_cost_usd"], "device": record["device"], "sft_version": sft_version,
@@ -75,3 +79,4 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
         "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking.tracking_uri,
         "training_curve": dg.MetadataValue.md(table_markdown(losses, rows=len(losses))) if len(losses) else "",
     })
+    yield from (r for r in results if isinstance(r, dg.AssetCheckResult))

@@ -209,6 +209,10 @@ def _run(args, config: dict) -> int:
         record["sft_version"] = args.sft_version
         if pipes:
             pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record), "type": "json"}})
+            losses = [r["loss"] for r in record["curve"] if "loss" in r]
+            first, last = (sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])) if losses else (0, 0)
+            pipes.report_asset_check(check_name="loss_decreased", passed=bool(losses) and last < first,
+                                     metadata={"first_losses_mean": first, "last_losses_mean": last})
         else:
             print(json.dumps(record))
     return 0

@@ -52,6 +52,8 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
     assert json.loads(record["files_sha256"]) == sha256_files(adapter)
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(
         json.loads(record["files_sha256"]))
+    checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.check_name for c in checks] == ["loss_decreased"]
     meta = result.asset_materializations_for_node("student_checkpoint")[0].metadata
     assert meta["steps"].value == 6 and "| step | loss |" in meta["training_curve"].value
 
