@@ -83,7 +83,7 @@ def load_student(name_or_path: str, dtype=None):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"base model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
+        raise ValueError(f"base_model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
                          f"available offline ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if tokenizer.chat_template is None:
         tokenizer.chat_template = CHAT_TEMPLATE

@@ -43,7 +43,7 @@ def physics_sft(instance, raw_root, delta_root):
 
 def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path, physics_sft, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    result = materialize_checkpoint(instance, tmp_path, physics_sft, FAST)
+    result = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "merge": True})
     assert result.success
     record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
     assert record["domain"] == "physics" and record["steps"] == 6 and record["device"] == "cpu"
@@ -67,6 +67,10 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
     assert isinstance(tokenizer.decode(out[0, prompt["input_ids"].shape[1]:]), str)
+
+    from transformers import AutoModelForCausalLM
+    merged = AutoModelForCausalLM.from_pretrained(str(adapter / "merged"))
+    assert merged.config.model_type == "llama" and not hasattr(merged, "peft_config")
 
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -114,6 +118,10 @@ def test_tiny_sft_set_and_bad_lora_target_fail_with_the_setting_named(instance, 
                                  raise_on_error=False)
     text = str(next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "lora.target_modules" in text and "c_attn" in text
+    missing = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "base_model": str(tmp_path / "none")},
+                                     raise_on_error=False)
+    text = str(next(e for e in missing.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    assert "partition physics" in text and "base_model" in text and str(tmp_path / "none") in text
 
 
 def test_pod_spec_and_sbatch_script_field_by_field():
