@@ -7,6 +7,8 @@ One resource, chosen by `kind`:
   that package is installed (`pip install dagster-k8s`).
 - slurm: `sbatch_script()` builds the batch script (GPU gres, partition, time, env, command); the
   Pipes context and messages go through files on a filesystem the cluster shares with Dagster.
+- aws: an ECS task on GPU container instances through dagster-aws's PipesECSClient;
+  `ecs_run_task_params()` builds the request (GPU resource requirement, command, env, network).
 
 Logs, metrics and the checkpoint record come back through Pipes in every case.
 """
@@ -31,7 +33,7 @@ class LauncherError(RuntimeError):
 
 
 class TrainingLauncher(dg.ConfigurableResource):
-    kind: Literal["local", "kubernetes", "slurm"] = "local"
+    kind: Literal["local", "kubernetes", "slurm", "aws"] = "local"
     artifact_root: str = Field(default=str(PROJECT_ROOT / "data" / "artifacts"),
                                description="Where checkpoints are written (a path the trainer can reach)")
     python: str = Field(default=sys.executable, description="Python on the training node")
@@ -52,6 +54,12 @@ class TrainingLauncher(dg.ConfigurableResource):
     slurm_time: str = "04:00:00"
     slurm_account: str | None = None
     shared_dir: str | None = Field(default=None, description="Folder shared by Dagster and the Slurm nodes")
+    # aws (ECS on GPU instances)
+    ecs_cluster: str | None = None
+    ecs_task_definition: str | None = None
+    ecs_container: str = "train"
+    ecs_subnets: list[str] = []
+    ecs_security_groups: list[str] = []
     poll_seconds: float = 10.0
 
     def output_dir(self, domain: str, sft_version: int, config_hash: str) -> str:
@@ -102,6 +110,23 @@ class TrainingLauncher(dg.ConfigurableResource):
         lines.append("exec " + " ".join(shlex.quote(c) for c in command))
         return "\n".join(lines) + "\n"
 
+    def ecs_run_task_params(self, command: list[str], env: dict[str, str]) -> dict:
+        if not (self.ecs_cluster and self.ecs_task_definition):
+            raise LauncherError("launcher.kind=aws needs launcher.ecs_cluster and launcher.ecs_task_definition")
+        params = {
+            "cluster": self.ecs_cluster, "taskDefinition": self.ecs_task_definition, "count": 1,
+            "launchType": "EC2",  # GPUs on ECS need EC2 container instances, not Fargate
+            "overrides": {"containerOverrides": [{
+                "name": self.ecs_container, "command": list(command),
+                "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                "resourceRequirements": [{"type": "GPU", "value": str(self.gpus)}],
+            }]},
+        }
+        if self.ecs_subnets:
+            params["networkConfiguration"] = {"awsvpcConfiguration": {
+                "subnets": list(self.ecs_subnets), "securityGroups": list(self.ecs_security_groups)}}
+        return params
+
     # --- launching -------------------------------------------------------------------------
 
     def launch(self, context: dg.AssetExecutionContext, command: list[str], env: dict[str, str]):
@@ -111,10 +136,17 @@ class TrainingLauncher(dg.ConfigurableResource):
                 return dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env)
             if self.kind == "kubernetes":
                 return self._launch_k8s(context, command, env)
+            if self.kind == "aws":
+                from dagster_aws.pipes import PipesECSClient
+
+                params = self.ecs_run_task_params(command, env)  # config errors before any AWS client exists
+                return PipesECSClient().run(context=context, run_task_params=params)
             return self._launch_slurm(context, command, env)
         except DagsterPipesExecutionError as exc:
             raise LauncherError(f"{where}: the training process failed: {exc}") from exc
-        except (OSError, ImportError, subprocess.CalledProcessError) as exc:
+        except LauncherError as exc:
+            raise LauncherError(f"partition {context.partition_key}: {exc}") from exc
+        except Exception as exc:  # cluster clients raise their own types (kubernetes, botocore, ...)
             raise LauncherError(f"{where}: could not launch training: {type(exc).__name__}: {exc}") from exc
 
     def _launch_k8s(self, context, command, env):
@@ -127,7 +159,7 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def _launch_slurm(self, context, command, env):
         if not self.shared_dir:
-            raise LauncherError(f"partition {context.partition_key}, launcher.kind=slurm: set launcher.shared_dir, "
+            raise LauncherError("launcher.kind=slurm: set launcher.shared_dir, "
                                 "a folder both Dagster and the Slurm nodes can read and write")
         shared = Path(self.shared_dir)
         name = f"nexa-train-{context.run_id[:8]}-{context.partition_key}"

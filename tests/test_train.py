@@ -152,6 +152,13 @@ def test_pod_spec_and_sbatch_script_field_by_field():
                  "export AWS_REGION=eu-west-1", "export NEXA_FLAG='a b'",
                  "exec python -m nexa_core.train --domain physics --output-dir /data/artifacts/x"):
         assert line in script
+    aws = TrainingLauncher(kind="aws", ecs_cluster="gpu-cluster", ecs_task_definition="nexa-train:3", gpus=1,
+                           ecs_subnets=["subnet-1"], ecs_security_groups=["sg-1"]).ecs_run_task_params(command, env)
+    container = aws["overrides"]["containerOverrides"][0]
+    assert aws["cluster"] == "gpu-cluster" and aws["taskDefinition"] == "nexa-train:3" and aws["launchType"] == "EC2"
+    assert container["command"] == command and container["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+    assert container["environment"][0] == {"name": "AWS_REGION", "value": "eu-west-1"}
+    assert aws["networkConfiguration"]["awsvpcConfiguration"] == {"subnets": ["subnet-1"], "securityGroups": ["sg-1"]}
     with pytest.raises(LauncherError, match="launcher.image"):
         TrainingLauncher(kind="kubernetes").pod_spec(command, env, "x")
 
@@ -159,6 +166,7 @@ def test_pod_spec_and_sbatch_script_field_by_field():
 @pytest.mark.parametrize("launcher, words", [
     ({"kind": "kubernetes", "image": "nexa:dev"}, ["launcher.kind=kubernetes", "dagster_k8s"]),
     ({"kind": "slurm"}, ["launcher.kind=slurm", "shared_dir"]),
+    ({"kind": "aws"}, ["launcher.kind=aws", "ecs_cluster"]),  # fails on config, before any AWS call
 ])
 def test_unreachable_launcher_is_a_clear_error(instance, tmp_path, physics_sft, launcher, words):
     result = dg.materialize([train.student_checkpoint], partition_key="physics", instance=instance,
