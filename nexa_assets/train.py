@@ -52,7 +52,11 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
         reason = launcher.failure_reason(out_dir)
         raise dg.Failure(f"{exc}" + (f"; the trainer said: {reason}" if reason else "")) from exc
     results = invocation.get_results()
-    record = json.loads(next(r for r in results if isinstance(r, dg.MaterializeResult)).metadata["record"].value)
+    reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
+    if not reported:  # e.g. a batch job that died without an exit code Dagster could see
+        raise dg.Failure(f"partition {domain}: the trainer reported no checkpoint; "
+                         f"it said: {launcher.failure_reason(out_dir) or 'nothing'}")
+    record = json.loads(reported[0].metadata["record"].value)
     curve = record.pop("curve")
     run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config,
                                      f"{out_dir}/adapter" if launcher.kind == "local" else None,

@@ -97,8 +97,10 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def sbatch_script(self, command: list[str], env: dict[str, str], name: str) -> str:
         lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --time={self.slurm_time}",
-                 f"#SBATCH --gres=gpu:{self.gpus}", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
-                 f"#SBATCH --cpus-per-task={self.cpu}", f"#SBATCH --mem={self.memory.replace('Gi', 'G')}"]
+                 "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={self.cpu}",
+                 f"#SBATCH --mem={self.memory.replace('Gi', 'G')}"]
+        if self.gpus:
+            lines.append(f"#SBATCH --gres=gpu:{self.gpus}")
         if self.slurm_partition:
             lines.append(f"#SBATCH --partition={self.slurm_partition}")
         if self.slurm_account:

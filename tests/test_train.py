@@ -12,6 +12,7 @@ import polars as pl
 import psutil
 import pytest
 
+import slurm_cluster
 from graph_helpers import materialize_domain, resources
 from nexa_assets import train
 from nexa_assets.partitions import domain_partitions
@@ -173,3 +174,28 @@ def test_unreachable_launcher_is_a_clear_error(instance, tmp_path, physics_sft, 
                             resources=train_resources(tmp_path, physics_sft, **launcher), raise_on_error=False)
     text = str(next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and all(w in text for w in words), text[:500]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not slurm_cluster.available(), reason="needs root and Debian's slurmd, slurmctld, munge")
+def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physics_sft, monkeypatch):
+    cluster = tmp_path / "slurm"
+    for key, value in slurm_cluster.start(cluster).items():
+        monkeypatch.setenv(key, value)
+    try:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        result = dg.materialize(
+            [train.student_checkpoint], partition_key="physics", instance=instance,
+            resources=train_resources(tmp_path, physics_sft, kind="slurm", gpus=0, cpu="2", memory="2Gi",
+                                      shared_dir=str(shared), poll_seconds=1),
+            run_config={"ops": {"student_checkpoint": {"config": {"overrides": FAST}}}})
+        assert result.success
+        record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
+        assert record["steps"] == 6 and Path(record["artifact_uri"], "manifest.json").is_file()
+        script = next(shared.glob("*.sbatch")).read_text()
+        assert "#SBATCH --job-name=nexa-train-" in script and "DAGSTER_PIPES_CONTEXT" in script
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert any("submitted Slurm job" in m for m in logs)
+    finally:
+        slurm_cluster.stop(cluster)
