@@ -10,11 +10,15 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+SEARCH = "/usr/sbin:/usr/bin:/sbin:/bin:" + os.environ.get("PATH", "")
+
+
+def _bin(name: str) -> str:
+    return shutil.which(name, path=SEARCH) or name
 
 
 def available() -> bool:
-    return all(shutil.which(d, path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", "")) for d in DAEMONS) \
-        and shutil.which("sbatch") is not None and os.geteuid() == 0
+    return all(shutil.which(d, path=SEARCH) for d in (*DAEMONS, "sbatch", "sinfo")) and os.geteuid() == 0
 
 
 def _free_port() -> int:
@@ -46,12 +50,12 @@ def start(root: Path) -> dict[str, str]:
         f"NodeName={host} CPUs={os.cpu_count()} RealMemory=4000 State=UNKNOWN",
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    subprocess.run(["munged", f"--socket={root}/munge.socket", f"--key-file={key}", f"--pid-file={root}/munged.pid",
+    subprocess.run([_bin("munged"), f"--socket={root}/munge.socket", f"--key-file={key}", f"--pid-file={root}/munged.pid",
                     f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed", "-f"], check=True, env=env)
-    subprocess.run(["slurmctld", "-f", str(conf)], check=True, env=env)
-    subprocess.run(["slurmd", "-f", str(conf)], check=True, env=env)
+    subprocess.run([_bin("slurmctld"), "-f", str(conf)], check=True, env=env)
+    subprocess.run([_bin("slurmd"), "-f", str(conf)], check=True, env=env)
     deadline = time.time() + 60
-    while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout:
+    while "idle" not in subprocess.run([_bin("sinfo"), "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout:
         if time.time() > deadline:
             stop(root)
             raise RuntimeError(f"slurm did not come up; see {root}/slurmctld.log and slurmd.log")
