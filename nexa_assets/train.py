@@ -60,7 +60,7 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
     curve = record.pop("curve")
     run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config,
                                      f"{out_dir}/adapter" if launcher.kind == "local" else None,
-                                     tags={"domain": domain, "dagster_run_id": context.run_id})
+                                     tags={"domain": domain, "dagster_run_id": context.run.run_id})
     row = {
         "domain": domain, "checkpoint_id": content_id(domain, sft_version, digest, record["files"]),
         "artifact_uri": f"{out_dir}/adapter", "files_sha256": json.dumps(record["files"], sort_keys=True),

@@ -154,7 +154,7 @@ class TrainingLauncher(dg.ConfigurableResource):
     def _launch_k8s(self, context, command, env):
         from dagster_k8s import PipesK8sClient  # optional: pip install dagster-k8s
 
-        name = f"nexa-train-{context.run_id[:8]}-{context.partition_key}"[:63]
+        name = f"nexa-train-{context.run.run_id[:8]}-{context.partition_key}"[:63]
         spec = self.pod_spec(command, env, name)
         return PipesK8sClient().run(context=context, image=self.image, command=command, namespace=self.namespace,
                                     env=env, base_pod_meta=spec["metadata"], base_pod_spec=spec["spec"])
@@ -164,7 +164,7 @@ class TrainingLauncher(dg.ConfigurableResource):
             raise LauncherError("launcher.kind=slurm: set launcher.shared_dir, "
                                 "a folder both Dagster and the Slurm nodes can read and write")
         shared = Path(self.shared_dir)
-        name = f"nexa-train-{context.run_id[:8]}-{context.partition_key}"
+        name = f"nexa-train-{context.run.run_id[:8]}-{context.partition_key}"
         with dg.open_pipes_session(
                 context=context,
                 context_injector=dg.PipesFileContextInjector(str(shared / f"{name}.context.json")),
