@@ -57,7 +57,7 @@ def run_one(mode: str, model_dir: str, data_file: str, epochs: int, peak: float)
     from trl import SFTConfig, SFTTrainer
 
     from nexa_core.student import LORA_TARGETS, load_student
-    from nexa_core.train import load_config
+    from nexa_core.train import load_config, packing_length, token_lengths
 
     messages = json.loads(Path(data_file).read_text())
     model, tokenizer = load_student(model_dir)
@@ -69,7 +69,9 @@ def run_one(mode: str, model_dir: str, data_file: str, epochs: int, peak: float)
                   disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=0)
     if mode == "nexa":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        args = SFTConfig(**common, max_length=cfg["max_length"], packing=True, assistant_only_loss=True,
+        # The trainer's own rule for the packed row length (no flash attention here unless CUDA has it).
+        length = packing_length(token_lengths(tokenizer, messages), cfg["max_length"], False)
+        args = SFTConfig(**common, max_length=length, packing=True, assistant_only_loss=True,
                          per_device_train_batch_size=cfg["per_device_train_batch_size"],
                          learning_rate=cfg["learning_rate"], bf16=bf16)
     else:

@@ -57,6 +57,21 @@ def sha256_files(folder: Path) -> dict[str, str]:
     return out
 
 
+def packing_length(lengths: list[int], cap: int, varlen_attention: bool) -> int:
+    """Length of a packed row. With varlen (flash) attention packed documents cost what they would
+    alone, so rows are as long as allowed. Without it (SDPA/eager, CPU) a packed row pays attention
+    over its whole length, so rows are the shortest power of two that holds the longest example:
+    nothing is truncated and little is spent on cross-document attention."""
+    if varlen_attention or not lengths:
+        return cap
+    longest = max(lengths)
+    return min(cap, max(64, 1 << (longest - 1).bit_length()))
+
+
+def token_lengths(tokenizer, conversations: list) -> list[int]:
+    return [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]) for m in conversations]
+
+
 def read_sft(uri: str, version: int, domain: str, storage_options: dict | None = None):
     import polars as pl
 
@@ -106,10 +121,15 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
         return datasets.Dataset.from_dict({"messages": frame["messages"].to_list()})
 
     has_eval = splits["validation"].height > 0
+    flash = cuda and model.config._attn_implementation in ("flash_attention_2", "flash_attention_3")
+    max_length = config["max_length"]
+    if config["packing"]:
+        max_length = packing_length(token_lengths(tokenizer, train_rows["messages"].to_list()), max_length, flash)
+        log(f"partition {domain}: packing rows of {max_length} tokens")
     args = SFTConfig(
         output_dir=str(run_dir), max_steps=config["max_steps"] or -1, num_train_epochs=config["num_train_epochs"],
         learning_rate=config["learning_rate"], per_device_train_batch_size=config["per_device_train_batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"], max_length=config["max_length"],
+        gradient_accumulation_steps=config["gradient_accumulation_steps"], max_length=max_length,
         packing=config["packing"], assistant_only_loss=config["assistant_only_loss"], bf16=bf16,
         gradient_checkpointing=config["gradient_checkpointing"], logging_steps=1, save_strategy="steps",
         save_steps=config["save_steps"], save_total_limit=config["save_total_limit"],

@@ -199,3 +199,13 @@ def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physic
         assert any("submitted Slurm job" in m for m in logs)
     finally:
         slurm_cluster.stop(cluster)
+
+
+def test_packing_length_fits_the_longest_example_without_varlen_attention():
+    from nexa_core.train import packing_length
+
+    assert packing_length([50, 120, 30], 512, varlen_attention=False) == 128
+    assert packing_length([129], 512, varlen_attention=False) == 256
+    assert packing_length([10], 512, varlen_attention=False) == 64
+    assert packing_length([900], 512, varlen_attention=False) == 512  # the cap still truncates
+    assert packing_length([50], 512, varlen_attention=True) == 512
