@@ -75,13 +75,23 @@ def build_default_student(texts: Iterable[str], out_dir: Path, seed: int = 0, hi
     return out_dir
 
 
-def load_student(name_or_path: str, dtype=None):
+def attention_implementation() -> str:
+    """flash_attention_2 on CUDA when the flash-attn package is installed, else PyTorch SDPA."""
+    import importlib.util
+
+    import torch
+
+    return "flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def load_student(name_or_path: str, dtype=None, attn_implementation: str | None = None):
     """(model, tokenizer) from a local folder or a hub id (hub ids need network, or a warm cache)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=dtype, attn_implementation=attn_implementation or attention_implementation())
     except (OSError, ValueError) as exc:
         raise ValueError(f"base_model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
                          f"available offline ({type(exc).__name__}: {str(exc)[:200]})") from exc

@@ -225,7 +225,10 @@ def _run(args, config: dict) -> int:
         splits = read_sft(args.sft_uri, args.sft_version, args.domain)
         log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(
             f"{k}={v.height}" for k, v in splits.items()))
-        record = train(config, splits, Path(args.output_dir), args.domain, log=log)
+        def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
+            log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+
+        record = train(config, splits, Path(args.output_dir), args.domain, log=log, on_metrics=step_metrics)
         record["sft_version"] = args.sft_version
         if pipes:
             pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record), "type": "json"}})

@@ -55,6 +55,8 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
         json.loads(record["files_sha256"]))
     checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [c.check_name for c in checks] == ["loss_decreased"]
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any(m.startswith("step 6: ") and "loss=" in m for m in logs)  # streamed through Pipes
     meta = result.asset_materializations_for_node("student_checkpoint")[0].metadata
     assert meta["steps"].value == 6 and "| step | loss |" in meta["training_curve"].value
 
