@@ -1,9 +1,10 @@
 """Training throughput: this project's trainer configuration against plain TRL SFTTrainer defaults.
 
 Usage: python bench/train.py [--domain physics] [--repeat 8] [--epochs 1]
+       python bench/train.py --shape 0.5b [--full-finetune] --peak-tflops 989   # on an H100 (bf16 dense)
 
 Both runs use the same model (the offline default student, built from a config with a tokenizer
-trained on the corpus), the same LoRA config and the same SFT examples (the domain's sample corpus
+trained on the corpus), the same LoRA config (or none with --full-finetune) and the same SFT examples (the domain's sample corpus
 through the distillation stages, the train split repeated --repeat times), one process each.
 tokens/s counts real (non-padding) tokens: epochs x tokens of the tokenized examples / train time.
 MFU = 6 x parameters x tokens/s / peak, where peak is measured here with a large fp32 matmul
@@ -50,7 +51,13 @@ def measured_peak_flops() -> float:
     return 2 * 2048 ** 3 * n / (time.perf_counter() - start)
 
 
-def run_one(mode: str, model_dir: str, data_file: str, epochs: int, peak: float) -> dict:
+# Model shapes: the offline default, and a Llama with a Qwen2-0.5B-shaped body (24 x 896, GQA 14/2; random
+# weights: throughput only). The vocabulary is the corpus tokenizer's, so it has ~0.36B parameters, not 0.49B.
+SHAPES = {"tiny": {}, "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "layers": 24, "heads": 14,
+                               "kv_heads": 2, "vocab_size": 32000}}
+
+
+def run_one(mode: str, model_dir: str, data_file: str, epochs: int, peak: float, full: bool) -> dict:
     import datasets
     import torch
     from peft import LoraConfig
@@ -77,7 +84,8 @@ def run_one(mode: str, model_dir: str, data_file: str, epochs: int, peak: float)
     else:
         args = SFTConfig(**common)  # TRL's defaults otherwise
     dataset = datasets.Dataset.from_dict({"messages": messages})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=None if full else lora)
     real_tokens = sum(len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
                       for m in messages) * epochs
     result = trainer.train()
@@ -94,12 +102,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--peak-tflops", type=float, help="GPU dense bf16 peak; default: measured fp32 matmul peak")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--full-finetune", action="store_true", help="train all weights instead of LoRA")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         mode, model_dir, data_file = args.one
         peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak_flops()
-        print(json.dumps(run_one(mode, model_dir, data_file, args.epochs, peak) | {"peak_flops": peak}))
+        print(json.dumps(run_one(mode, model_dir, data_file, args.epochs, peak, args.full_finetune)
+                         | {"peak_flops": peak}))
         return
 
     from nexa_core.student import build_default_student
@@ -107,11 +118,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     messages = sft_examples(args.domain) * args.repeat
     (work / "data.json").write_text(json.dumps(messages))
-    build_default_student([m["content"] for msgs in messages for m in msgs], work / "student")
+    build_default_student([m["content"] for msgs in messages for m in msgs], work / "student", **SHAPES[args.shape])
     rows = {}
     for mode in ("nexa", "trl-defaults"):
         cmd = [sys.executable, __file__, "--epochs", str(args.epochs), "--one", mode, str(work / "student"),
-               str(work / "data.json")] + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else [])
+               str(work / "data.json")] + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []) \
+            + (["--full-finetune"] if args.full_finetune else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         r = rows[mode]

@@ -56,14 +56,16 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
 
 
 def build_default_student(texts: Iterable[str], out_dir: Path, seed: int = 0, hidden_size: int = 128,
-                          layers: int = 2, heads: int = 4, vocab_size: int = 4096, max_positions: int = 1024) -> Path:
-    """Train a tokenizer on `texts`, build a small Llama from a config, save both to out_dir."""
+                          layers: int = 2, heads: int = 4, vocab_size: int = 4096, max_positions: int = 1024,
+                          intermediate_size: int | None = None, kv_heads: int | None = None) -> Path:
+    """Train a tokenizer on `texts`, build a Llama from a config (small by default), save both."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer(texts, vocab_size)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                         intermediate_size=intermediate_size or hidden_size * 4, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads or max(1, heads // 2),
                          max_position_embeddings=max_positions, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
