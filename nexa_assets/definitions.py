@@ -1,6 +1,7 @@
 """The code location: assets, checks, the distillation job, the raw folder sensor, resources."""
 
 
+import json
 import os
 
 import dagster as dg
@@ -23,14 +24,20 @@ nexa_job = dg.define_asset_job(
 
 
 def teacher_from_env() -> TeacherResource:
-    """Offline heuristic teacher unless NEXA_TEACHER_BASE_URL or NEXA_TEACHER_BACKEND=openai is set."""
+    """Offline heuristic teacher unless NEXA_TEACHER_BASE_URL or NEXA_TEACHER_BACKEND=openai is set.
+    NEXA_TEACHER_MODE picks sync or batch; NEXA_TEACHER_OPTIONS is a JSON object of any other
+    TeacherResource field, e.g. {"max_concurrency": 64, "budget_usd": 20}."""
     base_url = os.environ.get("NEXA_TEACHER_BASE_URL")
     backend = os.environ.get("NEXA_TEACHER_BACKEND", "openai" if base_url else "heuristic")
     if backend == "heuristic":
         return TeacherResource()
+    options = json.loads(os.environ.get("NEXA_TEACHER_OPTIONS") or "{}")
+    if "api_key" in options:  # a literal key would show in the UI's resource config
+        raise ValueError("NEXA_TEACHER_OPTIONS must not hold api_key; name its variable in NEXA_TEACHER_API_KEY_ENV")
     return TeacherResource(backend="openai", base_url=base_url,
                            model=os.environ.get("NEXA_TEACHER_MODEL", "gpt-4o-mini"),
-                           api_key=dg.EnvVar(os.environ.get("NEXA_TEACHER_API_KEY_ENV", "OPENAI_API_KEY")))
+                           mode=os.environ.get("NEXA_TEACHER_MODE", "sync"),
+                           api_key=dg.EnvVar(os.environ.get("NEXA_TEACHER_API_KEY_ENV", "OPENAI_API_KEY")), **options)
 
 
 def build_defs() -> dg.Definitions:

@@ -9,19 +9,17 @@ import polars as pl
 
 from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
-from nexa_core import schemas
 from nexa_core.dedup import MinHashConfig
 from nexa_core.documents import LoadLimits, load_domain
 from nexa_core.filters import FilterConfig, filter_pairs, reason_counts
 from nexa_core.prompts import load_template
 from nexa_core.sft import SplitConfig, build_sft_dataset
-from nexa_core.teacher import collect_responses
+from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses, parse_pairs
 from nexa_core.teacher_inputs import build_teacher_inputs
 from resources.delta import PROJECT_ROOT, DeltaStore, table_metadata
 from resources.teacher import TeacherResource
 
 GROUP = "distill"
-TEACHER_CACHE = "teacher_cache"
 
 
 class RawConfig(dg.Config):
@@ -89,34 +87,44 @@ def teacher_inputs(context: dg.AssetExecutionContext, config: PromptConfig, delt
         **versions_read(delta, "raw_documents")})
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="2",
           kinds={"openai"})
 def teacher_outputs(context: dg.AssetExecutionContext, teacher: TeacherResource, delta: DeltaStore,
                     teacher_inputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """One teacher response per request, served from the response cache when it was paid for before."""
     domain = context.partition_key
-
-    def cached(hashes: list[str]) -> pl.DataFrame:
-        if not delta.exists(TEACHER_CACHE):
-            return schemas.empty(schemas.TEACHER_CACHE)
-        return delta.scan(TEACHER_CACHE).filter(pl.col("request_hash").is_in(hashes)).collect()
-
-    def progress(stats) -> None:
-        context.log.info(f"partition {domain}: {stats.cache_hits + stats.new_calls}/{stats.requests} responses, "
-                         f"{stats.new_calls} new calls, ${stats.cost_usd:.4f}")
-
-    outputs, stats = collect_responses(
-        teacher_inputs, teacher.client(), cached, lambda rows: delta.append(TEACHER_CACHE, rows),
-        params=teacher.params(), pricing=teacher.pricing(), max_concurrency=teacher.max_concurrency,
-        progress=progress)
+    pricing, policy = teacher.pricing(), teacher.policy()
+    if teacher.backend != "heuristic" and not pricing.known:
+        if policy.budget_usd is not None:
+            raise dg.Failure(f"partition {domain}: teacher budget_usd is set but model '{teacher.model}' has no price; "
+                             "add it to the teacher resource's prices (USD per 1M input/output tokens)")
+        context.log.warning(f"partition {domain}: no price for model '{teacher.model}'; cost is recorded as 0")
+    try:
+        outputs, stats = collect_responses(
+            teacher_inputs, teacher.client(), TeacherLedger(delta, domain), params=teacher.params(), pricing=pricing,
+            policy=policy, validate=parse_pairs, log=context.log.info)
+    except CollectionStopped as exc:
+        raise dg.Failure(str(exc), metadata=collect_metadata(exc.stats)) from exc
     outputs = outputs.with_columns(pl.lit(domain).alias("domain"))
     return dg.Output(outputs, metadata={
-        "backend": teacher.backend, "model": teacher.model, "requests": stats.requests,
-        "new_calls": stats.new_calls, "cache_hits": stats.cache_hits,
-        "prompt_tokens": int(outputs["prompt_tokens"].sum() or 0),
-        "completion_tokens": int(outputs["completion_tokens"].sum() or 0),
-        "new_cost_usd": round(stats.cost_usd, 6), "total_cost_usd": float(outputs["cost_usd"].sum() or 0.0),
-        "seconds": round(stats.seconds, 3), **versions_read(delta, "teacher_inputs", TEACHER_CACHE)})
+        "backend": teacher.backend, "model": teacher.model, "mode": teacher.mode, **collect_metadata(stats),
+        "total_prompt_tokens": int(outputs["prompt_tokens"].sum() or 0),
+        "total_completion_tokens": int(outputs["completion_tokens"].sum() or 0),
+        "total_cost_usd": float(outputs["cost_usd"].sum() or 0.0),
+        "unusable": dict(outputs.group_by("unusable_reason").len().drop_nulls().iter_rows()),
+        **versions_read(delta, "teacher_inputs", TeacherLedger.CACHE)})
+
+
+def collect_metadata(stats) -> dict:
+    """This run's collection in numbers: the UI plots each one over materializations."""
+    return {"requests": stats.requests, "new_calls": stats.new_calls, "cache_hits": stats.cache_hits,
+            "recovered": stats.recovered, "attempts": stats.attempts, "retries": sum(stats.retries.values()),
+            "retries_by_reason": dict(stats.retries), "unusable_by_reason": dict(stats.unusable),
+            "quarantined": stats.quarantined, "failed": stats.failed, "batches_submitted": stats.batches_submitted,
+            "batches_reused": stats.batches_reused, "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens, "new_cost_usd": round(stats.cost_usd, 6),
+            "seconds": round(stats.seconds, 3),
+            "requests_per_second": round(stats.new_calls / stats.seconds, 2) if stats.seconds else 0.0}
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")

@@ -16,8 +16,8 @@ from nexa_core.dedup import MinHashConfig, near_duplicates
 from nexa_core.ids import content_id
 from nexa_core.teacher import TeacherResponseError, parse_pairs
 
-REASONS = ("unparseable_response", "too_short", "too_long", "refusal", "ungrounded", "exact_duplicate",
-           "near_duplicate")
+REASONS = ("unusable_response", "unparseable_response", "too_short", "too_long", "refusal", "ungrounded",
+           "exact_duplicate", "near_duplicate")
 
 # Rust-regex syntax (no look-around): every pattern runs vectorised inside polars.
 EMAIL = r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"
@@ -53,18 +53,23 @@ def _normalised(column: str) -> pl.Expr:
 
 
 def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
-    """One row per parsed pair; a response that does not parse is one rejected row naming it."""
-    joined = outputs.select("domain", "request_id", "response").join(
+    """One row per parsed pair; a response that was quarantined by the teacher's rules or does not
+    parse is one rejected row naming it."""
+    joined = outputs.select("domain", "request_id", "response", "unusable_reason").join(
         inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path"), on="request_id", how="left",
         maintain_order="left")
-    cols: dict[str, list] = {k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail")}
-    for domain, request_id, response, source_path in joined.select(
-            "domain", "request_id", "response", "source_path").iter_rows():
-        try:
-            pairs = parse_pairs(response)
-        except TeacherResponseError as exc:
-            pairs = [None]
-            detail = f"partition {domain}, request {request_id} (from {source_path}): {exc}"
+    cols: dict[str, list] = {k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail",
+                                             "reject_reason")}
+    for domain, request_id, response, unusable, source_path in joined.select(
+            "domain", "request_id", "response", "unusable_reason", "source_path").iter_rows():
+        where = f"partition {domain}, request {request_id} (from {source_path})"
+        if unusable:  # quarantined by the teacher's rules (truncated, filtered, empty, not JSON)
+            pairs, reason, detail = [None], "unusable_response", f"{where}: teacher response quarantined ({unusable})"
+        else:
+            try:
+                pairs = parse_pairs(response)
+            except TeacherResponseError as exc:
+                pairs, reason, detail = [None], "unparseable_response", f"{where}: {exc}"
         for index, pair in enumerate(pairs):
             cols["request_id"].append(request_id)
             cols["pair_index"].append(index if pair else None)
@@ -72,11 +77,11 @@ def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
             cols["question"].append(pair["question"] if pair else None)
             cols["answer"].append(pair["answer"] if pair else None)
             cols["reject_detail"].append(None if pair else detail)
+            cols["reject_reason"].append(None if pair else reason)
     frame = pl.DataFrame(cols, schema={"request_id": pl.String, "pair_index": pl.Int64, "kind": pl.String,
-                                       "question": pl.String, "answer": pl.String, "reject_detail": pl.String})
-    frame = frame.join(joined.drop("response"), on="request_id", how="left", maintain_order="left")
-    return frame.with_columns(pl.when(pl.col("reject_detail").is_not_null()).then(pl.lit("unparseable_response"))
-                              .otherwise(None).cast(pl.String).alias("reject_reason"))
+                                       "question": pl.String, "answer": pl.String, "reject_detail": pl.String,
+                                       "reject_reason": pl.String})
+    return frame.join(joined.drop("response", "unusable_reason"), on="request_id", how="left", maintain_order="left")
 
 
 def _grounding(pairs: pl.DataFrame, inputs: pl.DataFrame) -> pl.Series:

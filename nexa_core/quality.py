@@ -118,7 +118,8 @@ def teacher_outputs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> 
 def filtered_pairs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> SuiteResult:
     import great_expectations as gx
     e = gx.expectations
-    parsed = frame.filter(pl.col("reject_reason").ne("unparseable_response") | pl.col("reject_reason").is_null())
+    parsed = frame.filter(~pl.col("reject_reason").is_in(["unparseable_response", "unusable_response"])
+                          | pl.col("reject_reason").is_null())
     n = max(parsed.height, 1)
     rates = pl.DataFrame({
         "duplicate_rate": [parsed["reject_reason"].is_in(["exact_duplicate", "near_duplicate"]).sum() / n],

@@ -42,6 +42,9 @@ RESPONSE = {
     "backend": pl.String,
     "response": pl.String,
     "finish_reason": pl.String,
+    "unusable_reason": pl.String,  # null when usable; else length, content_filter, empty, malformed_json, rejected
+    "attempts": pl.Int64,  # calls it took, retries included
+    "via": pl.String,  # sync, batch or recovered
     "prompt_tokens": pl.Int64,
     "completion_tokens": pl.Int64,
     "latency_s": pl.Float64,
@@ -60,6 +63,26 @@ TEACHER_CACHE = {
     "request_hash": pl.String,
     **RESPONSE,
     "created_at": pl.Datetime("us", "UTC"),
+}
+
+# Requests as they are handed to the endpoint, committed before they are sent: on resume, a sent
+# request without a cached response is "in doubt" (it may have been paid) and is recovered first.
+TEACHER_DISPATCH = {
+    "domain": pl.String,
+    "request_hash": pl.String,
+    "chunk_id": pl.String,  # sent with the request as metadata, to find it again
+    "dispatched_at": pl.Datetime("us", "UTC"),
+}
+
+# Batch API submissions, one row per state change; the latest row per batch_id is its state.
+TEACHER_BATCHES = {
+    "domain": pl.String,
+    "batch_id": pl.String,
+    "batch_key": pl.String,  # hash of model, params and request hashes; also the batch's metadata
+    "request_hashes": pl.List(pl.String),
+    "status": pl.String,
+    "merged": pl.Boolean,  # results are in teacher_cache
+    "recorded_at": pl.Datetime("us", "UTC"),
 }
 
 FILTERED_PAIRS = {

@@ -72,8 +72,9 @@ def write_partition(uri: str, frame: pl.DataFrame, partitions: dict[str, list[st
                              "refusing to write them")
         clauses.append(f"{column} IN ({', '.join(_sql_literal(v) for v in values)})")
     exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
+    # schema_mode="merge": a table written before a column was added takes the new column (nulls in old rows)
     write_deltalake(uri, frame.to_arrow(), mode="overwrite", partition_by=list(partitions) or None,
-                    predicate=" AND ".join(clauses) if exists and clauses else None,
+                    predicate=" AND ".join(clauses) if exists and clauses else None, schema_mode="merge",
                     storage_options=storage_options)
     return DeltaTable(uri, storage_options=storage_options).version()
 
@@ -150,7 +151,7 @@ class DeltaStore(dg.ConfigurableResource):
         return write_partition(self.uri(table), frame, {"domain": [domain]}, self.storage_options or None, table)
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
-        write_deltalake(self.uri(table), frame.to_arrow(), mode="append",
+        write_deltalake(self.uri(table), frame.to_arrow(), mode="append", schema_mode="merge",
                         storage_options=self.storage_options or None)
         return self.version(table)
 

@@ -89,8 +89,8 @@ def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delt
     base = teacher_server()
     monkeypatch.setenv("NEXA_TEST_TEACHER_KEY", "sk-test-secret-value")
     teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model="test-teacher", max_concurrency=8,
-                              api_key=dg.EnvVar("NEXA_TEST_TEACHER_KEY"), usd_per_1m_input=1.0,
-                              usd_per_1m_output=2.0)
+                              api_key=dg.EnvVar("NEXA_TEST_TEACHER_KEY"),
+                              prices={"test-teacher": {"input": 1.0, "output": 2.0}})
     first = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher)
     assert first.success
     inputs, _ = read_table(delta_root, "teacher_inputs")
@@ -117,8 +117,13 @@ def test_unparseable_teacher_responses_name_partition_and_file(instance, raw_roo
     base = teacher_server("--garbage")
     teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model="garbage-teacher", api_key="local")
     result = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher, raise_on_error=False)
+    # Prose instead of JSON is billed but unusable: retried once (the default rule), then quarantined.
+    inputs, _ = read_table(delta_root, "teacher_inputs")
+    assert server_calls(base) == 2 * inputs.height
+    outputs, _ = read_table(delta_root, "teacher_outputs")
+    assert (outputs["unusable_reason"] == "malformed_json").all() and (outputs["attempts"] == 2).all()
     pairs, _ = read_table(delta_root, "filtered_pairs")
-    assert (pairs["reject_reason"] == "unparseable_response").all()
+    assert (pairs["reject_reason"] == "unusable_response").all()
     assert pairs["reject_detail"].str.contains("partition physics").all()
     assert pairs["reject_detail"].str.contains(r"from physics/").all()
     # No kept pair: the SFT set is empty and its blocking check fails, so the run fails.

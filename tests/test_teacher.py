@@ -5,9 +5,10 @@ import pytest
 
 from nexa_core import schemas
 from nexa_core.prompts import PromptTemplate, load_template
-from nexa_core.teacher import (HeuristicTeacher, TeacherResponseError, collect_responses, heuristic_pairs,
-                               parse_pairs)
+from nexa_core.teacher import (CollectPolicy, HeuristicTeacher, TeacherLedger, TeacherResponseError,
+                               collect_responses, heuristic_pairs, parse_pairs)
 from nexa_core.teacher_inputs import build_teacher_inputs, chunk_text
+from resources.delta import DeltaStore
 
 PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
            "Water boils at 100 degrees Celsius at a pressure of one atmosphere. "
@@ -60,23 +61,21 @@ def test_parse_pairs_accepts_fences_and_rejects_garbage():
             parse_pairs(bad)
 
 
-def test_collect_uses_cache_and_commits_new_responses():
+def test_collect_uses_cache_and_commits_new_responses(tmp_path):
     template = load_template("qa_pairs_v1")
     docs = pl.DataFrame([{"domain": "physics", "doc_id": f"d{i}", "topic": "heat", "title": None,
                           "text": PASSAGE + f" Sample {i} is here.", "source_path": "x", "source_row": i,
                           "n_chars": 1} for i in range(5)], schema=schemas.RAW_DOCUMENTS)
     requests = build_teacher_inputs(docs, template)
-    cache: list[pl.DataFrame] = []
-
-    def cached(hashes):
-        if not cache:
-            return schemas.empty(schemas.TEACHER_CACHE)
-        return pl.concat(cache).filter(pl.col("request_hash").is_in(hashes))
-
-    out, stats = collect_responses(requests, HeuristicTeacher(), cached, cache.append, commit_every=2)
-    assert stats.new_calls == 5 and stats.cache_hits == 0 and len(cache) == 3  # batches of 2, 2, 1
-    assert out.height == 5 and not out["from_cache"].any()
-    again, stats = collect_responses(requests, HeuristicTeacher(), cached, cache.append)
+    store = DeltaStore(root_uri=str(tmp_path))
+    ledger = TeacherLedger(store, "physics")
+    out, stats = collect_responses(requests, HeuristicTeacher(), ledger, policy=CollectPolicy(commit_every=2),
+                                   validate=parse_pairs)
+    assert stats.new_calls == 5 and stats.cache_hits == 0
+    assert store.version("teacher_cache") >= 1  # committed while collecting, not once at the end
+    assert out.height == 5 and not out["from_cache"].any() and out["unusable_reason"].is_null().all()
+    again, stats = collect_responses(requests, HeuristicTeacher(), ledger)
     assert stats.new_calls == 0 and stats.cache_hits == 5 and again["from_cache"].all()
     assert again["response"].to_list() == out["response"].to_list()
     assert all(json.loads(r)["pairs"] for r in out["response"])
+    assert not store.exists("teacher_dispatch")  # the offline teacher costs nothing: no dispatch ledger
