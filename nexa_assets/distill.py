@@ -9,6 +9,7 @@ import polars as pl
 
 from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_core import schemas
 from nexa_core.dedup import MinHashConfig
 from nexa_core.documents import LoadLimits, load_domain
 from nexa_core.filters import FilterConfig, filter_pairs, reason_counts
@@ -32,6 +33,7 @@ class PromptConfig(dg.Config):
     template: str = "qa_pairs_v1"
     max_pairs_per_passage: int = 4
     max_passage_chars: int = 1200
+    feedback: bool = True  # mix in the domain's latest feedback set (the next round of the loop)
 
 
 class FilterSettings(dg.Config):
@@ -78,13 +80,27 @@ def raw_documents(context: dg.AssetExecutionContext, config: RawConfig, delta: D
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
 def teacher_inputs(context: dg.AssetExecutionContext, config: PromptConfig, delta: DeltaStore,
                    raw_documents: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """One teacher request per passage, rendered from a versioned prompt template."""
+    """One teacher request per passage, rendered from a versioned prompt template, plus the requests of
+    the domain's latest feedback set. The feedback set is read from its Delta table, not declared as
+    an input: it lies downstream, and the graph stays acyclic. Which version fed this round is in
+    the metadata."""
+    domain = context.partition_key
     template = load_template(config.template)
     requests = build_teacher_inputs(raw_documents, template, max_pairs=config.max_pairs_per_passage,
                                     max_chars=config.max_passage_chars)
+    feedback, fed_by = schemas.empty(schemas.TEACHER_INPUTS), {}
+    if config.feedback and delta.exists("feedback_set"):
+        feedback = schemas.conform(delta.read_partition("feedback_set", domain), schemas.TEACHER_INPUTS)
+        if feedback.height:
+            fed_by = {"feedback_set_version": delta.version("feedback_set"),
+                      "feedback_round": int(feedback["feedback_round"].max())}
+            context.log.info(f"partition {domain}: round {fed_by['feedback_round'] + 1} mixes in {feedback.height} "
+                             f"requests of feedback_set v{fed_by['feedback_set_version']}")
+    requests = pl.concat([requests, feedback.join(requests.select("request_id"), on="request_id", how="anti")])
     return dg.Output(requests, metadata={
-        "requests": requests.height, "template": template.name, "template_sha256": template.sha256,
-        **versions_read(delta, "raw_documents")})
+        "requests": requests.height, "feedback_requests": feedback.height,
+        "round": fed_by.get("feedback_round", -1) + 1, **fed_by,
+        "template": template.name, "template_sha256": template.sha256, **versions_read(delta, "raw_documents")})
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="2",

@@ -1,5 +1,6 @@
-"""The raw folder sensor: a new folder under data/raw/ becomes a domain partition and is
-materialized; a changed file in a known domain re-runs that domain."""
+"""Sensors. The raw folder sensor: a new folder under data/raw/ becomes a domain partition and is
+materialized; a changed file in a known domain re-runs that domain. The feedback loop sensor: a new
+feedback set requests the next round for its domain, until a stop rule says enough."""
 
 
 import hashlib
@@ -11,6 +12,7 @@ import dagster as dg
 
 from nexa_assets.partitions import domain_partitions
 from nexa_core.documents import supported
+from nexa_core.feedback import next_round_blocker
 from resources.delta import PROJECT_ROOT
 
 
@@ -46,3 +48,50 @@ def build_raw_folder_sensor(job) -> dg.SensorDefinition:
             dynamic_partitions_requests=[domain_partitions.build_add_request(new_domains)] if new_domains else [])
 
     return raw_folder_sensor
+
+
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def build_feedback_loop_sensor(job, max_rounds: int | None = None, min_improvement: float | None = None):
+    max_rounds = int(os.environ.get("NEXA_MAX_ROUNDS", 3)) if max_rounds is None else max_rounds
+    min_improvement = float(os.environ.get("NEXA_MIN_IMPROVEMENT", 0.0)) if min_improvement is None else min_improvement
+
+    @dg.sensor(job=job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"A new feedback_set requests the next round (teacher -> ... -> feedback) for its domain; "
+                           f"stops at max_rounds={max_rounds}, when a round does not improve by more than "
+                           f"{min_improvement}, or when the feedback set is empty. One round per domain at a time.")
+    def feedback_loop_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        handled = json.loads(context.cursor) if context.cursor else {}  # domain -> storage id acted on
+        runs, notes = [], []
+        for domain in sorted(context.instance.get_dynamic_partitions(domain_partitions.name)):
+            records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("feedback_set"), asset_partitions=[domain]), limit=1).records
+            if not records or handled.get(domain, 0) >= records[0].storage_id:
+                continue
+            record = records[0]
+            meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+            blocker = next_round_blocker(meta["round"], meta["new_requests"], meta.get("score"),
+                                         meta.get("previous_score"), max_rounds, min_improvement)
+            if blocker:
+                handled[domain] = record.storage_id
+                notes.append(f"{domain}: stopped, {blocker}")
+                continue
+            if context.instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": domain}, statuses=ACTIVE),
+                                                limit=1):
+                notes.append(f"{domain}: a run of this domain is in progress; the next round waits for it")
+                continue  # the cursor stays, so the next tick asks again
+            handled[domain] = record.storage_id
+            next_round = meta["round"] + 1
+            runs.append(dg.RunRequest(
+                partition_key=domain, run_key=f"{domain}:round-{next_round}:feedback-{record.storage_id}",
+                tags={"nexa/round": str(next_round), "nexa/feedback_version": str(meta.get("delta_version")),
+                      "nexa/feedback_round": str(meta["round"])}))
+            notes.append(f"{domain}: round {next_round} requested (feedback set v{meta.get('delta_version')})")
+        for note in notes:
+            context.log.info(note)
+        return dg.SensorResult(run_requests=runs, cursor=json.dumps(handled),
+                               skip_reason=None if runs else "; ".join(notes) or "no new feedback set")
+
+    return feedback_loop_sensor

@@ -41,8 +41,8 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
     command = [launcher.python, "-m", "nexa_core.train", "--sft-uri", delta.uri("sft_dataset"),
                "--sft-version", str(sft_version), "--domain", domain, "--output-dir", out_dir,
                *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
-    train_rows = delta.scan("sft_dataset", sft_version).filter(
-        (pl.col("domain") == domain) & (pl.col("split") == "train")).select(pl.len()).collect().item()
+    train_rows, round_ = delta.scan("sft_dataset", sft_version).filter(pl.col("domain") == domain).select(
+        (pl.col("split") == "train").sum(), pl.col("round").max()).collect().row(0)
     if train_rows < train_config["min_train_examples"]:
         raise dg.Failure(f"partition {domain}: sft_dataset v{sft_version} has {train_rows} train examples, fewer "
                          f"than min_train_examples={train_config['min_train_examples']}; no training started")
@@ -65,7 +65,8 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
         "domain": domain, "checkpoint_id": content_id(domain, sft_version, digest, record["files"]),
         "artifact_uri": f"{out_dir}/adapter", "files_sha256": json.dumps(record["files"], sort_keys=True),
         "base_model": record["base_model"], "lora": record["lora"], "config_hash": digest,
-        "sft_version": sft_version, "train_examples": record["train_examples"], "steps": record["steps"],
+        "sft_version": sft_version, "round": round_, "train_examples": record["train_examples"],
+        "steps": record["steps"],
         "resumed_from": record["resumed_from"], "final_loss": record["final_loss"],
         "best_loss": record["best_loss"], "best_eval_loss": record["best_eval_loss"],
         "wall_seconds": record["wall_seconds"], "gpu_seconds": record["gpu_seconds"],
@@ -78,7 +79,7 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
     yield dg.Output(frame, metadata={
         "steps": record["steps"], "final_loss": record["final_loss"], "best_loss": record["best_loss"],
         "wall_seconds": round(record["wall_seconds"], 2), "gpu_seconds": round(record["gpu_seconds"], 2),
-        "gpu_cost_usd": row["gpu_cost_usd"], "device": record["device"], "sft_version": sft_version,
+        "gpu_cost_usd": row["gpu_cost_usd"], "device": record["device"], "sft_version": sft_version, "round": round_,
         "resumed_from": record["resumed_from"] or "", "artifact_uri": row["artifact_uri"],
         "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking.tracking_uri,
         "training_curve": dg.MetadataValue.md(table_markdown(losses, rows=len(losses))) if len(losses) else "",

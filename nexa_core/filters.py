@@ -56,8 +56,8 @@ def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
     """One row per parsed pair; a response that was quarantined by the teacher's rules or does not
     parse is one rejected row naming it."""
     joined = outputs.select("domain", "request_id", "response", "unusable_reason").join(
-        inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path"), on="request_id", how="left",
-        maintain_order="left")
+        inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path", "feedback_round"),
+        on="request_id", how="left", maintain_order="left")
     cols: dict[str, list] = {k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail",
                                              "reject_reason")}
     for domain, request_id, response, unusable, source_path in joined.select(

@@ -34,6 +34,7 @@ TEACHER_INPUTS = {
     "template_name": pl.String,
     "template_hash": pl.String,
     "messages": pl.String,  # JSON list of {"role", "content"}
+    "feedback_round": pl.Int64,  # null for requests from the corpus; k for those a round-k feedback set added
 }
 
 # What a teacher call returned: shared by the per-partition outputs and the response cache.
@@ -100,6 +101,7 @@ FILTERED_PAIRS = {
     "pii_scrubbed": pl.Boolean,
     "reject_reason": pl.String,  # null when the pair is kept
     "reject_detail": pl.String,
+    "feedback_round": pl.Int64,
 }
 
 SFT_DATASET = {
@@ -110,6 +112,8 @@ SFT_DATASET = {
     "topic": pl.String,
     "split": pl.String,
     "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+    "round": pl.Int64,  # 0 from the corpus alone; k + 1 once a round-k feedback set is mixed in
+    "feedback_round": pl.Int64,  # null for corpus examples
 }
 
 
@@ -130,6 +134,7 @@ STUDENT_CHECKPOINT = {
     "lora": pl.String,  # JSON
     "config_hash": pl.String,
     "sft_version": pl.Int64,
+    "round": pl.Int64,
     "train_examples": pl.Int64,
     "steps": pl.Int64,
     "resumed_from": pl.String,
@@ -141,5 +146,64 @@ STUDENT_CHECKPOINT = {
     "gpu_cost_usd": pl.Float64,
     "device": pl.String,
     "mlflow_run_id": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
+# --- evaluation and feedback --------------------------------------------------------------------
+
+EVAL_PREDICTIONS = {
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    "sft_version": pl.Int64,  # the SFT set the checkpoint was trained on (its test split is evaluated)
+    "model_role": pl.String,  # student (the checkpoint) or base (its untrained base model)
+    "example_id": pl.String,
+    "topic": pl.String,
+    "question": pl.String,
+    "reference": pl.String,
+    "prediction": pl.String,
+    "prompt_tokens": pl.Int64,
+    "new_tokens": pl.Int64,
+    "generation_config": pl.String,  # JSON
+}
+
+EVAL_SCORES = {
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    "sft_version": pl.Int64,
+    "model_role": pl.String,
+    "example_id": pl.String,
+    "topic": pl.String,
+    "question": pl.String,
+    "reference": pl.String,
+    "prediction": pl.String,
+    "exact_match": pl.Float64,
+    "token_f1": pl.Float64,
+    "rouge_l": pl.Float64,
+    "judge_score": pl.Float64,  # rubric score scaled to [0, 1]; null unless judge_status is "ok"
+    "judge_status": pl.String,  # ok, unparseable, not_configured
+    "judge_raw": pl.String,  # the judge's answer as given
+    "judge_reason": pl.String,
+    "judge_model": pl.String,
+    "rubric": pl.String,  # name, e.g. qa_correctness_v1
+    "rubric_sha256": pl.String,
+    "judge_request_hash": pl.String,  # the judge call in teacher_cache
+}
+
+# One row per (checkpoint, model role, topic, metric) every time eval_metrics runs; topic "__all__"
+# is the whole domain. The leaderboard and the feedback loop read this history.
+EVAL_HISTORY = {
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    "sft_version": pl.Int64,
+    "model_role": pl.String,
+    "topic": pl.String,
+    "metric": pl.String,
+    "mean": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n": pl.Int64,
     "created_at": pl.Datetime("us", "UTC"),
 }

@@ -51,11 +51,17 @@ def assign_splits(doc_sizes: dict[str, int], cfg: SplitConfig) -> dict[str, str]
 
 
 def build_sft_dataset(filtered: pl.DataFrame, cfg: SplitConfig = SplitConfig()) -> pl.DataFrame:
+    """Kept pairs as chat examples. Splits are assigned from the corpus pairs alone, so mixing in a
+    feedback set (whose passages come from train documents) never moves a document between splits:
+    every round is tested on the same held-out documents."""
     kept = filtered.filter(pl.col("reject_reason").is_null())
     if kept.is_empty():
         return schemas.empty(schemas.SFT_DATASET)
-    sizes = dict(kept.group_by("doc_id").len().iter_rows())
-    split = assign_splits(sizes, cfg)
+    corpus = kept.filter(pl.col("feedback_round").is_null())
+    split = assign_splits(dict(corpus.group_by("doc_id").len().iter_rows()), cfg)
+    # The round is the inputs' (a feedback set was mixed in), even if none of its pairs survived the filters.
+    feedback_rounds = filtered["feedback_round"].drop_nulls()
+    round_ = int(feedback_rounds.max()) + 1 if feedback_rounds.len() else 0
     rows = []
     for r in kept.sort("pair_id").iter_rows(named=True):
         rows.append({
@@ -64,12 +70,14 @@ def build_sft_dataset(filtered: pl.DataFrame, cfg: SplitConfig = SplitConfig()) 
             "pair_id": r["pair_id"],
             "doc_id": r["doc_id"],
             "topic": r["topic"],
-            "split": split[r["doc_id"]],
+            "split": split.get(r["doc_id"], "train"),  # a document known only from feedback trains
             "messages": [
                 {"role": "system", "content": cfg.system_prompt.format(domain=r["domain"])},
                 {"role": "user", "content": r["question"]},
                 {"role": "assistant", "content": r["answer"]},
             ],
+            "round": round_,
+            "feedback_round": r["feedback_round"],
         })
     return pl.DataFrame(rows, schema=schemas.SFT_DATASET)
 

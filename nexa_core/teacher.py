@@ -90,6 +90,7 @@ _LEADS = re.compile(r"^(?P<cause>.{10,}?)\s+(?P<verb>causes|leads to|results in|
 _PRONOUN_START = re.compile(r"^(?:It|Its|This|These|That|Those|They|Their|Each|Both|Such)\b")
 _PASSAGE = re.compile(r'"""\n(?P<passage>.*?)\n"""', re.S)
 _MAX_PAIRS = re.compile(r"up to (\d+)")
+_KNOWN = re.compile(r"ask different ones:\n((?:- .*\n?)*)")  # the feedback prompt's known questions
 _STOP = frozenset("the a an of and or in on to is are was were be by for with as at from that this "
                   "which it its into than then there their these those such can may also".split())
 
@@ -136,22 +137,30 @@ def _cause_effect(sentence: str) -> dict | None:
     return None
 
 
-def _cloze(sentence: str) -> dict | None:
-    if _PRONOUN_START.match(sentence):  # "It contains ..." means nothing without the sentence before
-        return None
+def _cloze_keys(sentence: str) -> list[str]:
+    """Candidate blanks, longest first: the longest word is usually the technical term."""
+    if _PRONOUN_START.match(sentence) or len(sentence) < 40:  # "It contains ..." means nothing alone
+        return []
     words = re.findall(r"[A-Za-z][A-Za-z\-]{5,}", sentence)
-    candidates = [w for w in words[1:] if w.lower() not in _STOP]
-    if len(sentence) < 40 or not candidates:
-        return None
-    key = max(candidates, key=lambda w: (len(w), w))  # longest word: usually the technical term
-    return {"kind": "cloze", "question": f"Fill in the blank: {sentence.replace(key, '____', 1)}",
-            "answer": key}
+    return sorted({w for w in words[1:] if w.lower() not in _STOP}, key=lambda w: (len(w), w), reverse=True)
 
 
-def heuristic_pairs(passage: str, max_pairs: int = 4) -> list[dict]:
+def _cloze_on(sentence: str, key: str) -> dict:
+    return {"kind": "cloze", "question": f"Fill in the blank: {sentence.replace(key, '____', 1)}", "answer": key}
+
+
+def _cloze(sentence: str) -> dict | None:
+    keys = _cloze_keys(sentence)
+    return _cloze_on(sentence, keys[0]) if keys else None
+
+
+def heuristic_pairs(passage: str, max_pairs: int = 4, known: set[str] | None = None) -> list[dict]:
     """Deterministic question/answer pairs extracted from the passage: definitions first, then
     quantities, causes and effects, then cloze items. Every answer is a span of the passage (or a
-    light rewording of one), so the supervision is grounded and learnable."""
+    light rewording of one), so the supervision is grounded and learnable.
+
+    With `known` questions (a feedback prompt lists what the student already has), those are skipped
+    and second-choice pairs follow: a cloze on every other key term of every sentence."""
     sentences = [s.strip() for s in _SENTENCES.split(" ".join(passage.split())) if len(s.strip()) > 20]
     by_kind: dict[str, list[dict]] = {"definition": [], "quantity": [], "cause_effect": [], "cloze": []}
     used: set[int] = set()
@@ -165,11 +174,19 @@ def heuristic_pairs(passage: str, max_pairs: int = 4) -> list[dict]:
                 used.add(index)
     # Round-robin over kinds so a passage yields a mix, not four clozes.
     pairs: list[dict] = []
-    while len(pairs) < max_pairs and any(by_kind.values()):
+    while any(by_kind.values()):
         for kind in by_kind:
-            if by_kind[kind] and len(pairs) < max_pairs:
+            if by_kind[kind]:
                 pairs.append(by_kind[kind].pop(0))
-    return pairs
+    if known is None:
+        return pairs[:max_pairs]
+    pairs += [_cloze_on(sentence, key) for sentence in sentences for key in _cloze_keys(sentence)[1:]]
+    fresh, asked = [], set(known)
+    for pair in pairs:
+        if pair["question"] not in asked and len(fresh) < max_pairs:
+            fresh.append(pair)
+            asked.add(pair["question"])
+    return fresh
 
 
 class HeuristicTeacher:
@@ -189,8 +206,11 @@ class HeuristicTeacher:
         found = _PASSAGE.search(user)
         passage = found.group("passage") if found else user
         limit = _MAX_PAIRS.search(user)
-        text = json.dumps({"pairs": heuristic_pairs(passage, int(limit.group(1)) if limit else 4)},
-                          ensure_ascii=False)
+        known = _KNOWN.search(user)
+        text = json.dumps({"pairs": heuristic_pairs(
+            passage, int(limit.group(1)) if limit else 4,
+            known={line[2:] for line in known.group(1).splitlines() if line.startswith("- ")} if known else None)},
+            ensure_ascii=False)
         return Completion(text=text, finish_reason="stop",
                           prompt_tokens=sum(len(m["content"].split()) for m in messages),
                           completion_tokens=len(text.split()), latency_s=time.perf_counter() - start)
@@ -201,15 +221,20 @@ class HeuristicTeacher:
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.S)
 
 
+def json_reply(text: str | None, error: type[ValueError] = TeacherResponseError):
+    """The JSON value of a model's reply, optionally in a ``` fence; `error` saying why otherwise."""
+    if text is None or not text.strip():
+        raise error("empty response")
+    body = _FENCE.sub("", text.strip())
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise error(f"not JSON ({exc.msg} at char {exc.pos}): {body[:120]!r}") from exc
+
+
 def parse_pairs(response: str) -> list[dict]:
     """Pairs from a teacher response: {"pairs": [...]} or a bare list, optionally in a ``` fence."""
-    if response is None or not response.strip():
-        raise TeacherResponseError("empty response")
-    body = _FENCE.sub("", response.strip())
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise TeacherResponseError(f"not JSON ({exc.msg} at char {exc.pos}): {body[:120]!r}") from exc
+    value = json_reply(response)
     pairs = value.get("pairs") if isinstance(value, dict) else value
     if not isinstance(pairs, list):
         raise TeacherResponseError(f"expected a 'pairs' list, got {type(pairs).__name__}")

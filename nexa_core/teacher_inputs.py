@@ -64,6 +64,7 @@ def build_teacher_inputs(documents: pl.DataFrame, template: PromptTemplate, max_
                 "template_name": template.name,
                 "template_hash": template.sha256,
                 "messages": json.dumps(messages, ensure_ascii=False),
+                "feedback_round": None,
             })
     if not rows:
         return schemas.empty(schemas.TEACHER_INPUTS)

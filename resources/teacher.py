@@ -197,8 +197,8 @@ class OpenAICompatibleTeacher:
 class TeacherResource(dg.ConfigurableResource):
     """Who writes the question/answer pairs, and how they are collected."""
 
-    backend: Literal["heuristic", "openai"] = Field(default="heuristic",
-                                                    description="'heuristic' (offline default) or 'openai'")
+    backend: Literal["heuristic", "openai", "none"] = Field(
+        default="heuristic", description="'heuristic' (offline default teacher), 'openai', or 'none' (a judge left off)")
     model: str = Field(default="nexa-heuristic-v1", description="Model name sent to the endpoint")
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     api_key: str | None = Field(default=None, description="Set with dg.EnvVar('OPENAI_API_KEY'), never a literal")
@@ -231,6 +231,8 @@ class TeacherResource(dg.ConfigurableResource):
     batch_max_requests: int = 50_000
 
     def client(self):
+        if self.backend == "none":
+            raise ValueError("this teacher/judge resource is off (backend 'none'); set base_url to use one")
         if self.backend == "heuristic":
             return HeuristicTeacher(model=self.model)
         if not self.api_key:
@@ -240,7 +242,7 @@ class TeacherResource(dg.ConfigurableResource):
                                        max_connections=self.max_concurrency)
 
     def params(self) -> dict:
-        if self.backend == "heuristic":
+        if self.backend != "openai":
             return {}
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 

@@ -50,27 +50,37 @@ def raw_root(tmp_path):
     return root
 
 
+def start_openai_server(*flags: str) -> tuple[subprocess.Popen, str]:
+    """tests/openai_server.py on 127.0.0.1: (process, base URL)."""
+    proc = subprocess.Popen([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", *flags],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+    line = proc.stdout.readline()
+    assert line.startswith("PORT "), line
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+def stop_by_pid(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # never leave a server behind
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 @pytest.fixture
 def teacher_server():
     """A real OpenAI-compatible HTTP server on 127.0.0.1, stopped by its PID."""
     servers = []
 
     def start(*flags: str) -> str:
-        proc = subprocess.Popen([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", *flags],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd=PROJECT)
-        line = proc.stdout.readline()
-        assert line.startswith("PORT "), line
+        proc, base = start_openai_server(*flags)
         servers.append(proc)
-        return f"http://127.0.0.1:{int(line.split()[1])}"
+        return base
 
     yield start
     for proc in servers:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # never leave a server behind
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_by_pid(proc)
 
 
 def server_calls(base_url: str) -> int:

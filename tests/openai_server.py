@@ -1,8 +1,9 @@
 """A fast, fault-injecting, OpenAI-compatible server for tests and benchmarks, on 127.0.0.1.
 
 POST /v1/chat/completions answers with question/answer pairs taken from the passage in the prompt
-(by the same rules as the offline teacher). It also serves stored completions (`"store": true`;
-GET /v1/chat/completions[/{id}]), files (/v1/files) and the Batch API (/v1/batches), all in memory.
+(by the same rules as the offline teacher), or, to a rubric judge prompt, with a score by word
+overlap. It also serves stored completions (`"store": true`; GET /v1/chat/completions[/{id}]),
+files (/v1/files) and the Batch API (/v1/batches), all in memory.
 
 Billing follows OpenAI: a completion is billed when generated (after `--latency`), even if the client
 has gone; transport faults (429/500/503/timeout/drop/malformed) are never billed. A request's key is
@@ -104,6 +105,13 @@ def begin(body: dict) -> tuple[str, str | None]:
     return key, fault
 
 
+def judgement(blocks: list[str]) -> dict:
+    """A deterministic judge for tests: 1..5 by the share of reference words the answer has."""
+    reference, answer = (set(re.findall(r"\w+", b.lower())) for b in blocks[1:3])
+    share = len(reference & answer) / len(reference) if reference else 0.0
+    return {"score": 1 + round(4 * share), "reason": f"{share:.0%} of the reference's words are in the answer"}
+
+
 def finish(body: dict, key: str, fault: str | None) -> dict:
     """Generate and bill one completion (a content fault shapes it); store it if asked."""
     user = user_text(body)
@@ -111,6 +119,8 @@ def finish(body: dict, key: str, fault: str | None) -> dict:
         content = PROSE
     elif ARGS.fixed_content or fault in ("empty", "content_filter"):
         content = FIXED  # cheap; the content faults below replace it anyway
+    elif "Answer to grade:" in user:  # a rubric judge prompt (nexa_core/rubrics)
+        content = json.dumps(judgement(PASSAGE.findall(user)))
     else:
         # Imported on first use: it pulls in polars, which would double the start-up time that every
         # test pays (and --fixed-content never needs it).

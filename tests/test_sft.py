@@ -52,3 +52,18 @@ def test_pair_rates_fail_the_filtered_pairs_suite():
     duplicated = pairs.with_columns(pl.when(pl.col("doc_id") != "doc0").then(pl.lit("near_duplicate"))
                                     .otherwise(pl.col("reject_reason")).alias("reject_reason"))
     assert filtered_pairs_suite(duplicated, Thresholds(max_duplicate_rate=0.5)).failures() == ["duplicate_rate"]
+
+
+def test_feedback_pairs_keep_the_splits_and_number_the_round():
+    base = filtered()
+    before = build_sft_dataset(base)
+    train_doc = before.filter(pl.col("split") == "train")["doc_id"][0]
+    extra = pl.DataFrame([{**base.row(0, named=True), "pair_id": f"fb{i}", "doc_id": train_doc, "feedback_round": 1,
+                           "question": f"Feedback question {i}?"} for i in range(30)], schema=schemas.FILTERED_PAIRS)
+    after = build_sft_dataset(pl.concat([base, extra]))
+    corpus = after.filter(pl.col("feedback_round").is_null())
+    # 30 more pairs on one document would change a pair-count split; the corpus alone decides it
+    assert corpus.select("example_id", "split").sort("example_id").equals(
+        before.select("example_id", "split").sort("example_id"))
+    assert (after.filter(pl.col("feedback_round") == 1)["split"] == "train").all()
+    assert set(after["round"]) == {2} and set(before["round"]) == {0}

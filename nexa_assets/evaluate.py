@@ -1,0 +1,229 @@
+"""Evaluation and the feedback loop: student checkpoint -> eval_predictions -> eval_metrics ->
+feedback_set, and the leaderboard over every checkpoint of every domain.
+
+Generation runs where training runs (the launcher, pool "gpu"); scoring, judging and selection run
+here. The feedback set feeds the next round through teacher_inputs, which reads it from Delta: the
+graph stays acyclic, and the round-to-round link is in the metadata and the data's round columns.
+"""
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+
+from nexa_assets.metadata import versions_read
+from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_core import schemas
+from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, primary_metric
+from nexa_core.generate import CheckpointError, load_generation_config, verify_checkpoint
+from nexa_core.ids import content_id
+from nexa_core.judge import apply_judgements, judge_requests, load_rubric, parse_judgement, without_judge
+from nexa_core.leaderboard import leaderboard_markdown, rank_checkpoints, write_report
+from nexa_core.prompts import load_template
+from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses
+from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
+from resources.launcher import LauncherError, TrainingLauncher
+from resources.teacher import TeacherResource
+
+GROUP = "evaluate"
+EVAL_HISTORY = "eval_history"
+REPORT = PROJECT_ROOT / "data" / "reports" / "leaderboard.html"
+SCORED = ["exact_match", "token_f1", "rouge_l", "judge_score"]
+
+
+class GenerateSettings(dg.Config):
+    overrides: dict = {}  # keys of nexa_core/configs/generate_default.yaml, e.g. {"max_new_tokens": 128}
+    roles: list[str] = ["student", "base"]
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+          pool="gpu", kinds={"pytorch"})
+def eval_predictions(context: dg.AssetExecutionContext, config: GenerateSettings, delta: DeltaStore,
+                     launcher: TrainingLauncher, student_checkpoint: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Answers of the checkpoint and of its untrained base model on the test split of the SFT set the
+    checkpoint was trained on; batched, greedy by default, the generation config recorded."""
+    domain = context.partition_key
+    if student_checkpoint.is_empty():
+        raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
+    checkpoint = student_checkpoint.row(0, named=True)
+    files = json.loads(checkpoint["files_sha256"])
+    if launcher.kind == "local":  # a remote node verifies the files itself (--expect-sha256)
+        try:
+            verify_checkpoint(checkpoint["artifact_uri"], files)
+        except CheckpointError as exc:
+            raise dg.Failure(f"partition {domain}: {exc}") from exc
+    generation = load_generation_config(config.overrides)
+    out_dir = f"{checkpoint['artifact_uri'].rsplit('/', 1)[0]}/eval"
+    output = f"{out_dir}/predictions-{content_id(checkpoint['checkpoint_id'], generation, config.roles)}.parquet"
+    command = [launcher.python, "-m", "nexa_core.generate", "--adapter", checkpoint["artifact_uri"],
+               "--sft-uri", delta.uri("sft_dataset"), "--sft-version", str(checkpoint["sft_version"]),
+               "--domain", domain, "--output", output, "--roles", ",".join(config.roles),
+               "--expect-sha256", checkpoint["files_sha256"],
+               *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
+    try:
+        results = launcher.launch(context, command, env=dict(delta.storage_options or {})).get_results()
+    except LauncherError as exc:
+        reason = launcher.failure_reason(out_dir)
+        raise dg.Failure(f"{exc}" + (f"; the generator said: {reason}" if reason else "")) from exc
+    reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
+    if not reported:
+        raise dg.Failure(f"partition {domain}: the generator reported no predictions; "
+                         f"it said: {launcher.failure_reason(out_dir) or 'nothing'}")
+    summary = json.loads(reported[0].metadata["predictions"].value)
+    predictions = schemas.conform(pl.read_parquet(output).with_columns(
+        domain=pl.lit(domain), round=pl.lit(checkpoint["round"]), checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
+        sft_version=pl.lit(checkpoint["sft_version"]), generation_config=pl.lit(json.dumps(generation))),
+        schemas.EVAL_PREDICTIONS)
+    return dg.Output(predictions, metadata={
+        "checkpoint_id": checkpoint["checkpoint_id"], "round": checkpoint["round"],
+        "sft_version": checkpoint["sft_version"], "examples": summary["examples"], "device": summary["device"],
+        **{f"seconds/{role}": s for role, s in summary["seconds"].items()},
+        "generation_config": dg.MetadataValue.json(generation), "predictions_file": output})
+
+
+class MetricSettings(dg.Config):
+    rubric: str = "qa_correctness_v1"  # nexa_core/rubrics/<name>.yaml
+    confidence: float = 0.95
+    n_resamples: int = 2000
+    min_judge_parse_rate: float = 0.9
+
+
+def judged(context, domain: str, predictions: pl.DataFrame, judge: TeacherResource, delta: DeltaStore,
+           rubric_name: str) -> pl.DataFrame:
+    """Judge every prediction through the teacher's collector: same cache, retries, budget and recovery."""
+    if judge.backend == "none":
+        return without_judge(predictions)
+    rubric = load_rubric(rubric_name)
+    requests = judge_requests(predictions, rubric)
+    try:
+        outputs, stats = collect_responses(
+            requests, judge.client(), TeacherLedger(delta, domain), params=judge.params(), pricing=judge.pricing(),
+            policy=judge.policy(), validate=lambda text: parse_judgement(text, rubric), log=context.log.info)
+    except CollectionStopped as exc:
+        raise dg.Failure(f"partition {domain}: judging stopped: {exc}") from exc
+    context.log.info(f"partition {domain}: judge {judge.model}: {stats.new_calls} new judgements, "
+                     f"{stats.cache_hits} cached, ${stats.cost_usd:.4f}")
+    return apply_judgements(predictions, requests, outputs, rubric, judge.model)
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+          check_specs=[dg.AssetCheckSpec("judge_parsed", asset="eval_metrics",
+                                         description="Share of judged items whose judgement parsed; an unparseable "
+                                                     "one is recorded as such, never scored")])
+def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delta: DeltaStore, judge: TeacherResource,
+                 eval_predictions: pl.DataFrame):
+    """Per-item exact match, token F1, ROUGE-L and rubric judge scores; aggregates per domain and
+    topic with bootstrap intervals go to eval_history and to numeric metadata (plotted by the UI)."""
+    from nexa_core.metrics import HEURISTIC_METRICS, aggregate, score_items  # torchmetrics: a slow import
+
+    domain = context.partition_key
+    if eval_predictions.is_empty():
+        raise dg.Failure(f"partition {domain}: eval_predictions is empty; nothing to score")
+    scores = schemas.conform(judged(context, domain, score_items(eval_predictions), judge, delta, config.rubric),
+                             schemas.EVAL_SCORES)
+    metrics = HEURISTIC_METRICS + (["judge_score"] if judge.backend != "none" else [])
+    summary = aggregate(scores, metrics, by=["domain", "round", "checkpoint_id", "sft_version", "model_role"],
+                        confidence=config.confidence, n_resamples=config.n_resamples)
+    delta.append(EVAL_HISTORY, schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))),
+                                               schemas.EVAL_HISTORY))
+    overall = {(r["model_role"], r["metric"]): r for r in summary.filter(pl.col("topic") == "__all__")
+               .iter_rows(named=True)}
+    metadata = {}
+    for (role, metric), r in sorted(overall.items()):
+        if r["mean"] is not None:
+            metadata |= {f"{role}/{metric}": r["mean"], f"{role}/{metric}_ci_low": r["ci_low"],
+                         f"{role}/{metric}_ci_high": r["ci_high"]}
+    for metric in metrics:
+        student, base = overall.get(("student", metric)), overall.get(("base", metric))
+        if student and base and student["mean"] is not None and base["mean"] is not None:
+            metadata[f"lift/{metric}"] = student["mean"] - base["mean"]
+    main_metric = primary_metric(scores)
+    by_topic = (summary.filter((pl.col("metric") == main_metric) & (pl.col("topic") != "__all__"))
+                .pivot("model_role", index="topic", values="mean").sort("topic"))
+    judged_items = scores.filter(pl.col("judge_status") != "not_configured")
+    unparseable = judged_items.filter(pl.col("judge_status") != "ok")
+    parse_rate = 1 - unparseable.height / judged_items.height if judged_items.height else 1.0
+    for row in unparseable.head(3).iter_rows(named=True):
+        context.log.warning(f"partition {domain}: judgement of example {row['example_id']} ({row['model_role']}) "
+                            f"{row['judge_status']}: {str(row['judge_raw'])[:160]!r}")
+    yield dg.Output(scores, metadata={
+        **metadata, "round": int(scores["round"][0]), "checkpoint_id": scores["checkpoint_id"][0],
+        "primary_metric": main_metric, "judge": judge.model if judge.backend != "none" else "not configured",
+        "judged": judged_items.height, "judge_unparseable": unparseable.height,
+        "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=by_topic.height)),
+        **versions_read(delta, "eval_predictions")})
+    yield dg.AssetCheckResult(
+        check_name="judge_parsed", passed=parse_rate >= config.min_judge_parse_rate,
+        description=f"partition {domain}: {unparseable.height} of {judged_items.height} judgements unparseable"
+        + (f" (e.g. example {unparseable['example_id'][0]}: {str(unparseable['judge_raw'][0])[:120]!r})"
+           if unparseable.height else ""),
+        metadata={"parse_rate": parse_rate, "unparseable": unparseable.height})
+
+
+@dg.asset(group_name=GROUP, deps=["eval_metrics"], code_version="1", kinds={"delta", "html"})
+def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore) -> dg.Output[pl.DataFrame]:
+    """Every checkpoint of every domain, ranked on its primary metric, with an HTML report of charts."""
+    history = delta.scan(EVAL_HISTORY).collect() if delta.exists(EVAL_HISTORY) else schemas.empty(schemas.EVAL_HISTORY)
+    ranked = rank_checkpoints(history)
+    report = write_report(history, ranked, REPORT)
+    best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
+    return dg.Output(ranked, metadata={
+        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)), "report": dg.MetadataValue.path(str(report)),
+        "checkpoints": ranked.height, **{f"best/{d}": s for d, s in best.select("domain", "score").iter_rows()},
+        **versions_read(delta, EVAL_HISTORY)})
+
+
+class FeedbackSettings(dg.Config):
+    threshold: float = 0.5
+    bottom_k: int = 0
+    item_threshold: float = 0.5
+    max_passages_per_topic: int = 8
+    max_pairs: int = 8
+    template: str = "feedback_v1"
+
+
+def previous_round_score(delta: DeltaStore, domain: str, round_: int, metric: str) -> float | None:
+    if round_ == 0 or not delta.exists(EVAL_HISTORY):
+        return None
+    earlier = (delta.scan(EVAL_HISTORY).filter(
+        (pl.col("domain") == domain) & (pl.col("round") == round_ - 1) & (pl.col("model_role") == "student")
+        & (pl.col("topic") == "__all__") & (pl.col("metric") == metric)).sort("created_at").collect())
+    return earlier["mean"][-1] if earlier.height else None
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
+def feedback_set(context: dg.AssetExecutionContext, config: FeedbackSettings, delta: DeltaStore,
+                 eval_metrics: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The weak topics and failed items of this round, as new teacher inputs aimed at them (passages
+    of the weak topics from train documents), each row with its reason. The next round mixes it in."""
+    domain = context.partition_key
+    student = eval_metrics.filter(pl.col("model_role") == "student")
+    if student.is_empty():
+        raise dg.Failure(f"partition {domain}: eval_metrics has no student rows; nothing to learn from")
+    round_, sft_version = int(student["round"][0]), int(student["sft_version"][0])
+    sft = delta.scan("sft_dataset", sft_version).filter(pl.col("domain") == domain).collect()
+    corpus = delta.read_partition("teacher_inputs", domain).filter(pl.col("feedback_round").is_null())
+    previous = delta.read_partition("feedback_set", domain) if delta.exists("feedback_set") else \
+        schemas.empty(FEEDBACK_SET)
+    cfg = FeedbackConfig(threshold=config.threshold, bottom_k=config.bottom_k, item_threshold=config.item_threshold,
+                         max_passages_per_topic=config.max_passages_per_topic, max_pairs=config.max_pairs)
+    known = dict(delta.read_partition("filtered_pairs", domain).filter(pl.col("reject_reason").is_null())
+                 .group_by("passage_id").agg("question").iter_rows())
+    rows, summary = build_feedback_set(student, corpus, set(sft.filter(pl.col("split") == "train")["doc_id"]),
+                                       known, previous, load_template(config.template), round_, cfg)
+    score = student[summary["metric"]].mean()
+    before = previous_round_score(delta, domain, round_, summary["metric"])
+    for reason in rows.filter(pl.col("round") == round_)["reason"].unique().sort():
+        context.log.info(f"partition {domain}: {reason}")
+    return dg.Output(rows, metadata={
+        "round": round_, "new_requests": summary["new_requests"], "carried_requests": summary["carried_requests"],
+        "metric": summary["metric"], "score": score, **({"previous_score": before} if before is not None else {}),
+        "weak_topics": dg.MetadataValue.json(summary["weak_topics"]),
+        "topic_scores": dg.MetadataValue.json(summary["topic_scores"]), "failed_items": summary["failed_items"],
+        "failed_examples": dg.MetadataValue.json(summary["failed_examples"]),
+        "weak_topics_without_train_passages": dg.MetadataValue.json(summary["weak_topics_without_train_passages"]),
+        **versions_read(delta, "eval_metrics", "teacher_inputs", "sft_dataset", "filtered_pairs")})
+
+
+EVAL_ASSETS = [eval_predictions, eval_metrics, leaderboard, feedback_set]

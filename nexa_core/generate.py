@@ -1,0 +1,206 @@
+"""Answer a domain's held-out SFT questions with a checkpoint and its base: `python -m nexa_core.generate ...`.
+
+Runs where train.py runs (a GPU node, or CPU for the tiny default student) and, when launched by
+Dagster, reports through dagster-pipes. The student (base model + LoRA adapter) and its untrained
+base model answer the same prompts, tokenised by the same tokenizer (the adapter folder's), with
+greedy decoding by default, so the two can be scored side by side and a rerun gives the same
+answers. All predictions go to one parquet file, renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from nexa_core.schemas import EVAL_PREDICTIONS
+from nexa_core.train import CONFIG_DIR, ERROR_FILE, load_config, read_sft, sha256_files
+
+ROLES = ("student", "base")
+PREDICTIONS = {name: EVAL_PREDICTIONS[name] for name in (
+    "model_role", "example_id", "topic", "question", "reference", "prediction", "prompt_tokens", "new_tokens")}
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_generation_config(overrides: dict | None = None) -> dict:
+    return load_config(CONFIG_DIR / "generate_default.yaml", overrides)
+
+
+def verify_checkpoint(adapter_dir: str | Path, files_sha256: dict[str, str]) -> None:
+    """Refuse an adapter whose files are not the ones its checkpoint record names: scores of a
+    half-copied or overwritten adapter would be credited to the wrong checkpoint."""
+    folder = Path(adapter_dir)
+    hint = "re-materialize student_checkpoint for this partition to rebuild it"
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist; {hint}")
+    actual = sha256_files(folder)
+    missing = sorted(set(files_sha256) - set(actual))
+    changed = sorted(path for path, digest in files_sha256.items() if path in actual and actual[path] != digest)
+    if missing or changed:
+        raise CheckpointError(f"checkpoint folder {folder} does not match its record: missing files {missing}, "
+                              f"files whose sha256 differs {changed}; {hint}")
+
+
+def prompt_turns(messages: list[dict]) -> list[dict]:
+    """The conversation up to the answer the model is asked to give."""
+    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
+def last_turn(messages: list[dict], role: str) -> str | None:
+    return next((m["content"] for m in reversed(messages) if m["role"] == role), None)
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's eos ends a chat turn; the model's generation config may name more (e.g. Llama 3's
+    <|eot_id|>), and setting eos_token_id ourselves would otherwise drop them."""
+    model_ids = model.generation_config.eos_token_id
+    model_ids = model_ids if isinstance(model_ids, list) else [model_ids]
+    return sorted({tokenizer.eos_token_id, *model_ids} - {None})
+
+
+def answer_length(tokens: list[int], stops: list[int]) -> int:
+    """Generated tokens up to and including the first stop token; what follows is batch padding."""
+    return next((i + 1 for i, token in enumerate(tokens) if token in stops), len(tokens))
+
+
+def generate_answers(model, tokenizer, conversations: list[list[dict]], config: dict) -> list[dict]:
+    """One {"prediction", "prompt_tokens", "new_tokens"} per conversation, in order."""
+    import torch
+    from transformers import GenerationConfig, set_seed
+
+    stops = stop_token_ids(model, tokenizer)
+    generation = GenerationConfig(
+        max_new_tokens=config["max_new_tokens"], do_sample=config["do_sample"], num_beams=config["num_beams"],
+        repetition_penalty=config["repetition_penalty"], pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+    tokenizer.padding_side = "left"  # every prompt ends where its answer starts
+    model.eval()
+    set_seed(config["seed"])  # a sampled run repeats too
+    size = config["batch_size"]
+    answers = []
+    with torch.inference_mode():
+        for start in range(0, len(conversations), size):
+            batch = tokenizer.apply_chat_template(
+                [prompt_turns(c) for c in conversations[start:start + size]], add_generation_prompt=True,
+                tokenize=True, return_dict=True, padding=True, return_tensors="pt").to(model.device)
+            generated = model.generate(**batch, generation_config=generation)[:, batch["input_ids"].shape[1]:]
+            for prompt_tokens, tokens in zip(batch["attention_mask"].sum(dim=1).tolist(), generated.tolist()):
+                n = answer_length(tokens, stops)
+                answers.append({"prediction": tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
+                                "prompt_tokens": prompt_tokens, "new_tokens": n})
+    return answers
+
+
+def load_for_eval(adapter_dir: str | Path, role: str):
+    """(model, tokenizer) for a role: the student is the base with the adapter applied, the base is
+    the model the adapter was trained on. Both take the adapter folder's tokenizer, so they see the
+    same prompt tokens."""
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoTokenizer
+
+    from nexa_core.student import load_student
+
+    if role not in ROLES:
+        raise ValueError(f"model role {role!r}: expected one of {list(ROLES)}")
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    model, _ = load_student(PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path, dtype=dtype)
+    if role == "student":
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    return (model.to("cuda") if cuda else model), tokenizer
+
+
+def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) -> pl.DataFrame:
+    rows = [{"model_role": role, "example_id": ex["example_id"], "topic": ex["topic"],
+             "question": last_turn(ex["messages"], "user"), "reference": last_turn(ex["messages"], "assistant"),
+             **answer} for ex, answer in zip(examples.iter_rows(named=True), answers)]
+    return pl.DataFrame(rows, schema=PREDICTIONS)
+
+
+def write_atomically(frame: pl.DataFrame, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(partial)
+    partial.replace(path)  # readers find the whole file or none
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", required=True, help="the checkpoint's adapter folder")
+    parser.add_argument("--sft-uri", required=True)
+    parser.add_argument("--sft-version", type=int, required=True)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--output", required=True, help="the predictions parquet file")
+    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    parser.add_argument("--roles", default=",".join(ROLES))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
+    parser.add_argument("--expect-sha256", metavar="JSON", help="{relative path: sha256} from the checkpoint record")
+    args = parser.parse_args(argv)
+    args.roles = args.roles.split(",")
+    if set(args.roles) - set(ROLES):
+        parser.error(f"--roles {','.join(args.roles)}: each must be one of {','.join(ROLES)}")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    config = load_generation_config({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
+    error_file = Path(args.output).parent / ERROR_FILE
+    error_file.unlink(missing_ok=True)
+    try:
+        return _run(args, config)
+    except Exception as exc:
+        error_file.parent.mkdir(parents=True, exist_ok=True)
+        error_file.write_text(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _run(args, config: dict) -> int:
+    import torch
+
+    with ExitStack() as stack:
+        pipes = None
+        if os.environ.get("DAGSTER_PIPES_CONTEXT"):
+            from dagster_pipes import open_dagster_pipes
+
+            pipes = stack.enter_context(open_dagster_pipes())
+        log = pipes.log.info if pipes else (lambda m: print(m, file=sys.stderr))
+        if args.expect_sha256:
+            verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
+        examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]
+        if examples.is_empty():
+            raise ValueError(f"partition {args.domain}: the SFT {args.split} split at version {args.sft_version} "
+                             f"is empty; nothing to evaluate")
+        conversations = examples["messages"].to_list()
+        frames, seconds = [], {}
+        for role in args.roles:
+            model, tokenizer = load_for_eval(args.adapter, role)
+            start = time.perf_counter()
+            answers = generate_answers(model, tokenizer, conversations, config)
+            seconds[role] = round(time.perf_counter() - start, 3)
+            log(f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples "
+                f"in {seconds[role]:.1f}s")
+            frames.append(predictions_frame(role, examples, answers))
+            del model  # free its memory before the next role's model loads
+        predictions = pl.concat(frames)
+        write_atomically(predictions, Path(args.output))
+        summary = {"output": args.output, "rows": predictions.height, "roles": args.roles,
+                   "generation_config": config, "seconds": seconds, "examples": examples.height,
+                   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+        if pipes:
+            pipes.report_asset_materialization(
+                metadata={"predictions": {"raw_value": json.dumps(summary), "type": "json"}})
+        else:
+            print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Checkpoint leaderboard over the eval_history table: a ranked frame, a markdown table for the
+Dagster UI and a self-contained HTML report with charts (inline PNG, nothing fetched).
+
+eval_history is append-only, so every reader first keeps the latest evaluation per
+(checkpoint, model role, topic, metric). Base-model rows carry the checkpoint_id of the student
+they were evaluated beside, which is how a student finds its baseline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from nexa_core import schemas
+
+PRIMARY_METRICS = ("judge_score", "token_f1")  # first one a checkpoint has wins; the last always exists
+METRICS = ("exact_match", "token_f1", "rouge_l", "judge_score")
+ALL_TOPICS = "__all__"
+NO_CHECKPOINTS = "no evaluated checkpoints yet"
+ROLE_COLOURS = {"student": "#1f77b4", "base": "#aaaaaa"}
+
+RANKED = {
+    "rank": pl.Int64,
+    "domain_rank": pl.Int64,
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    "sft_version": pl.Int64,
+    "primary_metric": pl.String,
+    "score": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n": pl.Int64,
+    "base_score": pl.Float64,
+    "lift": pl.Float64,
+    **{metric: pl.Float64 for metric in METRICS},
+    "evaluated_at": pl.Datetime("us", "UTC"),
+}
+
+
+# --- ranking ---------------------------------------------------------------------------------------
+
+def latest_evaluations(history: pl.DataFrame) -> pl.DataFrame:
+    """A re-evaluation supersedes older rows of the same checkpoint, role, topic and metric."""
+    return (history.sort("created_at", maintain_order=True)
+            .unique(["checkpoint_id", "model_role", "topic", "metric"], keep="last", maintain_order=True))
+
+
+def _has(metric: str) -> pl.Expr:
+    # n = 0 means the metric was configured but nothing was scored (e.g. every judge answer unparseable)
+    return ((pl.col("metric") == metric) & (pl.col("n") > 0)).any()
+
+
+def rank_checkpoints(history: pl.DataFrame) -> pl.DataFrame:
+    """One row per student checkpoint on its whole domain, ranked across all domains by its primary
+    metric. Rows mix judge_score and token_f1 only when some checkpoints lack a judge, so the
+    primary_metric column says which one each score is."""
+    if history.is_empty():
+        return schemas.empty(RANKED)
+    overall = latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)
+    student = overall.filter(pl.col("model_role") == "student")
+    checkpoints = student.group_by("domain", "checkpoint_id").agg(
+        pl.coalesce(*[pl.when(_has(m)).then(pl.lit(m)) for m in PRIMARY_METRICS[:-1]],
+                    pl.lit(PRIMARY_METRICS[-1])).alias("primary_metric"),
+        pl.col("round", "sft_version").sort_by("created_at").last(),
+        *[pl.col("mean").filter(pl.col("metric") == m).first().alias(m) for m in METRICS],
+        pl.col("created_at").max().alias("evaluated_at"),
+    )
+    keys = ["domain", "checkpoint_id", "primary_metric"]
+    scores = student.select("domain", "checkpoint_id", pl.col("metric").alias("primary_metric"),
+                            pl.col("mean").alias("score"), "ci_low", "ci_high", "n")
+    bases = overall.filter(pl.col("model_role") == "base").select(
+        "domain", "checkpoint_id", pl.col("metric").alias("primary_metric"), pl.col("mean").alias("base_score"))
+    ranked = (checkpoints.join(scores, on=keys, how="left").join(bases, on=keys, how="left")
+              .with_columns(lift=pl.col("score") - pl.col("base_score"))
+              .sort(["score", "evaluated_at", "checkpoint_id"], descending=[True, True, False], nulls_last=True)
+              .with_columns(rank=pl.int_range(1, pl.len() + 1))
+              .with_columns(domain_rank=pl.col("rank").rank("ordinal").over("domain")))
+    return schemas.conform(ranked, RANKED)
+
+
+# --- markdown --------------------------------------------------------------------------------------
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _score(row: dict) -> str:
+    if row["score"] is None or row["ci_low"] is None or row["ci_high"] is None:
+        return _num(row["score"])
+    return f"{row['score']:.3f} ± {(row['ci_high'] - row['ci_low']) / 2:.3f}"
+
+
+def _cells(row: dict) -> dict[str, str]:
+    """A ranked row as display strings; shared by the markdown and HTML tables."""
+    return {"rank": str(row["rank"]), "domain": row["domain"], "round": str(row["round"]),
+            "checkpoint": row["checkpoint_id"][:12], "metric": row["primary_metric"], "score": _score(row),
+            "base": _num(row["base_score"]), "lift": _num(row["lift"], signed=True), "n": str(row["n"])}
+
+
+def leaderboard_markdown(ranked: pl.DataFrame, max_rows: int = 50) -> str:
+    if ranked.is_empty():
+        return NO_CHECKPOINTS
+    rows = [_cells(row) for row in ranked.head(max_rows).iter_rows(named=True)]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell.replace("|", r"\|") for cell in row.values()) + " |" for row in rows]
+    if ranked.height > max_rows:
+        lines.append(f"\n_{ranked.height - max_rows} more checkpoints not shown_")
+    return "\n".join(lines)
+
+
+# --- charts ----------------------------------------------------------------------------------------
+
+def _figure(width: float, height: float):
+    # slow import, only when a report is drawn; a bare Figure on an Agg canvas is never registered
+    # with pyplot, so nothing global keeps it alive after saving and no GUI backend is touched
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    fig.clear()
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _by_role(rows: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Student and base side by side per key, with CI distances as error-bar lengths."""
+    def pick(role: str, column: str) -> pl.Expr:
+        return pl.col(column).filter(pl.col("model_role") == role).first()
+
+    return (rows.group_by(key, maintain_order=True)
+            .agg(*[pick(role, c).alias(f"{role}_{c}") for role in ROLE_COLOURS for c in ("mean", "ci_low", "ci_high")])
+            .with_columns(*[e for role in ROLE_COLOURS for e in (
+                (pl.col(f"{role}_mean") - pl.col(f"{role}_ci_low")).clip(0).fill_null(0).alias(f"{role}_below"),
+                (pl.col(f"{role}_ci_high") - pl.col(f"{role}_mean")).clip(0).fill_null(0).alias(f"{role}_above"))]))
+
+
+def _paired_bars(pairs: pl.DataFrame, key: str, title: str, horizontal: bool) -> str:
+    fig = _figure(6.4, max(2.4, 0.5 * pairs.height + 1.2) if horizontal else 3.6)
+    ax = fig.add_subplot()
+    for offset, (role, colour) in zip((-0.2, 0.2), ROLE_COLOURS.items()):
+        at = [i + offset for i in range(pairs.height)]
+        mean = pairs[f"{role}_mean"].fill_null(float("nan")).to_list()  # absent base: no bar, not a zero
+        err = [pairs[f"{role}_below"].to_list(), pairs[f"{role}_above"].to_list()]
+        draw = ax.barh if horizontal else ax.bar
+        draw(at, mean, 0.4, **{"xerr" if horizontal else "yerr": err}, color=colour, capsize=3, label=role)
+    labels = pairs[key].to_list()
+    if horizontal:
+        ax.set_yticks(range(pairs.height), labels)
+        ax.invert_yaxis()  # weakest topic (sorted first) on top
+        ax.set_xlim(0, 1.05)
+    else:
+        ax.set_xticks(range(pairs.height), labels)
+        ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1))  # outside the axes: never hides a bar
+    return _png(fig)
+
+
+def _label(checkpoint: dict) -> str:
+    return f"{checkpoint['domain']} round {checkpoint['round']} ({checkpoint['checkpoint_id'][:12]})"
+
+
+def _metric_chart(overall: pl.DataFrame, checkpoint: dict) -> str:
+    rows = overall.filter(pl.col("checkpoint_id") == checkpoint["checkpoint_id"], pl.col("metric").is_in(METRICS))
+    pairs = _by_role(rows, "metric").sort(pl.col("metric").replace_strict(METRICS, range(len(METRICS))))
+    return _paired_bars(pairs, "metric", f"{_label(checkpoint)}: student vs base", horizontal=False)
+
+
+def _topic_chart(latest: pl.DataFrame, checkpoint: dict) -> str:
+    metric = checkpoint["primary_metric"]
+    rows = latest.filter(pl.col("checkpoint_id") == checkpoint["checkpoint_id"], pl.col("metric") == metric,
+                         pl.col("topic") != ALL_TOPICS)
+    pairs = _by_role(rows, "topic").sort("student_mean", "topic", nulls_last=True)
+    return _paired_bars(pairs, "topic", f"{_label(checkpoint)}: {metric} per topic", horizontal=True)
+
+
+def _trend_chart(overall: pl.DataFrame, per_round: pl.DataFrame) -> str:
+    # one metric for the whole line: the shared primary metric, else the fallback every round has
+    shared = set(per_round["primary_metric"])
+    metric = shared.pop() if len(shared) == 1 else PRIMARY_METRICS[-1]
+    rows = (overall.filter(pl.col("metric") == metric).drop("round")
+            .join(per_round.select("checkpoint_id", "round"), on="checkpoint_id"))
+    points = _by_role(rows, "round").sort("round")
+    rounds = points["round"].to_list()
+    fig = _figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    ax.errorbar(rounds, points["student_mean"].fill_null(float("nan")).to_list(),
+                yerr=[points["student_below"].to_list(), points["student_above"].to_list()],
+                marker="o", capsize=3, color=ROLE_COLOURS["student"], label="student (CI)")
+    ax.plot(rounds, points["base_mean"].fill_null(float("nan")).to_list(), "o--",
+            color=ROLE_COLOURS["base"], label="base")
+    ax.set_xticks(rounds)
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{per_round['domain'][0]}: {metric} over rounds")
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
+    return _png(fig)
+
+
+# --- HTML report -----------------------------------------------------------------------------------
+
+_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{display:block;margin:1em 0}")
+
+
+def _table_html(ranked: pl.DataFrame) -> str:
+    rows = [{**_cells(row), "checkpoint": row["checkpoint_id"], **{m: _num(row[m]) for m in METRICS},
+             "evaluated_at": f"{row['evaluated_at']:%Y-%m-%d %H:%M}"} for row in ranked.iter_rows(named=True)]
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row.values()) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(png: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}">'
+
+
+def _domain_html(latest: pl.DataFrame, overall: pl.DataFrame, ranked: pl.DataFrame, domain: str) -> str:
+    # the latest-evaluated checkpoint stands for its round; the last round's is "the latest student"
+    per_round = (ranked.filter(pl.col("domain") == domain).sort("round", "evaluated_at")
+                 .unique("round", keep="last", maintain_order=True))
+    checkpoint = per_round.row(-1, named=True)
+    charts = [_img(_metric_chart(overall, checkpoint), f"{domain}: latest student vs base per metric"),
+              _img(_trend_chart(overall, per_round), f"{domain}: primary metric over rounds"),
+              _img(_topic_chart(latest, checkpoint), f"{domain}: per-topic scores, latest student vs base")]
+    return f"<h2>{html.escape(domain)}</h2>" + "".join(charts)
+
+
+def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path) -> Path:
+    """Self-contained HTML: the ranked table, then per domain three charts (metrics of the latest
+    student vs base, primary metric over rounds, per-topic scores). Written beside and renamed, so
+    a reader never sees half a file."""
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Checkpoint leaderboard</title>"
+             f"<style>{_STYLE}</style></head><body><h1>Checkpoint leaderboard</h1><p>Generated {generated}</p>"]
+    if ranked.is_empty():
+        parts.append(f"<p>{html.escape(NO_CHECKPOINTS)}</p>")
+    else:
+        latest = latest_evaluations(history)
+        overall = latest.filter(pl.col("topic") == ALL_TOPICS)
+        parts.append(_table_html(ranked))
+        parts += [_domain_html(latest, overall, ranked, d) for d in sorted(ranked["domain"].unique())]
+    parts.append("</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(parts), encoding="utf-8")
+    partial.replace(path)
+    return path
