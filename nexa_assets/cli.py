@@ -1,6 +1,7 @@
-"""`nexa-run`: materialize the graph (raw text to SFT sets to a student checkpoint) for every domain
-under the raw root and print where the tables are and how many rows each partition has.
-`nexa-distill` is the same with --job distill_job (no training)."""
+"""`nexa-run`: materialize the whole graph (raw text, SFT sets, a student checkpoint, its evaluation,
+the leaderboard and the feedback set) for every domain under the raw root, and print where the
+tables are, how many rows each partition has, and how each student scores next to its base model.
+`nexa-distill` is the same with --job distill_job (no training, no evaluation)."""
 
 import argparse
 import os
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
     for table in ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs",
-                  "sft_dataset", "teacher_cache", "student_checkpoint"):
+                  "sft_dataset", "teacher_cache", "student_checkpoint", "eval_predictions", "eval_metrics",
+                  "eval_history", "feedback_set", "leaderboard"):
         if not store.exists(table):
             print(f"  {table:16s} (not written)")
             continue
@@ -75,6 +77,13 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         for row in store.scan("student_checkpoint").sort("domain").collect().iter_rows(named=True):
             print(f"  {row['domain']:10s} steps={row['steps']} final_loss={row['final_loss']:.3f} "
                   f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}")
+    if args.job == "nexa_job" and store.exists("leaderboard"):
+        from nexa_assets.evaluate import report_path
+        from nexa_core.leaderboard import leaderboard_markdown
+
+        print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the untrained base model)")
+        print(leaderboard_markdown(store.scan("leaderboard").collect()))
+        print(f"\nReport: {report_path()}")
     return 1 if failed else 0
 
 

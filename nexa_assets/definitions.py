@@ -57,6 +57,11 @@ def judge_from_env() -> TeacherResource:
     return openai_from_env("NEXA_JUDGE", TeacherResource(backend="none", model="none"))
 
 
+def env_settings(**variables: str) -> dict:
+    """Resource fields taken from environment variables that are set (the rest keep their defaults)."""
+    return {field: os.environ[name] for field, name in variables.items() if os.environ.get(name)}
+
+
 def build_defs() -> dg.Definitions:
     root, storage, options = storage_from_env()
     return dg.Definitions(
@@ -69,8 +74,8 @@ def build_defs() -> dg.Definitions:
             "delta": DeltaStore(root_uri=root, storage_options=options),
             "teacher": teacher_from_env(),
             "judge": judge_from_env(),
-            "launcher": TrainingLauncher(),
-            "tracking": MlflowTracking(),
+            "launcher": TrainingLauncher(**env_settings(artifact_root="NEXA_ARTIFACT_ROOT")),
+            "tracking": MlflowTracking(**env_settings(tracking_uri="MLFLOW_TRACKING_URI")),
         },
         # One process per run: the multiprocess executor re-imports the code location for every step.
         executor=dg.in_process_executor,

@@ -7,7 +7,9 @@ graph stays acyclic, and the round-to-round link is in the metadata and the data
 """
 
 import json
+import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -28,7 +30,11 @@ from resources.teacher import TeacherResource
 
 GROUP = "evaluate"
 EVAL_HISTORY = "eval_history"
-REPORT = PROJECT_ROOT / "data" / "reports" / "leaderboard.html"
+
+
+def report_path() -> Path:
+    """The leaderboard's HTML report: NEXA_REPORT_DIR, or data/reports in the project."""
+    return Path(os.environ.get("NEXA_REPORT_DIR", PROJECT_ROOT / "data" / "reports")) / "leaderboard.html"
 SCORED = ["exact_match", "token_f1", "rouge_l", "judge_score"]
 
 
@@ -166,7 +172,7 @@ def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore) -> dg.Outp
     """Every checkpoint of every domain, ranked on its primary metric, with an HTML report of charts."""
     history = delta.scan(EVAL_HISTORY).collect() if delta.exists(EVAL_HISTORY) else schemas.empty(schemas.EVAL_HISTORY)
     ranked = rank_checkpoints(history)
-    report = write_report(history, ranked, REPORT)
+    report = write_report(history, ranked, report_path())
     best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
     return dg.Output(ranked, metadata={
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)), "report": dg.MetadataValue.path(str(report)),

@@ -103,3 +103,18 @@ def test_nexa_distill_cli_exits_cleanly_every_time(dagster_home, delta_root, raw
     assert [r.returncode for r in runs] == [0, 0, 0], runs[-1].stderr[-3000:]
     assert "physics: run" in runs[-1].stdout and "5/5 checks passed" in runs[-1].stdout
     assert "sft_dataset" in runs[-1].stdout and "physics=" in runs[-1].stdout
+
+
+@pytest.mark.slow
+def test_nexa_run_trains_evaluates_and_ranks_a_domain(dagster_home, delta_root, raw_root, tmp_path):
+    """The README's main command for one domain: the whole graph on the offline defaults."""
+    env = {**env_for(dagster_home, delta_root, raw_root), "NEXA_REPORT_DIR": str(tmp_path / "reports"),
+           "NEXA_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    run = subprocess.run([str(BIN / "nexa-run"), "physics"], cwd=PROJECT, capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "physics: run" in run.stdout and "checks passed" in run.stdout and "FAILED" not in run.stdout
+    assert "Leaderboard" in run.stdout and "| 1 | physics |" in run.stdout
+    assert (tmp_path / "reports" / "leaderboard.html").is_file()
+    for table in ("eval_predictions", "eval_metrics", "feedback_set"):
+        assert f"{table:16s}" in run.stdout or table in run.stdout
