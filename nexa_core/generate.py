@@ -18,10 +18,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 from nexa_core.schemas import EVAL_PREDICTIONS
-from nexa_core.train import CONFIG_DIR, ERROR_FILE, load_config, read_sft, sha256_files
+from nexa_core.train import (CONFIG_DIR, ERROR_FILE, load_config, parse_sets, pipes_or_stderr, read_sft,
+                             run_reporting_errors, sha256_files)
 
 ROLES = ("student", "base")
 PREDICTIONS = {name: EVAL_PREDICTIONS[name] for name in (
@@ -151,27 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.roles) - set(ROLES):
         parser.error(f"--roles {','.join(args.roles)}: each must be one of {','.join(ROLES)}")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    config = load_generation_config({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
-    error_file = Path(args.output).parent / ERROR_FILE
-    error_file.unlink(missing_ok=True)
-    try:
-        return _run(args, config)
-    except Exception as exc:
-        error_file.parent.mkdir(parents=True, exist_ok=True)
-        error_file.write_text(f"{type(exc).__name__}: {exc}")
-        raise
+    config = load_generation_config(parse_sets(args.set))
+    return run_reporting_errors(lambda: _run(args, config), Path(args.output).parent / ERROR_FILE)
 
 
 def _run(args, config: dict) -> int:
     import torch
 
     with ExitStack() as stack:
-        pipes = None
-        if os.environ.get("DAGSTER_PIPES_CONTEXT"):
-            from dagster_pipes import open_dagster_pipes
-
-            pipes = stack.enter_context(open_dagster_pipes())
-        log = pipes.log.info if pipes else (lambda m: print(m, file=sys.stderr))
+        pipes, log = pipes_or_stderr(stack)
         if args.expect_sha256:
             verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
         examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]

@@ -370,6 +370,26 @@ class CollectStats:
         bucket = getattr(self, table)
         bucket[reason] = bucket.get(reason, 0) + 1
 
+    def bill(self, done: Completion, price: float) -> None:
+        self.cost_usd += price
+        self.prompt_tokens += done.prompt_tokens
+        self.completion_tokens += done.completion_tokens
+
+    def settle(self, done: Completion, validate, policy: "CollectPolicy", retries: int, params: dict
+               ) -> tuple[str | None, bool]:
+        """(why the response is unusable or None, whether to send it again). A retry after "length"
+        doubles max_tokens in `params`: the same limit would cut the answer again."""
+        reason = unusable_reason(done, validate)
+        if reason is None:
+            return None, False
+        self.count("unusable", reason)
+        if policy.unusable.get(reason) == "retry" and retries < policy.max_unusable_retries:
+            if reason == "length" and params.get("max_tokens"):
+                params["max_tokens"] = min(policy.max_tokens_cap, params["max_tokens"] * 2)
+            return reason, True
+        self.quarantined += 1
+        return reason, False
+
     def done(self) -> int:
         return self.cache_hits + self.new_calls + self.recovered
 

@@ -21,7 +21,7 @@ import polars as pl
 from nexa_core import schemas
 from nexa_core.ids import content_id
 from nexa_core.teacher import (BudgetExceeded, CollectPolicy, CollectStats, Completion, Pricing, RequestsFailed,
-                               TeacherBackend, TeacherLedger, TeacherUnavailable, unusable_reason)
+                               TeacherBackend, TeacherLedger, TeacherUnavailable)
 from nexa_core.teacher_calls import close_backend, estimate_tokens, response_row
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}
@@ -98,20 +98,12 @@ class BatchCollector:
             before = self.billed.get(h, (0, 0, 0.0))
             self.billed[h] = (before[0] + done.prompt_tokens, before[1] + done.completion_tokens, before[2] + price)
             self.spent += price
-            self.stats.cost_usd += price
-            self.stats.prompt_tokens += done.prompt_tokens
-            self.stats.completion_tokens += done.completion_tokens
-            reason = unusable_reason(done, self.validate)
-            if reason:
-                self.stats.count("unusable", reason)
-                if self.policy.unusable.get(reason) == "retry" and \
-                        self.unusable_retries.get(h, 0) < self.policy.max_unusable_retries:
-                    self.unusable_retries[h] = self.unusable_retries.get(h, 0) + 1
-                    params = self.params[h]
-                    if reason == "length" and params.get("max_tokens"):
-                        params["max_tokens"] = min(self.policy.max_tokens_cap, params["max_tokens"] * 2)
-                    continue
-                self.stats.quarantined += 1
+            self.stats.bill(done, price)
+            reason, again = self.stats.settle(done, self.validate, self.policy, self.unusable_retries.get(h, 0),
+                                              self.params.setdefault(h, dict(self.base_params)))
+            if again:  # into the next round's batch
+                self.unusable_retries[h] = self.unusable_retries.get(h, 0) + 1
+                continue
             self.stats.new_calls += 1
             answered.add(h)
             prompt_tokens, completion_tokens, cost = self.billed[h]

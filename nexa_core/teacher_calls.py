@@ -136,18 +136,11 @@ class SyncCollector:
             prompt_tokens += done.prompt_tokens
             completion_tokens += done.completion_tokens
             self.spent += price
-            self.stats.cost_usd += price
-            self.stats.prompt_tokens += done.prompt_tokens
-            self.stats.completion_tokens += done.completion_tokens
-            reason = unusable_reason(done, self.validate)
-            if reason:
-                self.stats.count("unusable", reason)
-                if self.policy.unusable.get(reason) == "retry" and unusable_retries < self.policy.max_unusable_retries:
-                    unusable_retries += 1
-                    if reason == "length" and params.get("max_tokens"):
-                        params["max_tokens"] = min(self.policy.max_tokens_cap, params["max_tokens"] * 2)
-                    continue
-                self.stats.quarantined += 1
+            self.stats.bill(done, price)
+            reason, again = self.stats.settle(done, self.validate, self.policy, unusable_retries, params)
+            if again:
+                unusable_retries += 1
+                continue
             self.stats.new_calls += 1
             return response_row(row["request_hash"], self.backend, done, reason=reason, attempts=attempts,
                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,

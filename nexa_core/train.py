@@ -191,6 +191,32 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
     return record
 
 
+def parse_sets(items: list[str]) -> dict:
+    """--set KEY=YAML arguments as overrides."""
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def run_reporting_errors(run, error_file: Path) -> int:
+    """Run; on failure leave the reason in error_file for a launcher that only sees an exit code."""
+    error_file.unlink(missing_ok=True)
+    try:
+        return run()
+    except Exception as exc:
+        error_file.parent.mkdir(parents=True, exist_ok=True)
+        error_file.write_text(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def pipes_or_stderr(stack: ExitStack):
+    """(Dagster Pipes context or None, log function): Pipes when launched by Dagster, else stderr."""
+    if not os.environ.get("DAGSTER_PIPES_CONTEXT"):
+        return None, lambda message: print(message, file=sys.stderr)
+    from dagster_pipes import open_dagster_pipes
+
+    pipes = stack.enter_context(open_dagster_pipes())
+    return pipes, pipes.log.info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft-uri", required=True)
@@ -202,26 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = load_config(args.config, overrides)
-    error_file = Path(args.output_dir) / ERROR_FILE
-    error_file.unlink(missing_ok=True)
-    try:
-        return _run(args, config)
-    except Exception as exc:
-        error_file.parent.mkdir(parents=True, exist_ok=True)
-        error_file.write_text(f"{type(exc).__name__}: {exc}")
-        raise
+    config = load_config(args.config, parse_sets(args.set))
+    return run_reporting_errors(lambda: _run(args, config), Path(args.output_dir) / ERROR_FILE)
 
 
 def _run(args, config: dict) -> int:
     with ExitStack() as stack:
-        pipes = None
-        if os.environ.get("DAGSTER_PIPES_CONTEXT"):
-            from dagster_pipes import open_dagster_pipes
-
-            pipes = stack.enter_context(open_dagster_pipes())
-        log = pipes.log.info if pipes else (lambda m: print(m, file=sys.stderr))
+        pipes, log = pipes_or_stderr(stack)
         splits = read_sft(args.sft_uri, args.sft_version, args.domain)
         log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(
             f"{k}={v.height}" for k, v in splits.items()))

@@ -106,7 +106,7 @@ def test_nexa_distill_cli_exits_cleanly_every_time(dagster_home, delta_root, raw
 
 
 @pytest.mark.slow
-def test_nexa_run_trains_evaluates_and_ranks_a_domain(dagster_home, delta_root, raw_root, tmp_path):
+def test_nexa_run_then_the_next_round_by_hand(dagster_home, delta_root, raw_root, tmp_path):
     """The README's main command for one domain: the whole graph on the offline defaults."""
     env = {**env_for(dagster_home, delta_root, raw_root), "NEXA_REPORT_DIR": str(tmp_path / "reports"),
            "NEXA_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
@@ -118,3 +118,12 @@ def test_nexa_run_trains_evaluates_and_ranks_a_domain(dagster_home, delta_root, 
     assert (tmp_path / "reports" / "leaderboard.html").is_file()
     for table in ("eval_predictions", "eval_metrics", "feedback_set"):
         assert f"{table:16s}" in run.stdout or table in run.stdout
+    # The next round, by hand, as the README says: everything downstream of teacher_inputs.
+    round1 = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "--select", "teacher_inputs*", "--partition",
+                             "physics", "-m", "nexa_assets"], cwd=PROJECT, capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert round1.returncode == 0, round1.stdout[-2000:] + round1.stderr[-3000:]
+    import polars as pl
+
+    assert pl.read_delta(str(delta_root / "nexa" / "student_checkpoint"))["round"].to_list() == [1]
+    assert sorted(pl.read_delta(str(delta_root / "nexa" / "eval_history"))["round"].unique()) == [0, 1]

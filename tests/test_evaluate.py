@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from conftest import PROJECT, SAMPLE_RAW, start_openai_server, stop_by_pid
+from conftest import SAMPLE_RAW, start_openai_server, stop_by_pid
 from graph_helpers import materialize_domain, resources
 from nexa_assets import evaluate, train
 from nexa_assets.definitions import round_job

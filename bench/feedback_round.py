@@ -1,0 +1,92 @@
+"""Base vs trained student on the test split, and the weak topics before and after one feedback round.
+
+Usage: python bench/feedback_round.py [DOMAIN ...] [--steps N]
+
+Runs the whole graph (nexa_job) for each domain on the offline defaults, then one round of the
+loop (round_job), into a temporary Delta root and Dagster home, and prints from eval_history:
+every metric for the student and its base with 95% bootstrap intervals, for round 0 and round 1,
+and the score on the topics round 0 found weak, before and after the feedback round.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("domains", nargs="*", default=["physics", "chemistry", "biology"])
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the train config's)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="nexa-feedback-"))
+    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                       "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                       "DAGSTER_HOME": str(tmp / "home"), "NEXA_DELTA_ROOT": str(tmp / "delta"),
+                       "NEXA_ARTIFACT_ROOT": str(tmp / "artifacts"), "NEXA_REPORT_DIR": str(tmp / "reports"),
+                       "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}.items():
+        os.environ[key] = value
+    from nexa_assets.cli import ensure_dagster_home
+
+    ensure_dagster_home()
+    import dagster as dg
+    import polars as pl
+
+    from nexa_assets.definitions import defs
+    from nexa_assets.partitions import domain_partitions
+
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(domain_partitions.name, args.domains)
+    config = {"ops": {"raw_documents": {"config": {"raw_root": str(ROOT / "data" / "raw")}}}}
+    if args.steps:
+        config["ops"]["student_checkpoint"] = {"config": {"overrides": {"max_steps": args.steps}}}
+    round_config = {"ops": {k: v for k, v in config["ops"].items() if k != "raw_documents"}}
+    weak: dict[str, dict] = {}
+    for domain in args.domains:
+        for job, run_config in (("nexa_job", config), ("round_job", round_config)):
+            start = time.perf_counter()
+            result = defs.resolve_job_def(job).execute_in_process(partition_key=domain, instance=instance,
+                                                                  run_config=run_config, raise_on_error=False)
+            print(f"{domain} {job}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - start:.0f} s",
+                  file=sys.stderr)
+            if job == "nexa_job":
+                meta = result.asset_materializations_for_node("feedback_set")[0].metadata
+                weak[domain] = meta["weak_topics"].value
+            if not result.success:
+                return 1
+
+    history = pl.read_delta(str(tmp / "delta" / "nexa" / "eval_history"))
+    latest = history.sort("created_at").unique(["domain", "round", "model_role", "topic", "metric"], keep="last")
+    overall = latest.filter(pl.col("topic") == "__all__").sort("domain", "metric", "round", "model_role")
+    print(f"\nTest split, offline defaults (heuristic teacher, tiny config-built student, no judge); "
+          f"mean [95% bootstrap interval]; Delta root {tmp / 'delta'}")
+    print(f"{'domain':10s} {'metric':12s} {'round':>5s} {'n':>3s} {'base':>22s} {'student':>22s}")
+    for (domain, metric, round_), rows in overall.group_by(["domain", "metric", "round"], maintain_order=True):
+        by_role = {r["model_role"]: r for r in rows.iter_rows(named=True)}
+        cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"  # noqa: E731
+        print(f"{domain:10s} {metric:12s} {round_:>5d} {by_role['student']['n']:>3d} "
+              f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s}")
+    print("\nTopics round 0 found weak: student token F1 before (round 0) and after (round 1) one feedback round")
+    for domain, topics in weak.items():
+        for topic in topics:
+            rows = latest.filter((pl.col("domain") == domain) & (pl.col("topic") == topic)
+                                 & (pl.col("metric") == "token_f1") & (pl.col("model_role") == "student")).sort("round")
+            scores = "  ".join(f"round {r['round']}: {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] n={r['n']}"
+                               for r in rows.iter_rows(named=True))
+            print(f"  {domain:10s} {topic:24s} {scores}")
+        if not topics:
+            print(f"  {domain:10s} (no weak topic)")
+    sft = pl.read_delta(str(tmp / "delta" / "nexa" / "sft_dataset"))
+    print("\nSFT train examples per domain and round 1 origin: " + ", ".join(
+        f"{d}: {g.filter(pl.col('split') == 'train').height} ({g.filter(pl.col('feedback_round').is_not_null()).height} "
+        f"from feedback)" for (d,), g in sft.group_by(["domain"], maintain_order=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
