@@ -331,7 +331,7 @@ class CollectPolicy:
                                                     "empty": "retry", "malformed_json": "retry"})
     max_unusable_retries: int = 1
     max_tokens_cap: int = 16384
-    commit_every: int = 256  # responses per Delta commit ...
+    commit_every: int = 1024  # responses per Delta commit (fewer, larger commits: 256 cost 15% of throughput) ...
     commit_seconds: float = 2.0  # ... or this often, whichever comes first
     budget_usd: float | None = None  # per partition, counting what its cached responses cost
     progress_seconds: float = 10.0

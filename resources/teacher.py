@@ -217,7 +217,7 @@ class TeacherResource(dg.ConfigurableResource):
         default={"length": "retry", "content_filter": "quarantine", "empty": "retry", "malformed_json": "retry"},
         description="What to do with a billed but unusable answer, by reason: 'retry' or 'quarantine'")
     max_unusable_retries: int = 1
-    commit_every: int = 256
+    commit_every: int = 1024
     commit_seconds: float = 2.0
     progress_seconds: float = Field(default=10.0, description="How often progress goes to the run log")
     budget_usd: float | None = Field(default=None, description="Spend limit per partition (cached responses count)")
