@@ -107,12 +107,12 @@ def apply_judgements(predictions: pl.DataFrame, requests: pl.DataFrame, outputs:
             columns[key].append(value)
     return predictions.with_columns(
         *(pl.Series(k, v, dtype=pl.Float64 if k == "judge_score" else pl.String) for k, v in columns.items()),
-        judge_model=pl.lit(model), rubric=pl.lit(rubric.name), rubric_sha256=pl.lit(rubric.sha256),
+        judge_prompt=requests["messages"], judge_model=pl.lit(model), rubric=pl.lit(rubric.name), rubric_sha256=pl.lit(rubric.sha256),
         judge_request_hash=answers["request_hash"])
 
 
 def without_judge(predictions: pl.DataFrame) -> pl.DataFrame:
     return predictions.with_columns(
         judge_score=pl.lit(None, pl.Float64), judge_status=pl.lit("not_configured"),
-        **{k: pl.lit(None, pl.String) for k in ("judge_raw", "judge_reason", "judge_model", "rubric", "rubric_sha256",
-                                                 "judge_request_hash")})
+        **{k: pl.lit(None, pl.String) for k in ("judge_prompt", "judge_raw", "judge_reason", "judge_model", "rubric",
+                                                 "rubric_sha256", "judge_request_hash")})

@@ -183,6 +183,7 @@ EVAL_SCORES = {
     "rouge_l": pl.Float64,
     "judge_score": pl.Float64,  # rubric score scaled to [0, 1]; null unless judge_status is "ok"
     "judge_status": pl.String,  # ok, unparseable, not_configured
+    "judge_prompt": pl.String,  # the rendered rubric messages (JSON) the judge was sent
     "judge_raw": pl.String,  # the judge's answer as given
     "judge_reason": pl.String,
     "judge_model": pl.String,

@@ -82,6 +82,9 @@ def test_metrics_heuristic_and_judged_with_intervals_and_plottable_metadata(roun
         assert scores[metric].is_between(0, 1).all(), metric
     assert (scores["judge_status"] == "ok").all() and scores["judge_model"].unique().to_list() == ["test-judge"]
     assert scores["rubric"].unique().to_list() == ["qa_correctness_v1"] and scores["judge_raw"].str.contains("score").all()
+    first = scores.row(0, named=True)
+    prompt = json.loads(first["judge_prompt"])[1]["content"]  # the rubric messages, as sent
+    assert first["question"] in prompt and first["reference"] in prompt and "Answer to grade:" in prompt
     history = read(round0["root"], "eval_history")
     overall = history.filter((pl.col("topic") == "__all__") & (pl.col("model_role") == "student"))
     assert set(overall["metric"]) == {"exact_match", "token_f1", "rouge_l", "judge_score"}
