@@ -16,6 +16,7 @@ import polars as pl
 import yaml
 
 from nexa_core.ids import content_id
+from nexa_core.prompts import render_messages, versioned_file
 from nexa_core.teacher import json_reply
 
 RUBRICS_DIR = Path(__file__).parent / "rubrics"
@@ -35,16 +36,12 @@ class Rubric:
     def render(self, domain: str, question: str, reference: str, prediction: str) -> list[dict]:
         fields = {"domain": domain, "question": question, "reference": reference, "prediction": prediction,
                   "criteria": "\n".join(f"- {c}" for c in self.criteria), "min": self.min, "max": self.max}
-        return [{"role": "system", "content": self.system.format(**fields).strip()},
-                {"role": "user", "content": self.user.format(**fields).strip()}]
+        return render_messages(f"rubric {self.name}", self.system, self.user, fields)
 
 
 @cache
 def load_rubric(name: str, rubrics_dir: Path = RUBRICS_DIR) -> Rubric:
-    path = Path(rubrics_dir) / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in Path(rubrics_dir).glob("*.yaml"))
-        raise FileNotFoundError(f"rubric '{name}' not found in {rubrics_dir}; known: {known}")
+    path = versioned_file(rubrics_dir, name, ".yaml", "rubric")
     raw = path.read_bytes()
     meta = yaml.safe_load(raw)
     try:

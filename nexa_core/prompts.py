@@ -15,6 +15,24 @@ import yaml
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 
+def versioned_file(folder: Path, name: str, suffix: str, what: str) -> Path:
+    """The file of a versioned template (prompt, rubric); a missing one names those that exist."""
+    path = Path(folder) / f"{name}{suffix}"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(folder).glob(f"*{suffix}"))
+        raise FileNotFoundError(f"{what} '{name}' not found in {folder}; known: {known}")
+    return path
+
+
+def render_messages(label: str, system: str, user: str, fields: dict) -> list[dict]:
+    """System and user messages from str.format templates; a missing field is a ValueError naming it."""
+    try:
+        return [{"role": "system", "content": system.format(**fields).strip()},
+                {"role": "user", "content": user.format(**fields).strip()}]
+    except KeyError as exc:
+        raise ValueError(f"{label} needs field {exc}; got {sorted(fields)}") from exc
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     name: str
@@ -23,22 +41,12 @@ class PromptTemplate:
     sha256: str
 
     def render(self, **fields) -> list[dict]:
-        try:
-            return [
-                {"role": "system", "content": self.system.format(**fields).strip()},
-                {"role": "user", "content": self.user.format(**fields).strip()},
-            ]
-        except KeyError as exc:
-            raise ValueError(f"prompt template {self.name} needs field {exc}; got {sorted(fields)}") from exc
+        return render_messages(f"prompt template {self.name}", self.system, self.user, fields)
 
 
 @cache
 def load_template(name: str, prompts_dir: Path = PROMPTS_DIR) -> PromptTemplate:
-    path = Path(prompts_dir) / f"{name}.txt"
-    if not path.is_file():
-        known = sorted(p.stem for p in Path(prompts_dir).glob("*.txt"))
-        raise FileNotFoundError(f"prompt template '{name}' not found in {prompts_dir}; known: {known}")
-    raw = path.read_text(encoding="utf-8")
+    raw = versioned_file(prompts_dir, name, ".txt", "prompt template").read_text(encoding="utf-8")
     _, front, user = raw.split("---\n", 2)
     meta = yaml.safe_load(front) or {}
     return PromptTemplate(name=name, system=meta.get("system", ""), user=user,

@@ -47,7 +47,8 @@ class TeacherResponseError(ValueError):
 
 class RetryableError(Exception):
     """The call failed in a way a retry may fix (429, 408/409, 5xx, timeout, dropped connection,
-    malformed body). None of these is billed by the endpoint, so a retry never pays twice."""
+    malformed body). The endpoint bills none of these, except a timed-out call it went on to finish:
+    that retry can pay twice, so timeout_s should exceed the endpoint's worst latency."""
 
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)

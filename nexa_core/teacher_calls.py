@@ -88,9 +88,8 @@ class SyncCollector:
         loop = asyncio.get_running_loop()
         while (wait := self.pause_until - loop.time()) > 0:  # the endpoint asked the whole pool to wait
             await asyncio.sleep(wait)
-        tokens = sum(estimate_tokens(messages, params))
-        for limiter, amount in self.limits:
-            await limiter.acquire(min(amount or tokens, limiter.max_rate))
+        for limiter, amount in self.limits:  # amount 0: the request's own token estimate
+            await limiter.acquire(min(amount or sum(estimate_tokens(messages, params)), limiter.max_rate))
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempt - 1))
