@@ -12,7 +12,7 @@ from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
 from nexa_core.dedup import MinHashConfig
 from nexa_core.documents import LoadLimits, load_domain
-from nexa_core.filters import FilterConfig, filter_pairs, reason_counts
+from nexa_core.filters import FilterConfig, filter_pairs, form_counts, reason_counts
 from nexa_core.prompts import load_template
 from nexa_core.sft import SplitConfig, build_sft_dataset
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses, parse_pairs
@@ -31,7 +31,7 @@ class RawConfig(dg.Config):
 
 class PromptConfig(dg.Config):
     template: str = "qa_pairs_v1"
-    max_pairs_per_passage: int = 4
+    max_pairs_per_passage: int = 16  # several forms of each fact (nexa_core/question_forms.py)
     max_passage_chars: int = 1200
     feedback: bool = True  # mix in the domain's latest feedback set (the next round of the loop)
 
@@ -46,6 +46,7 @@ class SplitSettings(dg.Config):
     validation: float = 0.1
     test: float = 0.1
     seed: int = 17
+    min_topic_documents: int = 3  # smaller topics are all train (unless the domain has no held-out data)
 
 
 # Written by raw_documents in the same step (a report, not a computed asset), so any selection that
@@ -156,6 +157,7 @@ def filtered_pairs(context: dg.AssetExecutionContext, config: FilterSettings, de
     return dg.Output(pairs, metadata={
         "kept": counts["kept"], "dropped": pairs.height - counts["kept"],
         **{f"dropped/{reason}": n for reason, n in counts.items() if reason != "kept"},
+        "kept_by_form": form_counts(pairs),
         **versions_read(delta, "teacher_inputs", "teacher_outputs")})
 
 
@@ -164,7 +166,8 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SplitSettings, delta:
                 filtered_pairs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Chat-format SFT examples, split by source document."""
     sft = build_sft_dataset(filtered_pairs, SplitConfig(validation=config.validation, test=config.test,
-                                                        seed=config.seed))
+                                                        seed=config.seed,
+                                                        min_topic_documents=config.min_topic_documents))
     splits = dict(sft.group_by("split").len().iter_rows())
     return dg.Output(sft, metadata={
         **{f"examples/{s}": splits.get(s, 0) for s in ("train", "validation", "test")},

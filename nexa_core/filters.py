@@ -37,6 +37,8 @@ class FilterConfig:
     max_answer_chars: int = 800
     min_grounding: float = 0.6  # share of the answer's content words found in the passage
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    # A near duplicate must also give the same answer: word-set Jaccard of the two answers at least this.
+    min_answer_overlap: float = 0.5
 
 
 def _scrub(column: str) -> pl.Expr:
@@ -134,6 +136,25 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
                               detail.otherwise(None).alias("reject_detail"), key.alias("key")).drop("grounding")
 
 
+def _near_duplicates(alive: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
+    """(row, first: the pair_id it repeats) of each pair whose question and answer nearly repeat an
+    earlier pair's, of the same form (`kind`) and with the same answer. Two forms of one fact (a
+    definition and its reverse) or clozes on two terms of one sentence share most words but ask
+    different things: asking a fact several ways is the point (question_forms.py)."""
+    found = []
+    forms = alive.select("row", "pair_id", "question", "answer", pl.col("kind").fill_null("").alias("form"))
+    for form in forms.partition_by("form", maintain_order=True, include_key=False):
+        match = near_duplicates(form.select(pl.concat_str(["question", "answer"], separator=" "))[:, 0], cfg.minhash)
+        hits = pl.Series(match)
+        near = form.filter(hits >= 0)
+        earlier = form[hits.filter(hits >= 0)]
+        words = [frame["answer"].str.to_lowercase().str.extract_all(WORDS).list.unique() for frame in (near, earlier)]
+        overlap = (words[0].list.set_intersection(words[1]).list.len()
+                   / words[0].list.set_union(words[1]).list.len()).fill_nan(1.0)
+        found.append(near.select("row", earlier["pair_id"].alias("first")).filter(overlap >= cfg.min_answer_overlap))
+    return pl.concat(found) if found else pl.DataFrame(schema={"row": alive.schema["row"], "first": pl.String})
+
+
 def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig = FilterConfig(),
                  block: int = 4096) -> pl.DataFrame:
     """Screen responses `block` at a time (bounded working memory), then drop exact and near
@@ -152,12 +173,7 @@ def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig 
         "row", "pair_id", "key", pl.col("pair_id").first().over("key").alias("first"))
     exact = alive.filter(pl.col("pair_id") != pl.col("first"))
     alive = alive.filter(pl.col("pair_id") == pl.col("first"))
-    texts = pairs.join(alive.select("row"), on="row", how="semi", maintain_order="left").select(
-        pl.concat_str(["question", "answer"], separator=" "))[:, 0]
-    match = near_duplicates(texts, cfg.minhash)
-    del texts
-    near = alive.with_columns(pl.Series("match", match)).filter(pl.col("match") >= 0)
-    near = near.with_columns(alive["pair_id"].gather(near["match"]).alias("first"))
+    near = _near_duplicates(pairs.join(alive.select("row"), on="row", how="semi", maintain_order="left"), cfg)
     verdicts = pl.concat([
         exact.select("row", pl.lit("exact_duplicate").alias("why"), pl.format("same as pair {}", "first").alias("what")),
         near.select("row", pl.lit("near_duplicate").alias("why"), pl.format("near pair {}", "first").alias("what")),
@@ -175,3 +191,9 @@ def reason_counts(filtered: pl.DataFrame) -> dict[str, int]:
         counts["kept" if reason is None else reason] = n
     counts.setdefault("kept", 0)
     return counts
+
+
+def form_counts(filtered: pl.DataFrame) -> dict[str, int]:
+    """Kept pairs per question form (`kind`: definition, reverse_definition, cloze, ...), most first."""
+    kept = filtered.filter(pl.col("reject_reason").is_null())
+    return dict(kept.group_by("kind").len().sort(["len", "kind"], descending=[True, False]).iter_rows())

@@ -1,12 +1,20 @@
 """sft_dataset: kept pairs as chat messages, split into train/validation/test by source document.
 
 A document's pairs all land in one split, so nothing the student is tested on was seen in training.
-Documents are ordered by a seeded hash and filled into splits by pair count, so the split is
-deterministic for a seed and every split gets data once there are at least three documents.
+The split is stratified by topic (each document has one topic): within a topic with at least
+`min_topic_documents` documents, the documents, ordered by a seeded hash, fill test and then
+validation up to that topic's share of its pairs, and the topic always keeps at least one train
+document. So every such topic is both taught and tested, and no topic lands wholly in test (which
+would also leave the feedback loop, whose passages come from train documents, nothing to work on).
+A topic with fewer documents is all train, unless that leaves the domain without test or validation
+documents: then the missing split takes a document from the largest topics (by train documents left,
+preferring one that keeps a train document), so every split still gets data once the domain has at
+least three documents. The result is deterministic for a seed.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import polars as pl
@@ -16,6 +24,7 @@ from nexa_core.ids import content_id
 
 SPLITS = ("train", "validation", "test")
 ROLES = ("system", "user", "assistant")
+HELD_OUT = ("test", "validation")  # filled in this order
 
 
 @dataclass(frozen=True)
@@ -23,30 +32,67 @@ class SplitConfig:
     validation: float = 0.1
     test: float = 0.1
     seed: int = 17
+    # A topic with fewer documents is all train (unless the domain would have no held-out data).
+    min_topic_documents: int = 3
     system_prompt: str = "You are an expert in {domain}. Answer accurately and concisely."
 
 
-def assign_splits(doc_sizes: dict[str, int], cfg: SplitConfig) -> dict[str, str]:
-    """doc_id -> split. Test and validation are filled first (smallest first in seeded order) up to
-    their share of pairs; the rest is train."""
-    if not doc_sizes:
-        return {}
-    total = sum(doc_sizes.values())
-    order = sorted(doc_sizes, key=lambda d: content_id(cfg.seed, d))
+def _seeded(cfg: SplitConfig, key: str) -> str:
+    return content_id(cfg.seed, key)
+
+
+def _fill_topic(docs: list[str], doc_sizes: dict[str, int], cfg: SplitConfig, split: dict[str, str]) -> None:
+    """One topic's documents (in seeded order) fill test then validation up to the topic's share of
+    its pairs; the last document is always train."""
+    total = sum(doc_sizes[d] for d in docs)
     targets = {"test": cfg.test * total, "validation": cfg.validation * total}
     filled = {"test": 0, "validation": 0}
-    split: dict[str, str] = {}
-    remaining = len(order)
-    for doc in order:
+    remaining = len(docs)
+    for doc in docs:
         remaining -= 1
-        for name in ("test", "validation"):
-            # Keep at least one document for train; a split takes a doc while under its target.
+        for name in HELD_OUT:
+            # A split takes a doc while under its target; keep at least one document for train.
             if filled[name] < targets[name] and remaining >= 1:
                 split[doc] = name
                 filled[name] += doc_sizes[doc]
                 break
         else:
             split[doc] = "train"
+
+
+def assign_splits(doc_sizes: dict[str, int], cfg: SplitConfig,
+                  doc_topics: dict[str, str] | None = None) -> dict[str, str]:
+    """doc_id -> split, stratified by topic (doc_id -> topic; without it, one topic for all).
+
+    Topics with at least `cfg.min_topic_documents` documents are split on their own (see
+    `_fill_topic`); smaller topics are train. If a held-out split with a positive share is then
+    empty, it takes one train document from the topic with the most train documents left (a topic
+    that keeps a train document first, then more pairs, then seeded order), as long as the domain
+    keeps a train document: so with three or more documents every split gets data."""
+    if not doc_sizes:
+        return {}
+    topics: dict[str, list[str]] = defaultdict(list)
+    for doc in doc_sizes:
+        topics[(doc_topics or {}).get(doc) or ""].append(doc)
+    for docs in topics.values():
+        docs.sort(key=lambda d: _seeded(cfg, d))
+    split: dict[str, str] = {}
+    for topic in sorted(topics):
+        docs = topics[topic]
+        if len(docs) >= max(cfg.min_topic_documents, 1):
+            _fill_topic(docs, doc_sizes, cfg, split)
+        else:
+            split.update((d, "train") for d in docs)
+    shares = {"test": cfg.test, "validation": cfg.validation}
+    for name in HELD_OUT:
+        if shares[name] <= 0 or name in split.values():
+            continue
+        train = {t: [d for d in docs if split[d] == "train"] for t, docs in topics.items()}
+        if sum(len(d) for d in train.values()) < 2:  # the domain keeps a train document
+            break
+        topic = max((t for t in train if train[t]), key=lambda t: (
+            len(train[t]) >= 2, len(train[t]), sum(doc_sizes[d] for d in train[t]), _seeded(cfg, t)))
+        split[train[topic][0]] = name
     return split
 
 
@@ -58,7 +104,8 @@ def build_sft_dataset(filtered: pl.DataFrame, cfg: SplitConfig = SplitConfig()) 
     if kept.is_empty():
         return schemas.empty(schemas.SFT_DATASET)
     corpus = kept.filter(pl.col("feedback_round").is_null())
-    split = assign_splits(dict(corpus.group_by("doc_id").len().iter_rows()), cfg)
+    docs = corpus.group_by("doc_id").agg(pl.len().alias("n"), pl.col("topic").min())
+    split = assign_splits(dict(zip(docs["doc_id"], docs["n"])), cfg, dict(zip(docs["doc_id"], docs["topic"])))
     # The round is the inputs' (a feedback set was mixed in), even if none of its pairs survived the filters.
     feedback_rounds = filtered["feedback_round"].drop_nulls()
     round_ = int(feedback_rounds.max()) + 1 if feedback_rounds.len() else 0

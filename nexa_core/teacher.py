@@ -22,6 +22,7 @@ import polars as pl
 
 from nexa_core import schemas
 from nexa_core.ids import content_id
+from nexa_core.question_forms import heuristic_pairs
 
 
 @dataclass
@@ -73,127 +74,16 @@ def request_hash(model: str, messages: list[dict], params: dict) -> str:
 
 # --- the embedded offline teacher -------------------------------------------------------------
 
-_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
-_DEFINITION = re.compile(
-    r"^(?P<article>An?\s+|The\s+)?(?P<term>[A-Za-z][\w'()\- ]{1,60}?)\s+(?P<verb>is|are)\s+(?:defined as\s+)?"
-    r"(?P<defn>(?:an?|the)\s+.{10,})$")
-_UNIT = (r"(?:(?:kilo|mega|giga|milli|micro|nano|pico|femto|centi)?(?:metres?|meters?|grams?|seconds?|joules?|"
-         r"newtons?|watts?|volts?|electronvolts?|moles?|litres?|liters?|pascals?|coulombs?|sieverts?|hertz|"
-         r"calories?)|kelvin|degrees?(?: Celsius| Fahrenheit)?|percent|per cent|%|molar|atmospheres?|minutes?|"
-         r"hours?|days?|years?|dioptres?|parts per million|base pairs|millimetres of mercury)")
-_QUANTITY = re.compile(
-    r"(?P<q>(?:about |roughly |approximately |nearly |around |exactly )?[-+]?\d[\d,]*(?:\.\d+)?"
-    r"(?:\s*(?:x|×)\s*10\^-?\d+)?(?:\s*(?:million|billion|trillion|thousand))?\s*" + _UNIT
-    + r"(?:\s+(?:per|squared|cubed)(?:\s+(?:kilogram|mole|kelvin|second|litre|minute|year|day|metre|"
-    r"square metres?|kilograms? squared|nucleon)s?)?)*)(?![\w])")
-_CAUSE = re.compile(r"^(?P<effect>.{6,}?),?\s+because\s+(?P<cause>.{10,})$")
-_LEADS = re.compile(r"^(?P<cause>.{10,}?)\s+(?P<verb>causes|leads to|results in|produces)\s+(?P<effect>.{10,})$")
-_PRONOUN_START = re.compile(r"^(?:It|Its|This|These|That|Those|They|Their|Each|Both|Such)\b")
 _PASSAGE = re.compile(r'"""\n(?P<passage>.*?)\n"""', re.S)
 _MAX_PAIRS = re.compile(r"up to (\d+)")
 _KNOWN = re.compile(r"ask different ones:\n((?:- .*\n?)*)")  # the feedback prompt's known questions
-_STOP = frozenset("the a an of and or in on to is are was were be by for with as at from that this "
-                  "which it its into than then there their these those such can may also".split())
-
-
-def _strip_end(sentence: str) -> str:
-    return sentence.rstrip(" .!?;:")
-
-
-def _definition(sentence: str) -> dict | None:
-    m = _DEFINITION.match(_strip_end(sentence))
-    if not m or m.group("term").lower().split()[0] in _STOP or len(m.group("term").split()) > 6:
-        return None
-    term = m.group("term").strip()
-    if not term[:2].isupper():  # keep acronyms and symbols as written
-        term = term[0].lower() + term[1:]
-    article = (m.group("article") or "").strip().lower()
-    subject = f"{article} {term}" if article else term
-    defn = m.group("defn")
-    return {"kind": "definition", "question": f"What {m.group('verb')} {subject}?",
-            "answer": f"{defn[0].upper()}{defn[1:]}."}
-
-
-def _quantity(sentence: str) -> dict | None:
-    m = _QUANTITY.search(sentence)
-    if not m:
-        return None
-    quantity = m.group("q").strip()
-    cloze = f"{sentence[:m.start('q')]}____{sentence[m.end('q'):]}"
-    return {"kind": "quantity", "question": f"Fill in the quantity: {cloze}", "answer": quantity}
-
-
-def _cause_effect(sentence: str) -> dict | None:
-    s = _strip_end(sentence)
-    if m := _CAUSE.match(s):
-        effect = m.group("effect")
-        return {"kind": "cause_effect",
-                "question": f"According to the passage, why is it that {effect[0].lower()}{effect[1:]}?",
-                "answer": f"Because {m.group('cause')}."}
-    if m := _LEADS.match(s):
-        effect = m.group("effect")
-        return {"kind": "cause_effect",
-                "question": f"According to the passage, what does the following lead to: {m.group('cause')}?",
-                "answer": f"{effect[0].upper()}{effect[1:]}."}
-    return None
-
-
-def _cloze_keys(sentence: str) -> list[str]:
-    """Candidate blanks, longest first: the longest word is usually the technical term."""
-    if _PRONOUN_START.match(sentence) or len(sentence) < 40:  # "It contains ..." means nothing alone
-        return []
-    words = re.findall(r"[A-Za-z][A-Za-z\-]{5,}", sentence)
-    return sorted({w for w in words[1:] if w.lower() not in _STOP}, key=lambda w: (len(w), w), reverse=True)
-
-
-def _cloze_on(sentence: str, key: str) -> dict:
-    return {"kind": "cloze", "question": f"Fill in the blank: {sentence.replace(key, '____', 1)}", "answer": key}
-
-
-def _cloze(sentence: str) -> dict | None:
-    keys = _cloze_keys(sentence)
-    return _cloze_on(sentence, keys[0]) if keys else None
-
-
-def heuristic_pairs(passage: str, max_pairs: int = 4, known: set[str] | None = None) -> list[dict]:
-    """Deterministic question/answer pairs extracted from the passage: definitions first, then
-    quantities, causes and effects, then cloze items. Every answer is a span of the passage (or a
-    light rewording of one), so the supervision is grounded and learnable.
-
-    With `known` questions (a feedback prompt lists what the student already has), those are skipped
-    and second-choice pairs follow: a cloze on every other key term of every sentence."""
-    sentences = [s.strip() for s in _SENTENCES.split(" ".join(passage.split())) if len(s.strip()) > 20]
-    by_kind: dict[str, list[dict]] = {"definition": [], "quantity": [], "cause_effect": [], "cloze": []}
-    used: set[int] = set()
-    for extractor in (_definition, _quantity, _cause_effect, _cloze):
-        for index, sentence in enumerate(sentences):
-            if index in used:
-                continue
-            pair = extractor(sentence)
-            if pair:
-                by_kind[pair["kind"]].append(pair)
-                used.add(index)
-    # Round-robin over kinds so a passage yields a mix, not four clozes.
-    pairs: list[dict] = []
-    while any(by_kind.values()):
-        for kind in by_kind:
-            if by_kind[kind]:
-                pairs.append(by_kind[kind].pop(0))
-    if known is None:
-        return pairs[:max_pairs]
-    pairs += [_cloze_on(sentence, key) for sentence in sentences for key in _cloze_keys(sentence)[1:]]
-    fresh, asked = [], set(known)
-    for pair in pairs:
-        if pair["question"] not in asked and len(fresh) < max_pairs:
-            fresh.append(pair)
-            asked.add(pair["question"])
-    return fresh
 
 
 class HeuristicTeacher:
     """The embedded offline default teacher. NOT a language model: a documented, deterministic rule
-    set (see `heuristic_pairs`) that lets the whole graph run on a machine with no endpoint and no
-    network. Token counts are whitespace word counts; cost is zero."""
+    set (nexa_core/question_forms.py) that lets the whole graph run on a machine with no endpoint and
+    no network. It reads the passage, the pair budget and (in a feedback prompt) the questions the
+    student already has from the prompt. Token counts are whitespace word counts; cost is zero."""
 
     name = "heuristic"
     paid = False

@@ -67,3 +67,114 @@ def test_feedback_pairs_keep_the_splits_and_number_the_round():
         before.select("example_id", "split").sort("example_id"))
     assert (after.filter(pl.col("feedback_round") == 1)["split"] == "train").all()
     assert set(after["round"]) == {2} and set(before["round"]) == {0}
+
+
+# --- topic-stratified splits -------------------------------------------------------------------
+
+def topical(docs):
+    """Corpus pairs for [(doc_id, topic, n_pairs), ...]."""
+    rows = [{"domain": "biology", "pair_id": f"{doc}-{p}", "request_id": "r", "doc_id": doc, "passage_id": "x",
+             "topic": topic, "source_path": "s", "kind": "fact", "question": f"Question {doc} {p}?",
+             "answer": f"Answer {doc} {p}", "passage": "", "pii_scrubbed": False, "reject_reason": None,
+             "reject_detail": None} for doc, topic, n in docs for p in range(n)]
+    return pl.DataFrame(rows, schema=schemas.FILTERED_PAIRS)
+
+
+def doc_splits(sft):
+    """topic -> {split: set of doc_ids}."""
+    out = {}
+    for topic, doc, split in sft.select("topic", "doc_id", "split").unique().iter_rows():
+        out.setdefault(topic, {}).setdefault(split, set()).add(doc)
+    return out
+
+
+# Uneven topics: one big, two small-but-enough, one single document.
+MIXED = ([(f"cell{i}", "cells", 3 + i % 4) for i in range(10)] + [(f"eco{i}", "ecology", 4) for i in range(4)]
+         + [(f"gen{i}", "genetics", 2 + i) for i in range(3)] + [("evo0", "evolution", 6)])
+
+
+def test_every_topic_with_enough_documents_is_tested_and_keeps_train():
+    # A global (unstratified) split leaves some topic without test documents for some seed, or puts
+    # a whole topic in test; checking many seeds makes that failure certain, not lucky.
+    for seed in range(25):
+        sft = build_sft_dataset(topical(MIXED), SplitConfig(seed=seed))
+        by_topic = doc_splits(sft)
+        for topic in ("cells", "ecology", "genetics"):
+            assert by_topic[topic].get("test"), (seed, topic, by_topic[topic])
+            assert by_topic[topic].get("train"), (seed, topic, by_topic[topic])
+            assert by_topic[topic].get("validation"), (seed, topic, by_topic[topic])  # >= 3 docs, 10% each
+        assert by_topic["evolution"] == {"train": {"evo0"}}, seed  # a 1-document topic stays train
+        assert leaked_documents(sft) == []
+
+
+def test_a_topic_keeps_a_train_document_even_when_held_out_shares_are_large():
+    sft = build_sft_dataset(topical(MIXED), SplitConfig(test=0.5, validation=0.5))
+    for topic, splits in doc_splits(sft).items():
+        assert splits.get("train"), (topic, splits)
+
+
+def test_topics_below_min_topic_documents_stay_train():
+    sft = build_sft_dataset(topical(MIXED), SplitConfig(min_topic_documents=5))
+    by_topic = doc_splits(sft)
+    assert set(by_topic["ecology"]) == {"train"} and set(by_topic["genetics"]) == {"train"}
+    assert by_topic["cells"].get("test") and by_topic["cells"].get("validation") and by_topic["cells"].get("train")
+
+
+def test_domain_still_gets_every_split_from_single_document_topics():
+    three = [("a", "cells", 5), ("b", "ecology", 5), ("c", "genetics", 5)]
+    for seed in range(10):
+        sft = build_sft_dataset(topical(three), SplitConfig(seed=seed))
+        docs = dict(sft.select("doc_id", "split").unique().iter_rows())
+        assert sorted(docs.values()) == ["test", "train", "validation"], seed
+        assert leaked_documents(sft) == []
+    # Small topics only: held-out documents come from the largest topic while it keeps a train document.
+    small = [("a1", "cells", 5), ("a2", "cells", 5), ("b", "ecology", 5), ("c", "genetics", 5)]
+    by_topic = doc_splits(build_sft_dataset(topical(small), SplitConfig(min_topic_documents=3)))
+    assert sum(len(d) for t in by_topic.values() for s, d in t.items() if s == "test") == 1
+    assert sum(len(d) for t in by_topic.values() for s, d in t.items() if s == "validation") == 1
+    assert by_topic["cells"].get("test")  # the first pick is from the largest topic, which keeps a train doc
+    assert sum(len(t.get("train", ())) for t in by_topic.values()) == 2
+    # Too few documents to hold any out: one document trains; a zero share asks for no documents.
+    assert set(build_sft_dataset(topical([("a", "cells", 5)]))["split"]) == {"train"}
+    no_validation = build_sft_dataset(topical(three), SplitConfig(validation=0.0))
+    assert set(no_validation["split"]) == {"train", "test"}
+
+
+def test_stratified_split_is_deterministic_and_seeded():
+    pairs = topical(MIXED)
+    sft = build_sft_dataset(pairs)
+    assert sft.equals(build_sft_dataset(pairs))
+    shuffled = build_sft_dataset(pairs.sample(fraction=1.0, shuffle=True, seed=3))
+    assert shuffled.sort("example_id").equals(sft.sort("example_id"))  # row order does not matter
+    other = build_sft_dataset(pairs, SplitConfig(seed=99))
+    assert other.sort("example_id")["split"].to_list() != sft.sort("example_id")["split"].to_list()
+
+
+def test_no_document_in_two_splits_and_shares_are_respected_per_topic():
+    sizes = {f"{t}{i}": 2 + (i * 7 + len(t)) % 9 for t in ("cells", "ecology") for i in range(40)}
+    docs = [(d, "cells" if d.startswith("cells") else "ecology", n) for d, n in sizes.items()]
+    cfg = SplitConfig(validation=0.15, test=0.2)
+    sft = build_sft_dataset(topical(docs), cfg)
+    assert leaked_documents(sft) == []
+    assert sft.height == sum(sizes.values())
+    for topic in ("cells", "ecology"):
+        rows = sft.filter(pl.col("topic") == topic)
+        counts = dict(rows.group_by("split").len().iter_rows())
+        total, biggest = rows.height, max(n for d, t, n in docs if t == topic)
+        for name, share in (("test", cfg.test), ("validation", cfg.validation)):
+            # filled up to the topic's share: at least the share, over by less than one document
+            assert share * total <= counts[name] < share * total + biggest, (topic, name, counts)
+        assert counts["train"] >= (1 - cfg.test - cfg.validation) * total - 2 * biggest
+
+
+def test_feedback_pairs_do_not_move_stratified_documents():
+    base = topical(MIXED)
+    before = build_sft_dataset(base)
+    train_doc = before.filter((pl.col("split") == "train") & (pl.col("topic") == "genetics"))["doc_id"][0]
+    extra = pl.DataFrame([{**base.row(0, named=True), "pair_id": f"fb{i}", "doc_id": train_doc, "topic": "genetics",
+                           "feedback_round": 1, "question": f"Feedback question {i}?"} for i in range(40)],
+                         schema=schemas.FILTERED_PAIRS)
+    after = build_sft_dataset(pl.concat([base, extra]))
+    assert after.filter(pl.col("feedback_round").is_null()).select("example_id", "split").sort("example_id").equals(
+        before.select("example_id", "split").sort("example_id"))
+    assert (after.filter(pl.col("feedback_round") == 1)["split"] == "train").all()

@@ -1,0 +1,129 @@
+import asyncio
+import json
+import re
+
+import polars as pl
+
+from nexa_core import schemas
+from nexa_core.filters import STOP_WORDS, filter_pairs, form_counts
+from nexa_core.prompts import load_template
+from nexa_core.question_forms import FORMS, cloze_keys, heuristic_pairs, is_layout_answer, sentences
+from nexa_core.teacher import HeuristicTeacher, parse_pairs
+
+DEFINITION = "Entropy is a measure of the number of microscopic arrangements of a system."
+QUANTITY = "The latent heat of vaporization of water is about 2.26 million joules per kilogram."
+CAUSE = "Sweating cools the body because evaporating water absorbs latent heat from the skin."
+CLOZE = "Optical fibres carry light over long distances by repeated total internal reflection in the glass core."
+LEADS = "Heating a gas in a sealed rigid container leads to a rise in pressure."
+PASSAGE = " ".join([DEFINITION, QUANTITY, CAUSE, CLOZE, LEADS])
+
+
+def by_kind(pairs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for pair in pairs:
+        out.setdefault(pair["kind"], []).append(pair)
+    return out
+
+
+def test_each_fact_is_asked_several_ways():
+    pairs = heuristic_pairs(PASSAGE, max_pairs=100)
+    forms = by_kind(pairs)
+    assert set(forms) == set(FORMS)
+    # forward and reverse definition of the same term
+    assert {"question": "What is entropy?", "answer": "A measure of the number of microscopic arrangements of a "
+            "system.", "kind": "definition"} in pairs
+    assert {"question": "What is the term for a measure of the number of microscopic arrangements of a system?",
+            "answer": "Entropy", "kind": "reverse_definition"} in pairs
+    # the quantity as a cloze and as a direct question
+    assert [(p["question"], p["answer"]) for p in forms["quantity"]] == [
+        ("Fill in the quantity: The latent heat of vaporization of water is ____.",
+         "about 2.26 million joules per kilogram")]
+    assert forms["quantity_question"][0]["question"] == "What is the latent heat of vaporization of water?"
+    # cause -> effect and effect -> cause, for "because" and for "leads to"
+    assert {"question": "According to the passage, why is it that sweating cools the body?",
+            "answer": "Because evaporating water absorbs latent heat from the skin.", "kind": "cause_effect"} in pairs
+    assert {"question": "According to the passage, what happens because evaporating water absorbs latent heat from "
+            "the skin?", "answer": "Sweating cools the body.", "kind": "reverse_cause_effect"} in pairs
+    assert {"question": "According to the passage, what does heating a gas in a sealed rigid container lead to?",
+            "answer": "A rise in pressure.", "kind": "reverse_cause_effect"} in pairs
+    assert {"question": "According to the passage, what leads to a rise in pressure?",
+            "answer": "Heating a gas in a sealed rigid container.", "kind": "cause_effect"} in pairs
+    # clozes on two different key terms of one sentence, each blanking exactly its answer
+    on_fibres = [p for p in forms["cloze"]
+                 if p["question"].replace("____", p["answer"]) == f"Fill in the blank: {CLOZE}"]
+    assert len({p["answer"] for p in on_fibres}) >= 2
+    # answers are short and grounded: every content word is in the passage
+    passage_words = set(re.findall(r"\w+", PASSAGE.lower()))
+    for pair in pairs:
+        words = set(re.findall(r"\w+", pair["answer"].lower())) - set(STOP_WORDS)
+        assert words <= passage_words, pair
+        assert len(pair["answer"].split()) <= 12, pair
+
+
+def test_order_is_deterministic_and_covers_facts_before_repeating_them():
+    pairs = heuristic_pairs(PASSAGE, max_pairs=16)
+    assert pairs == heuristic_pairs("  \n".join(PASSAGE.split(" ")), max_pairs=16)  # whitespace does not matter
+    assert heuristic_pairs(PASSAGE, max_pairs=5) == pairs[:5]
+    # the first five pairs are the first form of each of the five sentences
+    firsts = pairs[:5]
+    assert [p["kind"] for p in firsts] == ["definition", "quantity", "cause_effect", "cloze", "reverse_cause_effect"]
+    assert len({p["question"] for p in pairs}) == len(pairs)
+
+
+def test_layout_words_are_never_answers():
+    assert all(is_layout_answer(a) for a in ("Figure", "figure 3", "Table 2", "below", "the following", "Section"))
+    assert not any(is_layout_answer(a) for a in ("table salt", "Thermal conductivity", "above 100 kelvin"))
+    layout = "Measured conductivities are shown in the following equations and sections of chapter four."
+    assert cloze_keys(layout) == ["conductivities"]  # the layout words, though long, are not blanks
+    pairs = heuristic_pairs(f"{layout} {DEFINITION}", max_pairs=100)
+    assert pairs and not [p for p in pairs if is_layout_answer(p["answer"])]
+
+
+def test_sentences_leaning_on_a_pronoun_are_not_asked():
+    passage = "It has a half-life of about 5,730 years. At rest it beats about 70 times per minute in adults."
+    assert heuristic_pairs(passage, max_pairs=100) == []
+    assert len(sentences(passage)) == 2
+
+
+def test_feedback_asks_what_the_student_does_not_have():
+    corpus = heuristic_pairs(PASSAGE, max_pairs=16)
+    known = {p["question"] for p in corpus}
+    fresh = heuristic_pairs(PASSAGE, max_pairs=8, known=known)
+    assert fresh and not known & {p["question"] for p in fresh}
+    assert {p["kind"] for p in fresh} == {"cloze"}  # clozes on further key terms, held back from the corpus
+    # A corpus cut short leaves whole forms for the feedback round: the reverse directions come next.
+    short = {p["question"] for p in heuristic_pairs(PASSAGE, max_pairs=5)}
+    assert "reverse_definition" in {p["kind"] for p in heuristic_pairs(PASSAGE, max_pairs=8, known=short)}
+
+
+def test_heuristic_teacher_reads_known_questions_from_the_feedback_prompt():
+    known = [p["question"] for p in heuristic_pairs(PASSAGE, max_pairs=16)]
+    messages = load_template("feedback_v1").render(
+        domain="physics", topic="heat", passage=PASSAGE, max_pairs=6, score="0.20", metric="token_f1",
+        known_questions="\n".join(f"- {q}" for q in known))
+    pairs = parse_pairs(asyncio.run(HeuristicTeacher().complete(messages, {})).text)
+    assert 0 < len(pairs) <= 6 and not set(known) & {p["question"] for p in pairs}
+
+
+def frames(pairs: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    inputs = pl.DataFrame([{"domain": "physics", "request_id": "r0", "doc_id": "d1", "passage_id": "p0",
+                            "topic": "heat", "source_path": "physics/heat.md", "passage": PASSAGE,
+                            "template_name": "t", "template_hash": "h", "messages": "[]"}],
+                          schema=schemas.TEACHER_INPUTS)
+    outputs = pl.DataFrame([{"domain": "physics", "request_id": "r0", "request_hash": "h0", "model": "m",
+                             "backend": "b", "response": json.dumps({"pairs": pairs}), "finish_reason": "stop",
+                             "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.0, "cost_usd": 0.0,
+                             "from_cache": False}], schema=schemas.TEACHER_OUTPUTS)
+    return outputs, inputs
+
+
+def test_forms_of_one_fact_survive_the_filters_and_are_counted():
+    pairs = heuristic_pairs(PASSAGE, max_pairs=100)
+    repeat = {"question": "Define entropy.", "answer": pairs[0]["answer"], "kind": "definition"}
+    filtered = filter_pairs(*frames(pairs + [repeat]))
+    # Forward and reverse forms, and clozes on two terms of one sentence, share most of their words
+    # but are not near duplicates; a reworded question with the same answer in the same form is.
+    assert filtered["reject_reason"].to_list() == [None] * len(pairs) + ["near_duplicate"]
+    counts = form_counts(filtered)
+    assert counts == {kind: len(group) for kind, group in by_kind(pairs).items()}
+    assert list(counts)[0] == "cloze" and sum(counts.values()) == len(pairs)
