@@ -3,7 +3,9 @@ Dagster UI and a self-contained HTML report with charts (inline PNG, nothing fet
 
 eval_history is append-only, so every reader first keeps the latest evaluation per
 (checkpoint, model role, topic, metric). Base-model rows carry the checkpoint_id of the student
-they were evaluated beside, which is how a student finds its baseline.
+they were evaluated beside, which is how a student finds its baseline. benchmark_history (the
+domain's own benchmark suites) is read the same way and shown beside: multiple-choice accuracy of
+the student and of its base over all suites, with intervals, and a per-domain report section.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from nexa_core import schemas
 PRIMARY_METRICS = ("judge_score", "token_f1")  # first one a checkpoint has wins; the last always exists
 METRICS = ("exact_match", "token_f1", "rouge_l", "judge_score")
 ALL_TOPICS = "__all__"
+ALL_SUITES = "__all__"  # benchmark_history's rollup over every suite of a domain
+BENCHMARK_METRICS = ("accuracy", "exact_match", "token_f1")  # shown in the report (acc_norm stays in the table)
 NO_CHECKPOINTS = "no evaluated checkpoints yet"
 ROLE_COLOURS = {"student": "#1f77b4", "base": "#aaaaaa"}
 
@@ -40,6 +44,14 @@ RANKED = {
     "lift": pl.Float64,
     **{metric: pl.Float64 for metric in METRICS},
     "evaluated_at": pl.Datetime("us", "UTC"),
+    # benchmark suites: multiple-choice accuracy over all of the domain's suites, student and base
+    "bench_accuracy": pl.Float64,
+    "bench_ci_low": pl.Float64,
+    "bench_ci_high": pl.Float64,
+    "bench_base_accuracy": pl.Float64,
+    "bench_base_ci_low": pl.Float64,
+    "bench_base_ci_high": pl.Float64,
+    "bench_n": pl.Int64,
 }
 
 
@@ -51,15 +63,40 @@ def latest_evaluations(history: pl.DataFrame) -> pl.DataFrame:
             .unique(["checkpoint_id", "model_role", "topic", "metric"], keep="last", maintain_order=True))
 
 
+def latest_benchmarks(benchmarks: pl.DataFrame) -> pl.DataFrame:
+    """A re-run of a checkpoint's benchmark supersedes its older rows."""
+    return (benchmarks.sort("created_at", maintain_order=True)
+            .unique(["checkpoint_id", "model_role", "suite", "topic", "metric"], keep="last", maintain_order=True))
+
+
+def benchmark_accuracy(benchmarks: pl.DataFrame | None) -> pl.DataFrame:
+    """Per checkpoint: multiple-choice accuracy over all its suites, of the student and of its base."""
+    columns = {"checkpoint_id": pl.String, **{c: RANKED[c] for c in RANKED if c.startswith("bench_")}}
+    if benchmarks is None or benchmarks.is_empty():
+        return schemas.empty(columns)
+    rows = latest_benchmarks(benchmarks).filter(
+        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == "accuracy"))
+
+    def role(name: str, prefix: str, n: bool) -> pl.DataFrame:
+        return rows.filter(pl.col("model_role") == name).select(
+            "checkpoint_id", pl.col("mean").alias(f"{prefix}_accuracy"), pl.col("ci_low").alias(f"{prefix}_ci_low"),
+            pl.col("ci_high").alias(f"{prefix}_ci_high"), *([pl.col("n").alias("bench_n")] if n else []))
+
+    joined = role("student", "bench", True).join(role("base", "bench_base", False), on="checkpoint_id", how="full",
+                                                  coalesce=True)
+    return schemas.conform(joined, columns)
+
+
 def _has(metric: str) -> pl.Expr:
     # n = 0 means the metric was configured but nothing was scored (e.g. every judge answer unparseable)
     return ((pl.col("metric") == metric) & (pl.col("n") > 0)).any()
 
 
-def rank_checkpoints(history: pl.DataFrame) -> pl.DataFrame:
+def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per student checkpoint on its whole domain, ranked across all domains by its primary
     metric. Rows mix judge_score and token_f1 only when some checkpoints lack a judge, so the
-    primary_metric column says which one each score is."""
+    primary_metric column says which one each score is. With `benchmarks` (benchmark_history), each
+    row also carries its benchmark accuracy and its base's (null for a checkpoint never benchmarked)."""
     if history.is_empty():
         return schemas.empty(RANKED)
     overall = latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)
@@ -77,6 +114,7 @@ def rank_checkpoints(history: pl.DataFrame) -> pl.DataFrame:
     bases = overall.filter(pl.col("model_role") == "base").select(
         "domain", "checkpoint_id", pl.col("metric").alias("primary_metric"), pl.col("mean").alias("base_score"))
     ranked = (checkpoints.join(scores, on=keys, how="left").join(bases, on=keys, how="left")
+              .join(benchmark_accuracy(benchmarks), on="checkpoint_id", how="left")
               .with_columns(lift=pl.col("score") - pl.col("base_score"))
               .sort(["score", "evaluated_at", "checkpoint_id"], descending=[True, True, False], nulls_last=True)
               .with_columns(rank=pl.int_range(1, pl.len() + 1))
@@ -98,11 +136,19 @@ def _score(row: dict) -> str:
     return f"{row['score']:.3f} ± {(row['ci_high'] - row['ci_low']) / 2:.3f}"
 
 
+def _pm(mean: float | None, low: float | None, high: float | None) -> str:
+    if mean is None or low is None or high is None:
+        return _num(mean)
+    return f"{mean:.3f} ± {(high - low) / 2:.3f}"
+
+
 def _cells(row: dict) -> dict[str, str]:
     """A ranked row as display strings; shared by the markdown and HTML tables."""
     return {"rank": str(row["rank"]), "domain": row["domain"], "round": str(row["round"]),
             "checkpoint": row["checkpoint_id"][:12], "metric": row["primary_metric"], "score": _score(row),
-            "base": _num(row["base_score"]), "lift": _num(row["lift"], signed=True), "n": str(row["n"])}
+            "base": _num(row["base_score"]), "lift": _num(row["lift"], signed=True), "n": str(row["n"]),
+            "bench acc": _pm(row["bench_accuracy"], row["bench_ci_low"], row["bench_ci_high"]),
+            "bench base": _pm(row["bench_base_accuracy"], row["bench_base_ci_low"], row["bench_base_ci_high"])}
 
 
 def leaderboard_markdown(ranked: pl.DataFrame, max_rows: int = 50) -> str:
@@ -241,10 +287,39 @@ def _domain_html(latest: pl.DataFrame, overall: pl.DataFrame, ranked: pl.DataFra
     return f"<h2>{html.escape(domain)}</h2>" + "".join(charts)
 
 
-def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path) -> Path:
+def _benchmark_html(latest: pl.DataFrame, domain: str) -> str:
+    """The domain's most recently benchmarked checkpoint: every suite and topic, student vs base with
+    intervals, and a chart of accuracy per topic over all suites."""
+    rows = latest.filter(pl.col("domain") == domain)
+    checkpoint = rows.sort("created_at")["checkpoint_id"][-1]
+    rows = rows.filter((pl.col("checkpoint_id") == checkpoint) & pl.col("metric").is_in(BENCHMARK_METRICS))
+    keyed = rows.with_columns(key=pl.concat_str("suite", "topic", "metric", separator="|"))
+    table = _by_role(keyed, "key").join(keyed.group_by("key").agg(pl.col("n").max(), pl.col("chance").max()),
+                                        on="key", how="left")
+    cells = []
+    for r in table.sort("key").iter_rows(named=True):
+        suite, topic, metric = r["key"].split("|")
+        cells.append([suite, topic, metric, _pm(r["student_mean"], r["student_ci_low"], r["student_ci_high"]),
+                      _pm(r["base_mean"], r["base_ci_low"], r["base_ci_high"]), str(r["n"]), _num(r["chance"])])
+    head = "".join(f"<th>{name}</th>" for name in ("suite", "topic", "metric", "student", "base", "n", "chance"))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    parts = [f"<h3>{html.escape(domain)}: benchmark suites (checkpoint {html.escape(checkpoint[:12])})</h3>",
+             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
+    topics = rows.filter((pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS)
+                         & (pl.col("metric") == "accuracy"))
+    if topics.height:
+        pairs = _by_role(topics, "topic").sort("student_mean", "topic", nulls_last=True)
+        parts.append(_img(_paired_bars(pairs, "topic", f"{domain}: benchmark accuracy per topic", horizontal=True),
+                          f"{domain}: benchmark accuracy per topic, student vs base"))
+    return "".join(parts)
+
+
+def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path,
+                 benchmarks: pl.DataFrame | None = None) -> Path:
     """Self-contained HTML: the ranked table, then per domain three charts (metrics of the latest
-    student vs base, primary metric over rounds, per-topic scores). Written beside and renamed, so
-    a reader never sees half a file."""
+    student vs base, primary metric over rounds, per-topic scores) and, with `benchmarks`
+    (benchmark_history), a benchmark-suite section. Written beside and renamed, so a reader never
+    sees half a file."""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Checkpoint leaderboard</title>"
              f"<style>{_STYLE}</style></head><body><h1>Checkpoint leaderboard</h1><p>Generated {generated}</p>"]
@@ -255,6 +330,11 @@ def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path) -> Pat
         overall = latest.filter(pl.col("topic") == ALL_TOPICS)
         parts.append(_table_html(ranked))
         parts += [_domain_html(latest, overall, ranked, d) for d in sorted(ranked["domain"].unique())]
+    if benchmarks is not None and not benchmarks.is_empty():
+        latest_bench = latest_benchmarks(benchmarks)
+        parts.append("<h2>Benchmark suites</h2><p>Questions written by people (data/eval/&lt;domain&gt;/), run with "
+                     "lm-evaluation-harness; 95% bootstrap intervals; chance is the accuracy of a uniform guess.</p>")
+        parts += [_benchmark_html(latest_bench, d) for d in sorted(latest_bench["domain"].unique())]
     parts.append("</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,12 @@ so the loading code is the same one that serves real models.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
 DEFAULT_STUDENT = "nexa-tiny-llama"
+MANIFEST = "manifest.json"  # beside every model folder this project writes: what made it, sha256s
 END = "<|end|>"
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", END, "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -74,6 +76,8 @@ def build_default_student(texts: Iterable[str], out_dir: Path, seed: int = 0, hi
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    (out_dir / MANIFEST).write_text(json.dumps({"base_model": DEFAULT_STUDENT, "built_from_config": True,
+                                                "config": config.to_diff_dict()}, indent=1))
     return out_dir
 
 
@@ -117,3 +121,21 @@ def lora_targets(model, requested: list[str] | str | None) -> list[str] | str:
         raise ValueError(f"lora.target_modules {missing} are not modules of {model.config.model_type}; "
                          f"candidates: {sorted(n for n in names if 'proj' in n or 'attn' in n or 'fc' in n)[:20]}")
     return list(requested)
+
+
+def resolve_checkpoint(folder: str | Path) -> tuple[str, str | None, str]:
+    """(model to load, adapter to apply or None, the base it was trained from) for a checkpoint folder.
+
+    A LoRA checkpoint is a PEFT adapter folder (adapter_config.json names its base). A full
+    fine-tune (the default for config-built students) is a complete model folder whose manifest.json
+    names the base the training started from."""
+    folder = Path(folder)
+    adapter_config = folder / "adapter_config.json"
+    if adapter_config.is_file():
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        return base, str(folder), base
+    manifest = folder / MANIFEST
+    if not (folder / "config.json").is_file() or not manifest.is_file():
+        raise ValueError(f"checkpoint folder {folder} holds neither a PEFT adapter (adapter_config.json) nor a "
+                         f"full model with its manifest.json")
+    return str(folder), None, json.loads(manifest.read_text())["base_model_path"]

@@ -1,0 +1,137 @@
+"""benchmark_scores: a domain's own benchmark suites (data/eval/<domain>/) run with
+lm-evaluation-harness on the latest student checkpoint and its base, through the training launcher
+(pool "gpu"). Per-item scores are the asset; per suite and topic means with bootstrap intervals go to
+the benchmark_history table (read by the leaderboard) and to the metadata."""
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from nexa_assets.evaluate import GROUP
+from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_core import schemas
+from nexa_core.benchmark import (ALL_SUITES, HISTORY_TABLE, OFFLINE, BenchmarkConfig, SuiteError, load_suites,
+                                 suites_digest, summarize)
+from nexa_core.generate import CheckpointError, verify_checkpoint
+from nexa_core.ids import content_id
+from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
+from resources.launcher import LauncherError, TrainingLauncher
+
+_DEFAULTS = BenchmarkConfig()
+
+
+class BenchmarkSettings(dg.Config):
+    suite_root: str = str(PROJECT_ROOT / "data" / "eval")  # suites are in <suite_root>/<domain>/
+    # the fields of nexa_core.benchmark.BenchmarkConfig, same names and defaults
+    chat_template: bool = _DEFAULTS.chat_template
+    system_prompt: str = _DEFAULTS.system_prompt
+    batch_size: int = _DEFAULTS.batch_size
+    max_gen_toks: int = _DEFAULTS.max_gen_toks
+    roles: list[str] = list(_DEFAULTS.roles)
+    confidence: float = _DEFAULTS.confidence
+    n_resamples: int = _DEFAULTS.n_resamples
+
+    def benchmark_config(self) -> BenchmarkConfig:
+        return BenchmarkConfig.from_dict({k: v for k, v in self.model_dump().items() if k != "suite_root"})
+
+
+def _interval(row: dict) -> str:
+    return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
+    """Per suite (and over all suites): each role's mean with its interval, n, chance and lift, as
+    plottable numbers and as one markdown table."""
+    from nexa_core.metrics import ALL_TOPICS  # scipy: paid only when scoring
+
+    overall = summary.filter(pl.col("topic") == ALL_TOPICS)
+    metadata, lines = {}, ["| suite | metric | student | base | n | chance |", "|---|---|---|---|---|---|"]
+    for (suite, metric), group in overall.group_by("suite", "metric", maintain_order=True):
+        if metric == "acc_norm":
+            continue  # recorded in benchmark_history; accuracy is the headline
+        roles = {r["model_role"]: r for r in group.iter_rows(named=True)}
+        for role, r in roles.items():
+            metadata |= {f"{suite}/{role}/{metric}": r["mean"], f"{suite}/{role}/{metric}_ci_low": r["ci_low"],
+                         f"{suite}/{role}/{metric}_ci_high": r["ci_high"]}
+        first = next(iter(roles.values()))
+        metadata[f"{suite}/n"] = first["n"]
+        if first["chance"] is not None:
+            metadata[f"{suite}/chance"] = first["chance"]
+        if "student" in roles and "base" in roles:
+            metadata[f"{suite}/lift/{metric}"] = roles["student"]["mean"] - roles["base"]["mean"]
+        cells = [_interval(roles[role]) if role in roles else "–" for role in ("student", "base")]
+        chance = "–" if first["chance"] is None else f"{first['chance']:.3f}"
+        lines.append(f"| {suite} | {metric} | {cells[0]} | {cells[1]} | {first['n']} | {chance} |")
+    return metadata, "\n".join(lines)
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+          pool="gpu", kinds={"pytorch"})
+def benchmark_scores(context: dg.AssetExecutionContext, config: BenchmarkSettings, delta: DeltaStore,
+                     launcher: TrainingLauncher, student_checkpoint: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The checkpoint and its base on the domain's benchmark suites (questions written by people):
+    multiple choice by log-likelihood, generative by exact match and token F1, per item; means with
+    95% bootstrap intervals per suite and topic in benchmark_history and the metadata."""
+    from nexa_core.metrics import ALL_TOPICS  # scipy: paid only when scoring
+
+    domain = context.partition_key
+    folder = Path(config.suite_root) / domain
+    try:
+        suites = load_suites(folder, domain)
+    except SuiteError as exc:
+        raise dg.Failure(str(exc)) from exc
+    if not suites:
+        note = f"partition {domain}: no benchmark suites ({folder} has no .jsonl or .yaml suite files); nothing run"
+        context.log.info(note)
+        return dg.Output(schemas.empty(schemas.BENCHMARK_SCORES), metadata={"suites": 0, "note": note,
+                                                                             "suite_dir": str(folder)})
+    if student_checkpoint.is_empty():
+        raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
+    checkpoint = student_checkpoint.row(0, named=True)
+    if launcher.kind == "local":  # a remote node verifies the files itself (--expect-sha256)
+        try:
+            verify_checkpoint(checkpoint["artifact_uri"], json.loads(checkpoint["files_sha256"]))
+        except CheckpointError as exc:
+            raise dg.Failure(f"partition {domain}: {exc}") from exc
+    settings = config.benchmark_config()
+    out_dir = f"{checkpoint['artifact_uri'].rsplit('/', 1)[0]}/eval"
+    run_id = content_id(checkpoint["checkpoint_id"], asdict(settings), suites_digest(suites))
+    output = f"{out_dir}/benchmark-{run_id}.parquet"
+    command = [launcher.python, "-m", "nexa_core.benchmark", "--checkpoint", checkpoint["artifact_uri"],
+               "--suite-dir", str(folder), "--domain", domain, "--output", output,
+               "--config", json.dumps(asdict(settings)), "--expect-sha256", checkpoint["files_sha256"]]
+    try:
+        results = launcher.launch(context, command, env={**(delta.storage_options or {}), **OFFLINE}).get_results()
+    except LauncherError as exc:
+        reason = launcher.failure_reason(out_dir)
+        raise dg.Failure(f"{exc}" + (f"; the benchmark runner said: {reason}" if reason else "")) from exc
+    reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
+    if not reported:
+        raise dg.Failure(f"partition {domain}: the benchmark runner reported no scores; "
+                         f"it said: {launcher.failure_reason(out_dir) or 'nothing'}")
+    run = json.loads(reported[0].metadata["benchmark"].value)
+    recorded = {**asdict(settings), "chat_template_applied": run["chat_template"],
+                "system_prompt_applied": run["system_prompt"], "lm_eval_version": run["lm_eval_version"],
+                "device": run["device"], "dtype": run["dtype"]}
+    scores = schemas.conform(pl.read_parquet(output).with_columns(
+        domain=pl.lit(domain), round=pl.lit(checkpoint["round"]), checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
+        benchmark_config=pl.lit(json.dumps(recorded))), schemas.BENCHMARK_SCORES)
+    summary = summarize(scores, by=["domain", "round", "checkpoint_id", "model_role"],
+                        confidence=settings.confidence, n_resamples=settings.n_resamples)
+    delta.append(HISTORY_TABLE, schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))),
+                                                schemas.BENCHMARK_HISTORY))
+    metadata, table = suite_metadata(summary)
+    by_topic = (summary.filter((pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS)
+                               & pl.col("metric").is_in(["accuracy", "exact_match"]))
+                .pivot("model_role", index=["topic", "metric"], values="mean").sort("metric", "topic"))
+    return dg.Output(scores, metadata={
+        **metadata, "checkpoint_id": checkpoint["checkpoint_id"], "round": checkpoint["round"],
+        "suites": len(suites), "items": dg.MetadataValue.json(run["suites"]), "suite_dir": str(folder),
+        "by_suite": dg.MetadataValue.md(table), "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=100)),
+        "chat_template": run["chat_template"], "device": run["device"], "lm_eval_version": run["lm_eval_version"],
+        **{f"seconds/{role}": s for role, s in run["seconds"].items()},
+        "benchmark_config": dg.MetadataValue.json(recorded), "scores_file": output})
