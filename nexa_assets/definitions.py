@@ -7,7 +7,7 @@ import os
 
 import dagster as dg
 
-from nexa_assets import checks, distill, evaluate, train
+from nexa_assets import benchmark, checks, distill, evaluate, pretrain, train
 from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sensor
 from resources.delta import DeltaStore, NexaDeltaIOManager, storage_from_env
 from resources.launcher import TrainingLauncher
@@ -65,7 +65,7 @@ def env_settings(**variables: str) -> dict:
 def build_defs() -> dg.Definitions:
     root, storage, options = storage_from_env()
     return dg.Definitions(
-        assets=[*distill.DISTILL_ASSETS, train.student_checkpoint, *evaluate.EVAL_ASSETS],
+        assets=[*distill.DISTILL_ASSETS, pretrain.student_base, train.student_checkpoint, *evaluate.EVAL_ASSETS, benchmark.benchmark_scores],
         asset_checks=checks.quality_checks,
         jobs=[distill_job, nexa_job, round_job],
         sensors=[build_raw_folder_sensor(distill_job), build_feedback_loop_sensor(round_job)],

@@ -44,7 +44,7 @@ class FilterSettings(dg.Config):
 
 class SplitSettings(dg.Config):
     validation: float = 0.1
-    test: float = 0.1
+    test: float = 0.2
     seed: int = 17
     min_topic_documents: int = 3  # smaller topics are all train (unless the domain has no held-out data)
 

@@ -17,6 +17,7 @@ import polars as pl
 from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
+from nexa_core.benchmark import HISTORY_TABLE as BENCHMARK_HISTORY
 from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, primary_metric
 from nexa_core.generate import CheckpointError, load_generation_config, verify_checkpoint
 from nexa_core.ids import content_id
@@ -167,17 +168,19 @@ def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delt
         metadata={"parse_rate": parse_rate, "unparseable": unparseable.height})
 
 
-@dg.asset(group_name=GROUP, deps=["eval_metrics"], code_version="1", kinds={"delta", "html"})
+@dg.asset(group_name=GROUP, deps=["eval_metrics", "benchmark_scores"], code_version="1", kinds={"delta", "html"})
 def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore) -> dg.Output[pl.DataFrame]:
-    """Every checkpoint of every domain, ranked on its primary metric, with an HTML report of charts."""
+    """Every checkpoint of every domain, ranked on its primary metric, with its benchmark-suite
+    accuracy beside its base's, and an HTML report of charts."""
     history = delta.scan(EVAL_HISTORY).collect() if delta.exists(EVAL_HISTORY) else schemas.empty(schemas.EVAL_HISTORY)
-    ranked = rank_checkpoints(history)
-    report = write_report(history, ranked, report_path())
+    benchmarks = delta.scan(BENCHMARK_HISTORY).collect() if delta.exists(BENCHMARK_HISTORY) else None
+    ranked = rank_checkpoints(history, benchmarks)
+    report = write_report(history, ranked, report_path(), benchmarks)
     best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
     return dg.Output(ranked, metadata={
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)), "report": dg.MetadataValue.path(str(report)),
         "checkpoints": ranked.height, **{f"best/{d}": s for d, s in best.select("domain", "score").iter_rows()},
-        **versions_read(delta, EVAL_HISTORY)})
+        **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY)})
 
 
 class FeedbackSettings(dg.Config):

@@ -20,8 +20,8 @@ from pathlib import Path
 import polars as pl
 
 from nexa_core.schemas import EVAL_PREDICTIONS
-from nexa_core.train import (CONFIG_DIR, ERROR_FILE, load_config, parse_sets, pipes_or_stderr, read_sft,
-                             run_reporting_errors, sha256_files)
+from nexa_core.train import (CONFIG_DIR, ERROR_FILE, load_config, parse_sets, pipes_or_stderr, prompt_turns,
+                             read_sft, run_reporting_errors, sha256_files)
 
 ROLES = ("student", "base")
 PREDICTIONS = {name: EVAL_PREDICTIONS[name] for name in (
@@ -49,11 +49,6 @@ def verify_checkpoint(adapter_dir: str | Path, files_sha256: dict[str, str]) -> 
     if missing or changed:
         raise CheckpointError(f"checkpoint folder {folder} does not match its record: missing files {missing}, "
                               f"files whose sha256 differs {changed}; {hint}")
-
-
-def prompt_turns(messages: list[dict]) -> list[dict]:
-    """The conversation up to the answer the model is asked to give."""
-    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
 
 
 def last_turn(messages: list[dict], role: str) -> str | None:
@@ -100,24 +95,25 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
     return answers
 
 
-def load_for_eval(adapter_dir: str | Path, role: str):
-    """(model, tokenizer) for a role: the student is the base with the adapter applied, the base is
-    the model the adapter was trained on. Both take the adapter folder's tokenizer, so they see the
-    same prompt tokens."""
+def load_for_eval(checkpoint_dir: str | Path, role: str):
+    """(model, tokenizer) for a role: the student is the checkpoint (a base with its LoRA adapter
+    applied, or a fully fine-tuned model), the base is the model its training started from. Both take
+    the checkpoint folder's tokenizer, so they see the same prompt tokens."""
     import torch
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from nexa_core.student import load_student
+    from nexa_core.student import load_student, resolve_checkpoint
 
     if role not in ROLES:
         raise ValueError(f"model role {role!r}: expected one of {list(ROLES)}")
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    model, _ = load_student(PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path, dtype=dtype)
-    if role == "student":
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
+    model, _ = load_student(model_path if role == "student" else base_path, dtype=dtype)
+    if role == "student" and adapter:
+        model = PeftModel.from_pretrained(model, adapter)
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     return (model.to("cuda") if cuda else model), tokenizer
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 
 FORMS = ("definition", "reverse_definition", "quantity", "quantity_question", "cause_effect",
-         "reverse_cause_effect", "cloze")
+         "reverse_cause_effect", "cloze", "completion")
 CLOZES_PER_SENTENCE = 2  # more key terms are held back for feedback rounds (see `heuristic_pairs`)
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
@@ -297,6 +297,13 @@ def cloze_forms(sentence: str) -> list[dict]:
             for start, end in _cloze_spans(sentence)]
 
 
+def completion_forms(sentence: str) -> list[dict]:
+    """One complete-the-statement pair per key term: the sentence up to the term, the term to recall.
+    The same fact as the cloze, asked the way a reader recalls it: from what comes before."""
+    return [_pair("completion", f"Complete the statement: {sentence[:start].rstrip()} ...", sentence[start:end])
+            for start, end in _cloze_spans(sentence) if len(sentence[:start].split()) >= 3]
+
+
 # --- the whole rule set -------------------------------------------------------------------------
 
 def _sentence_forms(sentence: str) -> tuple[list[dict], list[dict]]:
@@ -306,7 +313,9 @@ def _sentence_forms(sentence: str) -> tuple[list[dict], list[dict]]:
     ordered = [f[0] for f in facts] + [p for f in facts for p in f[1:]]
     asked_terms = {p["answer"].lower() for p in ordered if p["kind"] == "reverse_definition"}
     clozes = [p for p in cloze_forms(sentence) if p["answer"].lower() not in asked_terms]
-    return ordered + clozes[:CLOZES_PER_SENTENCE], clozes[CLOZES_PER_SENTENCE:]
+    completions = [p for p in completion_forms(sentence) if p["answer"].lower() not in asked_terms]
+    return (ordered + clozes[:CLOZES_PER_SENTENCE] + completions[:CLOZES_PER_SENTENCE],
+            clozes[CLOZES_PER_SENTENCE:] + completions[CLOZES_PER_SENTENCE:])
 
 
 def _interleave(per_sentence: list[list[dict]]) -> list[dict]:

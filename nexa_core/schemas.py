@@ -125,13 +125,35 @@ def conform(frame: pl.DataFrame, schema: dict) -> pl.DataFrame:
     """Select and cast to the schema's columns, in order; a missing column is a bug, so it raises."""
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
+STUDENT_BASE = {
+    "domain": pl.String,
+    "base_id": pl.String,
+    "base_model": pl.String,  # as configured: nexa-tiny-llama, a folder or a hub id
+    "model_uri": pl.String,  # what SFT starts from: the folder the student read into, or the base as it is
+    "files_sha256": pl.String,  # JSON {relative path: sha256}; {} when the base was not trained here
+    "built_from_config": pl.Boolean,
+    "trained": pl.Boolean,
+    "documents": pl.Int64,
+    "documents_version": pl.Int64,  # raw_documents' Delta version that was read
+    "read_tokens": pl.Int64,
+    "steps": pl.Int64,
+    "final_loss": pl.Float64,
+    "wall_seconds": pl.Float64,
+    "gpu_seconds": pl.Float64,
+    "device": pl.String,
+    "config_hash": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
 STUDENT_CHECKPOINT = {
     "domain": pl.String,
     "checkpoint_id": pl.String,
     "artifact_uri": pl.String,
     "files_sha256": pl.String,  # JSON {relative path: sha256}
     "base_model": pl.String,
-    "lora": pl.String,  # JSON
+    "base_id": pl.String,  # the student_base row SFT started from
+    "finetune": pl.String,  # full or lora
+    "lora": pl.String,  # JSON; null for a full fine-tune
     "config_hash": pl.String,
     "sft_version": pl.Int64,
     "round": pl.Int64,
@@ -206,5 +228,51 @@ EVAL_HISTORY = {
     "ci_low": pl.Float64,
     "ci_high": pl.Float64,
     "n": pl.Int64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
+# --- benchmark suites (data/eval/<domain>/, run with lm-evaluation-harness) -----------------------
+
+# One row per (model role, suite item) of the latest benchmark run of a domain's checkpoint.
+BENCHMARK_SCORES = {
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    "model_role": pl.String,  # student (the checkpoint) or base (the model it was trained from)
+    "suite": pl.String,  # the suite file's stem
+    "source": pl.String,  # the suite file's name
+    "row": pl.Int64,  # 1-based row of the suite file (a .yaml task: document position + 1)
+    "item_id": pl.String,
+    "kind": pl.String,  # multiple_choice or generative
+    "topic": pl.String,
+    "question": pl.String,
+    "choices": pl.List(pl.String),  # multiple choice, in the suite's order
+    "reference": pl.String,
+    "prediction": pl.String,  # the most likely choice, or the generated answer
+    "n_choices": pl.Int64,
+    "choice_logprobs": pl.List(pl.Float64),
+    "accuracy": pl.Float64,  # multiple choice, by log-likelihood
+    "acc_norm": pl.Float64,  # multiple choice, length-normalised log-likelihood
+    "exact_match": pl.Float64,  # generative
+    "token_f1": pl.Float64,  # generative
+    "lm_eval_task": pl.String,
+    "benchmark_config": pl.String,  # JSON: settings, chat template applied, lm-eval version
+}
+
+# One row per (checkpoint, role, suite, topic, metric) every time benchmark_scores runs; suite and
+# topic "__all__" roll up over every suite and topic. The leaderboard reads this history.
+BENCHMARK_HISTORY = {
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    "model_role": pl.String,
+    "suite": pl.String,
+    "topic": pl.String,
+    "metric": pl.String,
+    "mean": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n": pl.Int64,
+    "chance": pl.Float64,  # expected accuracy of a uniform guess (multiple choice); null otherwise
     "created_at": pl.Datetime("us", "UTC"),
 }

@@ -30,7 +30,7 @@ HELD_OUT = ("test", "validation")  # filled in this order
 @dataclass(frozen=True)
 class SplitConfig:
     validation: float = 0.1
-    test: float = 0.1
+    test: float = 0.2
     seed: int = 17
     # A topic with fewer documents is all train (unless the domain would have no held-out data).
     min_topic_documents: int = 3

@@ -88,7 +88,7 @@ class HeuristicTeacher:
     name = "heuristic"
     paid = False
 
-    def __init__(self, model: str = "nexa-heuristic-v1"):
+    def __init__(self, model: str = "nexa-heuristic-v2"):
         self.model = model
 
     async def complete(self, messages: list[dict], params: dict, tag: dict | None = None) -> Completion:

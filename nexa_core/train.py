@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import yaml
 
+from nexa_core.student import MANIFEST
+
 CONFIG_DIR = Path(__file__).parent / "configs"
-MANIFEST = "manifest.json"
+PRETRAIN_CONFIG = CONFIG_DIR / "pretrain_default.yaml"
 ERROR_FILE = "error.txt"  # the reason a run failed, for a launcher that only sees an exit code
 
 
@@ -68,8 +71,54 @@ def packing_length(lengths: list[int], cap: int, varlen_attention: bool) -> int:
     return min(cap, max(64, 1 << (longest - 1).bit_length()))
 
 
-def token_lengths(tokenizer, conversations: list) -> list[int]:
-    return [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]) for m in conversations]
+def prompt_turns(messages: list[dict]) -> list[dict]:
+    """The conversation up to the answer the model is asked to give."""
+    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
+def chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                              add_generation_prompt=add_generation_prompt)["input_ids"])
+
+
+def conversation_rows(tokenizer, conversations: list[list[dict]]) -> list[dict]:
+    """Each conversation as prompt/completion token ids: the loss falls on the final assistant turn as the
+    template renders it (answer and end-of-turn). Works with any chat template, with or without
+    {% generation %} markers, because the prompt is rendered on its own and must be a prefix."""
+    rows = []
+    for messages in conversations:
+        prompt = chat_tokens(tokenizer, prompt_turns(messages), add_generation_prompt=True)
+        full = chat_tokens(tokenizer, messages)
+        if full[:len(prompt)] != prompt or len(full) == len(prompt):
+            raise TrainingError("the chat template does not render the prompt (add_generation_prompt=True) as a prefix "
+                                "of the whole conversation, so the answer tokens cannot be found; use a template "
+                                f"that does (first conversation that failed: {str(messages)[:200]})")
+        rows.append({"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt):]})
+    return rows
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+
+
+def reading_texts(documents: list[str], sentences: bool) -> list[str]:
+    """What the student reads: every document whole and, with `sentences`, every sentence again on its
+    own. A fact read only inside its document is tied to everything before it; read alone it is tied to
+    its own words, which is what a question about it can reach."""
+    texts = list(documents)
+    if sentences:
+        texts += [s for doc in documents for s in _SENTENCE_END.split(" ".join(doc.split())) if len(s.split()) >= 4]
+    return texts
+
+
+def document_rows(tokenizer, texts: list[str], block_size: int) -> list[dict]:
+    """Raw documents as causal LM rows of at most block_size tokens, every token in the loss."""
+    head = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    rows = []
+    for text in texts:
+        ids = head + tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows += [{"input_ids": ids[i:i + block_size], "labels": ids[i:i + block_size]}
+                 for i in range(0, len(ids), block_size)]
+    return rows
 
 
 def read_sft(uri: str, version: int, domain: str, storage_options: dict | None = None):
@@ -88,55 +137,42 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
-    """Train and save; return the checkpoint record (without the artifact-level fields)."""
+def mixed_precision(config: dict) -> bool:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return cuda and torch.cuda.is_bf16_supported() if config["bf16"] == "auto" else bool(config["bf16"])
+
+
+def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config: dict, run_dir: Path,
+        domain: str, peft_config=None, log=print, on_metrics=None) -> dict:
+    """Train with TRL's SFTTrainer on token rows (input_ids + labels), resuming from the newest complete
+    checkpoint in run_dir. Shared by the reading stage and SFT. Returns the trainer and its curve."""
     import datasets
     import torch
-    from peft import LoraConfig
     from transformers import EarlyStoppingCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student, lora_targets
-
-    train_rows = splits["train"]
-    if train_rows.height < config["min_train_examples"]:
-        raise TrainingError(f"partition {domain}: the SFT train split has {train_rows.height} examples, fewer than "
-                            f"min_train_examples={config['min_train_examples']}; add data or lower the setting")
-    out_dir = Path(out_dir)
-    run_dir = out_dir / "trainer"
-    base = config["base_model"]
-    if base == DEFAULT_STUDENT:
-        base_dir = out_dir / "base"
-        if not (base_dir / "config.json").exists():
-            texts = [m["content"] for msgs in train_rows["messages"].to_list() for m in msgs]
-            build_default_student(texts, base_dir, seed=config["seed"], **config.get("student", {}))
-        base = str(base_dir)
-    model, tokenizer = load_student(base)
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported() if config["bf16"] == "auto" else bool(config["bf16"])
-    lora = LoraConfig(r=config["lora"]["r"], lora_alpha=config["lora"]["alpha"], lora_dropout=config["lora"]["dropout"],
-                      target_modules=lora_targets(model, config["lora"]["target_modules"]), task_type="CAUSAL_LM")
-
-    def as_dataset(frame):
-        return datasets.Dataset.from_dict({"messages": frame["messages"].to_list()})
-
-    has_eval = splits["validation"].height > 0
     flash = cuda and model.config._attn_implementation in ("flash_attention_2", "flash_attention_3")
     max_length = config["max_length"]
     if config["packing"]:
-        max_length = packing_length(token_lengths(tokenizer, train_rows["messages"].to_list()), max_length, flash)
+        max_length = packing_length([len(r["input_ids"]) for r in train_rows], max_length, flash)
         log(f"partition {domain}: packing rows of {max_length} tokens")
+    has_eval = bool(eval_rows)
+    early_stop = has_eval and config.get("early_stopping_patience", 0) > 0
     args = SFTConfig(
         output_dir=str(run_dir), max_steps=config["max_steps"] or -1, num_train_epochs=config["num_train_epochs"],
-        learning_rate=config["learning_rate"], per_device_train_batch_size=config["per_device_train_batch_size"],
+        learning_rate=config["learning_rate"], lr_scheduler_type=config.get("lr_scheduler_type", "linear"),
+        warmup_steps=config.get("warmup_steps", 0), weight_decay=config.get("weight_decay", 0.0),
+        per_device_train_batch_size=config["per_device_train_batch_size"],
         gradient_accumulation_steps=config["gradient_accumulation_steps"], max_length=max_length,
-        packing=config["packing"], assistant_only_loss=config["assistant_only_loss"], bf16=bf16,
-        gradient_checkpointing=config["gradient_checkpointing"], logging_steps=1, save_strategy="steps",
-        save_steps=config["save_steps"], save_total_limit=config["save_total_limit"],
+        packing=config["packing"], bf16=mixed_precision(config),
+        gradient_checkpointing=config["gradient_checkpointing"], logging_steps=config.get("logging_steps", 1),
+        save_strategy="steps", save_steps=config["save_steps"], save_total_limit=config["save_total_limit"],
         eval_strategy="steps" if has_eval else "no", eval_steps=config["eval_steps"],
-        load_best_model_at_end=has_eval and config["early_stopping_patience"] > 0,
-        metric_for_best_model="eval_loss", seed=config["seed"], report_to=[], use_cpu=not cuda,
-        dataloader_num_workers=0, disable_tqdm=True)
+        load_best_model_at_end=early_stop, metric_for_best_model="eval_loss", seed=config["seed"], report_to=[],
+        use_cpu=not cuda, dataloader_num_workers=0, disable_tqdm=True)
     curve: list[dict] = []
 
     class Report(TrainerCallback):
@@ -149,45 +185,111 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
                     on_metrics(row)
 
     callbacks = [Report()]
-    if has_eval and config["early_stopping_patience"] > 0:
+    if early_stop:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
+    as_dataset = datasets.Dataset.from_list
     trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(train_rows),
-                         eval_dataset=as_dataset(splits["validation"]) if has_eval else None,
-                         processing_class=tokenizer, peft_config=lora, callbacks=callbacks)
+                         eval_dataset=as_dataset(eval_rows) if has_eval else None,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     resume = last_checkpoint(run_dir)
     if resume:
         log(f"partition {domain}: resuming from {resume}")
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
-
-    staging = out_dir / "adapter.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    if config.get("merge"):
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(staging / "merged"))
-        tokenizer.save_pretrained(str(staging / "merged"))
     losses = [r["loss"] for r in curve if "loss" in r]
     evals = [r["eval_loss"] for r in curve if "eval_loss" in r]
-    record = {
-        "domain": domain, "base_model": config["base_model"], "base_model_path": base,
-        "lora": json.dumps(config["lora"] | {"target_modules": lora.target_modules if isinstance(
-            lora.target_modules, str) else sorted(lora.target_modules)}),
+    return {"trainer": trainer, "curve": curve, "record": {
         "steps": int(trainer.state.global_step), "resumed_from": resume,
         "final_loss": losses[-1] if losses else None, "best_loss": min(losses) if losses else None,
         "best_eval_loss": min(evals) if evals else None, "train_loss": float(result.training_loss),
         "wall_seconds": wall, "gpu_seconds": wall if cuda else 0.0,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "bf16": bf16,
-        "train_examples": train_rows.height, "config_hash": config_hash(config),
-        "files": sha256_files(staging),
-    }
-    (staging / MANIFEST).write_text(json.dumps({**record, "curve": curve}, indent=1))
-    final = out_dir / "adapter"
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "bf16": args.bf16,
+        "trained_tokens": sum(len(r["input_ids"]) for r in train_rows)}}
+
+
+def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, merge: bool = False) -> dict:
+    """Save the trained model (adapter or full weights) under out_dir/name with a manifest of sha256s.
+    Written to a staging folder and renamed: only a complete folder ever has a manifest in place."""
+    staging = out_dir / f"{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    if merge and hasattr(trainer.model, "merge_and_unload"):
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(staging / "merged"))
+        tokenizer.save_pretrained(str(staging / "merged"))
+    record = {**record, "files": sha256_files(staging)}
+    (staging / MANIFEST).write_text(json.dumps(record, indent=1))
+    final = out_dir / name
     shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)  # the rename is the commit: only a complete adapter has a manifest in place
-    record["curve"] = curve
+    staging.rename(final)  # the rename is the commit
+    return record
+
+
+def committed(out_dir: Path, *names: str) -> dict | None:
+    """The record of a model already committed under out_dir (same inputs, same folder): a stage that
+    finished is not run again, and its record is the one written when it finished."""
+    for name in names:
+        manifest = Path(out_dir) / name / MANIFEST
+        if manifest.is_file():
+            return {**json.loads(manifest.read_text()), "path": str(manifest.parent)}
+    return None
+
+
+def full_finetune(config: dict, base_dir: str) -> bool:
+    """`finetune: auto` trains every weight of a student built from a config (LoRA on frozen random
+    weights teaches next to nothing) and a LoRA adapter on a pretrained base."""
+    if config["finetune"] != "auto":
+        return config["finetune"] == "full"
+    manifest = Path(base_dir) / MANIFEST
+    return manifest.is_file() and bool(json.loads(manifest.read_text()).get("built_from_config"))
+
+
+def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_metrics=None,
+          documents: list[str] | None = None) -> dict:
+    """SFT from config["base_model"] (normally the domain's student_base) and save; return the
+    checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
+    causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
+    from peft import LoraConfig
+
+    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student, lora_targets
+
+    train_rows = splits["train"]
+    if train_rows.height < config["min_train_examples"]:
+        raise TrainingError(f"partition {domain}: the SFT train split has {train_rows.height} examples, fewer than "
+                            f"min_train_examples={config['min_train_examples']}; add data or lower the setting")
+    out_dir = Path(out_dir)
+    if done := committed(out_dir, "model", "adapter"):
+        log(f"partition {domain}: {done['path']} is already trained; nothing to do")
+        return done
+    base = config["base_model"]
+    if base == DEFAULT_STUDENT:  # no reading stage ran: build the default from the SFT text itself
+        base_dir = out_dir / "base"
+        if not (base_dir / "config.json").exists():
+            texts = [m["content"] for msgs in train_rows["messages"].to_list() for m in msgs]
+            build_default_student(texts, base_dir, seed=config["seed"], **load_config(PRETRAIN_CONFIG)["student"])
+        base = str(base_dir)
+    model, tokenizer = load_student(base)
+    full = full_finetune(config, base)
+    lora = None if full else LoraConfig(
+        r=config["lora"]["r"], lora_alpha=config["lora"]["alpha"], lora_dropout=config["lora"]["dropout"],
+        target_modules=lora_targets(model, config["lora"]["target_modules"]), task_type="CAUSAL_LM")
+    rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
+    qa_rows = len(rows)
+    if documents and config.get("replay_documents"):  # what the student read, read again: no forgetting
+        rows += document_rows(tokenizer, reading_texts(documents, config["replay_sentences"]),
+                              config["max_length"]) * int(config["replay_documents"])
+    fitted = fit(model, tokenizer, rows, conversation_rows(tokenizer, splits["validation"]["messages"].to_list()),
+                 config, out_dir / "trainer", domain, peft_config=lora, log=log, on_metrics=on_metrics)
+    lora_record = None if full else json.dumps(config["lora"] | {"target_modules": lora.target_modules if isinstance(
+        lora.target_modules, str) else sorted(lora.target_modules)})
+    record = {"domain": domain, "base_model": config["base_model"], "base_model_path": base,
+              "finetune": "full" if full else "lora", "lora": lora_record, **fitted["record"],
+              "train_examples": train_rows.height, "qa_rows": qa_rows, "replayed_rows": len(rows) - qa_rows,
+              "config_hash": config_hash(config)}
+    record = commit_model(fitted["trainer"], tokenizer, out_dir, "model" if full else "adapter",
+                          {**record, "curve": fitted["curve"]}, merge=config.get("merge", False))
     return record
 
 
@@ -217,41 +319,71 @@ def pipes_or_stderr(stack: ExitStack):
     return pipes, pipes.log.info
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sft-uri", required=True)
-    parser.add_argument("--sft-version", type=int, required=True)
+def stage_main(argv: list[str] | None, description: str, default_config: Path, add_arguments, run_stage) -> int:
+    """The command line shared by the reading stage and SFT: --domain, --output-dir, --config, --set,
+    plus the stage's own inputs; the record goes back through Pipes (or to stdout), with the
+    loss_decreased check."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--domain", required=True)
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--config")
+    parser.add_argument("--config", help=f"a YAML config (default {default_config.name})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    config = load_config(args.config, parse_sets(args.set))
-    return run_reporting_errors(lambda: _run(args, config), Path(args.output_dir) / ERROR_FILE)
+    config = load_config(args.config or default_config, parse_sets(args.set))
+
+    def run() -> int:
+        with ExitStack() as stack:
+            pipes, log = pipes_or_stderr(stack)
+
+            def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
+                log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+
+            record = run_stage(args, config, log, step_metrics)
+            if pipes:
+                pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record),
+                                                                        "type": "json"}})
+                losses = [r["loss"] for r in record["curve"] if "loss" in r]
+                first, last = (sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])) \
+                    if losses else (0, 0)
+                pipes.report_asset_check(check_name="loss_decreased", passed=bool(losses) and last < first,
+                                         metadata={"first_losses_mean": first, "last_losses_mean": last})
+            else:
+                print(json.dumps(record))
+        return 0
+
+    return run_reporting_errors(run, Path(args.output_dir) / ERROR_FILE)
 
 
-def _run(args, config: dict) -> int:
-    with ExitStack() as stack:
-        pipes, log = pipes_or_stderr(stack)
-        splits = read_sft(args.sft_uri, args.sft_version, args.domain)
-        log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(
-            f"{k}={v.height}" for k, v in splits.items()))
-        def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
-            log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+def read_documents(uri: str, version: int, domain: str, storage_options: dict | None = None) -> list[str]:
+    """The domain's raw document texts at a pinned Delta version, in a stable order."""
+    import polars as pl
 
-        record = train(config, splits, Path(args.output_dir), args.domain, log=log, on_metrics=step_metrics)
-        record["sft_version"] = args.sft_version
-        if pipes:
-            pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record), "type": "json"}})
-            losses = [r["loss"] for r in record["curve"] if "loss" in r]
-            first, last = (sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])) if losses else (0, 0)
-            pipes.report_asset_check(check_name="loss_decreased", passed=bool(losses) and last < first,
-                                     metadata={"first_losses_mean": first, "last_losses_mean": last})
-        else:
-            print(json.dumps(record))
-    return 0
+    return pl.scan_delta(uri, version=version, storage_options=storage_options).filter(
+        pl.col("domain") == domain).sort("doc_id").collect()["text"].to_list()
+
+
+def _sft_arguments(parser) -> None:
+    parser.add_argument("--sft-uri", required=True)
+    parser.add_argument("--sft-version", type=int, required=True)
+    parser.add_argument("--documents-uri", help="raw_documents, replayed beside the QA pairs (replay_documents)")
+    parser.add_argument("--documents-version", type=int)
+
+
+def _sft(args, config: dict, log, on_metrics) -> dict:
+    splits = read_sft(args.sft_uri, args.sft_version, args.domain)
+    log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(f"{k}={v.height}" for k, v in splits.items()))
+    documents = read_documents(args.documents_uri, args.documents_version, args.domain) \
+        if args.documents_uri and config.get("replay_documents") else None
+    record = train(config, splits, Path(args.output_dir), args.domain, log=log, on_metrics=on_metrics,
+                   documents=documents)
+    return {**record, "sft_version": args.sft_version}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__.splitlines()[0], CONFIG_DIR / "train_default.yaml", _sft_arguments, _sft)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ One resource, chosen by `kind`:
 Logs, metrics and the checkpoint record come back through Pipes in every case.
 """
 
+import json
 import shlex
 import subprocess
 import sys
@@ -62,9 +63,9 @@ class TrainingLauncher(dg.ConfigurableResource):
     ecs_security_groups: list[str] = []
     poll_seconds: float = 10.0
 
-    def output_dir(self, domain: str, sft_version: int, config_hash: str) -> str:
+    def output_dir(self, domain: str, sft_version: int, config_hash: str, stage: str = "sft") -> str:
         # Same inputs, same folder: a re-materialization after a crash finds the trainer's checkpoints.
-        return f"{self.artifact_root.rstrip('/')}/{domain}/sft-v{sft_version}-{config_hash}"
+        return f"{self.artifact_root.rstrip('/')}/{domain}/{stage}-v{sft_version}-{config_hash}"
 
     def failure_reason(self, out_dir: str) -> str | None:
         """What the trainer wrote before failing, when its output folder is readable from here."""
@@ -130,6 +131,22 @@ class TrainingLauncher(dg.ConfigurableResource):
         return params
 
     # --- launching -------------------------------------------------------------------------
+
+    def run_reporting(self, context: dg.AssetExecutionContext, command: list[str], env: dict[str, str],
+                      out_dir: str, what: str, key: str) -> tuple[dict, list]:
+        """Launch an entry point (trainer, reader, generator) and return the JSON `key` it reported
+        through Pipes, with any check results; a failure says what the process wrote before dying."""
+        try:
+            results = self.launch(context, command, env).get_results()
+        except LauncherError as exc:
+            reason = self.failure_reason(out_dir)
+            raise dg.Failure(f"{exc}" + (f"; the {what} said: {reason}" if reason else "")) from exc
+        reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
+        if not reported:  # e.g. a batch job that died without an exit code Dagster could see
+            raise dg.Failure(f"partition {context.partition_key}: the {what} reported nothing; "
+                             f"it said: {self.failure_reason(out_dir) or 'nothing'}")
+        checks = [r for r in results if isinstance(r, dg.AssetCheckResult)]
+        return json.loads(reported[0].metadata[key].value), checks
 
     def launch(self, context: dg.AssetExecutionContext, command: list[str], env: dict[str, str]):
         where = f"partition {context.partition_key}, launcher.kind={self.kind}"

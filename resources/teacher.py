@@ -199,7 +199,7 @@ class TeacherResource(dg.ConfigurableResource):
 
     backend: Literal["heuristic", "openai", "none"] = Field(
         default="heuristic", description="'heuristic' (offline default teacher), 'openai', or 'none' (a judge left off)")
-    model: str = Field(default="nexa-heuristic-v1", description="Model name sent to the endpoint")
+    model: str = Field(default="nexa-heuristic-v2", description="Model name sent to the endpoint")
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     api_key: str | None = Field(default=None, description="Set with dg.EnvVar('OPENAI_API_KEY'), never a literal")
     temperature: float = 0.0

@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
     sft_frame().write_delta(str(root / "sft"))
     # a high learning rate so six steps already move the answers away from the base model's
     config = load_config(overrides={"max_steps": 6, "save_steps": 100, "per_device_train_batch_size": 4,
-                                    "learning_rate": 0.01})
+                                    "learning_rate": 0.01, "finetune": "lora"})
     train(config, read_sft(str(root / "sft"), 0, "physics"), root / "run", "physics", log=lambda m: None)
     return {"root": root, "sft": str(root / "sft"), "adapter": root / "run" / "adapter"}
 
@@ -71,6 +71,27 @@ def test_student_and_base_are_different_models_on_the_same_tokens(trained):
                                                 return_tensors="pt")
     assert torch.equal(ids["input_ids"], base_tokenizer.apply_chat_template(
         prompt, add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"])
+    with torch.inference_mode():
+        assert not torch.allclose(student(**ids).logits, base(**ids).logits)
+
+
+def test_a_full_fine_tune_is_the_student_and_the_model_it_started_from_the_base(tmp_path):
+    import torch
+
+    from nexa_core.student import resolve_checkpoint
+
+    sft_frame().write_delta(str(tmp_path / "sft"))
+    config = load_config(overrides={"max_steps": 4, "save_steps": 100, "learning_rate": 0.01})  # finetune: auto
+    record = train(config, read_sft(str(tmp_path / "sft"), 0, "physics"), tmp_path / "run", "physics",
+                   log=lambda m: None)
+    assert record["finetune"] == "full" and record["lora"] is None  # a config-built student trains all weights
+    folder = tmp_path / "run" / "model"
+    assert resolve_checkpoint(folder) == (str(folder), None, str(tmp_path / "run" / "base"))
+    student, tokenizer = load_for_eval(folder, "student")
+    base, _ = load_for_eval(folder, "base")
+    assert not hasattr(student, "peft_config")
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is 3 times 4?"}],
+                                        add_generation_prompt=True, return_dict=True, return_tensors="pt")
     with torch.inference_mode():
         assert not torch.allclose(student(**ids).logits, base(**ids).logits)
 

@@ -14,13 +14,15 @@ import pytest
 
 import slurm_cluster
 from graph_helpers import materialize_domain, resources
-from nexa_assets import train
+from nexa_assets import pretrain, train
 from nexa_assets.partitions import domain_partitions
 from nexa_core.train import config_hash, load_config, sha256_files
 from resources.launcher import LauncherError, TrainingLauncher
 from resources.tracking import MlflowTracking
 
-FAST = {"max_steps": 6, "save_steps": 3, "eval_steps": 3, "per_device_train_batch_size": 4}
+FAST = {"max_steps": 6, "save_steps": 3, "eval_steps": 3, "logging_steps": 1, "per_device_train_batch_size": 4}
+# a small student that reads the corpus a few steps: enough to exercise every path quickly
+FAST_READ = {"max_steps": 4, "save_steps": 2, "student": {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}}
 
 
 def train_resources(tmp_path, delta_root, **launcher):
@@ -30,23 +32,38 @@ def train_resources(tmp_path, delta_root, **launcher):
                                        artifact_location=str(tmp_path / "mlruns"))}
 
 
+def materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=True):
+    return dg.materialize([pretrain.student_base], partition_key="physics", instance=instance,
+                          resources=train_resources(tmp_path, delta_root), raise_on_error=raise_on_error,
+                          run_config={"ops": {"student_base": {"config": {"overrides": overrides}}}})
+
+
 def materialize_checkpoint(instance, tmp_path, delta_root, overrides, raise_on_error=True):
-    return dg.materialize([train.student_checkpoint], partition_key="physics", instance=instance,
+    return dg.materialize([pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
+                          partition_key="physics", instance=instance,
                           resources=train_resources(tmp_path, delta_root), raise_on_error=raise_on_error,
                           run_config={"ops": {"student_checkpoint": {"config": {"overrides": overrides}}}})
 
 
 @pytest.fixture
-def physics_sft(instance, raw_root, delta_root):
+def physics_sft(instance, raw_root, delta_root, tmp_path):
+    """The distillation chain and the student's reading for physics: what SFT starts from."""
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
+    assert materialize_base(instance, tmp_path, delta_root, FAST_READ).success
     return delta_root
+
+
+def base_model_uri(delta_root) -> str:
+    return pl.read_delta(str(delta_root / "nexa" / "student_base")).row(0, named=True)["model_uri"]
 
 
 def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path, physics_sft, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    result = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "merge": True})
+    result = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "finetune": "lora", "merge": True})
     assert result.success
     record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
+    base = pl.read_delta(str(physics_sft / "nexa" / "student_base")).row(0, named=True)
+    assert record["base_id"] == base["base_id"] and record["finetune"] == "lora"
     assert record["domain"] == "physics" and record["steps"] == 6 and record["device"] == "cpu"
     assert record["sft_version"] == 0 and record["final_loss"] > 0 and record["mlflow_run_id"]
     adapter = Path(record["artifact_uri"])
@@ -87,7 +104,7 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
 def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, physics_sft):
     overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
     out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
-        "physics", 0, config_hash(load_config(overrides=overrides))))
+        "physics", 0, config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)}))))
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.setdefault(
         "first", materialize_checkpoint(instance, tmp_path, physics_sft, overrides, raise_on_error=False)))
@@ -101,7 +118,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, ph
     os.kill(trainers[0].pid, signal.SIGKILL)
     runner.join(timeout=120)
     assert not outcome["first"].success
-    assert not (out_dir / "adapter").exists()  # nothing half-done was committed
+    assert not (out_dir / "model").exists()  # nothing half-done was committed
     saved = sorted(int(p.parent.name.split("-")[1]) for p in (out_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
 
     second = materialize_checkpoint(instance, tmp_path, physics_sft, overrides)
@@ -117,12 +134,17 @@ def test_tiny_sft_set_and_bad_lora_target_fail_with_the_setting_named(instance, 
     assert not tiny.success
     text = str(next(e for e in tiny.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and "min_train_examples" in text
-    bad = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "lora.target_modules": ["c_attn"]},
+    bad = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "finetune": "lora",
+                                                                   "lora.target_modules": ["c_attn"]},
                                  raise_on_error=False)
     text = str(next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "lora.target_modules" in text and "c_attn" in text
-    missing = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "base_model": str(tmp_path / "none")},
-                                     raise_on_error=False)
+    elsewhere = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "base_model": "x"},
+                                       raise_on_error=False)
+    text = str(next(e for e in elsewhere.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    assert "partition physics" in text and "student_base" in text  # the base is chosen where the student reads
+    missing = materialize_base(instance, tmp_path, physics_sft, {"base_model": str(tmp_path / "none")},
+                               raise_on_error=False)
     text = str(next(e for e in missing.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and "base_model" in text and str(tmp_path / "none") in text
 
@@ -172,7 +194,8 @@ def test_pod_spec_and_sbatch_script_field_by_field():
     ({"kind": "aws"}, ["launcher.kind=aws", "ecs_cluster"]),  # fails on config, before any AWS call
 ])
 def test_unreachable_launcher_is_a_clear_error(instance, tmp_path, physics_sft, launcher, words):
-    result = dg.materialize([train.student_checkpoint], partition_key="physics", instance=instance,
+    result = dg.materialize([pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
+                            partition_key="physics", instance=instance,
                             resources=train_resources(tmp_path, physics_sft, **launcher), raise_on_error=False)
     text = str(next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and all(w in text for w in words), text[:500]
@@ -188,7 +211,8 @@ def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physic
         shared = tmp_path / "shared"
         shared.mkdir()
         result = dg.materialize(
-            [train.student_checkpoint], partition_key="physics", instance=instance,
+            [pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
+            partition_key="physics", instance=instance,
             resources=train_resources(tmp_path, physics_sft, kind="slurm", gpus=0, cpu="2", memory="2Gi",
                                       shared_dir=str(shared), poll_seconds=1),
             run_config={"ops": {"student_checkpoint": {"config": {"overrides": FAST}}}})

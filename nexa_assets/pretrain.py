@@ -1,0 +1,61 @@
+"""student_base: the student reads its domain's documents (causal LM on all of them) before SFT, on a
+GPU node (or here) through the training launcher. The asset is the Delta row that records the model
+SFT starts from; weights are files under the launcher's artifact root."""
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+
+from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_core import schemas
+from nexa_core.ids import content_id
+from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config
+from resources.delta import DeltaStore
+from resources.launcher import TrainingLauncher
+
+GROUP = "train"
+
+
+class ReadSettings(dg.Config):
+    overrides: dict = {}  # keys of nexa_core/configs/pretrain_default.yaml, e.g. {"base_model": "/models/qwen"}
+
+
+@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
+          deps=["raw_documents"], pool="gpu", kinds={"pytorch"},
+          check_specs=[dg.AssetCheckSpec("loss_decreased", asset="student_base",
+                                         description="Reported by the reader: mean of the last 5 logged losses is "
+                                                     "below the mean of the first 5 (absent when nothing was read).")])
+def student_base(context: dg.AssetExecutionContext, config: ReadSettings, delta: DeltaStore,
+                 launcher: TrainingLauncher):
+    """The student after reading every document of the domain: the config-built default's pretraining,
+    or a real base's optional continued pretraining (`continued_pretraining`); SFT starts from it."""
+    domain = context.partition_key
+    documents_version = delta.version("raw_documents")
+    if documents_version is None:
+        raise dg.Failure(f"partition {domain}: raw_documents has never been materialized")
+    read_config = load_config(PRETRAIN_CONFIG, config.overrides)
+    digest = config_hash(read_config)
+    out_dir = launcher.output_dir(domain, documents_version, digest, stage="read")
+    command = [launcher.python, "-m", "nexa_core.pretrain", "--documents-uri", delta.uri("raw_documents"),
+               "--documents-version", str(documents_version), "--domain", domain, "--output-dir", out_dir,
+               *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
+    record, checks = launcher.run_reporting(context, command, dict(delta.storage_options or {}), out_dir,
+                                            "reader", "record")
+    row = {
+        "domain": domain, "base_id": content_id(domain, documents_version, digest, record["files"]),
+        "base_model": record["base_model"], "model_uri": record["model_path"],
+        "files_sha256": json.dumps(record["files"], sort_keys=True), "built_from_config": record["built_from_config"],
+        "trained": record["trained"], "documents": record["documents"], "documents_version": documents_version,
+        "read_tokens": record.get("trained_tokens", 0), "steps": record["steps"],
+        "final_loss": record.get("final_loss"), "wall_seconds": record.get("wall_seconds", 0.0),
+        "gpu_seconds": record.get("gpu_seconds", 0.0), "device": record.get("device", ""), "config_hash": digest,
+        "created_at": datetime.now(timezone.utc),
+    }
+    yield dg.Output(pl.DataFrame([row], schema=schemas.STUDENT_BASE), metadata={
+        "base_model": row["base_model"], "model_uri": row["model_uri"], "trained": row["trained"],
+        "documents": row["documents"], "documents_version": documents_version, "read_tokens": row["read_tokens"],
+        "steps": row["steps"], "final_loss": row["final_loss"], "wall_seconds": round(row["wall_seconds"], 2),
+        "device": row["device"]})
+    yield from checks

@@ -1,0 +1,72 @@
+"""The student reads its domain: `python -m nexa_core.pretrain ...` (the student_base stage).
+
+A domain expert knows its corpus, so before any question/answer training the student is trained as
+a causal LM on all of the domain's raw documents (only QA pairs are split; reading every document is
+what lets the test split ask about facts the student read but was never quizzed on).
+
+- The config-built default (`nexa-tiny-llama`) starts from random weights: this is its pretraining.
+  Its tokenizer is trained on the same documents first.
+- A real base (local folder or hub id) is used as it is unless `continued_pretraining: true`
+  (domain-adaptive continued pretraining).
+
+Runs where train.py runs, through the same launcher and Pipes plumbing, and resumes from the last
+trainer checkpoint in its output folder. The model is committed like an SFT checkpoint: a staging
+folder renamed into place with its manifest of sha256s.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
+from nexa_core.train import (PRETRAIN_CONFIG, commit_model, committed, config_hash, document_rows, fit, read_documents,
+                             reading_texts, stage_main)
+
+
+def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
+    """Train the student on the documents and save it under out_dir/model; return its record."""
+    if not documents:
+        raise ValueError(f"partition {domain}: raw_documents has no document for this domain; nothing to read")
+    out_dir = Path(out_dir)
+    if done := committed(out_dir, "model"):
+        log(f"partition {domain}: {done['path']} has already read the corpus; nothing to do")
+        return {**done, "model_path": done["path"], "trained": True}
+    base = config["base_model"]
+    record = {"domain": domain, "base_model": base, "config_hash": config_hash(config), "documents": len(documents),
+              "built_from_config": base == DEFAULT_STUDENT}
+    if base == DEFAULT_STUDENT:
+        init = out_dir / "init"
+        if not (init / "config.json").exists():
+            build_default_student(documents, init, seed=config["seed"], **config["student"])
+        base = str(init)
+    elif not config["continued_pretraining"]:
+        load_student(base)  # fail here, naming the setting, rather than in SFT
+        log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
+        return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
+    model, tokenizer = load_student(base)
+    rows = document_rows(tokenizer, reading_texts(documents, config["sentences"]), config["max_length"])
+    log(f"partition {domain}: reading {len(documents)} documents, {sum(len(r['input_ids']) for r in rows)} tokens")
+    fitted = fit(model, tokenizer, rows, [], config, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)
+    record = commit_model(fitted["trainer"], tokenizer, out_dir, "model",
+                          {**record, "base_model_path": base, **fitted["record"], "curve": fitted["curve"]})
+    return {**record, "model_path": str(out_dir / "model"), "trained": True}
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--documents-uri", required=True, help="the raw_documents Delta table")
+    parser.add_argument("--documents-version", type=int, required=True)
+
+
+def _read(args, config: dict, log, on_metrics) -> dict:
+    documents = read_documents(args.documents_uri, args.documents_version, args.domain)
+    record = read_corpus(config, documents, Path(args.output_dir), args.domain, log=log, on_metrics=on_metrics)
+    return {**record, "documents_version": args.documents_version}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__.splitlines()[0], PRETRAIN_CONFIG, _arguments, _read)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""student_base: the student reads its domain's documents before SFT (stage 1), through the launcher."""
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+
+from nexa_core.student import build_default_student
+from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
+from resources.launcher import TrainingLauncher
+from test_train import FAST_READ, materialize_base
+from graph_helpers import materialize_domain
+
+
+def base_row(delta_root) -> dict:
+    return pl.read_delta(str(delta_root / "nexa" / "student_base")).row(0, named=True)
+
+
+def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, raw_root, delta_root):
+    assert materialize_domain(instance, "physics", raw_root, delta_root).success
+    result = materialize_base(instance, tmp_path, delta_root, {**FAST_READ, "max_steps": 8})
+    assert result.success
+    row = base_row(delta_root)
+    documents = pl.read_delta(str(delta_root / "nexa" / "raw_documents")).filter(pl.col("domain") == "physics")
+    assert row["built_from_config"] and row["trained"] and row["steps"] == 8
+    assert row["documents"] == documents.height and row["documents_version"] == 0
+    model = Path(row["model_uri"])
+    assert json.loads(row["files_sha256"]) == sha256_files(model) and (model / "model.safetensors").is_file()
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["built_from_config"]  # so SFT trains all of its weights
+    # the read tokens are the documents plus each sentence again on its own
+    assert row["read_tokens"] > sum(len(t.split()) for t in documents["text"].to_list())
+    checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.check_name for c in checks] == ["loss_decreased"]
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))  # trained on the corpus: its words are few tokens
+    text = documents["text"][0]
+    assert len(tokenizer) <= 1024 and len(tokenizer.tokenize(text)) < len(text.encode()) / 3
+    again = materialize_base(instance, tmp_path, delta_root, {**FAST_READ, "max_steps": 8})
+    assert again.success and base_row(delta_root)["base_id"] == row["base_id"]  # same inputs: nothing retrained
+    logs = [e.message for e in instance.all_logs(again.run_id) if e.message]
+    assert any("has already read the corpus" in m for m in logs)
+
+
+def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw_root, delta_root):
+    assert materialize_domain(instance, "physics", raw_root, delta_root).success
+    overrides = {**FAST_READ, "max_steps": 40, "save_steps": 4}
+    out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
+        "physics", 0, config_hash(load_config(PRETRAIN_CONFIG, overrides)), stage="read"))
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault(
+        "first", materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=False)))
+    runner.start()
+    deadline = time.time() + 300
+    while not list((out_dir / "trainer").glob("checkpoint-*/trainer_state.json")):
+        assert time.time() < deadline and runner.is_alive(), "no checkpoint was saved"
+        time.sleep(0.2)
+    readers = [p for p in psutil.Process().children(recursive=True) if "nexa_core.pretrain" in " ".join(p.cmdline())]
+    assert len(readers) == 1
+    os.kill(readers[0].pid, signal.SIGKILL)
+    runner.join(timeout=120)
+    assert not outcome["first"].success and not (out_dir / "model").exists()
+    saved = max(int(p.parent.name.split("-")[1]) for p in (out_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
+    assert materialize_base(instance, tmp_path, delta_root, overrides).success
+    manifest = json.loads((out_dir / "model" / "manifest.json").read_text())
+    assert manifest["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40 and manifest["steps"] == 40
+
+
+def test_a_pretrained_base_is_read_only_when_asked(instance, tmp_path, raw_root, delta_root):
+    assert materialize_domain(instance, "physics", raw_root, delta_root).success
+    real = build_default_student(["a photon is a quantum of light"] * 20, tmp_path / "real", hidden_size=32, layers=1,
+                                 heads=2, vocab_size=300)
+    (real / "manifest.json").unlink()  # a model from elsewhere carries no manifest of ours
+    assert materialize_base(instance, tmp_path, delta_root, {"base_model": str(real)}).success
+    row = base_row(delta_root)
+    assert row["model_uri"] == str(real) and not row["trained"] and not row["built_from_config"] and row["steps"] == 0
+    assert materialize_base(instance, tmp_path, delta_root,
+                            {"base_model": str(real), "continued_pretraining": True, "max_steps": 3}).success
+    row = base_row(delta_root)
+    assert row["trained"] and row["steps"] == 3 and row["model_uri"] != str(real)
+    assert not json.loads((Path(row["model_uri"]) / "manifest.json").read_text())["built_from_config"]  # SFT: LoRA
