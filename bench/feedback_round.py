@@ -1,15 +1,19 @@
-"""Base vs trained student on the test split, and the weak topics before and after one feedback round.
+"""Base vs trained student on the test split and on the benchmark suites, and the weak topics before
+and after one feedback round.
 
-Usage: python bench/feedback_round.py [DOMAIN ...] [--steps N]
+Usage: python bench/feedback_round.py [DOMAIN ...] [--steps N] [--smoke]
 
-Runs the whole graph (nexa_job) for each domain on the offline defaults, then one round of the
-loop (round_job), into a temporary Delta root and Dagster home, and prints from eval_history:
-every metric for the student and its base with 95% bootstrap intervals, for round 0 and round 1,
-and the score on the topics round 0 found weak, before and after the feedback round.
+Runs the whole graph (nexa_job) for each domain on the offline defaults (the main command's
+settings), then one round of the loop (round_job), into a temporary Delta root and Dagster home, and
+prints from eval_history and benchmark_history: every metric for the student and its base (the
+student after reading, before SFT) with 95% bootstrap intervals, for round 0 and round 1, and the
+score on the topics round 0 found weak, before and after the feedback round. --smoke: one domain,
+a few steps of reading and training, to check the benchmark runs (its figures mean nothing).
 """
 
 import argparse
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -23,7 +27,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("domains", nargs="*", default=["physics", "chemistry", "biology"])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the train config's)")
+    parser.add_argument("--smoke", action="store_true", help="physics only, 4 reading and 4 training steps")
     args = parser.parse_args()
+    if args.smoke:
+        args.domains, args.steps = args.domains[:1] if len(args.domains) < 3 else ["physics"], args.steps or 4
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+          f"{platform.python_version()}; command: {' '.join(sys.argv)}")
     tmp = Path(tempfile.mkdtemp(prefix="nexa-feedback-"))
     for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                        "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -45,7 +54,9 @@ def main() -> int:
     config = {"ops": {"raw_documents": {"config": {"raw_root": str(ROOT / "data" / "raw")}}}}
     if args.steps:
         config["ops"]["student_checkpoint"] = {"config": {"overrides": {"max_steps": args.steps}}}
-    round_config = {"ops": {k: v for k, v in config["ops"].items() if k != "raw_documents"}}
+    if args.smoke:
+        config["ops"]["student_base"] = {"config": {"overrides": {"max_steps": args.steps}}}
+    round_config = {"ops": {k: v for k, v in config["ops"].items() if k not in ("raw_documents", "student_base")}}
     weak: dict[str, dict] = {}
     for domain in args.domains:
         for job, run_config in (("nexa_job", config), ("round_job", round_config)):
@@ -81,6 +92,19 @@ def main() -> int:
             print(f"  {domain:10s} {topic:24s} {scores}")
         if not topics:
             print(f"  {domain:10s} (no weak topic)")
+    bench = pl.read_delta(str(tmp / "delta" / "nexa" / "benchmark_history"))
+    bench = bench.sort("created_at").unique(["domain", "round", "model_role", "suite", "topic", "metric"], keep="last")
+    print("\nBenchmark suites (questions written by people, data/eval/<domain>/): mean [95% bootstrap interval]")
+    print(f"{'domain':10s} {'suite':24s} {'metric':10s} {'round':>5s} {'n':>3s} {'base':>22s} {'student':>22s} chance")
+    for (domain, suite, metric, round_), rows in bench.filter(
+            (pl.col("topic") == "__all__") & pl.col("metric").is_in(["accuracy", "token_f1"])).sort(
+            "domain", "suite", "metric", "round").group_by(["domain", "suite", "metric", "round"], maintain_order=True):
+        by_role = {r["model_role"]: r for r in rows.iter_rows(named=True)}
+        cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"  # noqa: E731
+        chance = by_role["student"]["chance"]
+        print(f"{domain:10s} {suite:24s} {metric:10s} {round_:>5d} {by_role['student']['n']:>3d} "
+              f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s} "
+              f"{'' if chance is None else f'{chance:.2f}'}")
     sft = pl.read_delta(str(tmp / "delta" / "nexa" / "sft_dataset"))
     print("\nSFT train examples per domain and round 1 origin: " + ", ".join(
         f"{d}: {g.filter(pl.col('split') == 'train').height} ({g.filter(pl.col('feedback_round').is_not_null()).height} "

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
     for table in ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs",
-                  "sft_dataset", "teacher_cache", "student_checkpoint", "eval_predictions", "eval_metrics",
-                  "eval_history", "feedback_set", "leaderboard"):
+                  "sft_dataset", "teacher_cache", "student_base", "student_checkpoint", "eval_predictions",
+                  "eval_metrics", "eval_history", "benchmark_scores", "feedback_set", "leaderboard"):
         if not store.exists(table):
             print(f"  {table:16s} (not written)")
             continue
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         from nexa_assets.evaluate import report_path
         from nexa_core.leaderboard import leaderboard_markdown
 
-        print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the untrained base model)")
+        print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the student after reading its "
+              "domain, before SFT)")
         print(leaderboard_markdown(store.scan("leaderboard").collect()))
         print(f"\nReport: {report_path()}")
     return 1 if failed else 0

@@ -13,7 +13,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from conftest import SAMPLE_RAW, start_openai_server, stop_by_pid
 from graph_helpers import materialize_domain, resources
-from nexa_assets import evaluate, train
+from nexa_assets import evaluate, pretrain, train
 from nexa_assets.definitions import round_job
 from nexa_assets.partitions import domain_partitions
 from nexa_assets.sensors import build_feedback_loop_sensor
@@ -21,8 +21,9 @@ from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking
 
-TRAIN = {"max_steps": 40, "save_steps": 20, "eval_steps": 20}
-EVAL_GRAPH = [train.student_checkpoint, *evaluate.EVAL_ASSETS]
+# The offline defaults of the main command: the student reads physics, then learns from its QA pairs.
+TRAIN = {}
+EVAL_GRAPH = [pretrain.student_base, train.student_checkpoint, *evaluate.EVAL_ASSETS]
 
 
 def eval_resources(root: Path, judge: TeacherResource) -> dict:
@@ -74,6 +75,16 @@ def test_predictions_for_checkpoint_and_base_with_generation_config(round0):
     config = json.loads(predictions["generation_config"][0])
     assert config["do_sample"] is False and config["max_new_tokens"] == 64
     assert (predictions["round"] == 0).all() and predictions["checkpoint_id"].n_unique() == 1
+
+
+def test_the_student_beats_its_base_on_documents_it_read_but_was_never_quizzed_on(round0):
+    """The test split holds QA pairs of documents whose pairs were never trained on; the student read
+    those documents in student_base. Its token F1 interval must lie entirely above its base's."""
+    history = read(round0["root"], "eval_history").filter((pl.col("topic") == "__all__")
+                                                          & (pl.col("metric") == "token_f1"))
+    scores = {r["model_role"]: r for r in history.iter_rows(named=True)}
+    assert scores["student"]["n"] >= 30
+    assert scores["student"]["ci_low"] > scores["base"]["ci_high"], scores
 
 
 def test_metrics_heuristic_and_judged_with_intervals_and_plottable_metadata(round0):
