@@ -7,7 +7,16 @@ command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# torch==2.13.0 is pinned: pip takes the local CPU wheel; nothing pulls CUDA packages.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+PIP=(.venv/bin/python -m pip --quiet --disable-pip-version-check)
+# uv installs the pinned set in seconds where pip takes minutes. It does not read pip's config, so it
+# is shown the folders pip's config lists as find-links: that is where the local CPU wheel of
+# torch==2.13.0 lies. pip remains the fallback; either way nothing pulls CUDA packages.
+"${PIP[@]}" install -c constraints.txt uv
+links=()
+for folder in $(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true); do
+  links+=(--find-links "$folder")
+done
+.venv/bin/python -m uv pip install --quiet --python .venv/bin/python "${links[@]}" -c constraints.txt -e '.[dev]' \
+  || "${PIP[@]}" install -c constraints.txt -e '.[dev]'
 mkdir -p .dagster_home
 [ -f .dagster_home/dagster.yaml ] || cp dagster.yaml .dagster_home/dagster.yaml
