@@ -25,7 +25,7 @@ class ReadSettings(dg.Config):
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
           deps=["raw_documents"], pool="gpu", kinds={"pytorch"},
           check_specs=[dg.AssetCheckSpec("loss_decreased", asset="student_base",
-                                         description="Reported by the reader: mean of the last 5 logged losses is "
+                                         description="Reported by the reader: mean of the last 5 logged losses (fewer if fewer were logged) is "
                                                      "below the mean of the first 5 (absent when nothing was read).")])
 def student_base(context: dg.AssetExecutionContext, config: ReadSettings, delta: DeltaStore,
                  launcher: TrainingLauncher):

@@ -346,10 +346,11 @@ def stage_main(argv: list[str] | None, description: str, default_config: Path, a
                 pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record),
                                                                         "type": "json"}})
                 losses = [r["loss"] for r in record["curve"] if "loss" in r]
-                first, last = (sum(losses[:5]) / len(losses[:5]), sum(losses[-5:]) / len(losses[-5:])) \
-                    if losses else (0, 0)
-                pipes.report_asset_check(check_name="loss_decreased", passed=bool(losses) and last < first,
-                                         metadata={"first_losses_mean": first, "last_losses_mean": last})
+                k = min(5, len(losses) // 2)  # the first and last k logged losses never overlap
+                first, last = (sum(losses[:k]) / k, sum(losses[-k:]) / k) if k else (0, 0)
+                pipes.report_asset_check(check_name="loss_decreased", passed=bool(k) and last < first,
+                                         metadata={"first_losses_mean": first, "last_losses_mean": last,
+                                                   "logged_losses": len(losses)})
             else:
                 print(json.dumps(record))
         return 0

@@ -21,8 +21,8 @@ from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking
 
-# The offline defaults of the main command: the student reads physics, then learns from its QA pairs.
-TRAIN = {}
+# The student reads physics (the default reading), then learns from its QA pairs for longer than the main command.
+TRAIN = {"num_train_epochs": 6}
 EVAL_GRAPH = [pretrain.student_base, train.student_checkpoint, *evaluate.EVAL_ASSETS]
 
 
