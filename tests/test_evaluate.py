@@ -181,8 +181,8 @@ def test_garbage_judge_is_recorded_unparseable_never_zero_and_the_check_fails(ro
 
 def test_missing_checkpoint_files_fail_with_a_clear_error(round0, tmp_path):
     record = read(round0["root"], "student_checkpoint").row(0, named=True)
-    adapter = Path(record["artifact_uri"])
-    weights = adapter / "adapter_model.safetensors"
+    assert record["finetune"] == "full"  # the config-built default: the checkpoint is the whole model
+    weights = Path(record["artifact_uri"]) / "model.safetensors"
     moved = tmp_path / "weights"
     shutil.move(weights, moved)
     try:
@@ -195,7 +195,7 @@ def test_missing_checkpoint_files_fail_with_a_clear_error(round0, tmp_path):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.step_failure_data.error)
-    assert "partition physics" in message and "adapter_model.safetensors" in message
+    assert "partition physics" in message and "model.safetensors" in message
 
 
 # --- the loop sensor -------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_feedback_asks_what_the_student_does_not_have():
     known = {p["question"] for p in corpus}
     fresh = heuristic_pairs(PASSAGE, max_pairs=8, known=known)
     assert fresh and not known & {p["question"] for p in fresh}
-    assert {p["kind"] for p in fresh} == {"cloze"}  # clozes on further key terms, held back from the corpus
+    # clozes and completions on further key terms, held back from the corpus
+    assert {p["kind"] for p in fresh} <= {"cloze", "completion"} and "cloze" in {p["kind"] for p in fresh}
     # A corpus cut short leaves whole forms for the feedback round: the reverse directions come next.
     short = {p["question"] for p in heuristic_pairs(PASSAGE, max_pairs=5)}
     assert "reverse_definition" in {p["kind"] for p in heuristic_pairs(PASSAGE, max_pairs=8, known=short)}
@@ -127,3 +128,16 @@ def test_forms_of_one_fact_survive_the_filters_and_are_counted():
     counts = form_counts(filtered)
     assert counts == {kind: len(group) for kind, group in by_kind(pairs).items()}
     assert list(counts)[0] == "cloze" and sum(counts.values()) == len(pairs)
+
+
+def test_completion_asks_the_statement_up_to_a_key_term():
+    from nexa_core.question_forms import completion_forms
+
+    sentence = "A laser is a device that produces coherent light by stimulated emission."
+    pairs = completion_forms(sentence)
+    assert pairs and all(p["kind"] == "completion" for p in pairs)
+    by_answer = {p["answer"]: p["question"] for p in pairs}
+    assert by_answer["emission"] == "Complete the statement: A laser is a device that produces coherent light by " \
+                                    "stimulated ..."
+    assert all(sentence.startswith(q.removeprefix("Complete the statement: ").removesuffix(" ...") + " " + a)
+               for a, q in by_answer.items())  # the answer is what the statement says next
