@@ -19,7 +19,7 @@ from nexa_core.benchmark import (ALL_SUITES, HISTORY_TABLE, OFFLINE, BenchmarkCo
 from nexa_core.generate import CheckpointError, verify_checkpoint
 from nexa_core.ids import content_id
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
-from resources.launcher import LauncherError, TrainingLauncher
+from resources.launcher import TrainingLauncher
 
 _DEFAULTS = BenchmarkConfig()
 
@@ -104,16 +104,8 @@ def benchmark_scores(context: dg.AssetExecutionContext, config: BenchmarkSetting
     command = [launcher.python, "-m", "nexa_core.benchmark", "--checkpoint", checkpoint["artifact_uri"],
                "--suite-dir", str(folder), "--domain", domain, "--output", output,
                "--config", json.dumps(asdict(settings)), "--expect-sha256", checkpoint["files_sha256"]]
-    try:
-        results = launcher.launch(context, command, env={**(delta.storage_options or {}), **OFFLINE}).get_results()
-    except LauncherError as exc:
-        reason = launcher.failure_reason(out_dir)
-        raise dg.Failure(f"{exc}" + (f"; the benchmark runner said: {reason}" if reason else "")) from exc
-    reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
-    if not reported:
-        raise dg.Failure(f"partition {domain}: the benchmark runner reported no scores; "
-                         f"it said: {launcher.failure_reason(out_dir) or 'nothing'}")
-    run = json.loads(reported[0].metadata["benchmark"].value)
+    run, _ = launcher.run_reporting(context, command, {**(delta.storage_options or {}), **OFFLINE}, out_dir,
+                                    "benchmark runner", "benchmark")
     recorded = {**asdict(settings), "chat_template_applied": run["chat_template"],
                 "system_prompt_applied": run["system_prompt"], "lm_eval_version": run["lm_eval_version"],
                 "device": run["device"], "dtype": run["dtype"]}

@@ -26,7 +26,7 @@ from nexa_core.leaderboard import leaderboard_markdown, rank_checkpoints, write_
 from nexa_core.prompts import load_template
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
-from resources.launcher import LauncherError, TrainingLauncher
+from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
 
 GROUP = "evaluate"
@@ -68,16 +68,8 @@ def eval_predictions(context: dg.AssetExecutionContext, config: GenerateSettings
                "--domain", domain, "--output", output, "--roles", ",".join(config.roles),
                "--expect-sha256", checkpoint["files_sha256"],
                *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
-    try:
-        results = launcher.launch(context, command, env=dict(delta.storage_options or {})).get_results()
-    except LauncherError as exc:
-        reason = launcher.failure_reason(out_dir)
-        raise dg.Failure(f"{exc}" + (f"; the generator said: {reason}" if reason else "")) from exc
-    reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
-    if not reported:
-        raise dg.Failure(f"partition {domain}: the generator reported no predictions; "
-                         f"it said: {launcher.failure_reason(out_dir) or 'nothing'}")
-    summary = json.loads(reported[0].metadata["predictions"].value)
+    summary, _ = launcher.run_reporting(context, command, dict(delta.storage_options or {}), out_dir, "generator",
+                                        "predictions")
     predictions = schemas.conform(pl.read_parquet(output).with_columns(
         domain=pl.lit(domain), round=pl.lit(checkpoint["round"]), checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
         sft_version=pl.lit(checkpoint["sft_version"]), generation_config=pl.lit(json.dumps(generation))),
