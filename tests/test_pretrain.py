@@ -1,19 +1,14 @@
 """student_base: the student reads its domain's documents before SFT (stage 1), through the launcher."""
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import polars as pl
-import psutil
 
 from nexa_core.student import build_default_student
 from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
 from resources.launcher import TrainingLauncher
-from test_train import FAST_READ, materialize_base
+from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
 from graph_helpers import materialize_domain
 
 
@@ -54,20 +49,9 @@ def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw
     overrides = {**FAST_READ, "max_steps": 40, "save_steps": 4}
     out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
         "physics", 0, config_hash(load_config(PRETRAIN_CONFIG, overrides)), stage="read"))
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault(
-        "first", materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=False)))
-    runner.start()
-    deadline = time.time() + 300
-    while not list((out_dir / "trainer").glob("checkpoint-*/trainer_state.json")):
-        assert time.time() < deadline and runner.is_alive(), "no checkpoint was saved"
-        time.sleep(0.2)
-    readers = [p for p in psutil.Process().children(recursive=True) if "nexa_core.pretrain" in " ".join(p.cmdline())]
-    assert len(readers) == 1
-    os.kill(readers[0].pid, signal.SIGKILL)
-    runner.join(timeout=120)
-    assert not outcome["first"].success and not (out_dir / "model").exists()
-    saved = max(int(p.parent.name.split("-")[1]) for p in (out_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
+    saved = kill_after_first_checkpoint(
+        lambda: materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=False),
+        out_dir, "nexa_core.pretrain")
     assert materialize_base(instance, tmp_path, delta_root, overrides).success
     manifest = json.loads((out_dir / "model" / "manifest.json").read_text())
     assert manifest["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40 and manifest["steps"] == 40

@@ -101,30 +101,37 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
     assert [m.step for m in history] == list(range(1, 7))
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, physics_sft):
-    overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
-    out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
-        "physics", 0, config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)}))))
+def kill_after_first_checkpoint(materialize, out_dir: Path, module: str) -> int:
+    """Run `materialize` in a thread, SIGKILL the `python -m module` process it launches once a trainer
+    checkpoint is complete, check the run failed with nothing committed; the newest saved step."""
     outcome = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault(
-        "first", materialize_checkpoint(instance, tmp_path, physics_sft, overrides, raise_on_error=False)))
+    runner = threading.Thread(target=lambda: outcome.setdefault("first", materialize()))
     runner.start()
     deadline = time.time() + 300
     while not list((out_dir / "trainer").glob("checkpoint-*/trainer_state.json")):
         assert time.time() < deadline and runner.is_alive(), "no checkpoint was saved"
         time.sleep(0.2)
-    trainers = [p for p in psutil.Process().children(recursive=True) if "nexa_core.train" in " ".join(p.cmdline())]
-    assert len(trainers) == 1
-    os.kill(trainers[0].pid, signal.SIGKILL)
+    processes = [p for p in psutil.Process().children(recursive=True) if module in " ".join(p.cmdline())]
+    assert len(processes) == 1
+    os.kill(processes[0].pid, signal.SIGKILL)
     runner.join(timeout=120)
     assert not outcome["first"].success
-    assert not (out_dir / "model").exists()  # nothing half-done was committed
-    saved = sorted(int(p.parent.name.split("-")[1]) for p in (out_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
+    assert not (out_dir / "model").exists() and not (out_dir / "adapter").exists()  # nothing half-done committed
+    return max(int(p.parent.name.split("-")[1]) for p in (out_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, physics_sft):
+    overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
+    out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
+        "physics", 0, config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)}))))
+    saved = kill_after_first_checkpoint(
+        lambda: materialize_checkpoint(instance, tmp_path, physics_sft, overrides, raise_on_error=False),
+        out_dir, "nexa_core.train")
 
     second = materialize_checkpoint(instance, tmp_path, physics_sft, overrides)
     assert second.success
     record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
-    assert record["resumed_from"].endswith(f"checkpoint-{saved[-1]}") and saved[-1] < 40
+    assert record["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40
     assert record["steps"] == 40
 
 
