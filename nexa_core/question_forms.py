@@ -87,9 +87,14 @@ def _pair(kind: str, question: str, answer: str) -> dict:
     return {"kind": kind, "question": question, "answer": answer}
 
 
+def split_sentences(text: str) -> list[str]:
+    """The text's sentences, whitespace collapsed: a break after . ! or ? before a capital or a digit."""
+    return [s.strip() for s in _SENTENCES.split(" ".join(text.split()))]
+
+
 def sentences(passage: str) -> list[str]:
     """The passage's sentences, whitespace collapsed; fragments of 20 characters or less dropped."""
-    return [s.strip() for s in _SENTENCES.split(" ".join(passage.split())) if len(s.strip()) > 20]
+    return [s for s in split_sentences(passage) if len(s) > 20]
 
 
 def is_layout_answer(answer: str) -> bool:

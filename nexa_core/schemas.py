@@ -216,6 +216,9 @@ EVAL_SCORES = {
 
 # One row per (checkpoint, model role, topic, metric) every time eval_metrics runs; topic "__all__"
 # is the whole domain. The leaderboard and the feedback loop read this history.
+# An aggregate score: its mean, 95% bootstrap interval and sample size (eval and benchmark history).
+MEAN_WITH_INTERVAL = {"mean": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64}
+
 EVAL_HISTORY = {
     "domain": pl.String,
     "round": pl.Int64,
@@ -224,10 +227,7 @@ EVAL_HISTORY = {
     "model_role": pl.String,
     "topic": pl.String,
     "metric": pl.String,
-    "mean": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "n": pl.Int64,
+    **MEAN_WITH_INTERVAL,
     "created_at": pl.Datetime("us", "UTC"),
 }
 
@@ -269,10 +269,7 @@ BENCHMARK_HISTORY = {
     "suite": pl.String,
     "topic": pl.String,
     "metric": pl.String,
-    "mean": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "n": pl.Int64,
+    **MEAN_WITH_INTERVAL,
     "chance": pl.Float64,  # expected accuracy of a uniform guess (multiple choice); null otherwise
     "created_at": pl.Datetime("us", "UTC"),
 }

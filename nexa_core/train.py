@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from nexa_core.question_forms import split_sentences
 from nexa_core.student import MANIFEST
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -97,16 +97,13 @@ def conversation_rows(tokenizer, conversations: list[list[dict]]) -> list[dict]:
     return rows
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
-
-
 def reading_texts(documents: list[str], sentences: bool) -> list[str]:
     """What the student reads: every document whole and, with `sentences`, every sentence again on its
     own. A fact read only inside its document is tied to everything before it; read alone it is tied to
     its own words, which is what a question about it can reach."""
     texts = list(documents)
     if sentences:
-        texts += [s for doc in documents for s in _SENTENCE_END.split(" ".join(doc.split())) if len(s.split()) >= 4]
+        texts += [s for doc in documents for s in split_sentences(doc) if len(s.split()) >= 4]
     return texts
 
 
