@@ -1,6 +1,6 @@
 """Filter + dedup throughput on synthetic pairs, against datasketch's MinHash LSH used directly.
 
-Usage: python bench/distill.py [--sizes 25000 50000 100000]
+Usage: python bench/distill.py [--sizes 25000 50000 100000] [--smoke]
 
 Each (method, size) runs in a fresh subprocess so peak RSS is its own; "over the loaded input" is
 the peak minus the peak reached once the input frames were built, i.e. the method's working memory. The corpus has 20% planted
@@ -113,12 +113,19 @@ def summarise(name, n, seconds, dup, planted, base_rss) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[25000, 50000, 100000])
+    parser.add_argument("--smoke", action="store_true", help="2,000 pairs: checks the benchmark runs")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         method, n = args.one
         print(json.dumps((run_nexa if method == "nexa" else run_datasketch)(int(n))))
         return
+    if args.smoke:
+        args.sizes = [2000]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from corpus import machine_line
+
+    print(machine_line(), flush=True)
     rows = []
     for n in args.sizes:
         for method in ("nexa", "datasketch"):

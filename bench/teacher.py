@@ -1,7 +1,7 @@
 """Teacher collection throughput against a local OpenAI-compatible server with a fixed latency.
 
 Usage: python bench/teacher.py [--requests 4000] [--latency 0.1] [--concurrency 32 128]
-                               [--sequential-requests 200]
+                               [--sequential-requests 200] [--smoke]
 
 For each concurrency, the same requests go (1) through this project's collector (worker pool,
 dispatch ledger and response cache in Delta, exactly what teacher_outputs runs), (2) through
@@ -94,7 +94,13 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--sequential-requests", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="200 requests at concurrency 16: checks the benchmark runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.concurrency, args.sequential_requests = 200, [16], 20
+    from corpus import machine_line
+
+    print(machine_line(), flush=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from teacher_distilabel import distilabel_run
@@ -147,6 +153,8 @@ def main() -> int:
               f"{r['ours_rps'] / sequential_rps:>12.1f} {r['server_cpu_share']:>10.0%} "
               f"{r['rerun_calls']:>3} calls {r['rerun_seconds']:>6.2f} s")
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if args.smoke:
+        return 0
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "teacher.json").write_text(json.dumps({"args": vars(args), "sequential_rps": sequential_rps,

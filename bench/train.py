@@ -1,15 +1,27 @@
-"""Training throughput: this project's trainer configuration against plain TRL SFTTrainer defaults.
+"""Training throughput: this project's trainer against plain TRL SFTTrainer defaults, same data, same epochs.
 
-Usage: python bench/train.py [--domain physics] [--repeat 8] [--epochs 1]
-       python bench/train.py --shape 0.5b [--full-finetune] --peak-tflops 989   # on an H100 (bf16 dense)
+Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b] [--finetune lora full]
+                             [--variant NAME:KEY=YAML,...] [--examples FILE] [--smoke]
+       python bench/train.py --shape 0.5b --finetune lora full --peak-tflops 989 --repeat 32   # H100, bf16 dense
 
-Both runs use the same model (the offline default student, built from a config with a tokenizer
-trained on the corpus), the same LoRA config (or none with --full-finetune) and the same SFT examples (the domain's sample corpus
-through the distillation stages, the train split repeated --repeat times), one process each.
-tokens/s counts real (non-padding) tokens: epochs x tokens of the tokenized examples / train time.
-MFU = 6 x parameters x tokens/s / peak, where peak is measured here with a large fp32 matmul
-(CPU) or taken from the GPU's dense bf16 spec (--peak-tflops).
+- nexa: nexa_core.train.fit (what student_checkpoint runs) with nexa_core/configs/train_default.yaml: the
+  conversations as prompt/completion rows, BFD packing without padding, bf16 on CUDA. Checkpoint saving is
+  off in both runs (it measures the disk, not the trainer). --variant adds runs of the same trainer with
+  config overrides (dotted keys reach into sections), e.g.
+  `--variant flex:attn_implementation=flex_attention,trainer_args.use_liger_kernel=true`.
+- trl-defaults: SFTTrainer on the same conversations with SFTConfig's defaults (batch 8, no packing,
+  gradient checkpointing on, bf16 where supported) and the same LoRA config (none with full fine-tuning).
+
+Both train the same model (the default student's architecture built from a config, random weights: throughput
+only; --shape 0.5b is a Llama with a Qwen2-0.5B-shaped body, 24 x 896, GQA 14/2, vocabulary 32000 from a
+tokenizer trained on the corpus, 0.36B parameters) on the domain's SFT train split (bench/corpus.py) repeated
+--repeat times, each in its own process. tokens/s counts real tokens (prompt and answer, no padding) over the
+train() wall time. MFU = model FLOPs per token x tokens/s / peak, with 6N FLOPs per token for a full fine-tune
+and 4N + 2N_trainable for LoRA (no weight gradients for frozen weights); attention FLOPs are left out (rows
+are short). Peak: --peak-tflops, else a large matmul measured here.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -20,118 +32,152 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from corpus import load as load_corpus, machine_line  # noqa: E402
 
-def sft_examples(domain: str) -> list:
-    from nexa_core.documents import load_domain
-    from nexa_core.filters import filter_pairs
-    from nexa_core.prompts import load_template
-    from nexa_core.sft import build_sft_dataset
-    from nexa_core import schemas
-    from nexa_core.teacher import HeuristicTeacher, collect_responses
-    from nexa_core.teacher_inputs import build_teacher_inputs
-
-    docs, _ = load_domain(ROOT / "data" / "raw", domain)
-    inputs = build_teacher_inputs(docs, load_template("qa_pairs_v1"))
-    outputs, _ = collect_responses(inputs, HeuristicTeacher(), lambda h: schemas.empty(schemas.TEACHER_CACHE),
-                                   lambda rows: None)
-    sft = build_sft_dataset(filter_pairs(outputs, inputs))
-    return sft.filter(sft["split"] == "train")["messages"].to_list()
+SHAPES = {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "vocab_size": 4096},
+          "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "layers": 24, "heads": 14, "kv_heads": 2,
+                   "vocab_size": 32000}}
+BASELINE = "trl-defaults"
 
 
 def measured_peak_flops() -> float:
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    cuda = torch.cuda.is_available()
+    n, dtype = (8192, torch.bfloat16) if cuda else (2048, torch.float32)
+    a, b = (torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu") for _ in range(2))
     torch.mm(a, b)
-    start, n = time.perf_counter(), 10
-    for _ in range(n):
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
         torch.mm(a, b)
-    return 2 * 2048 ** 3 * n / (time.perf_counter() - start)
+    if cuda:
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * 10 / (time.perf_counter() - start)
 
 
-# Model shapes: the offline default, and a Llama with a Qwen2-0.5B-shaped body (24 x 896, GQA 14/2; random
-# weights: throughput only). The vocabulary is the corpus tokenizer's, so it has ~0.36B parameters, not 0.49B.
-SHAPES = {"tiny": {}, "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "layers": 24, "heads": 14,
-                               "kv_heads": 2, "vocab_size": 32000}}
+def parse_variant(text: str) -> tuple[str, dict]:
+    """NAME:KEY=YAML,KEY=YAML -> (name, overrides of train_default.yaml)."""
+    from nexa_core.train import parse_sets
+
+    name, _, sets = text.partition(":")
+    return name, parse_sets([s for s in sets.split(",") if s])
 
 
-def run_one(mode: str, model_dir: str, data_file: str, epochs: int, peak: float, full: bool) -> dict:
-    import datasets
+def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file: str, epochs: int) -> dict:
     import torch
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
 
-    from nexa_core.student import LORA_TARGETS, load_student
-    from nexa_core.train import load_config, packing_length, token_lengths
+    from nexa_core.student import load_student
+    from nexa_core.train import attention, conversation_rows, fit, load_config, lora_config
 
-    messages = json.loads(Path(data_file).read_text())
-    model, tokenizer = load_student(model_dir)
-    cfg = load_config()
-    lora = LoraConfig(r=cfg["lora"]["r"], lora_alpha=cfg["lora"]["alpha"], lora_dropout=cfg["lora"]["dropout"],
-                      target_modules=LORA_TARGETS["llama"], task_type="CAUSAL_LM")
-    out = tempfile.mkdtemp()
-    common = dict(output_dir=out, num_train_epochs=epochs, report_to=[], save_strategy="no", logging_steps=50,
-                  disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=0)
-    if mode == "nexa":
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        # The trainer's own rule for the packed row length (no flash attention here unless CUDA has it).
-        length = packing_length(token_lengths(tokenizer, messages), cfg["max_length"], False)
-        args = SFTConfig(**common, max_length=length, packing=True, assistant_only_loss=True,
-                         per_device_train_batch_size=cfg["per_device_train_batch_size"],
-                         learning_rate=cfg["learning_rate"], bf16=bf16)
+    conversations = json.loads(Path(data_file).read_text())
+    out = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
+    config = load_config(overrides={"num_train_epochs": epochs, "save_steps": 10 ** 9, "logging_steps": 50,
+                                    **overrides})
+    cuda = torch.cuda.is_available()
+    if variant == BASELINE:  # loaded as any TRL user would, without this project's loader
+        import datasets
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import SFTConfig, SFTTrainer
+
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
     else:
-        args = SFTConfig(**common)  # TRL's defaults otherwise
-    dataset = datasets.Dataset.from_dict({"messages": messages})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=None if full else lora)
-    real_tokens = sum(len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
-                      for m in messages) * epochs
-    result = trainer.train()
-    seconds = result.metrics["train_runtime"]
-    params = sum(p.numel() for p in trainer.model.parameters())
-    tps = real_tokens / seconds
-    return {"mode": mode, "tokens": real_tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tps),
-            "steps": trainer.state.global_step, "params": params, "mfu": 6 * params * tps / peak}
+        model, tokenizer = load_student(model_dir, attn_implementation=attention(config))
+    lora = None if full else lora_config(config, model)
+    rows = conversation_rows(tokenizer, conversations)
+    if variant == BASELINE:
+        args = SFTConfig(output_dir=str(out), num_train_epochs=epochs, report_to=[], save_strategy="no",
+                         logging_steps=50, disable_tqdm=True, use_cpu=not cuda, seed=0)
+        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora,
+                             train_dataset=datasets.Dataset.from_dict({"messages": conversations}))
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    else:
+        fitted = fit(model, tokenizer, rows, [], config, out, "bench", peft_config=lora, log=lambda message: None)
+        trainer, seconds = fitted["trainer"], fitted["record"]["wall_seconds"]
+    unique = {id(p): p for p in trainer.model.parameters()}.values()  # tied embeddings once
+    params = sum(p.numel() for p in unique)
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    tokens = sum(len(r["input_ids"]) for r in rows) * epochs
+    return {"variant": variant, "finetune": "full" if full else "lora", "tokens": tokens, "seconds": seconds,
+            "steps": trainer.state.global_step, "params": params, "trainable": trainable,
+            "flops_per_token": 6 * params if full else 4 * params + 2 * trainable,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
+            "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default="physics")
-    parser.add_argument("--repeat", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=8, help="the train split this many times over")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--peak-tflops", type=float, help="GPU dense bf16 peak; default: measured fp32 matmul peak")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    parser.add_argument("--full-finetune", action="store_true", help="train all weights instead of LoRA")
-    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--finetune", nargs="+", choices=["lora", "full"], default=["lora"])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=YAML,...")
+    parser.add_argument("--peak-tflops", type=float, help="the device's peak (e.g. 989 for H100 bf16 dense)")
+    parser.add_argument("--examples", help="the domain's data as JSON (bench/corpus.py): read if present, else written")
+    parser.add_argument("--out", help="also write the rows as JSON lines here")
+    parser.add_argument("--timeout", type=float, help="seconds allowed to each run")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="run trl-defaults (--no-baseline: only this project's variants, when exploring)")
+    parser.add_argument("--smoke", action="store_true", help="tiny shape, 16 examples, both fine-tunes")
+    parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        mode, model_dir, data_file = args.one
-        peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak_flops()
-        print(json.dumps(run_one(mode, model_dir, data_file, args.epochs, peak, args.full_finetune)
-                         | {"peak_flops": peak}))
-        return
-
+        variant, overrides, finetune, model_dir, data_file = args.one
+        print(json.dumps(run_one(variant, json.loads(overrides), finetune == "full", model_dir, data_file,
+                                 args.epochs)))
+        return 0
+    if args.smoke:
+        args.shape, args.repeat, args.finetune = "tiny", 1, ["lora", "full"]
+    print(machine_line(), flush=True)
     from nexa_core.student import build_default_student
 
-    work = Path(tempfile.mkdtemp())
-    messages = sft_examples(args.domain) * args.repeat
-    (work / "data.json").write_text(json.dumps(messages))
-    build_default_student([m["content"] for msgs in messages for m in msgs], work / "student", **SHAPES[args.shape])
-    rows = {}
-    for mode in ("nexa", "trl-defaults"):
-        cmd = [sys.executable, __file__, "--epochs", str(args.epochs), "--one", mode, str(work / "student"),
-               str(work / "data.json")] + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []) \
-            + (["--full-finetune"] if args.full_finetune else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-        rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = rows[mode]
-        print(f"{mode:13s} {len(messages)} examples  {r['tokens']} tokens  {r['steps']} steps  {r['seconds']:7.2f} s  "
-              f"{r['tokens_per_s']:>8} tokens/s  MFU {100 * r['mfu']:.2f}% of {r['peak_flops'] / 1e9:.0f} GFLOP/s",
-              flush=True)
-    print(f"ratio: {rows['nexa']['tokens_per_s'] / rows['trl-defaults']['tokens_per_s']:.2f}x tokens/s")
+    train = [row["messages"] for row in load_corpus(args.domain, args.examples)["splits"]["train"]]
+    conversations = (train[:16] if args.smoke else train) * args.repeat
+    work = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
+    (work / "data.json").write_text(json.dumps(conversations))
+    build_default_student([m["content"] for msgs in train for m in msgs], work / "student", seed=0,
+                          **SHAPES[args.shape])
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak_flops()
+    variants = [(BASELINE, {})] * args.baseline + [("nexa", {})] + [parse_variant(v) for v in args.variant]
+    print(f"{len(conversations)} conversations ({args.domain} train split x {args.repeat}), {args.epochs} epoch(s), "
+          f"shape {args.shape}, peak {peak / 1e12:.1f} TFLOP/s\n"
+          f"{'variant':18s} {'finetune':8s} {'params':>8s} {'tokens':>9s} {'steps':>6s} {'seconds':>8s} "
+          f"{'tokens/s':>9s} {'x base':>6s} {'MFU':>6s} {'peak GiB':>8s}", flush=True)
+    rows = []
+    for finetune in args.finetune:
+        base_tps = None
+        for name, overrides in variants:
+            cmd = [sys.executable, __file__, "--epochs", str(args.epochs), "--one", name, json.dumps(overrides),
+                   finetune, str(work / "student"), str(work / "data.json")]
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{name:18s} {finetune:8s} stopped after {args.timeout:.0f} s", flush=True)
+                continue
+            if done.returncode:
+                print(f"{name:18s} {finetune:8s} FAILED:\n{done.stderr[-3000:]}", flush=True)
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["tokens_per_s"] = row["tokens"] / row["seconds"]
+            row["mfu"] = row["flops_per_token"] * row["tokens_per_s"] / peak
+            base_tps = row["tokens_per_s"] if name == BASELINE else base_tps
+            row["vs_baseline"] = row["tokens_per_s"] / base_tps if base_tps else None
+            rows.append(row | {"overrides": overrides, "shape": args.shape, "peak_flops": peak})
+            memory = f"{row['peak_memory_gib']:8.1f}" if row["peak_memory_gib"] is not None else f"{'-':>8s}"
+            ratio = f"{row['vs_baseline']:5.2f}x" if row["vs_baseline"] else f"{'-':>6s}"
+            print(f"{name:18s} {finetune:8s} {row['params'] / 1e6:7.1f}M {row['tokens']:9d} {row['steps']:6d} "
+                  f"{row['seconds']:8.1f} {row['tokens_per_s']:9.0f} {ratio} {100 * row['mfu']:5.1f}% {memory}",
+                  flush=True)
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0 if len(rows) == len(args.finetune) * len(variants) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

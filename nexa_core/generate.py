@@ -76,7 +76,8 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
     stops = stop_token_ids(model, tokenizer)
     generation = GenerationConfig(
         max_new_tokens=config["max_new_tokens"], do_sample=config["do_sample"], num_beams=config["num_beams"],
-        repetition_penalty=config["repetition_penalty"], pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+        repetition_penalty=config["repetition_penalty"], pad_token_id=tokenizer.pad_token_id, eos_token_id=stops,
+        cache_implementation=config.get("cache_implementation"))
     tokenizer.padding_side = "left"  # every prompt ends where its answer starts
     model.eval()
     set_seed(config["seed"])  # a sampled run repeats too

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
-from nexa_core.train import (PRETRAIN_CONFIG, commit_model, committed, config_hash, document_rows, fit, read_documents,
-                             reading_texts, stage_main)
+from nexa_core.train import (PRETRAIN_CONFIG, attention, commit_model, committed, config_hash, document_rows, fit,
+                             read_documents, reading_texts, stage_main)
 
 
 def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
@@ -44,7 +44,7 @@ def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, 
         load_student(base)  # fail here, naming the setting, rather than in SFT
         log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
         return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
-    model, tokenizer = load_student(base)
+    model, tokenizer = load_student(base, attn_implementation=attention(config))
     rows = document_rows(tokenizer, reading_texts(documents, config["sentences"]), config["max_length"])
     log(f"partition {domain}: reading {len(documents)} documents, {sum(len(r['input_ids']) for r in rows)} tokens")
     fitted = fit(model, tokenizer, rows, [], config, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)

@@ -90,6 +90,17 @@ def attention_implementation() -> str:
     return "flash_attention_2" if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
+def prefer_shape_free_sdpa() -> None:
+    """On CUDA, keep PyTorch's SDPA off its cuDNN backend. cuDNN builds an execution plan for every new
+    shape, and packed batches and generation change shape at every step: on an H100 that planning cost
+    2.7 ms of CPU per attention call (forward) and 3.4 ms (backward), 40% of a training step of a 0.36B
+    student. The flash and memory-efficient backends have no such cost."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def load_student(name_or_path: str, dtype=None, attn_implementation: str | None = None):
     """(model, tokenizer) from a local folder or a hub id (hub ids need network, or a warm cache)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,6 +112,8 @@ def load_student(name_or_path: str, dtype=None, attn_implementation: str | None 
     except (OSError, ValueError) as exc:
         raise ValueError(f"base_model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
                          f"available offline ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    if model.config._attn_implementation == "sdpa":
+        prefer_shape_free_sdpa()
     if tokenizer.chat_template is None:
         tokenizer.chat_template = CHAT_TEMPLATE
     if tokenizer.pad_token is None:

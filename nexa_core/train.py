@@ -60,6 +60,10 @@ def sha256_files(folder: Path) -> dict[str, str]:
     return out
 
 
+# Attention that runs packed documents each on its own (varlen kernels, or flex attention's block mask)
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
 def packing_length(lengths: list[int], cap: int, varlen_attention: bool) -> int:
     """Length of a packed row. With varlen (flash) attention packed documents cost what they would
     alone, so rows are as long as allowed. Without it (SDPA/eager, CPU) a packed row pays attention
@@ -151,10 +155,10 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    flash = cuda and model.config._attn_implementation in ("flash_attention_2", "flash_attention_3")
     max_length = config["max_length"]
     if config["packing"]:
-        max_length = packing_length([len(r["input_ids"]) for r in train_rows], max_length, flash)
+        max_length = packing_length([len(r["input_ids"]) for r in train_rows], max_length,
+                                    cuda and model.config._attn_implementation in VARLEN_ATTENTION)
         log(f"partition {domain}: packing rows of {max_length} tokens")
     has_eval = bool(eval_rows)
     early_stop = has_eval and config.get("early_stopping_patience", 0) > 0
@@ -169,7 +173,7 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
         save_strategy="steps", save_steps=config["save_steps"], save_total_limit=config["save_total_limit"],
         eval_strategy="steps" if has_eval else "no", eval_steps=config["eval_steps"],
         load_best_model_at_end=early_stop, metric_for_best_model="eval_loss", seed=config["seed"], report_to=[],
-        use_cpu=not cuda, dataloader_num_workers=0, disable_tqdm=True)
+        use_cpu=not cuda, dataloader_num_workers=0, disable_tqdm=True, **(config.get("trainer_args") or {}))
     curve: list[dict] = []
 
     class Report(TrainerCallback):
@@ -243,14 +247,27 @@ def full_finetune(config: dict, base_dir: str) -> bool:
     return manifest.is_file() and bool(json.loads(manifest.read_text()).get("built_from_config"))
 
 
+def attention(config: dict) -> str | None:
+    """The configured attention implementation; `auto` (or unset) lets load_student choose."""
+    value = config.get("attn_implementation", "auto")
+    return None if value in (None, "auto") else value
+
+
+def lora_config(config: dict, model):
+    from peft import LoraConfig
+
+    from nexa_core.student import lora_targets
+
+    return LoraConfig(r=config["lora"]["r"], lora_alpha=config["lora"]["alpha"], lora_dropout=config["lora"]["dropout"],
+                      target_modules=lora_targets(model, config["lora"]["target_modules"]), task_type="CAUSAL_LM")
+
+
 def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_metrics=None,
           documents: list[str] | None = None) -> dict:
     """SFT from config["base_model"] (normally the domain's student_base) and save; return the
     checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
     causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
-    from peft import LoraConfig
-
-    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student, lora_targets
+    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
 
     train_rows = splits["train"]
     if train_rows.height < config["min_train_examples"]:
@@ -267,11 +284,9 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
             texts = [m["content"] for msgs in train_rows["messages"].to_list() for m in msgs]
             build_default_student(texts, base_dir, seed=config["seed"], **load_config(PRETRAIN_CONFIG)["student"])
         base = str(base_dir)
-    model, tokenizer = load_student(base)
+    model, tokenizer = load_student(base, attn_implementation=attention(config))
     full = full_finetune(config, base)
-    lora = None if full else LoraConfig(
-        r=config["lora"]["r"], lora_alpha=config["lora"]["alpha"], lora_dropout=config["lora"]["dropout"],
-        target_modules=lora_targets(model, config["lora"]["target_modules"]), task_type="CAUSAL_LM")
+    lora = None if full else lora_config(config, model)
     rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
     qa_rows = len(rows)
     if documents and config.get("replay_documents"):  # what the student read, read again: no forgetting

@@ -242,3 +242,40 @@ def test_packing_length_fits_the_longest_example_without_varlen_attention():
     assert packing_length([10], 512, varlen_attention=False) == 64
     assert packing_length([900], 512, varlen_attention=False) == 512  # the cap still truncates
     assert packing_length([50], 512, varlen_attention=True) == 512
+
+
+def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
+    """cuDNN's SDPA plans every new shape (seen on an H100: 40% of a training step); the loader turns it off on
+    CUDA, and leaves the process alone on a CPU."""
+    import torch
+
+    from nexa_core.student import build_default_student, load_student
+
+    folder = build_default_student(["The speed of light is a constant."] * 4, tmp_path / "m", vocab_size=300)
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    load_student(str(folder))
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # no CUDA here: untouched
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        load_student(str(folder))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+
+
+def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
+    from nexa_core.student import build_default_student, load_student
+    from nexa_core.train import attention, conversation_rows, fit, load_config
+
+    config = load_config(overrides={"max_steps": 1, "packing": False, "attn_implementation": "eager",
+                                    "trainer_args.train_sampling_strategy": "group_by_length",
+                                    "trainer_args.max_grad_norm": 0.5})
+    assert attention(load_config()) is None and attention(config) == "eager"
+    texts = [f"Question {i}? Answer {i}." for i in range(8)]
+    model, tokenizer = load_student(str(build_default_student(texts, tmp_path / "m", vocab_size=300)),
+                                    attn_implementation=attention(config))
+    assert model.config._attn_implementation == "eager"
+    rows = conversation_rows(tokenizer, [[{"role": "user", "content": f"Question {i}?"},
+                                          {"role": "assistant", "content": f"Answer {i}."}] for i in range(8)])
+    trainer = fit(model, tokenizer, rows, [], config, tmp_path / "run", "physics", log=lambda m: None)["trainer"]
+    assert trainer.args.train_sampling_strategy == "group_by_length" and trainer.args.max_grad_norm == 0.5

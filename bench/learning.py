@@ -1,0 +1,92 @@
+"""What a student of a given size learns: reading -> SFT -> test split, student against its base, one domain.
+
+Usage: python bench/learning.py [--domain physics] [--read KEY=YAML ...] [--train KEY=YAML ...]
+                                [--examples FILE] [--smoke]
+       python bench/learning.py --read student.hidden_size=512 student.layers=8 student.heads=8 \
+           num_train_epochs=30 --train num_train_epochs=8        # a bigger default student, on a GPU
+
+The same functions the student_base, student_checkpoint and eval_predictions stages run (nexa_core.pretrain
+.read_corpus, nexa_core.train.train, nexa_core.generate), outside Dagster, on the domain's data from
+bench/corpus.py, with nexa_core/configs/{pretrain,train}_default.yaml plus the overrides given. The base is the
+student after reading, before SFT. Prints each stage's time and the test split's token F1 and exact match for
+both, mean [95% bootstrap interval] (nexa_core.metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from corpus import load as load_corpus, machine_line  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", default="physics")
+    parser.add_argument("--read", nargs="*", default=[], metavar="KEY=YAML", help="pretrain_default.yaml overrides")
+    parser.add_argument("--train", nargs="*", default=[], metavar="KEY=YAML", help="train_default.yaml overrides")
+    parser.add_argument("--examples", help="the domain's data as JSON (bench/corpus.py): read if present, else written")
+    parser.add_argument("--smoke", action="store_true", help="4 reading and 4 training steps, 8 test questions")
+    args = parser.parse_args()
+    print(machine_line(), flush=True)
+    import polars as pl
+    import torch
+
+    from nexa_core.generate import generate_answers, load_for_eval, load_generation_config
+    from nexa_core.metrics import aggregate, score_items
+    from nexa_core.pretrain import read_corpus
+    from nexa_core.train import PRETRAIN_CONFIG, load_config, parse_sets, train
+
+    data = load_corpus(args.domain, args.examples)
+    smoke = {"max_steps": 4} if args.smoke else {}
+    splits = {name: pl.DataFrame({"messages": [r["messages"] for r in rows], "topic": [r["topic"] for r in rows]})
+              for name, rows in data["splits"].items()}
+    test = splits["test"].head(8) if args.smoke else splits["test"]
+    work = Path(tempfile.mkdtemp(prefix="nexa-bench-learning-"))
+    quiet = lambda message: None  # noqa: E731
+    times = {}
+
+    start = time.perf_counter()
+    read = read_corpus(load_config(PRETRAIN_CONFIG, parse_sets(args.read) | smoke), data["documents"], work / "read",
+                       args.domain, log=quiet)
+    times["read"] = time.perf_counter() - start
+    start = time.perf_counter()
+    trained = train(load_config(overrides=parse_sets(args.train) | smoke | {"base_model": read["model_path"]}),
+                    splits, work / "sft", args.domain, log=quiet, documents=data["documents"])
+    times["sft"] = time.perf_counter() - start
+    checkpoint = work / "sft" / ("model" if trained["finetune"] == "full" else "adapter")
+
+    start = time.perf_counter()
+    frames = []
+    for role in ("student", "base"):
+        model, tokenizer = load_for_eval(checkpoint, role)
+        answers = generate_answers(model, tokenizer, test["messages"].to_list(), load_generation_config())
+        frames.append(test.with_columns(model_role=pl.lit(role), prediction=pl.Series([a["prediction"] for a in answers]),
+                                        reference=pl.Series([m[-1]["content"] for m in test["messages"].to_list()])))
+        del model
+    times["answer"] = time.perf_counter() - start
+    scores = aggregate(score_items(pl.concat(frames).drop("messages")), ["token_f1", "exact_match"], ["model_role"])
+    overall = scores.filter(pl.col("topic") == "__all__")
+    params = sum(p.numel() for p in load_for_eval(checkpoint, "student")[0].parameters())
+    loss = lambda record: "-" if record["final_loss"] is None else f"{record['final_loss']:.3f}"  # noqa: E731
+    print(f"{args.domain}: {params / 1e6:.1f}M parameters, {trained['finetune']} fine-tune, "
+          f"device {trained['device']}, bf16 {trained['bf16']}; read {read['steps']} steps (final loss "
+          f"{loss(read)}) in {times['read']:.0f} s, SFT {trained['steps']} steps (final loss "
+          f"{loss(trained)}) in {times['sft']:.0f} s, answering {test.height} test questions twice in "
+          f"{times['answer']:.0f} s; cuda={torch.cuda.is_available()}")
+    print(f"{'metric':12s} {'n':>3s} {'base':>24s} {'student':>24s}")
+    for (metric,), rows in overall.group_by(["metric"], maintain_order=True):
+        cell = {r["model_role"]: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                for r in rows.iter_rows(named=True)}
+        print(f"{metric:12s} {rows['n'][0]:>3d} {cell['base']:>24s} {cell['student']:>24s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

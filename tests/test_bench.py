@@ -1,0 +1,67 @@
+"""Every benchmark under bench/ runs at its --smoke size, so none can break unnoticed. Each must print the
+machine and the command first, and its own figures beside its baseline's from the same run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+BENCHES = sorted(p.name for p in (PROJECT / "bench").glob("*.py") if p.name not in ("corpus.py", "teacher_distilabel.py"))
+
+
+@pytest.fixture(scope="module")
+def physics_data(tmp_path_factory):
+    """The physics data bench/corpus.py builds, shared by the training, generation and learning benches."""
+    return str(tmp_path_factory.mktemp("bench") / "physics.json")
+
+
+def smoke(script: str, *args: str) -> str:
+    run = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *args], cwd=PROJECT, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert run.stdout.startswith("machine: ") and f"command: bench/{script} --smoke" in run.stdout
+    return run.stdout
+
+
+def test_every_benchmark_has_a_smoke_test_here():
+    source = Path(__file__).read_text()
+    assert BENCHES and all(f'smoke("{name}"' in source for name in BENCHES), BENCHES
+
+
+def test_training_benchmark_runs_both_trainers_and_both_fine_tunes(physics_data):
+    out = smoke("train.py", "--examples", physics_data,
+                "--variant", "padded:packing=false,trainer_args.train_sampling_strategy=group_by_length")
+    for name in ("trl-defaults", "nexa", "padded"):
+        for finetune in ("lora", "full"):
+            assert f"{name:18s} {finetune:8s}" in out and "FAILED" not in out
+    assert out.count(" 1.00x ") == 2  # each fine-tune's baseline, measured in this run
+
+
+def test_generation_benchmark_runs_against_one_prompt_at_a_time(physics_data):
+    out = smoke("generate.py", "--examples", physics_data)
+    assert "model.generate, one at a time" in out and "nexa_core.generate, batch 4" in out
+
+
+def test_learning_benchmark_scores_student_and_base(physics_data):
+    out = smoke("learning.py", "--examples", physics_data)
+    assert "token_f1" in out and "exact_match" in out and "base" in out and "student" in out
+
+
+def test_distill_benchmark_runs_against_datasketch():
+    out = smoke("distill.py")
+    assert "datasketch MinHashLSH" in out and "ratio at n=2000" in out
+
+
+def test_teacher_benchmark_runs_against_a_real_local_server():
+    out = smoke("teacher.py")
+    assert "plain sequential loop" in out and "% bound" in out
+
+
+@pytest.mark.slow
+def test_feedback_round_benchmark_runs_at_smoke_size():
+    out = smoke("feedback_round.py")
+    assert "physics    token_f1         0" in out and "physics    token_f1         1" in out  # both rounds scored
+    assert "Benchmark suites" in out and "physics_facts" in out and "0.25" in out  # beside chance
+    assert "Topics round 0 found weak" in out
