@@ -22,12 +22,67 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+def ops_config(defs, job_name: str, settings: list[str]) -> dict:
+    """--set ASSET.KEY=YAML as run config: a field of the asset's config, or else a key of its `overrides`
+    (the stage's YAML config, dotted for nested keys), e.g. student_checkpoint.num_train_epochs=1."""
+    import yaml
+
+    ops: dict = {}
+    assets = {node.name: node for node in defs.resolve_job_def(job_name).graph.node_defs}
+    for item in settings:
+        target, sep, value = item.partition("=")
+        asset, _, key = target.partition(".")
+        if not sep or not key:
+            raise SystemExit(f"--set {item}: expected ASSET.KEY=VALUE, e.g. student_checkpoint.num_train_epochs=1")
+        if asset not in assets:
+            raise SystemExit(f"--set {item}: no asset {asset!r} in {job_name}; assets: {', '.join(sorted(assets))}")
+        schema = assets[asset].config_schema
+        fields = schema.config_type.fields if schema and schema.config_type else {}
+        config = ops.setdefault(asset, {"config": {}})["config"]
+        if key in fields:
+            config[key] = yaml.safe_load(value)
+        elif "overrides" in fields:
+            config.setdefault("overrides", {})[key] = yaml.safe_load(value)
+        else:
+            raise SystemExit(f"--set {item}: {asset} has no setting {key!r}; settings: {', '.join(sorted(fields))}")
+    return ops
+
+
+def stage_lines(entries) -> list[str]:
+    """One line per stage of a finished run: its name, how it ended and how long it took."""
+    started, lines = {}, []
+    for entry in entries:
+        kind = entry.dagster_event.event_type_value if entry.dagster_event else None
+        if kind == "STEP_START":
+            started[entry.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in started:
+            status = "ok" if kind == "STEP_SUCCESS" else "FAILED"
+            lines.append((entry.step_key, status, entry.timestamp - started[entry.step_key]))
+    width = max((len(step) for step, _, _ in lines), default=0)
+    return [f"  {step:{width}s} {status:6s} {seconds:6.1f} s" for step, status, seconds in lines]
+
+
+def write_run_log(entries, path: Path) -> None:
+    """Every event of the run (Dagster's, the stages' and the trainer's logs) as text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for entry in entries:
+            fh.write(f"{entry.timestamp:.3f} {entry.level} {entry.step_key or '-'} "
+                     f"{entry.dagster_event.event_type_value + ' ' if entry.dagster_event else ''}"
+                     f"{entry.user_message}\n")
+
+
 def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("domains", nargs="*", help="domains to run (default: every folder under the raw root)")
     parser.add_argument("--job", default=default_job, choices=["nexa_job", "distill_job"])
+    parser.add_argument("--set", action="append", default=[], metavar="ASSET.KEY=VALUE",
+                        help="a stage's setting, e.g. student_checkpoint.num_train_epochs=1 (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
     args = parser.parse_args(argv)
     home = ensure_dagster_home()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the stages' own progress bars (lm-eval, transformers)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
     import dagster as dg
     import polars as pl
@@ -45,15 +100,24 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     known = set(instance.get_dynamic_partitions(domain_partitions.name))
     instance.add_dynamic_partitions(domain_partitions.name, [d for d in domains if d not in known])
     job = defs.resolve_job_def(args.job)
+    ops = ops_config(defs, args.job, args.set)
+    ops.setdefault("raw_documents", {"config": {}})["config"]["raw_root"] = str(raw_root)
+    # The event log goes to a file per run; the terminal gets a line per stage
+    run_config = {"ops": ops} if args.verbose else {"ops": ops, "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     failed = []
     for domain in domains:
+        print(f"{domain}: running {args.job} ...", flush=True)
         result = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False,
-                                        run_config={"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}})
+                                        run_config=run_config)
         checks = [e.asset_check_evaluation_data for e in result.all_events
                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         bad = [c.check_name for c in checks if not c.passed]
         status = "ok" if result.success and not bad else f"FAILED {bad or ''}"
-        print(f"{domain}: run {result.run_id} {status}; {len(checks) - len(bad)}/{len(checks)} checks passed")
+        log, entries = home / "logs" / f"{domain}-{result.run_id}.log", instance.all_logs(result.run_id)
+        write_run_log(entries, log)
+        print("\n".join(stage_lines(entries)))
+        print(f"{domain}: run {result.run_id} {status}; {len(checks) - len(bad)}/{len(checks)} checks passed; "
+              f"log {log}", flush=True)
         if status != "ok":
             failed.append(domain)
 
@@ -75,7 +139,8 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     if args.job == "nexa_job" and store.exists("student_checkpoint"):
         print("\nStudent checkpoints")
         for row in store.scan("student_checkpoint").sort("domain").collect().iter_rows(named=True):
-            print(f"  {row['domain']:10s} steps={row['steps']} final_loss={row['final_loss']:.3f} "
+            loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.3f}"  # fewer steps than logging_steps
+            print(f"  {row['domain']:10s} steps={row['steps']} final_loss={loss} "
                   f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}")
     if args.job == "nexa_job" and store.exists("leaderboard"):
         from nexa_assets.evaluate import report_path

@@ -57,7 +57,7 @@ LM_EVAL_OUTPUT_TYPES = {"multiple_choice": MULTIPLE_CHOICE, "generate_until": GE
 METRICS = ["accuracy", "acc_norm", "exact_match", "token_f1"]  # accuracy/acc_norm: MC; the others: generative
 HISTORY_TABLE = "benchmark_history"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
 
 # One row per (model role, suite item), as the runner writes it.
 ITEM_SCORES = {
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, config: BenchmarkConfig) -> int:
     with ExitStack() as stack:
-        pipes, log = pipes_or_stderr(stack)
+        pipes, log = pipes_or_stderr(stack, Path(args.output).parent)
         if args.expect_sha256:
             verify_checkpoint(args.checkpoint, json.loads(args.expect_sha256))
         suites = load_suites(Path(args.suite_dir), args.domain)

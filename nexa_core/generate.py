@@ -21,7 +21,7 @@ import polars as pl
 
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.train import (CONFIG_DIR, ERROR_FILE, load_config, parse_sets, pipes_or_stderr, prompt_turns,
-                             read_sft, run_reporting_errors, sha256_files)
+                             quiet_libraries, read_sft, run_reporting_errors, sha256_files)
 
 ROLES = ("student", "base")
 PREDICTIONS = {name: EVAL_PREDICTIONS[name] for name in (
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args.roles = args.roles.split(",")
     if set(args.roles) - set(ROLES):
         parser.error(f"--roles {','.join(args.roles)}: each must be one of {','.join(ROLES)}")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    quiet_libraries()
     config = load_generation_config(parse_sets(args.set))
     return run_reporting_errors(lambda: _run(args, config), Path(args.output).parent / ERROR_FILE)
 
@@ -156,7 +156,7 @@ def _run(args, config: dict) -> int:
     import torch
 
     with ExitStack() as stack:
-        pipes, log = pipes_or_stderr(stack)
+        pipes, log = pipes_or_stderr(stack, Path(args.output).parent)
         if args.expect_sha256:
             verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
         examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]

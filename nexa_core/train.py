@@ -152,6 +152,7 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
     import datasets
     import torch
     from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
@@ -185,13 +186,14 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
                 if on_metrics:
                     on_metrics(row)
 
-    callbacks = [Report()]
+    callbacks = [Report()]  # the curve goes to the stage's log; transformers' PrinterCallback is removed below
     if early_stop:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
     as_dataset = datasets.Dataset.from_list
     trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(train_rows),
                          eval_dataset=as_dataset(eval_rows) if has_eval else None,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # it prints every logged step as a dict, beside our own log line
     resume = last_checkpoint(run_dir)
     if resume:
         log(f"partition {domain}: resuming from {resume}")
@@ -310,6 +312,21 @@ def parse_sets(items: list[str]) -> dict:
     return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
 
 
+def quiet_libraries() -> None:
+    """A launched stage reports through its own log lines and metrics: no progress bars, and no library
+    deprecation notices a user of the stage cannot act on (they name TRL's and transformers' own arguments)."""
+    import warnings
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft|accelerate|torch)\b")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def run_reporting_errors(run, error_file: Path) -> int:
     """Run; on failure leave the reason in error_file for a launcher that only sees an exit code."""
     error_file.unlink(missing_ok=True)
@@ -321,13 +338,26 @@ def run_reporting_errors(run, error_file: Path) -> int:
         raise
 
 
-def pipes_or_stderr(stack: ExitStack):
-    """(Dagster Pipes context or None, log function): Pipes when launched by Dagster, else stderr."""
+STAGE_LOG = "stage.log"  # a launched stage's own stdout and stderr (libraries' output, tracebacks)
+
+
+def pipes_or_stderr(stack: ExitStack, out_dir: Path):
+    """(Dagster Pipes context or None, log function): Pipes when launched by Dagster, else stderr.
+    Launched, the process's stdout and stderr go to out_dir/stage.log, whose path is logged: the run log
+    and the terminal get the stage's own lines, not every library's progress bars."""
     if not os.environ.get("DAGSTER_PIPES_CONTEXT"):
         return None, lambda message: print(message, file=sys.stderr)
     from dagster_pipes import open_dagster_pipes
 
     pipes = stack.enter_context(open_dagster_pipes())
+    log_file = Path(out_dir) / STAGE_LOG
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with log_file.open("ab") as fh:  # fds 1 and 2 now point at the file; this handle can close
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+    pipes.log.info(f"output of this process: {log_file}")
     return pipes, pipes.log.info
 
 
@@ -342,13 +372,12 @@ def stage_main(argv: list[str] | None, description: str, default_config: Path, a
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    quiet_libraries()
     config = load_config(args.config or default_config, parse_sets(args.set))
 
     def run() -> int:
         with ExitStack() as stack:
-            pipes, log = pipes_or_stderr(stack)
+            pipes, log = pipes_or_stderr(stack, Path(args.output_dir))
 
             def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
                 log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -96,6 +97,19 @@ def test_raw_folder_sensor_adds_partitions_and_reruns_changed_domains(instance, 
 
 
 @pytest.mark.slow
+def test_nexa_run_set_names_what_is_wrong(dagster_home):
+    from nexa_assets.cli import ops_config
+    from nexa_assets.definitions import defs
+
+    assert ops_config(defs, "nexa_job", ["student_checkpoint.lora.r=8", "teacher_inputs.max_pairs_per_passage=4"]) == {
+        "student_checkpoint": {"config": {"overrides": {"lora.r": 8}}},
+        "teacher_inputs": {"config": {"max_pairs_per_passage": 4}}}
+    for bad, words in (("student_checkpoint=1", "expected ASSET.KEY=VALUE"), ("nope.x=1", "no asset 'nope'"),
+                       ("raw_documents.epochs=1", "raw_documents has no setting 'epochs'")):
+        with pytest.raises(SystemExit, match=words):
+            ops_config(defs, "nexa_job", [bad])
+
+
 def test_nexa_distill_cli_exits_cleanly_every_time(dagster_home, delta_root, raw_root):
     """The main command (write, read back, print counts), three times in fresh interpreters."""
     runs = [subprocess.run([str(BIN / "nexa-distill"), "physics"], cwd=PROJECT, capture_output=True, text=True,
@@ -107,21 +121,32 @@ def test_nexa_distill_cli_exits_cleanly_every_time(dagster_home, delta_root, raw
 
 @pytest.mark.slow
 def test_nexa_run_then_the_next_round_by_hand(dagster_home, delta_root, raw_root, tmp_path):
-    """The README's main command for one domain: the whole graph on the offline defaults."""
+    """The README's main command for one domain: the whole graph, a few training steps (the learning test
+    trains for real), a line per stage on the terminal and the whole event log in a file."""
     env = {**env_for(dagster_home, delta_root, raw_root), "NEXA_REPORT_DIR": str(tmp_path / "reports"),
            "NEXA_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
-    run = subprocess.run([str(BIN / "nexa-run"), "physics"], cwd=PROJECT, capture_output=True, text=True, env=env,
-                         timeout=900)
+    steps = [arg for stage in ("student_base", "student_checkpoint")
+             for arg in ("--set", f"{stage}.max_steps=8", "--set", f"{stage}.logging_steps=1")]
+    run = subprocess.run([str(BIN / "nexa-run"), "physics", *steps], cwd=PROJECT, capture_output=True, text=True,
+                         env=env, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "physics: run" in run.stdout and "checks passed" in run.stdout and "FAILED" not in run.stdout
     assert "Leaderboard" in run.stdout and "| 1 | physics |" in run.stdout
     assert (tmp_path / "reports" / "leaderboard.html").is_file()
     for table in ("eval_predictions", "eval_metrics", "feedback_set"):
         assert f"{table:16s}" in run.stdout or table in run.stdout
+    assert "steps=8 " in run.stdout  # --set reached the trainer
+    # one screen: a line per stage, no event log, no progress bars, no library warnings
+    output = run.stdout + run.stderr
+    assert len(output.splitlines()) < 60 and "it/s]" not in output and "Warning" not in output, output
+    assert " student_checkpoint " in output and " ok " in output
+    log = Path(re.search(r"log (\S+\.log)", run.stdout).group(1))
+    assert "STEP_SUCCESS" in log.read_text() and "loss_decreased" in log.read_text()
     # The next round, by hand, as the README says: everything downstream of teacher_inputs.
+    few_steps = json.dumps({"ops": {"student_checkpoint": {"config": {"overrides": {"max_steps": 8, "logging_steps": 1}}}}})
     round1 = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "--select", "teacher_inputs*", "--partition",
-                             "physics", "-m", "nexa_assets"], cwd=PROJECT, capture_output=True, text=True, env=env,
-                            timeout=900)
+                             "physics", "-m", "nexa_assets", "--config-json", few_steps], cwd=PROJECT,
+                            capture_output=True, text=True, env=env, timeout=900)
     assert round1.returncode == 0, round1.stdout[-2000:] + round1.stderr[-3000:]
     import polars as pl
 
