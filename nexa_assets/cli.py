@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
     args = parser.parse_args(argv)
     home = ensure_dagster_home()
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the stages' own progress bars (lm-eval, transformers)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
     import dagster as dg

@@ -45,7 +45,7 @@ import yaml
 from nexa_core.generate import ROLES, verify_checkpoint, write_atomically
 from nexa_core.ids import content_id
 from nexa_core.sft import SplitConfig
-from nexa_core.train import ERROR_FILE, pipes_or_stderr, run_reporting_errors
+from nexa_core.train import ERROR_FILE, pipes_or_stderr, quiet_libraries, run_reporting_errors
 
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
@@ -57,7 +57,7 @@ LM_EVAL_OUTPUT_TYPES = {"multiple_choice": MULTIPLE_CHOICE, "generate_until": GE
 METRICS = ["accuracy", "acc_norm", "exact_match", "token_f1"]  # accuracy/acc_norm: MC; the others: generative
 HISTORY_TABLE = "benchmark_history"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
 # One row per (model role, suite item), as the runner writes it.
 ITEM_SCORES = {
@@ -487,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", metavar="JSON", help="BenchmarkConfig fields")
     parser.add_argument("--expect-sha256", metavar="JSON", help="{relative path: sha256} from the checkpoint record")
     args = parser.parse_args(argv)
+    os.environ.update(OFFLINE)  # before quiet_libraries imports transformers
+    quiet_libraries()
     config = BenchmarkConfig.from_dict(json.loads(args.config))
     return run_reporting_errors(lambda: _run(args, config), Path(args.output).parent / ERROR_FILE)
 
