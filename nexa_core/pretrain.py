@@ -45,7 +45,7 @@ def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, 
         log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
         return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
     model, tokenizer = load_student(base, attn_implementation=attention(config))
-    rows = document_rows(tokenizer, reading_texts(documents, config["sentences"]), config["max_length"])
+    rows = document_rows(tokenizer, reading_texts(documents, config["sentence_passes"], config["seed"]), config["max_length"])
     log(f"partition {domain}: reading {len(documents)} documents, {sum(len(r['input_ids']) for r in rows)} tokens")
     fitted = fit(model, tokenizer, rows, [], config, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)
     record = commit_model(fitted["trainer"], tokenizer, out_dir, "model",

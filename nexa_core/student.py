@@ -17,17 +17,18 @@ MANIFEST = "manifest.json"  # beside every model folder this project writes: wha
 END = "<|end|>"
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", END, "<|system|>", "<|user|>", "<|assistant|>"]
 
-# Newlines are emitted as string literals: transformers renders with trim_blocks, which would eat a
-# newline written right after a block tag.
+# No newline between a role token and its text: with the tokenizer's prefix space, a message's first
+# word is the same token as that word inside a sentence the student read (" frequency", not "frequency"),
+# so an answer is spelt the way the fact was read.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'assistant' %}"
-    "{{ '<|assistant|>\\n' }}{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{{ '<|assistant|>' }}{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
     "{% else %}"
-    "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
 # LoRA targets by architecture; anything else gets PEFT's "all-linear".
@@ -46,7 +47,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Each text between special tokens starts with a space, as a word inside a sentence does.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,

@@ -101,13 +101,23 @@ def conversation_rows(tokenizer, conversations: list[list[dict]]) -> list[dict]:
     return rows
 
 
-def reading_texts(documents: list[str], sentences: bool) -> list[str]:
-    """What the student reads: every document whole and, with `sentences`, every sentence again on its
-    own. A fact read only inside its document is tied to everything before it; read alone it is tied to
-    its own words, which is what a question about it can reach."""
+SENTENCES_PER_TEXT = 6  # a shuffled pass is cut into texts of this many sentences
+
+
+def reading_texts(documents: list[str], sentence_passes: int, seed: int = 0) -> list[str]:
+    """What the student reads: every document whole, then `sentence_passes` passes over all of the
+    domain's sentences, each pass in a fresh seeded order. A fact read only inside its document is
+    tied to the words before it there: in a question it is not recalled (measured: the next word of a
+    read sentence quoted inside a prompt, 12 of 60 after reading documents and lone sentences). Read
+    after ever different sentences it is tied to its own words (37 of 60)."""
+    import random
+
     texts = list(documents)
-    if sentences:
-        texts += [s for doc in documents for s in split_sentences(doc) if len(s.split()) >= 4]
+    sentences = [s for doc in documents for s in split_sentences(doc) if len(s.split()) >= 4]
+    for n in range(int(sentence_passes)):
+        order = sentences[:]
+        random.Random(f"{seed}:{n}").shuffle(order)
+        texts += [" ".join(order[i:i + SENTENCES_PER_TEXT]) for i in range(0, len(order), SENTENCES_PER_TEXT)]
     return texts
 
 
@@ -292,7 +302,7 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
     rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
     qa_rows = len(rows)
     if documents and config.get("replay_documents"):  # what the student read, read again: no forgetting
-        rows += document_rows(tokenizer, reading_texts(documents, config["replay_sentences"]),
+        rows += document_rows(tokenizer, reading_texts(documents, config["replay_sentence_passes"], config["seed"] + 1),
                               config["max_length"]) * int(config["replay_documents"])
     fitted = fit(model, tokenizer, rows, conversation_rows(tokenizer, splits["validation"]["messages"].to_list()),
                  config, out_dir / "trainer", domain, peft_config=lora, log=log, on_metrics=on_metrics)

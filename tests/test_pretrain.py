@@ -28,7 +28,7 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
     assert json.loads(row["files_sha256"]) == sha256_files(model) and (model / "model.safetensors").is_file()
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["built_from_config"]  # so SFT trains all of its weights
-    # the read tokens are the documents plus each sentence again on its own
+    # the read tokens are the documents plus their sentences again, in shuffled passes
     assert row["read_tokens"] > sum(len(t.split()) for t in documents["text"].to_list())
     checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [c.check_name for c in checks] == ["loss_decreased"]
@@ -70,3 +70,36 @@ def test_a_pretrained_base_is_read_only_when_asked(instance, tmp_path, raw_root,
     row = base_row(delta_root)
     assert row["trained"] and row["steps"] == 3 and row["model_uri"] != str(real)
     assert not json.loads((Path(row["model_uri"]) / "manifest.json").read_text())["built_from_config"]  # SFT: LoRA
+
+
+def test_each_sentence_pass_reads_every_sentence_once_in_a_new_order():
+    from nexa_core.question_forms import split_sentences
+    from nexa_core.train import SENTENCES_PER_TEXT, reading_texts
+
+    documents = [" ".join(f"Fact number {d}{i} is about topic {d}." for i in range(5)) for d in range(4)]
+    sentences = sorted(s for doc in documents for s in split_sentences(doc))
+    texts = reading_texts(documents, 3, seed=1)
+    assert texts[:4] == documents  # every document whole first
+    passes = [" ".join(texts[4 + i * 4: 8 + i * 4]) for i in range(3)]  # 20 sentences, 6 a text: 4 texts a pass
+    assert len(texts) == 4 + 3 * -(-len(sentences) // SENTENCES_PER_TEXT)
+    orders = [split_sentences(p) for p in passes]
+    assert all(sorted(order) == sentences for order in orders)
+    assert len({tuple(order) for order in orders}) == 3  # a new order every pass
+    assert reading_texts(documents, 3, seed=1) == texts and reading_texts(documents, 3, seed=2) != texts
+    assert reading_texts(documents, 0) == documents
+
+
+def test_an_answer_is_spelt_with_the_tokens_of_the_sentence_it_was_read_in(tmp_path):
+    from transformers import AutoTokenizer
+
+    text = "Stimulated emission gives a second photon with the same frequency and phase."
+    build_default_student([text] * 30, tmp_path / "s", hidden_size=32, layers=1, heads=2, vocab_size=400)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "s"))
+    read = tokenizer(text, add_special_tokens=False)["input_ids"]
+    conversation = [{"role": "user", "content": "Complete the statement: Stimulated emission gives ..."},
+                    {"role": "assistant", "content": "frequency"}]
+    rendered = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"]
+    answer = tokenizer("frequency", add_special_tokens=False)["input_ids"]
+    inside = tokenizer(" frequency", add_special_tokens=False)["input_ids"]
+    assert answer == inside and rendered[-1 - len(answer):-1] == answer  # the word as it sits inside the sentence
+    assert all(t in read for t in answer)
