@@ -30,17 +30,17 @@ def machine_line() -> str:
 
 def build(domain: str) -> dict:
     """{"documents": [text, ...], "splits": {"train"|"validation"|"test": [example row, ...]}}."""
+    from nexa_core.delta import DeltaRoot
     from nexa_core.documents import load_domain
     from nexa_core.filters import filter_pairs
     from nexa_core.prompts import load_template
     from nexa_core.sft import build_sft_dataset
     from nexa_core.teacher import HeuristicTeacher, TeacherLedger, collect_responses
     from nexa_core.teacher_inputs import build_teacher_inputs
-    from resources.delta import DeltaStore
 
     docs, _ = load_domain(ROOT / "data" / "raw", domain)
     inputs = build_teacher_inputs(docs, load_template("qa_pairs_v1"), max_pairs=16)
-    ledger = TeacherLedger(DeltaStore(root_uri=tempfile.mkdtemp(prefix="nexa-bench-ledger-")), domain)
+    ledger = TeacherLedger(DeltaRoot(tempfile.mkdtemp(prefix="nexa-bench-ledger-")), domain)
     outputs, _ = collect_responses(inputs, HeuristicTeacher(), ledger, log=lambda message: None)
     sft = build_sft_dataset(filter_pairs(outputs, inputs))
     return {"documents": docs.sort("doc_id")["text"].to_list(),

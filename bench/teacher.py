@@ -63,14 +63,14 @@ def requests_frame(n: int):
 
 
 def ours(base: str, frame, concurrency: int, root: Path) -> tuple[float, object]:
+    from nexa_core.delta import DeltaRoot
     from nexa_core.teacher import TeacherLedger, collect_responses, parse_pairs
-    from resources.delta import DeltaStore
     from resources.teacher import TeacherResource
 
     teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model=MODEL, api_key="bench-key",
                               max_concurrency=concurrency, prices={MODEL: {"input": 0.15, "output": 0.6}})
     start = time.perf_counter()
-    _, stats = collect_responses(frame, teacher.client(), TeacherLedger(DeltaStore(root_uri=str(root)), "bench"),
+    _, stats = collect_responses(frame, teacher.client(), TeacherLedger(DeltaRoot(str(root)), "bench"),
                                  params=teacher.params(), pricing=teacher.pricing(), policy=teacher.policy(),
                                  validate=parse_pairs, log=lambda message: None)
     return time.perf_counter() - start, stats

@@ -118,8 +118,8 @@ def teacher_outputs(context: dg.AssetExecutionContext, teacher: TeacherResource,
         context.log.warning(f"partition {domain}: no price for model '{teacher.model}'; cost is recorded as 0")
     try:
         outputs, stats = collect_responses(
-            teacher_inputs, teacher.client(), TeacherLedger(delta, domain), params=teacher.params(), pricing=pricing,
-            policy=policy, validate=parse_pairs, log=context.log.info)
+            teacher_inputs, teacher.client(), TeacherLedger(delta.tables(), domain), params=teacher.params(),
+            pricing=pricing, policy=policy, validate=parse_pairs, log=context.log.info)
     except CollectionStopped as exc:
         raise dg.Failure(str(exc), metadata=collect_metadata(exc.stats)) from exc
     outputs = outputs.with_columns(pl.lit(domain).alias("domain"))

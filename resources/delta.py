@@ -24,8 +24,9 @@ from dagster_deltalake import DeltaLakeIOManager, LocalConfig, S3Config
 from dagster_deltalake.io_manager import TableConnection
 from deltalake import DeltaTable, write_deltalake
 
+from nexa_core.delta import DeltaRoot
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = "nexa"  # tables live at <root>/nexa/<asset name>
 
 
 def table_markdown(frame: pl.DataFrame, rows: int = 5, width: int = 60) -> str:
@@ -124,24 +125,27 @@ class NexaDeltaIOManager(DeltaLakeIOManager):
 
 class DeltaStore(dg.ConfigurableResource):
     """The same root as the IO manager, for tables outside the asset outputs (teacher cache) and
-    for readers that need the table itself (checks, cross-domain readers, Delta versions)."""
+    for readers that need the table itself (checks, cross-domain readers, Delta versions). Reads
+    and appends go through `tables()`, the plain nexa_core.delta store that core code (the teacher
+    ledger) is given."""
 
     root_uri: str
     storage_options: dict[str, str] = {}
 
+    def tables(self) -> DeltaRoot:
+        return DeltaRoot(self.root_uri, dict(self.storage_options))
+
     def uri(self, table: str) -> str:
-        return f"{self.root_uri.rstrip('/')}/{SCHEMA}/{table}"
+        return self.tables().uri(table)
 
     def exists(self, table: str) -> bool:
-        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options or None)
+        return self.tables().exists(table)
 
     def version(self, table: str) -> int | None:
-        if not self.exists(table):
-            return None
-        return DeltaTable(self.uri(table), storage_options=self.storage_options or None).version()
+        return self.tables().version(table)
 
     def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
-        return pl.scan_delta(self.uri(table), version=version, storage_options=self.storage_options or None)
+        return self.tables().scan(table, version)
 
     def read_partition(self, table: str, domain: str) -> pl.DataFrame:
         return self.scan(table).filter(pl.col("domain") == domain).collect()
@@ -151,9 +155,7 @@ class DeltaStore(dg.ConfigurableResource):
         return write_partition(self.uri(table), frame, {"domain": [domain]}, self.storage_options or None, table)
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
-        write_deltalake(self.uri(table), frame.to_arrow(), mode="append", schema_mode="merge",
-                        storage_options=self.storage_options or None)
-        return self.version(table)
+        return self.tables().append(table, frame)
 
 
 def storage_from_env() -> tuple[str, object, dict[str, str]]:

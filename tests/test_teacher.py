@@ -5,10 +5,11 @@ import pytest
 
 from nexa_core import schemas
 from nexa_core.prompts import PromptTemplate, load_template
+from nexa_core.delta import DeltaRoot
+from nexa_core.question_forms import heuristic_pairs
 from nexa_core.teacher import (CollectPolicy, HeuristicTeacher, TeacherLedger, TeacherResponseError,
-                               collect_responses, heuristic_pairs, parse_pairs)
+                               collect_responses, parse_pairs)
 from nexa_core.teacher_inputs import build_teacher_inputs, chunk_text
-from resources.delta import DeltaStore
 
 PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
            "Water boils at 100 degrees Celsius at a pressure of one atmosphere. "
@@ -67,7 +68,7 @@ def test_collect_uses_cache_and_commits_new_responses(tmp_path):
                           "text": PASSAGE + f" Sample {i} is here.", "source_path": "x", "source_row": i,
                           "n_chars": 1} for i in range(5)], schema=schemas.RAW_DOCUMENTS)
     requests = build_teacher_inputs(docs, template)
-    store = DeltaStore(root_uri=str(tmp_path))
+    store = DeltaRoot(str(tmp_path))
     ledger = TeacherLedger(store, "physics")
     out, stats = collect_responses(requests, HeuristicTeacher(), ledger, policy=CollectPolicy(commit_every=2),
                                    validate=parse_pairs)

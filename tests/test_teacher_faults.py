@@ -16,10 +16,10 @@ import pytest
 from conftest import PROJECT, SAMPLE_RAW
 from nexa_core.documents import load_domain
 from nexa_core.prompts import load_template
+from nexa_core.delta import DeltaRoot
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses, keyed_requests, parse_pairs
-from nexa_core.teacher_batch import batch_key, batch_line
+from nexa_core.teacher.batch import batch_key, batch_line
 from nexa_core.teacher_inputs import build_teacher_inputs
-from resources.delta import DeltaStore
 from resources.teacher import TeacherResource
 
 MODEL = "fault-teacher"
@@ -45,7 +45,7 @@ def teacher(base: str, **config) -> TeacherResource:
 
 
 def collect(resource: TeacherResource, requests: pl.DataFrame, root: Path, log=None):
-    ledger = TeacherLedger(DeltaStore(root_uri=str(root)), "physics")
+    ledger = TeacherLedger(DeltaRoot(str(root)), "physics")
     outputs, stats = collect_responses(requests, resource.client(), ledger, params=resource.params(),
                                        pricing=resource.pricing(), policy=resource.policy(), validate=parse_pairs,
                                        log=log or (lambda message: None))
@@ -204,7 +204,7 @@ def test_sigkill_mid_partition_then_rematerialize_pays_no_request_twice(mode, te
     base = teacher_server("--latency", "0.3", "--batch-delay", "4")
     env = cli_env(dagster_home, delta_root, base, NEXA_TEACHER_MODE=mode, NEXA_TEACHER_OPTIONS=json.dumps(
         {"max_concurrency": 4, "commit_seconds": 0.5, "batch_poll_seconds": 0.2, "progress_seconds": 0.5}))
-    store = DeltaStore(root_uri=str(delta_root))
+    store = DeltaRoot(str(delta_root))
     if mode == "sync":  # killed with responses committed, some paid but not committed, some in flight
         ready = lambda: store.exists("teacher_cache") and server_stats(base)["paid"] >= 20  # noqa: E731
     else:  # killed while the submitted batch is still running

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -20,18 +19,12 @@ import polars as pl
 
 from nexa_core import schemas
 from nexa_core.ids import content_id
-from nexa_core.teacher import (BudgetExceeded, CollectPolicy, CollectStats, Completion, Pricing, RequestsFailed,
-                               TeacherBackend, TeacherLedger, TeacherUnavailable)
-from nexa_core.teacher_calls import close_backend, estimate_tokens, response_row
-
-FINISHED = {"completed", "failed", "expired", "cancelled"}
-
-
-@dataclass
-class BatchResults:
-    status: str
-    answers: dict[str, Completion] = field(default_factory=dict)  # custom_id (request hash) -> completion
-    errors: dict[str, str] = field(default_factory=dict)  # custom_id -> why the line failed
+from nexa_core.teacher.calls import close_backend, estimate_tokens, response_row
+from nexa_core.teacher.ledger import TeacherLedger
+from nexa_core.teacher.policy import CollectPolicy, CollectStats
+from nexa_core.teacher.pricing import Pricing
+from nexa_core.teacher.types import (FINISHED, BatchResults, BudgetExceeded, RequestsFailed, TeacherBackend,
+                                     TeacherUnavailable)
 
 
 def batch_key(model: str, params_by_request: dict[str, dict]) -> str:

@@ -26,9 +26,12 @@ import polars as pl
 
 from nexa_core import schemas
 from nexa_core.ids import content_id
-from nexa_core.teacher import (BudgetExceeded, CollectPolicy, CollectStats, Completion, Pricing, RequestRejected,
-                               RequestsFailed, RetryableError, TeacherBackend, TeacherLedger, TeacherUnavailable,
-                               unusable_reason)
+from nexa_core.teacher.ledger import TeacherLedger
+from nexa_core.teacher.policy import CollectPolicy, CollectStats
+from nexa_core.teacher.pricing import Pricing
+from nexa_core.teacher.replies import unusable_reason
+from nexa_core.teacher.types import (BudgetExceeded, Completion, RequestRejected, RequestsFailed, RetryableError,
+                                     TeacherBackend, TeacherUnavailable)
 
 BYTES_PER_TOKEN = 3  # a deliberately low estimate, so reservations err on the side of the budget
 

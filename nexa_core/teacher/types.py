@@ -1,0 +1,79 @@
+"""The teacher contract: what a backend returns and raises, and how a request is keyed.
+
+A backend has `name`, `model`, `paid` and `async complete(messages, params, tag) -> Completion`, and
+raises the errors below so the collector knows what may be retried. A backend with the Batch API
+also has `submit_batch`, `find_batch` and `batch_results -> BatchResults`. Two exist:
+heuristic.py (the embedded offline default) and openai_client.py (any OpenAI-compatible endpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nexa_core.ids import content_id
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+class TeacherBackend(Protocol):
+    name: str
+    model: str
+    paid: bool  # False for the offline teacher: no dispatch ledger, no prices
+
+    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None) -> Completion: ...
+
+
+FINISHED = {"completed", "failed", "expired", "cancelled"}  # Batch API states a batch ends in
+
+
+@dataclass
+class BatchResults:
+    status: str
+    answers: dict[str, Completion] = field(default_factory=dict)  # custom_id (request hash) -> completion
+    errors: dict[str, str] = field(default_factory=dict)  # custom_id -> why the line failed
+
+
+class TeacherResponseError(ValueError):
+    """A teacher response that does not hold question/answer pairs."""
+
+
+class RetryableError(Exception):
+    """The call failed in a way a retry may fix (429, 408/409, 5xx, timeout, dropped connection,
+    malformed body). The endpoint bills none of these, except a timed-out call it went on to finish:
+    that retry can pay twice, so timeout_s should exceed the endpoint's worst latency."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+class RequestRejected(Exception):
+    """The endpoint refused this one request (400, 422): retrying sends the same bad request."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TeacherUnavailable(RuntimeError):
+    """Nothing will succeed (bad credentials, unknown model, endpoint gone): stop the partition."""
+
+
+class BudgetExceeded(RuntimeError):
+    """The collector stopped sending: the next request could take the partition past its budget."""
+
+
+class RequestsFailed(RuntimeError):
+    """Some requests are still without a response after every allowed attempt."""
+
+
+def request_hash(model: str, messages: list[dict], params: dict) -> str:
+    return content_id(model, messages, params, length=64)

@@ -1,0 +1,104 @@
+"""nexa_core's modules import downward only, and nexa_core never imports Dagster (only the remote
+entry points may use dagster_pipes). Read from the source with `ast`, so an import hidden inside a
+function, the usual way to dodge a cycle, counts like any other."""
+
+import ast
+from pathlib import Path
+
+from conftest import PROJECT
+
+PACKAGE = "nexa_core"
+
+
+def module_files(root: Path, package: str) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file under root/package."""
+    modules = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def imports(path: Path, module: str, is_package: bool) -> list[tuple[str, str | None]]:
+    """(module, name or None) for every import anywhere in the file (functions, classes and
+    if-blocks included), relative imports resolved: `import a.b` is ("a.b", None), `from a import b`
+    is ("a", "b")."""
+    found = []
+    here = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module
+            if node.level:
+                base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+            found += [(base, alias.name) for alias in node.names]
+    return found
+
+
+def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module -> the package's modules it imports, module -> every module it names). `from a
+    import b` imports the submodule a.b where there is one, else a itself."""
+    modules = module_files(root, package)
+    graph, named = {}, {}
+    for module, path in modules.items():
+        found = imports(path, module, path.name == "__init__.py")
+        named[module] = {base for base, _ in found}
+        targets = {f"{base}.{name}" if f"{base}.{name}" in modules else base for base, name in found if name} \
+            | {base for base, name in found if not name}
+        graph[module] = (targets & modules.keys()) - {module}
+    return graph, named
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as a path that ends where it starts, or None."""
+    state, stack = {}, []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_nexa_core_imports_have_no_cycle():
+    graph, _ = import_graph(PROJECT, PACKAGE)
+    assert "nexa_core.teacher.collect" in graph and "nexa_core.teacher.calls" in graph["nexa_core.teacher.collect"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle in nexa_core: " + " -> ".join(cycle)
+
+
+def test_nexa_core_imports_no_dagster_but_pipes():
+    _, named = import_graph(PROJECT, PACKAGE)
+    found = {module: sorted({top for top in (n.split(".")[0] for n in names)
+                             if (top == "dagster" or top.startswith("dagster_")) and top != "dagster_pipes"})
+             for module, names in named.items()}
+    found = {module: tops for module, tops in found.items() if tops}
+    assert not found, f"nexa_core is plain Python: no Dagster import but dagster_pipes, found {found}"
+
+
+def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg.sub import b\n")
+    (package / "sub" / "__init__.py").write_text("from pkg.sub.b import thing\n")
+    (package / "sub" / "b.py").write_text("import json\n\ndef thing():\n    from ..a import x\n    return x\n")
+    graph, _ = import_graph(tmp_path, "pkg")
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
+    (package / "sub" / "b.py").write_text("def thing():\n    return 1\n")
+    assert find_cycle(import_graph(tmp_path, "pkg")[0]) is None
