@@ -30,10 +30,32 @@ class LoadLimits:
     max_file_bytes: int = 50_000_000
     max_doc_chars: int = 200_000
     min_doc_chars: int = 20
+    # A JSON Lines file with at least this many undecodable lines, and more of them than good ones, is
+    # not JSON Lines (random bytes, a binary file misnamed): one quarantine row for the file, with counts.
+    min_garbage_lines: int = 20
 
 
 def supported(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.name.endswith(SUPPORTED_SUFFIXES)
+    """A file the loader reads, or a link: one pointing nowhere, out of the raw root or to a folder is
+    quarantined rather than skipped."""
+    if path.name.startswith("."):
+        return False
+    return path.is_symlink() or (path.is_file() and path.name.endswith(SUPPORTED_SUFFIXES))
+
+
+def outside_reason(path: Path, raw_root: Path) -> tuple[str, str] | None:
+    """(reason, detail) when the path does not resolve to a file inside the raw root. A link out of it
+    would make any file of the machine a document, and with a remote teacher send its text away."""
+    target, root = path.resolve(), Path(raw_root).resolve()
+    if not target.exists():
+        return "broken_link", f"links to {target}, which does not exist"
+    if not target.is_relative_to(root):
+        return "outside_raw_root", f"resolves to {target}, outside the raw root {root}: not read"
+    if target.is_dir():
+        return "linked_folder", f"links to the folder {target}; folder links are not followed: move its files here"
+    if not path.name.endswith(SUPPORTED_SUFFIXES):
+        return "unsupported", f"links to {target}, not one of {', '.join(SUPPORTED_SUFFIXES)}"
+    return None
 
 
 def domain_files(raw_root: Path, domain: str) -> list[Path]:
@@ -70,7 +92,11 @@ def _records_from_text_file(path: Path) -> list[tuple[int, dict]]:
     return [(0, {"text": body, "topic": _topic_from_name(path), "title": title})]
 
 
-def _json_lines(lines) -> list[tuple[int, dict | Exception]]:
+class NotJsonLines(ValueError):
+    """Most lines of a .jsonl file are not JSON: the file is quarantined whole."""
+
+
+def _json_lines(lines, min_garbage: int = 20) -> list[tuple[int, dict | Exception]]:
     rows = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -80,15 +106,20 @@ def _json_lines(lines) -> list[tuple[int, dict | Exception]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             value = exc
         rows.append((number, value))
+    bad = [(n, v) for n, v in rows if isinstance(v, Exception)]
+    if len(bad) >= min_garbage and 2 * len(bad) > len(rows):
+        first_line, first_error = bad[0]
+        raise NotJsonLines(f"{len(bad)} of {len(rows)} lines are not JSON (first at line {first_line}: "
+                           f"{type(first_error).__name__}); the file is not JSON Lines, nothing of it was read")
     return rows
 
 
-def _records_from_file(path: Path) -> list[tuple[int, dict | Exception]]:
+def _records_from_file(path: Path, limits: LoadLimits) -> list[tuple[int, dict | Exception]]:
     if path.name.endswith(".jsonl.gz"):
         with gzip.open(path, "rb") as fh:
-            return _json_lines(fh.read().split(b"\n"))
+            return _json_lines(fh.read().split(b"\n"), limits.min_garbage_lines)
     if path.suffix == ".jsonl":
-        return _json_lines(path.read_bytes().split(b"\n"))
+        return _json_lines(path.read_bytes().split(b"\n"), limits.min_garbage_lines)
     if path.suffix == ".parquet":
         frame = pl.read_parquet(path)
         return list(enumerate(frame.to_dicts(), start=1))
@@ -133,12 +164,15 @@ def load_domain(raw_root: Path, domain: str, limits: LoadLimits = LoadLimits()) 
             return str(path)
 
     for path in domain_files(raw_root, domain):
+        if problem := outside_reason(path, raw_root):
+            quarantine(path, None, *problem)
+            continue
         size = path.stat().st_size
         if size > limits.max_file_bytes:
             quarantine(path, None, "oversized", f"file is {size} bytes (> {limits.max_file_bytes})")
             continue
         try:
-            records = _records_from_file(path)
+            records = _records_from_file(path, limits)
         except Exception as exc:  # a file that cannot be opened at all is one quarantine row
             quarantine(path, None, "undecodable", f"{type(exc).__name__}: {exc}"[:500])
             continue

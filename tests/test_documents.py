@@ -70,3 +70,43 @@ def test_missing_or_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "geology" / "notes.csv").write_text("a,b\n")
     with pytest.raises(DomainFolderError, match="partition 'geology'.*no supported files"):
         load_domain(tmp_path, "geology")
+
+
+def test_links_out_of_the_raw_root_are_quarantined_never_read(tmp_path):
+    root = tmp_path / "raw"
+    write_formats(root / "physics")
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:the system password file, which must never become a document\n")
+    (root / "physics" / "passwd.txt").symlink_to(secret)
+    (root / "physics" / "elsewhere").symlink_to(secret.parent, target_is_directory=True)  # a linked folder
+    (root / "physics" / "gone.md").symlink_to(tmp_path / "missing.md")
+    (root / "physics" / "same.txt").symlink_to(root / "physics" / "waves.txt")  # inside the root: read
+    docs, bad = load_domain(root, "physics")
+    reasons = {(r["source_path"], r["reason"]) for r in bad.iter_rows(named=True)}
+    assert ("physics/passwd.txt", "outside_raw_root") in reasons
+    assert ("physics/elsewhere", "outside_raw_root") in reasons
+    assert ("physics/gone.md", "broken_link") in reasons
+    assert not docs["text"].str.contains("password").any()
+    assert ("physics/waves.txt", "duplicate_document") in reasons  # same.txt (read first) repeats it: read
+    assert str(secret) in bad.filter(pl.col("source_path") == "physics/passwd.txt")["detail"].item()
+
+
+def test_a_file_of_random_bytes_is_one_quarantine_row_with_counts(tmp_path):
+    import random
+
+    root = tmp_path / "raw"
+    write_formats(root / "biology")
+    noise = random.Random(3).randbytes(200_000)
+    (root / "biology" / "noise.jsonl").write_bytes(noise)
+    good = json.dumps({"text": "A cell is the smallest unit of life that can replicate on its own."})
+    (root / "biology" / "few_bad.jsonl").write_text("\n".join([good, "{oops", "also not json"]) + "\n")
+    docs, bad = load_domain(root, "biology")
+    noise_rows = bad.filter(pl.col("source_path") == "biology/noise.jsonl")
+    assert noise_rows.height == 1 and noise_rows["source_row"].item() is None
+    assert noise_rows["reason"].item() == "undecodable" and "lines are not JSON" in noise_rows["detail"].item()
+    lines = [line for line in noise.split(b"\n") if line.strip()]
+    assert f"of {len(lines)} lines" in noise_rows["detail"].item()
+    few = bad.filter(pl.col("source_path") == "biology/few_bad.jsonl")
+    assert sorted(few["source_row"].to_list()) == [2, 3]  # a few bad lines stay rows of their own
+    assert "A cell is" in " ".join(docs["text"].to_list())
