@@ -36,7 +36,6 @@ EVAL_HISTORY = "eval_history"
 def report_path() -> Path:
     """The leaderboard's HTML report: NEXA_REPORT_DIR, or data/reports in the project."""
     return Path(os.environ.get("NEXA_REPORT_DIR", PROJECT_ROOT / "data" / "reports")) / "leaderboard.html"
-SCORED = ["exact_match", "token_f1", "rouge_l", "judge_score"]
 
 
 class GenerateSettings(dg.Config):
@@ -97,8 +96,9 @@ def judged(context, domain: str, predictions: pl.DataFrame, judge: TeacherResour
     requests = judge_requests(predictions, rubric)
     try:
         outputs, stats = collect_responses(
-            requests, judge.client(), TeacherLedger(delta, domain), params=judge.params(), pricing=judge.pricing(),
-            policy=judge.policy(), validate=lambda text: parse_judgement(text, rubric), log=context.log.info)
+            requests, judge.client(), TeacherLedger(delta.tables(), domain), params=judge.params(),
+            pricing=judge.pricing(), policy=judge.policy(), validate=lambda text: parse_judgement(text, rubric),
+            log=context.log.info)
     except CollectionStopped as exc:
         raise dg.Failure(f"partition {domain}: judging stopped: {exc}") from exc
     context.log.info(f"partition {domain}: judge {judge.model}: {stats.new_calls} new judgements, "

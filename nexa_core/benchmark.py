@@ -42,7 +42,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from nexa_core.generate import ROLES, verify_checkpoint, write_atomically
+from nexa_core.files import write_atomically
+from nexa_core.generate import ROLES, verify_checkpoint
 from nexa_core.ids import content_id
 from nexa_core.sft import SplitConfig
 from nexa_core.train import ERROR_FILE, pipes_or_stderr, quiet_libraries, run_reporting_errors
@@ -500,7 +501,7 @@ def _run(args, config: BenchmarkConfig) -> int:
             verify_checkpoint(args.checkpoint, json.loads(args.expect_sha256))
         suites = load_suites(Path(args.suite_dir), args.domain)
         items, summary = run_benchmark(args.checkpoint, suites, args.domain, config, log=log)
-        write_atomically(items, Path(args.output))
+        write_atomically(Path(args.output), items.write_parquet)
         summary |= {"output": args.output, "rows": items.height, "config": asdict(config)}
         if pipes:
             pipes.report_asset_materialization(metadata={"benchmark": {"raw_value": json.dumps(summary),

@@ -94,7 +94,7 @@ def build_feedback_set(scores: pl.DataFrame, corpus_inputs: pl.DataFrame, train_
                                        score=f"{score_of[topic]:.2f}", metric=metric, known_questions=known)
             rows.append({
                 **{k: p[k] for k in ("domain", "doc_id", "passage_id", "topic", "source_path", "passage")},
-                "request_id": content_id(messages),
+                "request_id": template.request_id(messages),
                 "template_name": template.name, "template_hash": template.sha256,
                 "messages": json.dumps(messages, ensure_ascii=False), "feedback_round": round_, "round": round_,
                 "reason": weak[topic], "metric": metric, "topic_score": score_of[topic],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from nexa_core.files import write_atomically
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.train import (CONFIG_DIR, ERROR_FILE, load_config, parse_sets, pipes_or_stderr, prompt_turns,
                              quiet_libraries, read_sft, run_reporting_errors, sha256_files)
@@ -125,13 +126,6 @@ def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) ->
     return pl.DataFrame(rows, schema=PREDICTIONS)
 
 
-def write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(partial)
-    partial.replace(path)  # readers find the whole file or none
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", required=True, help="the checkpoint's adapter folder")
@@ -175,7 +169,7 @@ def _run(args, config: dict) -> int:
             frames.append(predictions_frame(role, examples, answers))
             del model  # free its memory before the next role's model loads
         predictions = pl.concat(frames)
-        write_atomically(predictions, Path(args.output))
+        write_atomically(Path(args.output), predictions.write_parquet)
         summary = {"output": args.output, "rows": predictions.height, "roles": args.roles,
                    "generation_config": config, "seconds": seconds, "examples": examples.height,
                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}

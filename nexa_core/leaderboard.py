@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from nexa_core import schemas
+from nexa_core.files import write_atomically
 
 PRIMARY_METRICS = ("judge_score", "token_f1")  # first one a checkpoint has wins; the last always exists
 METRICS = ("exact_match", "token_f1", "rouge_l", "judge_score")
@@ -336,9 +337,4 @@ def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path,
                      "lm-evaluation-harness; 95% bootstrap intervals; chance is the accuracy of a uniform guess.</p>")
         parts += [_benchmark_html(latest_bench, d) for d in sorted(latest_bench["domain"].unique())]
     parts.append("</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(parts), encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_atomically(Path(path), lambda partial: partial.write_text("".join(parts), encoding="utf-8"))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from nexa_core.ids import content_id
+
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 
@@ -42,6 +44,11 @@ class PromptTemplate:
 
     def render(self, **fields) -> list[dict]:
         return render_messages(f"prompt template {self.name}", self.system, self.user, fields)
+
+    def request_id(self, messages: list[dict]) -> str:
+        """The id of a request rendered from this template: the same file and the same messages give
+        the same request, in the first round and in feedback rounds alike."""
+        return content_id(self.sha256, messages)
 
 
 @cache

@@ -76,7 +76,7 @@ def _schema(columns: dict):
     return gx.expectations.ExpectTableColumnsToMatchOrderedList(column_list=list(columns))
 
 
-def _base(table: str, frame: pl.DataFrame, schema: dict, id_column: str) -> dict:
+def _base(schema: dict, id_column: str) -> dict:
     import great_expectations as gx
     e = gx.expectations
     return {
@@ -90,7 +90,7 @@ def _base(table: str, frame: pl.DataFrame, schema: dict, id_column: str) -> dict
 def raw_documents_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> SuiteResult:
     import great_expectations as gx
     e = gx.expectations
-    checks = _base("raw_documents", frame, schemas.RAW_DOCUMENTS, "doc_id")
+    checks = _base(schemas.RAW_DOCUMENTS, "doc_id")
     checks["text_length"] = e.ExpectColumnValueLengthsToBeBetween(column="text", min_value=t.min_doc_chars)
     checks["source_path_not_null"] = e.ExpectColumnValuesToNotBeNull(column="source_path")
     return _run("raw_documents", frame, checks)
@@ -99,7 +99,7 @@ def raw_documents_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> Su
 def teacher_inputs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> SuiteResult:
     import great_expectations as gx
     e = gx.expectations
-    checks = _base("teacher_inputs", frame, schemas.TEACHER_INPUTS, "request_id")
+    checks = _base(schemas.TEACHER_INPUTS, "request_id")
     checks["passage_length"] = e.ExpectColumnValueLengthsToBeBetween(column="passage", min_value=1,
                                                                       max_value=t.max_message_chars)
     checks["template_hash_not_null"] = e.ExpectColumnValuesToNotBeNull(column="template_hash")
@@ -109,7 +109,7 @@ def teacher_inputs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> S
 def teacher_outputs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> SuiteResult:
     import great_expectations as gx
     e = gx.expectations
-    checks = _base("teacher_outputs", frame, schemas.TEACHER_OUTPUTS, "request_id")
+    checks = _base(schemas.TEACHER_OUTPUTS, "request_id")
     checks["response_not_null"] = e.ExpectColumnValuesToNotBeNull(column="response")
     checks["tokens_non_negative"] = e.ExpectColumnValuesToBeBetween(column="completion_tokens", min_value=0)
     return _run("teacher_outputs", frame, checks)
@@ -125,7 +125,7 @@ def filtered_pairs_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> S
         "duplicate_rate": [parsed["reject_reason"].is_in(["exact_duplicate", "near_duplicate"]).sum() / n],
         "refusal_rate": [(parsed["reject_reason"] == "refusal").sum() / n],
     })
-    checks = _base("filtered_pairs", frame, schemas.FILTERED_PAIRS, "pair_id")
+    checks = _base(schemas.FILTERED_PAIRS, "pair_id")
     result = _run("filtered_pairs", frame, checks)
     kept = frame.filter(pl.col("reject_reason").is_null())
     rate_result = _run("filtered_pairs_kept", kept.select("question", "answer"), {
@@ -149,7 +149,7 @@ def sft_dataset_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> Suit
     import great_expectations as gx
     e = gx.expectations
     flat = frame.drop("messages")
-    checks = _base("sft_dataset", flat, {k: v for k, v in schemas.SFT_DATASET.items() if k != "messages"},
+    checks = _base({k: v for k, v in schemas.SFT_DATASET.items() if k != "messages"},
                    "example_id")
     checks["split_values"] = e.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))
     checks["not_empty"] = e.ExpectTableRowCountToBeBetween(min_value=1)

@@ -54,8 +54,7 @@ def build_teacher_inputs(documents: pl.DataFrame, template: PromptTemplate, max_
                                        max_pairs=max_pairs)
             rows.append({
                 "domain": doc["domain"],
-                # Deterministic: same passage + same template file = same request.
-                "request_id": content_id(passage_id, template.sha256, max_pairs),
+                "request_id": template.request_id(messages),
                 "doc_id": doc["doc_id"],
                 "passage_id": passage_id,
                 "topic": doc["topic"],
