@@ -39,7 +39,7 @@ def build(domain: str) -> dict:
     from nexa_core.teacher_inputs import build_teacher_inputs
 
     docs, _ = load_domain(ROOT / "data" / "raw", domain)
-    inputs = build_teacher_inputs(docs, load_template("qa_pairs_v1"), max_pairs=16)
+    inputs = build_teacher_inputs(docs, load_template("qa_pairs_v1"))  # the pipeline's PromptConfig
     ledger = TeacherLedger(DeltaRoot(tempfile.mkdtemp(prefix="nexa-bench-ledger-")), domain)
     outputs, _ = collect_responses(inputs, HeuristicTeacher(), ledger, log=lambda message: None)
     sft = build_sft_dataset(filter_pairs(outputs, inputs))

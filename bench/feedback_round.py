@@ -41,8 +41,9 @@ def main() -> int:
                        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}.items():
         os.environ[key] = value
     from nexa_assets.cli import ensure_dagster_home
+    from resources.environment import Environment
 
-    ensure_dagster_home()
+    ensure_dagster_home(Environment.read().dagster_home)
     import dagster as dg
     import polars as pl
 

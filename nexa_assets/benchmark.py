@@ -16,7 +16,7 @@ from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
 from nexa_core.benchmark import (ALL_SUITES, HISTORY_TABLE, OFFLINE, BenchmarkConfig, SuiteError, load_suites,
                                  suites_digest, summarize)
-from nexa_core.generate import CheckpointError, verify_checkpoint
+from nexa_core.checkpoints import eval_dir
 from nexa_core.ids import content_id
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
@@ -92,20 +92,16 @@ def benchmark_scores(context: dg.AssetExecutionContext, config: BenchmarkSetting
     if student_checkpoint.is_empty():
         raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
     checkpoint = student_checkpoint.row(0, named=True)
-    if launcher.kind == "local":  # a remote node verifies the files itself (--expect-sha256)
-        try:
-            verify_checkpoint(checkpoint["artifact_uri"], json.loads(checkpoint["files_sha256"]))
-        except CheckpointError as exc:
-            raise dg.Failure(f"partition {domain}: {exc}") from exc
+    launcher.check_checkpoint(domain, checkpoint)
     settings = config.benchmark_config()
-    out_dir = f"{checkpoint['artifact_uri'].rsplit('/', 1)[0]}/eval"
+    out_dir = eval_dir(checkpoint["artifact_uri"])
     run_id = content_id(checkpoint["checkpoint_id"], asdict(settings), suites_digest(suites))
     output = f"{out_dir}/benchmark-{run_id}.parquet"
-    command = [launcher.python, "-m", "nexa_core.benchmark", "--checkpoint", checkpoint["artifact_uri"],
-               "--suite-dir", str(folder), "--domain", domain, "--output", output,
-               "--config", json.dumps(asdict(settings)), "--expect-sha256", checkpoint["files_sha256"]]
-    run, _ = launcher.run_reporting(context, command, {**(delta.storage_options or {}), **OFFLINE}, out_dir,
-                                    "benchmark runner", "benchmark")
+    run, _ = launcher.run_reporting(
+        context, "nexa_core.benchmark",
+        ["--checkpoint", checkpoint["artifact_uri"], "--suite-dir", str(folder), "--domain", domain,
+         "--output", output, "--config", json.dumps(asdict(settings)), "--expect-sha256", checkpoint["files_sha256"]],
+        {**(delta.storage_options or {}), **OFFLINE}, out_dir, "benchmark runner", "benchmark")
     recorded = {**asdict(settings), "chat_template_applied": run["chat_template"],
                 "system_prompt_applied": run["system_prompt"], "lm_eval_version": run["lm_eval_version"],
                 "device": run["device"], "dtype": run["dtype"]}

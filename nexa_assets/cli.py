@@ -5,20 +5,17 @@ tables are, how many rows each partition has, and how each student scores next t
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from resources.delta import PROJECT_ROOT
+from resources.instance import write_instance_file
 
 
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to .dagster_home in the project, with the project's dagster.yaml."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
+def ensure_dagster_home(home: Path, postgres: bool = False) -> Path:
+    """The Dagster home (Environment.dagster_home) with its instance file (the project's dagster.yaml,
+    Postgres storage when Environment.postgres), exported as DAGSTER_HOME for DagsterInstance.get()."""
     os.environ["DAGSTER_HOME"] = str(home)
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_instance_file(home, postgres)
     return home
 
 
@@ -80,18 +77,19 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
                         help="a stage's setting, e.g. student_checkpoint.num_train_epochs=1 (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
     args = parser.parse_args(argv)
-    home = ensure_dagster_home()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
     import dagster as dg
     import polars as pl
 
+    from nexa_assets.definitions import ENVIRONMENT as env
     from nexa_assets.definitions import defs
     from nexa_assets.partitions import domain_partitions
-    from nexa_assets.sensors import folder_fingerprints
+    from nexa_core.documents import domain_folders
 
-    raw_root = Path(os.environ.get("NEXA_RAW_ROOT", PROJECT_ROOT / "data" / "raw"))
-    domains = args.domains or sorted(folder_fingerprints(raw_root))
+    home = ensure_dagster_home(env.dagster_home, env.postgres)
+    raw_root = env.raw_root
+    domains = args.domains or [folder.name for folder in domain_folders(raw_root)]
     if not domains:
         print(f"no domain folders under {raw_root}", file=sys.stderr)
         return 2
@@ -142,13 +140,13 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
             print(f"  {row['domain']:10s} steps={row['steps']} final_loss={loss} "
                   f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}")
     if args.job == "nexa_job" and store.exists("leaderboard"):
-        from nexa_assets.evaluate import report_path
+        from nexa_assets.evaluate import LEADERBOARD_REPORT
         from nexa_core.leaderboard import leaderboard_markdown
 
         print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the student after reading its "
               "domain, before SFT)")
         print(leaderboard_markdown(store.scan("leaderboard").collect()))
-        print(f"\nReport: {report_path()}")
+        print(f"\nReport: {defs.resources['reports'].path(LEADERBOARD_REPORT)}")
     return 1 if failed else 0
 
 

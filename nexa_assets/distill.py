@@ -7,46 +7,69 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from nexa_assets.metadata import versions_read
+from nexa_assets.metadata import RAW_FINGERPRINT, versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
-from nexa_core.dedup import MinHashConfig
-from nexa_core.documents import LoadLimits, load_domain
+from nexa_core.documents import LoadLimits, folder_fingerprint, load_domain
 from nexa_core.filters import FilterConfig, filter_pairs, form_counts, reason_counts
 from nexa_core.prompts import load_template
 from nexa_core.sft import SplitConfig, build_sft_dataset
-from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses, parse_pairs
-from nexa_core.teacher_inputs import build_teacher_inputs
+from nexa_core.teacher import (CollectionStopped, TeacherLedger, UnpricedBudget, collect_responses, parse_pairs,
+                               unpriced_warning)
+from nexa_core.settings import from_settings
+from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, mix_in_feedback
 from resources.delta import PROJECT_ROOT, DeltaStore, table_metadata
 from resources.teacher import TeacherResource
 
 GROUP = "distill"
 
 
-class RawConfig(dg.Config):
+# Each settings class exposes the fields of its nexa_core dataclass with the same names; the defaults
+# come from an instance of it (nexa_core/settings.py), so each is written once.
+_LIMITS, _PROMPT, _FILTER, _SPLIT = LoadLimits(), PromptConfig(), FilterConfig(), SplitConfig()
+
+
+class RawSettings(dg.Config):
     raw_root: str = str(PROJECT_ROOT / "data" / "raw")
-    max_doc_chars: int = 200_000
-    max_file_bytes: int = 50_000_000
+    max_file_bytes: int = _LIMITS.max_file_bytes
+    max_doc_chars: int = _LIMITS.max_doc_chars
+    min_doc_chars: int = _LIMITS.min_doc_chars
+    min_garbage_lines: int = _LIMITS.min_garbage_lines
 
 
-class PromptConfig(dg.Config):
+class PromptSettings(dg.Config):
     template: str = "qa_pairs_v1"
-    max_pairs_per_passage: int = 16  # several forms of each fact (nexa_core/question_forms.py)
-    max_passage_chars: int = 1200
+    max_pairs_per_passage: int = _PROMPT.max_pairs_per_passage
+    max_passage_chars: int = _PROMPT.max_passage_chars
+    min_passage_chars: int = _PROMPT.min_passage_chars
     feedback: bool = True  # mix in the domain's latest feedback set (the next round of the loop)
 
 
+class MinHashSettings(dg.Config):
+    num_perm: int = _FILTER.minhash.num_perm
+    bands: int = _FILTER.minhash.bands
+    shingle: int = _FILTER.minhash.shingle
+    threshold: float = _FILTER.minhash.threshold
+    seed: int = _FILTER.minhash.seed
+    chunk: int = _FILTER.minhash.chunk
+
+
 class FilterSettings(dg.Config):
-    min_grounding: float = 0.6
-    max_answer_chars: int = 800
-    near_duplicate_threshold: float = 0.5
+    min_question_chars: int = _FILTER.min_question_chars
+    max_question_chars: int = _FILTER.max_question_chars
+    min_answer_chars: int = _FILTER.min_answer_chars
+    max_answer_chars: int = _FILTER.max_answer_chars
+    min_grounding: float = _FILTER.min_grounding
+    minhash: MinHashSettings = MinHashSettings()
+    min_answer_overlap: float = _FILTER.min_answer_overlap
 
 
 class SplitSettings(dg.Config):
-    validation: float = 0.1
-    test: float = 0.2
-    seed: int = 17
-    min_topic_documents: int = 3  # smaller topics are all train (unless the domain has no held-out data)
+    validation: float = _SPLIT.validation
+    test: float = _SPLIT.test
+    seed: int = _SPLIT.seed
+    min_topic_documents: int = _SPLIT.min_topic_documents
+    system_prompt: str = _SPLIT.system_prompt
 
 
 # Written by raw_documents in the same step (a report, not a computed asset), so any selection that
@@ -57,12 +80,11 @@ raw_quarantine = dg.AssetSpec(
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def raw_documents(context: dg.AssetExecutionContext, config: RawConfig, delta: DeltaStore):
+def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta: DeltaStore):
     """Every document of the domain's raw folder; id = hash of domain + text."""
     domain = context.partition_key
-    documents, quarantine = load_domain(Path(config.raw_root), domain,
-                                        LoadLimits(max_file_bytes=config.max_file_bytes,
-                                                   max_doc_chars=config.max_doc_chars))
+    fingerprint = folder_fingerprint(Path(config.raw_root) / domain)  # before reading: a file changed meanwhile is seen
+    documents, quarantine = load_domain(Path(config.raw_root), domain, from_settings(LoadLimits, config))
     version = delta.write_domain("raw_quarantine", domain, quarantine)
     if quarantine.height:
         context.log.warning(f"partition {domain}: {quarantine.height} rows quarantined: "
@@ -75,11 +97,11 @@ def raw_documents(context: dg.AssetExecutionContext, config: RawConfig, delta: D
     return dg.Output(documents, metadata={
         "documents": documents.height, "quarantined": quarantine.height,
         "topics": dict(documents.group_by("topic").len().sort("topic").iter_rows()),
-        "raw_folder": str(Path(config.raw_root) / domain)})
+        "raw_folder": str(Path(config.raw_root) / domain), RAW_FINGERPRINT: fingerprint})
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def teacher_inputs(context: dg.AssetExecutionContext, config: PromptConfig, delta: DeltaStore,
+def teacher_inputs(context: dg.AssetExecutionContext, config: PromptSettings, delta: DeltaStore,
                    raw_documents: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """One teacher request per passage, rendered from a versioned prompt template, plus the requests of
     the domain's latest feedback set. The feedback set is read from its Delta table, not declared as
@@ -87,21 +109,16 @@ def teacher_inputs(context: dg.AssetExecutionContext, config: PromptConfig, delt
     the metadata."""
     domain = context.partition_key
     template = load_template(config.template)
-    requests = build_teacher_inputs(raw_documents, template, max_pairs=config.max_pairs_per_passage,
-                                    max_chars=config.max_passage_chars)
-    feedback, fed_by = schemas.empty(schemas.TEACHER_INPUTS), {}
+    requests = build_teacher_inputs(raw_documents, template, from_settings(PromptConfig, config))
+    feedback, version = schemas.empty(schemas.TEACHER_INPUTS), None
     if config.feedback and delta.exists("feedback_set"):
-        feedback = schemas.conform(delta.read_partition("feedback_set", domain), schemas.TEACHER_INPUTS)
-        if feedback.height:
-            fed_by = {"feedback_set_version": delta.version("feedback_set"),
-                      "feedback_round": int(feedback["feedback_round"].max())}
-            context.log.info(f"partition {domain}: round {fed_by['feedback_round'] + 1} mixes in {feedback.height} "
-                             f"requests of feedback_set v{fed_by['feedback_set_version']}")
-    requests = pl.concat([requests, feedback.join(requests.select("request_id"), on="request_id", how="anti")])
+        feedback, version = delta.read_partition("feedback_set", domain), delta.version("feedback_set")
+    requests, fed_by = mix_in_feedback(requests, feedback, version)
+    if fed_by["feedback_requests"]:
+        context.log.info(f"partition {domain}: round {fed_by['round']} mixes in {fed_by['feedback_requests']} "
+                         f"requests of feedback_set v{version}")
     return dg.Output(requests, metadata={
-        "requests": requests.height, "feedback_requests": feedback.height,
-        "round": fed_by.get("feedback_round", -1) + 1, **fed_by,
-        "template": template.name, "template_sha256": template.sha256, **versions_read(delta, "raw_documents")})
+        "requests": requests.height, **fed_by, "template": template.name, "template_sha256": template.sha256, **versions_read(delta, "raw_documents")})
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="2",
@@ -110,15 +127,15 @@ def teacher_outputs(context: dg.AssetExecutionContext, teacher: TeacherResource,
                     teacher_inputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """One teacher response per request, served from the response cache when it was paid for before."""
     domain = context.partition_key
-    pricing, policy = teacher.pricing(), teacher.policy()
-    if teacher.backend != "heuristic" and not pricing.known:
-        if policy.budget_usd is not None:
-            raise dg.Failure(f"partition {domain}: teacher budget_usd is set but model '{teacher.model}' has no price; "
-                             "add it to the teacher resource's prices (USD per 1M input/output tokens)")
-        context.log.warning(f"partition {domain}: no price for model '{teacher.model}'; cost is recorded as 0")
+    client, pricing, policy = teacher.client(), teacher.pricing(), teacher.policy()
+    try:
+        if warning := unpriced_warning(client, pricing, policy.budget_usd, f"partition {domain}"):
+            context.log.warning(warning)
+    except UnpricedBudget as exc:
+        raise dg.Failure(str(exc)) from exc
     try:
         outputs, stats = collect_responses(
-            teacher_inputs, teacher.client(), TeacherLedger(delta.tables(), domain), params=teacher.params(),
+            teacher_inputs, client, TeacherLedger(delta.tables(), domain), params=teacher.params(),
             pricing=pricing, policy=policy, validate=parse_pairs, log=context.log.info)
     except CollectionStopped as exc:
         raise dg.Failure(str(exc), metadata=collect_metadata(exc.stats)) from exc
@@ -148,9 +165,7 @@ def collect_metadata(stats) -> dict:
 def filtered_pairs(context: dg.AssetExecutionContext, config: FilterSettings, delta: DeltaStore,
                    teacher_inputs: pl.DataFrame, teacher_outputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Parsed pairs, each kept or carrying the reason it was dropped."""
-    cfg = FilterConfig(min_grounding=config.min_grounding, max_answer_chars=config.max_answer_chars,
-                       minhash=MinHashConfig(threshold=config.near_duplicate_threshold))
-    pairs = filter_pairs(teacher_outputs, teacher_inputs, cfg)
+    pairs = filter_pairs(teacher_outputs, teacher_inputs, from_settings(FilterConfig, config))
     counts = reason_counts(pairs)
     for row in pairs.filter(pl.col("reject_reason") == "unparseable_response").head(5).iter_rows(named=True):
         context.log.warning(row["reject_detail"])
@@ -165,9 +180,7 @@ def filtered_pairs(context: dg.AssetExecutionContext, config: FilterSettings, de
 def sft_dataset(context: dg.AssetExecutionContext, config: SplitSettings, delta: DeltaStore,
                 filtered_pairs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Chat-format SFT examples, split by source document."""
-    sft = build_sft_dataset(filtered_pairs, SplitConfig(validation=config.validation, test=config.test,
-                                                        seed=config.seed,
-                                                        min_topic_documents=config.min_topic_documents))
+    sft = build_sft_dataset(filtered_pairs, from_settings(SplitConfig, config))
     splits = dict(sft.group_by("split").len().iter_rows())
     return dg.Output(sft, metadata={
         **{f"examples/{s}": splits.get(s, 0) for s in ("train", "validation", "test")},

@@ -7,9 +7,7 @@ graph stays acyclic, and the round-to-round link is in the metadata and the data
 """
 
 import json
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -18,29 +16,32 @@ from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
 from nexa_core.benchmark import HISTORY_TABLE as BENCHMARK_HISTORY
-from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, primary_metric
-from nexa_core.generate import CheckpointError, load_generation_config, verify_checkpoint
+from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, known_questions, primary_metric
+from nexa_core.checkpoints import eval_dir
+from nexa_core.generate import ROLES, load_generation_config
 from nexa_core.ids import content_id
-from nexa_core.judge import apply_judgements, judge_requests, load_rubric, parse_judgement, without_judge
-from nexa_core.leaderboard import leaderboard_markdown, rank_checkpoints, write_report
+from nexa_core.judge import (apply_judgements, judge_parsing, judge_requests, load_rubric, parse_judgement,
+                             without_judge)
+from nexa_core.leaderboard import leaderboard_markdown, previous_round_score, rank_checkpoints, write_report
 from nexa_core.prompts import load_template
+from nexa_core.settings import from_settings
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses
-from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
+from nexa_core.train import set_arguments
+from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
+from resources.reports import ReportFolder
 from resources.teacher import TeacherResource
 
 GROUP = "evaluate"
 EVAL_HISTORY = "eval_history"
 
 
-def report_path() -> Path:
-    """The leaderboard's HTML report: NEXA_REPORT_DIR, or data/reports in the project."""
-    return Path(os.environ.get("NEXA_REPORT_DIR", PROJECT_ROOT / "data" / "reports")) / "leaderboard.html"
+LEADERBOARD_REPORT = "leaderboard.html"  # in the reports folder
 
 
 class GenerateSettings(dg.Config):
     overrides: dict = {}  # keys of nexa_core/configs/generate_default.yaml, e.g. {"max_new_tokens": 128}
-    roles: list[str] = ["student", "base"]
+    roles: list[str] = list(ROLES)
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
@@ -53,22 +54,17 @@ def eval_predictions(context: dg.AssetExecutionContext, config: GenerateSettings
     if student_checkpoint.is_empty():
         raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
     checkpoint = student_checkpoint.row(0, named=True)
-    files = json.loads(checkpoint["files_sha256"])
-    if launcher.kind == "local":  # a remote node verifies the files itself (--expect-sha256)
-        try:
-            verify_checkpoint(checkpoint["artifact_uri"], files)
-        except CheckpointError as exc:
-            raise dg.Failure(f"partition {domain}: {exc}") from exc
+    launcher.check_checkpoint(domain, checkpoint)
     generation = load_generation_config(config.overrides)
-    out_dir = f"{checkpoint['artifact_uri'].rsplit('/', 1)[0]}/eval"
+    out_dir = eval_dir(checkpoint["artifact_uri"])
     output = f"{out_dir}/predictions-{content_id(checkpoint['checkpoint_id'], generation, config.roles)}.parquet"
-    command = [launcher.python, "-m", "nexa_core.generate", "--adapter", checkpoint["artifact_uri"],
-               "--sft-uri", delta.uri("sft_dataset"), "--sft-version", str(checkpoint["sft_version"]),
-               "--domain", domain, "--output", output, "--roles", ",".join(config.roles),
-               "--expect-sha256", checkpoint["files_sha256"],
-               *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
-    summary, _ = launcher.run_reporting(context, command, dict(delta.storage_options or {}), out_dir, "generator",
-                                        "predictions")
+    summary, _ = launcher.run_reporting(
+        context, "nexa_core.generate",
+        ["--adapter", checkpoint["artifact_uri"], "--sft-uri", delta.uri("sft_dataset"),
+         "--sft-version", str(checkpoint["sft_version"]), "--domain", domain, "--output", output,
+         "--roles", ",".join(config.roles), "--expect-sha256", checkpoint["files_sha256"],
+         *set_arguments(config.overrides)],
+        dict(delta.storage_options or {}), out_dir, "generator", "predictions")
     predictions = schemas.conform(pl.read_parquet(output).with_columns(
         domain=pl.lit(domain), round=pl.lit(checkpoint["round"]), checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
         sft_version=pl.lit(checkpoint["sft_version"]), generation_config=pl.lit(json.dumps(generation))),
@@ -114,7 +110,8 @@ def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delt
                  eval_predictions: pl.DataFrame):
     """Per-item exact match, token F1, ROUGE-L and rubric judge scores; aggregates per domain and
     topic with bootstrap intervals go to eval_history and to numeric metadata (plotted by the UI)."""
-    from nexa_core.metrics import HEURISTIC_METRICS, aggregate, score_items  # torchmetrics: a slow import
+    # torchmetrics: a slow import
+    from nexa_core.metrics import ALL_TOPICS, HEURISTIC_METRICS, aggregate, headline_numbers, score_items
 
     domain = context.partition_key
     if eval_predictions.is_empty():
@@ -126,28 +123,15 @@ def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delt
                         confidence=config.confidence, n_resamples=config.n_resamples)
     delta.append(EVAL_HISTORY, schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))),
                                                schemas.EVAL_HISTORY))
-    overall = {(r["model_role"], r["metric"]): r for r in summary.filter(pl.col("topic") == "__all__")
-               .iter_rows(named=True)}
-    metadata = {}
-    for (role, metric), r in sorted(overall.items()):
-        if r["mean"] is not None:
-            metadata |= {f"{role}/{metric}": r["mean"], f"{role}/{metric}_ci_low": r["ci_low"],
-                         f"{role}/{metric}_ci_high": r["ci_high"]}
-    for metric in metrics:
-        student, base = overall.get(("student", metric)), overall.get(("base", metric))
-        if student and base and student["mean"] is not None and base["mean"] is not None:
-            metadata[f"lift/{metric}"] = student["mean"] - base["mean"]
     main_metric = primary_metric(scores)
-    by_topic = (summary.filter((pl.col("metric") == main_metric) & (pl.col("topic") != "__all__"))
+    by_topic = (summary.filter((pl.col("metric") == main_metric) & (pl.col("topic") != ALL_TOPICS))
                 .pivot("model_role", index="topic", values="mean").sort("topic"))
-    judged_items = scores.filter(pl.col("judge_status") != "not_configured")
-    unparseable = judged_items.filter(pl.col("judge_status") != "ok")
-    parse_rate = 1 - unparseable.height / judged_items.height if judged_items.height else 1.0
+    judged_items, unparseable, parse_rate = judge_parsing(scores)
     for row in unparseable.head(3).iter_rows(named=True):
         context.log.warning(f"partition {domain}: judgement of example {row['example_id']} ({row['model_role']}) "
                             f"{row['judge_status']}: {str(row['judge_raw'])[:160]!r}")
     yield dg.Output(scores, metadata={
-        **metadata, "round": int(scores["round"][0]), "checkpoint_id": scores["checkpoint_id"][0],
+        **headline_numbers(summary), "round": int(scores["round"][0]), "checkpoint_id": scores["checkpoint_id"][0],
         "primary_metric": main_metric, "judge": judge.model if judge.backend != "none" else "not configured",
         "judged": judged_items.height, "judge_unparseable": unparseable.height,
         "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=by_topic.height)),
@@ -160,14 +144,23 @@ def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delt
         metadata={"parse_rate": parse_rate, "unparseable": unparseable.height})
 
 
+def eval_history(delta: DeltaStore, domain: str | None = None) -> pl.DataFrame:
+    """The eval_history table (one domain's rows, or every domain's), empty before any evaluation."""
+    if not delta.exists(EVAL_HISTORY):
+        return schemas.empty(schemas.EVAL_HISTORY)
+    history = delta.scan(EVAL_HISTORY)
+    return (history.filter(pl.col("domain") == domain) if domain else history).collect()
+
+
 @dg.asset(group_name=GROUP, deps=["eval_metrics", "benchmark_scores"], code_version="1", kinds={"delta", "html"})
-def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore) -> dg.Output[pl.DataFrame]:
+def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore,
+                reports: ReportFolder) -> dg.Output[pl.DataFrame]:
     """Every checkpoint of every domain, ranked on its primary metric, with its benchmark-suite
     accuracy beside its base's, and an HTML report of charts."""
-    history = delta.scan(EVAL_HISTORY).collect() if delta.exists(EVAL_HISTORY) else schemas.empty(schemas.EVAL_HISTORY)
+    history = eval_history(delta)
     benchmarks = delta.scan(BENCHMARK_HISTORY).collect() if delta.exists(BENCHMARK_HISTORY) else None
     ranked = rank_checkpoints(history, benchmarks)
-    report = write_report(history, ranked, report_path(), benchmarks)
+    report = write_report(history, ranked, reports.path(LEADERBOARD_REPORT), benchmarks)
     best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
     return dg.Output(ranked, metadata={
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)), "report": dg.MetadataValue.path(str(report)),
@@ -175,22 +168,16 @@ def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore) -> dg.Outp
         **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY)})
 
 
+_FEEDBACK = FeedbackConfig()  # the defaults of the fields FeedbackSettings shares with it
+
+
 class FeedbackSettings(dg.Config):
-    threshold: float = 0.5
-    bottom_k: int = 0
-    item_threshold: float = 0.5
-    max_passages_per_topic: int = 8
-    max_pairs: int = 8
+    threshold: float = _FEEDBACK.threshold
+    bottom_k: int = _FEEDBACK.bottom_k
+    item_threshold: float = _FEEDBACK.item_threshold
+    max_passages_per_topic: int = _FEEDBACK.max_passages_per_topic
+    max_pairs: int = _FEEDBACK.max_pairs
     template: str = "feedback_v1"
-
-
-def previous_round_score(delta: DeltaStore, domain: str, round_: int, metric: str) -> float | None:
-    if round_ == 0 or not delta.exists(EVAL_HISTORY):
-        return None
-    earlier = (delta.scan(EVAL_HISTORY).filter(
-        (pl.col("domain") == domain) & (pl.col("round") == round_ - 1) & (pl.col("model_role") == "student")
-        & (pl.col("topic") == "__all__") & (pl.col("metric") == metric)).sort("created_at").collect())
-    return earlier["mean"][-1] if earlier.height else None
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
@@ -207,14 +194,12 @@ def feedback_set(context: dg.AssetExecutionContext, config: FeedbackSettings, de
     corpus = delta.read_partition("teacher_inputs", domain).filter(pl.col("feedback_round").is_null())
     previous = delta.read_partition("feedback_set", domain) if delta.exists("feedback_set") else \
         schemas.empty(FEEDBACK_SET)
-    cfg = FeedbackConfig(threshold=config.threshold, bottom_k=config.bottom_k, item_threshold=config.item_threshold,
-                         max_passages_per_topic=config.max_passages_per_topic, max_pairs=config.max_pairs)
-    known = dict(delta.read_partition("filtered_pairs", domain).filter(pl.col("reject_reason").is_null())
-                 .group_by("passage_id").agg("question").iter_rows())
+    known = known_questions(delta.read_partition("filtered_pairs", domain))
     rows, summary = build_feedback_set(student, corpus, set(sft.filter(pl.col("split") == "train")["doc_id"]),
-                                       known, previous, load_template(config.template), round_, cfg)
+                                       known, previous, load_template(config.template), round_,
+                                       from_settings(FeedbackConfig, config))
     score = student[summary["metric"]].mean()
-    before = previous_round_score(delta, domain, round_, summary["metric"])
+    before = previous_round_score(eval_history(delta, domain), domain, round_, summary["metric"])
     for reason in rows.filter(pl.col("round") == round_)["reason"].unique().sort():
         context.log.info(f"partition {domain}: {reason}")
     return dg.Output(rows, metadata={

@@ -2,16 +2,11 @@
 GPU node (or here) through the training launcher. The asset is the Delta row that records the model
 SFT starts from; weights are files under the launcher's artifact root."""
 
-import json
-from datetime import datetime, timezone
-
 import dagster as dg
-import polars as pl
 
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
-from nexa_core import schemas
-from nexa_core.ids import content_id
-from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config
+from nexa_core.checkpoints import base_row
+from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, set_arguments
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
 
@@ -38,22 +33,14 @@ def student_base(context: dg.AssetExecutionContext, config: ReadSettings, delta:
     read_config = load_config(PRETRAIN_CONFIG, config.overrides)
     digest = config_hash(read_config)
     out_dir = launcher.output_dir(domain, documents_version, digest, stage="read")
-    command = [launcher.python, "-m", "nexa_core.pretrain", "--documents-uri", delta.uri("raw_documents"),
-               "--documents-version", str(documents_version), "--domain", domain, "--output-dir", out_dir,
-               *[arg for k, v in config.overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
-    record, checks = launcher.run_reporting(context, command, dict(delta.storage_options or {}), out_dir,
-                                            "reader", "record")
-    row = {
-        "domain": domain, "base_id": content_id(domain, documents_version, digest, record["files"]),
-        "base_model": record["base_model"], "model_uri": record["model_path"],
-        "files_sha256": json.dumps(record["files"], sort_keys=True), "built_from_config": record["built_from_config"],
-        "trained": record["trained"], "documents": record["documents"], "documents_version": documents_version,
-        "read_tokens": record.get("trained_tokens", 0), "steps": record["steps"],
-        "final_loss": record.get("final_loss"), "wall_seconds": record.get("wall_seconds", 0.0),
-        "gpu_seconds": record.get("gpu_seconds", 0.0), "device": record.get("device", ""), "config_hash": digest,
-        "created_at": datetime.now(timezone.utc),
-    }
-    yield dg.Output(pl.DataFrame([row], schema=schemas.STUDENT_BASE), metadata={
+    record, checks = launcher.run_reporting(
+        context, "nexa_core.pretrain",
+        ["--documents-uri", delta.uri("raw_documents"), "--documents-version", str(documents_version),
+         "--domain", domain, "--output-dir", out_dir, *set_arguments(config.overrides)],
+        dict(delta.storage_options or {}), out_dir, "reader", "record")
+    frame = base_row(domain, record, documents_version, digest)
+    row = frame.row(0, named=True)
+    yield dg.Output(frame, metadata={
         "base_model": row["base_model"], "model_uri": row["model_uri"], "trained": row["trained"],
         "documents": row["documents"], "documents_version": documents_version, "read_tokens": row["read_tokens"],
         "steps": row["steps"], "final_loss": row["final_loss"], "wall_seconds": round(row["wall_seconds"], 2),

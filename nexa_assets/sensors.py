@@ -1,48 +1,46 @@
-"""Sensors. The raw folder sensor: a new folder under data/raw/ becomes a domain partition and is
+"""Sensors. The raw folder sensor: a new folder under the raw root becomes a domain partition and is
 materialized; a changed file in a known domain re-runs that domain. The feedback loop sensor: a new
-feedback set requests the next round for its domain, until a stop rule says enough."""
+feedback set requests the next round for its domain, until a stop rule says enough. Their settings
+come as parameters (nexa_assets/definitions.py reads them from the environment)."""
 
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from nexa_assets.metadata import RAW_FINGERPRINT
 from nexa_assets.partitions import domain_partitions
-from nexa_core.documents import supported
+from nexa_core.documents import domain_folders, folder_fingerprint
 from nexa_core.feedback import next_round_blocker
-from resources.delta import PROJECT_ROOT
 
 
-def folder_fingerprints(raw_root: Path) -> dict[str, str]:
-    """domain -> hash of (relative path, size, mtime) of every supported file."""
-    prints = {}
-    if not raw_root.is_dir():
-        return prints
-    for folder in sorted(p for p in raw_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        digest = hashlib.sha256()
-        for path in sorted(p for p in folder.rglob("*") if supported(p)):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        prints[folder.name] = digest.hexdigest()
-    return prints
+def materialized_fingerprint(instance: dg.DagsterInstance, domain: str) -> str | None:
+    """The folder fingerprint the domain's latest raw_documents materialization recorded."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("raw_documents"), asset_partitions=[domain]), limit=1).records
+    value = records[0].asset_materialization.metadata.get(RAW_FINGERPRINT) if records else None
+    return value.value if value else None
 
 
-def build_raw_folder_sensor(job) -> dg.SensorDefinition:
+def build_raw_folder_sensor(job, raw_root: Path) -> dg.SensorDefinition:
+    # The runs read the folder the sensor watches, not raw_documents' default
+    run_config = {"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}}
+
     @dg.sensor(job=job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Adds a domain partition for each new folder in data/raw and re-runs a domain "
-                           "whose files changed.")
+               description=f"Adds a domain partition for each new folder in {raw_root} and re-runs a domain "
+                           "whose files changed since its last raw_documents.")
     def raw_folder_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        raw_root = Path(os.environ.get("NEXA_RAW_ROOT", PROJECT_ROOT / "data" / "raw"))
-        seen = json.loads(context.cursor) if context.cursor else {}
-        now = folder_fingerprints(raw_root)
+        seen = json.loads(context.cursor) if context.cursor else {}  # domain -> fingerprint acted on
+        now = {folder.name: folder_fingerprint(folder) for folder in domain_folders(raw_root)}
         known = set(context.instance.get_dynamic_partitions(domain_partitions.name))
         new_domains = sorted(d for d in now if d not in known)
-        runs = [dg.RunRequest(partition_key=d, run_key=f"{d}:{fp}", tags={"nexa/reason": "new domain"
-                              if d in new_domains else "raw files changed"})
-                for d, fp in sorted(now.items()) if seen.get(d) != fp]
+        # An empty cursor (a fresh `dagster dev`) falls back on what each domain's last run read
+        changed = [d for d, fp in sorted(now.items())
+                   if seen.get(d) != fp and materialized_fingerprint(context.instance, d) != fp]
+        runs = [dg.RunRequest(partition_key=d, run_key=f"{d}:{now[d]}", run_config=run_config,
+                              tags={"nexa/reason": "new domain" if d in new_domains else "raw files changed"})
+                for d in changed]
         return dg.SensorResult(
             run_requests=runs, cursor=json.dumps(now),
             dynamic_partitions_requests=[domain_partitions.build_add_request(new_domains)] if new_domains else [])
@@ -54,10 +52,7 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
           dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
-def build_feedback_loop_sensor(job, max_rounds: int | None = None, min_improvement: float | None = None):
-    max_rounds = int(os.environ.get("NEXA_MAX_ROUNDS", 3)) if max_rounds is None else max_rounds
-    min_improvement = float(os.environ.get("NEXA_MIN_IMPROVEMENT", 0.0)) if min_improvement is None else min_improvement
-
+def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
     @dg.sensor(job=job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"A new feedback_set requests the next round (teacher -> ... -> feedback) for its domain; "
                            f"stops at max_rounds={max_rounds}, when a round does not improve by more than "

@@ -2,16 +2,12 @@
 the training launcher. The asset is the Delta row that records the checkpoint; weights are files
 under the launcher's artifact root."""
 
-import json
-from datetime import datetime, timezone
-
 import dagster as dg
 import polars as pl
 
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
-from nexa_core import schemas
-from nexa_core.ids import content_id
-from nexa_core.train import config_hash, load_config
+from nexa_core.checkpoints import artifact_uri, checkpoint_row, loss_curve
+from nexa_core.train import TrainingError, check_train_size, config_hash, load_config, set_arguments
 from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 from resources.tracking import MlflowTracking
@@ -48,38 +44,27 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
     out_dir = launcher.output_dir(domain, sft_version, digest)
     train_rows, round_ = delta.scan("sft_dataset", sft_version).filter(pl.col("domain") == domain).select(
         (pl.col("split") == "train").sum(), pl.col("round").max()).collect().row(0)
-    if train_rows < train_config["min_train_examples"]:
-        raise dg.Failure(f"partition {domain}: sft_dataset v{sft_version} has {train_rows} train examples, fewer "
-                         f"than min_train_examples={train_config['min_train_examples']}; no training started")
-    command = [launcher.python, "-m", "nexa_core.train", "--sft-uri", delta.uri("sft_dataset"),
-               "--sft-version", str(sft_version), "--domain", domain, "--output-dir", out_dir,
-               # the documents student_base read, replayed beside the QA pairs (lineage: through student_base)
-               "--documents-uri", delta.uri("raw_documents"), "--documents-version", str(base["documents_version"]),
-               *[arg for k, v in overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]]
-    record, checks = launcher.run_reporting(context, command, dict(delta.storage_options or {}), out_dir,
-                                            "trainer", "record")
+    try:
+        check_train_size(train_rows, train_config, domain, f"sft_dataset v{sft_version}")
+    except TrainingError as exc:
+        raise dg.Failure(f"{exc}; no training started") from exc
+    record, checks = launcher.run_reporting(
+        context, "nexa_core.train",
+        ["--sft-uri", delta.uri("sft_dataset"), "--sft-version", str(sft_version), "--domain", domain,
+         "--output-dir", out_dir,
+         # the documents student_base read, replayed beside the QA pairs (lineage: through student_base)
+         "--documents-uri", delta.uri("raw_documents"), "--documents-version", str(base["documents_version"]),
+         *set_arguments(overrides)],
+        dict(delta.storage_options or {}), out_dir, "trainer", "record")
     curve = record.pop("curve")
-    artifact = f"{out_dir}/{'model' if record['finetune'] == 'full' else 'adapter'}"
-    run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config,
-                                     artifact if launcher.kind == "local" else None,
+    here = artifact_uri(out_dir, record["finetune"]) if launcher.backend().runs_here else None  # MLflow uploads it
+    run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config, here,
                                      tags={"domain": domain, "dagster_run_id": context.run.run_id})
-    row = {
-        "domain": domain, "checkpoint_id": content_id(domain, sft_version, digest, record["files"]),
-        "artifact_uri": artifact, "files_sha256": json.dumps(record["files"], sort_keys=True),
-        "base_model": base["base_model"], "base_id": base["base_id"], "finetune": record["finetune"],
-        "lora": record["lora"], "config_hash": digest,
-        "sft_version": sft_version, "round": round_, "train_examples": record["train_examples"],
-        "steps": record["steps"],
-        "resumed_from": record["resumed_from"], "final_loss": record["final_loss"],
-        "best_loss": record["best_loss"], "best_eval_loss": record["best_eval_loss"],
-        "wall_seconds": record["wall_seconds"], "gpu_seconds": record["gpu_seconds"],
-        "gpu_cost_usd": record["gpu_seconds"] / 3600 * launcher.usd_per_gpu_hour, "device": record["device"],
-        "mlflow_run_id": run_id, "created_at": datetime.now(timezone.utc),
-    }
-    frame = pl.DataFrame([row], schema=schemas.STUDENT_CHECKPOINT)
+    frame = checkpoint_row(domain, record, base, sft_version, digest, round_, out_dir, launcher.usd_per_gpu_hour,
+                           run_id)
+    row = frame.row(0, named=True)
     delta.append("checkpoint_history", frame)  # every checkpoint ever made; the asset holds the latest
-    logged = [{"step": r["step"], "loss": r["loss"]} for r in curve if "loss" in r]
-    losses = pl.DataFrame(logged) if logged else pl.DataFrame()
+    losses = loss_curve(curve)
     yield dg.Output(frame, metadata={
         "finetune": record["finetune"], "base_id": base["base_id"],
         "steps": record["steps"], "final_loss": record["final_loss"], "best_loss": record["best_loss"],

@@ -9,6 +9,7 @@ file, the row and the reason: nothing is silently dropped.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,27 @@ def outside_reason(path: Path, raw_root: Path) -> tuple[str, str] | None:
     return None
 
 
+def domain_folders(raw_root: Path) -> list[Path]:
+    """The folders under the raw root, one per domain; hidden ones are not domains."""
+    if not Path(raw_root).is_dir():
+        return []
+    return sorted(p for p in Path(raw_root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The files of a domain folder the loader reads (and the links it quarantines)."""
+    return sorted(p for p in Path(folder).rglob("*") if supported(p))
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of (relative path, size, mtime) of every file load_domain reads: it changes when they do."""
+    digest = hashlib.sha256()
+    for path in folder_files(folder):
+        stat = path.stat() if path.exists() else path.lstat()  # a broken link is read (and quarantined) too
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def domain_files(raw_root: Path, domain: str) -> list[Path]:
     folder = Path(raw_root) / domain
     if not folder.is_dir():
@@ -65,7 +87,7 @@ def domain_files(raw_root: Path, domain: str) -> list[Path]:
             f"partition '{domain}': raw folder {folder} does not exist; create it and add "
             f"{', '.join(SUPPORTED_SUFFIXES)} files, or remove the partition"
         )
-    files = sorted(p for p in folder.rglob("*") if supported(p))
+    files = folder_files(folder)
     if not files:
         raise DomainFolderError(
             f"partition '{domain}': raw folder {folder} has no supported files "

@@ -34,7 +34,7 @@ class FeedbackConfig:
     bottom_k: int = 0  # the k weakest topics are weak too, whatever their score
     item_threshold: float = 0.5  # an item scoring below this failed
     max_passages_per_topic: int = 8
-    max_pairs: int = 8  # asked per passage: more than the corpus prompt's 4, so new pairs can appear
+    max_pairs: int = 8  # asked per passage, beside the questions the SFT set already has for it
 
 
 def primary_metric(scores: pl.DataFrame) -> str:
@@ -89,14 +89,16 @@ def build_feedback_set(scores: pl.DataFrame, corpus_inputs: pl.DataFrame, train_
         if chosen.is_empty():
             without_passages.append(topic)
         for p in chosen.iter_rows(named=True):
-            known = "\n".join(f"- {q}" for q in sorted(known_questions.get(p["passage_id"], []))) or "(none)"
+            known = sorted(known_questions.get(p["passage_id"], []))
             messages = template.render(domain=p["domain"], topic=topic, passage=p["passage"], max_pairs=cfg.max_pairs,
-                                       score=f"{score_of[topic]:.2f}", metric=metric, known_questions=known)
+                                       score=f"{score_of[topic]:.2f}", metric=metric,
+                                       known_questions="\n".join(f"- {q}" for q in known) or "(none)")
             rows.append({
                 **{k: p[k] for k in ("domain", "doc_id", "passage_id", "topic", "source_path", "passage")},
                 "request_id": template.request_id(messages),
                 "template_name": template.name, "template_hash": template.sha256,
-                "messages": json.dumps(messages, ensure_ascii=False), "feedback_round": round_, "round": round_,
+                "messages": json.dumps(messages, ensure_ascii=False), "feedback_round": round_,
+                "max_pairs": cfg.max_pairs, "known_questions": known, "round": round_,
                 "reason": weak[topic], "metric": metric, "topic_score": score_of[topic],
                 "failed_example_ids": failed_by_topic.get(topic, []),
             })
@@ -126,3 +128,9 @@ def next_round_blocker(round_: int, new_requests: int, score: float | None, prev
         return (f"round {round_}: no improvement over round {round_ - 1} "
                 f"({score:.4f} vs {previous_score:.4f}, min_improvement={min_improvement})")
     return None
+
+
+def known_questions(filtered_pairs: pl.DataFrame) -> dict[str, list[str]]:
+    """passage_id -> the questions of its kept pairs: what a feedback request asks the teacher to avoid."""
+    kept = filtered_pairs.filter(pl.col("reject_reason").is_null())
+    return dict(kept.group_by("passage_id").agg("question").iter_rows())

@@ -113,3 +113,11 @@ def without_judge(predictions: pl.DataFrame) -> pl.DataFrame:
         judge_score=pl.lit(None, pl.Float64), judge_status=pl.lit("not_configured"),
         **{k: pl.lit(None, pl.String) for k in ("judge_prompt", "judge_raw", "judge_reason", "judge_model", "rubric",
                                                  "rubric_sha256", "judge_request_hash")})
+
+
+def judge_parsing(scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, float]:
+    """(the items the judge was asked about, those whose judgement did not parse, the share that did:
+    1.0 when nothing was judged)."""
+    judged = scores.filter(pl.col("judge_status") != "not_configured")
+    unparseable = judged.filter(pl.col("judge_status") != "ok")
+    return judged, unparseable, 1 - unparseable.height / judged.height if judged.height else 1.0

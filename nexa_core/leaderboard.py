@@ -64,6 +64,17 @@ def latest_evaluations(history: pl.DataFrame) -> pl.DataFrame:
             .unique(["checkpoint_id", "model_role", "topic", "metric"], keep="last", maintain_order=True))
 
 
+def previous_round_score(history: pl.DataFrame, domain: str, round_: int, metric: str) -> float | None:
+    """The student's latest score over all topics on `metric` in the round before `round_` (None in
+    round 0, or when that round was never evaluated): what the feedback loop compares a round to."""
+    if round_ == 0 or history.is_empty():
+        return None
+    earlier = latest_evaluations(history).filter(
+        (pl.col("domain") == domain) & (pl.col("round") == round_ - 1) & (pl.col("model_role") == "student")
+        & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == metric)).sort("created_at")
+    return earlier["mean"][-1] if earlier.height else None
+
+
 def latest_benchmarks(benchmarks: pl.DataFrame) -> pl.DataFrame:
     """A re-run of a checkpoint's benchmark supersedes its older rows."""
     return (benchmarks.sort("created_at", maintain_order=True)

@@ -61,3 +61,20 @@ def aggregate(scores: pl.DataFrame, metrics: list[str], by: list[str], confidenc
     schema = {**{c: scores.schema[c] for c in by}, "topic": pl.String, "metric": pl.String, "mean": pl.Float64,
               "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64}
     return pl.DataFrame(rows, schema=schema).sort([*by, "topic", "metric"])
+
+
+def headline_numbers(summary: pl.DataFrame) -> dict[str, float]:
+    """From an `aggregate` summary: each role's mean of each metric over all topics with its interval
+    (`student/token_f1`, `student/token_f1_ci_low`, `..._ci_high`) and the student's lift over its base
+    (`lift/token_f1`), as flat numbers the UI plots over materializations. A metric nothing was
+    scored on (mean null) is left out."""
+    overall = {(r["model_role"], r["metric"]): r for r in summary.filter(pl.col("topic") == ALL_TOPICS)
+               .iter_rows(named=True) if r["mean"] is not None}
+    numbers = {}
+    for (role, metric), r in sorted(overall.items()):
+        numbers |= {f"{role}/{metric}": r["mean"], f"{role}/{metric}_ci_low": r["ci_low"],
+                    f"{role}/{metric}_ci_high": r["ci_high"]}
+    for (role, metric), r in sorted(overall.items()):
+        if role == "student" and ("base", metric) in overall:
+            numbers[f"lift/{metric}"] = r["mean"] - overall[("base", metric)]["mean"]
+    return numbers

@@ -35,6 +35,10 @@ TEACHER_INPUTS = {
     "template_hash": pl.String,
     "messages": pl.String,  # JSON list of {"role", "content"}
     "feedback_round": pl.Int64,  # null for requests from the corpus; k for those a round-k feedback set added
+    # What the prompt asks, as data (teacher.types.PairBrief): the pair budget, and for a feedback
+    # request the questions the student already has (null for a corpus request)
+    "max_pairs": pl.Int64,
+    "known_questions": pl.List(pl.String),
 }
 
 # What a teacher call returned: shared by the per-partition outputs and the response cache.
@@ -272,4 +276,56 @@ BENCHMARK_HISTORY = {
     **MEAN_WITH_INTERVAL,
     "chance": pl.Float64,  # expected accuracy of a uniform guess (multiple choice); null otherwise
     "created_at": pl.Datetime("us", "UTC"),
+}
+
+# --- release and serving --------------------------------------------------------------------------
+
+# A checkpoint promoted by the gate: model_release holds each domain's champion, release_history every
+# promotion. The Delta versions it was made from are in `lineage`; the SFT rows it was trained on are
+# sft_dataset at sft_version (nexa-release-rows).
+MODEL_RELEASE = {
+    "domain": pl.String,
+    "release_id": pl.String,
+    "registered_model": pl.String,  # MLflow Model Registry name, one per domain
+    "model_version": pl.Int64,  # its registry version; the alias `champion` points at it
+    "served_model": pl.String,  # the model name nexa-serve answers to: <registered_model>-v<version>
+    "checkpoint_id": pl.String,
+    "round": pl.Int64,
+    "sft_version": pl.Int64,
+    "base_id": pl.String,
+    "base_model": pl.String,
+    "finetune": pl.String,
+    "merged_uri": pl.String,  # full weights (adapter merged), tokenizer, chat template, model card
+    "files_sha256": pl.String,  # JSON {relative path: sha256}
+    "metric": pl.String,  # what the gate compared
+    "score": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "base_score": pl.Float64,
+    "previous_champion": pl.Int64,  # registry version it replaced; null for the first
+    "gate": pl.String,  # JSON: rule, thresholds, numbers, reasons
+    "lineage": pl.String,  # JSON: every (table, Delta version) read on the way
+    "teacher_usd": pl.Float64,
+    "gpu_hours": pl.Float64,
+    "code_version": pl.String,
+    "model_card": pl.String,  # markdown
+    "mlflow_run_id": pl.String,
+    "released_at": pl.Datetime("us", "UTC"),
+}
+
+# One row each time nexa-serve starts serving a champion.
+DEPLOYMENT = {
+    "domain": pl.String,
+    "deployment_id": pl.String,
+    "endpoint_url": pl.String,  # OpenAI-compatible base URL (.../v1)
+    "served_model": pl.String,
+    "registered_model": pl.String,
+    "model_version": pl.Int64,
+    "release_id": pl.String,
+    "merged_uri": pl.String,
+    "server": pl.String,  # the serving command
+    "device": pl.String,
+    "pid": pl.Int64,
+    "ready_seconds": pl.Float64,  # from launch to the first healthy answer of the server
+    "started_at": pl.Datetime("us", "UTC"),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -11,11 +12,19 @@ from nexa_core import schemas
 from nexa_core.ids import content_id
 from nexa_core.prompts import PromptTemplate
 
+
+@dataclass(frozen=True)
+class PromptConfig:
+    max_pairs_per_passage: int = 16  # several forms of each fact (nexa_core/question_forms.py)
+    max_passage_chars: int = 1200
+    min_passage_chars: int = 200  # a shorter passage is merged with the next one where it fits
+
+
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def chunk_text(text: str, max_chars: int = 1200, min_chars: int = 200) -> list[str]:
+def chunk_text(text: str, max_chars: int, min_chars: int) -> list[str]:
     """Split on paragraphs; merge short neighbours up to max_chars; split an over-long paragraph on
     sentence ends. Passages never cut a sentence, so a teacher never sees half a fact."""
     pieces: list[str] = []
@@ -44,14 +53,17 @@ def chunk_text(text: str, max_chars: int = 1200, min_chars: int = 200) -> list[s
     return passages
 
 
-def build_teacher_inputs(documents: pl.DataFrame, template: PromptTemplate, max_pairs: int = 4,
-                         max_chars: int = 1200) -> pl.DataFrame:
+def build_teacher_inputs(documents: pl.DataFrame, template: PromptTemplate,
+                         cfg: PromptConfig = PromptConfig()) -> pl.DataFrame:
+    """One request per passage of every document. The passage and the pair budget are columns as well
+    as words of the prompt: a rule-based teacher reads the columns, never the template's wording."""
     rows = []
     for doc in documents.iter_rows(named=True):
-        for index, passage in enumerate(chunk_text(doc["text"], max_chars=max_chars)):
+        for index, passage in enumerate(chunk_text(doc["text"], max_chars=cfg.max_passage_chars,
+                                                   min_chars=cfg.min_passage_chars)):
             passage_id = content_id(doc["doc_id"], index, passage)
             messages = template.render(domain=doc["domain"], topic=doc["topic"], passage=passage,
-                                       max_pairs=max_pairs)
+                                       max_pairs=cfg.max_pairs_per_passage)
             rows.append({
                 "domain": doc["domain"],
                 "request_id": template.request_id(messages),
@@ -64,7 +76,21 @@ def build_teacher_inputs(documents: pl.DataFrame, template: PromptTemplate, max_
                 "template_hash": template.sha256,
                 "messages": json.dumps(messages, ensure_ascii=False),
                 "feedback_round": None,
+                "max_pairs": cfg.max_pairs_per_passage,
+                "known_questions": None,
             })
     if not rows:
         return schemas.empty(schemas.TEACHER_INPUTS)
     return pl.DataFrame(rows, schema=schemas.TEACHER_INPUTS)
+
+
+def mix_in_feedback(requests: pl.DataFrame, feedback_set: pl.DataFrame,
+                    feedback_set_version: int | None) -> tuple[pl.DataFrame, dict]:
+    """The corpus requests plus those of the domain's latest feedback set that are not already among
+    them, and which round this makes: 0 without feedback, else one past the feedback set's round, with
+    the version that fed it."""
+    feedback = schemas.conform(feedback_set, schemas.TEACHER_INPUTS)
+    fed_by = {"feedback_set_version": feedback_set_version,
+              "feedback_round": int(feedback["feedback_round"].max())} if feedback.height else {}
+    mixed = pl.concat([requests, feedback.join(requests.select("request_id"), on="request_id", how="anti")])
+    return mixed, {"round": fed_by.get("feedback_round", -1) + 1, "feedback_requests": feedback.height, **fed_by}

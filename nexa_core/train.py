@@ -265,6 +265,13 @@ def attention(config: dict) -> str | None:
     return None if value in (None, "auto") else value
 
 
+def check_train_size(train_examples: int, config: dict, domain: str, what: str) -> None:
+    """Refuse to train on fewer than `min_train_examples`: checked before launching and again on the node."""
+    if train_examples < config["min_train_examples"]:
+        raise TrainingError(f"partition {domain}: {what} has {train_examples} train examples, fewer than "
+                            f"min_train_examples={config['min_train_examples']}; add data or lower the setting")
+
+
 def lora_config(config: dict, model):
     from peft import LoraConfig
 
@@ -282,9 +289,7 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
     from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
 
     train_rows = splits["train"]
-    if train_rows.height < config["min_train_examples"]:
-        raise TrainingError(f"partition {domain}: the SFT train split has {train_rows.height} examples, fewer than "
-                            f"min_train_examples={config['min_train_examples']}; add data or lower the setting")
+    check_train_size(train_rows.height, config, domain, "the SFT train split")
     out_dir = Path(out_dir)
     if done := committed(out_dir, "model", "adapter"):
         log(f"partition {domain}: {done['path']} is already trained; nothing to do")
@@ -320,6 +325,11 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
 def parse_sets(items: list[str]) -> dict:
     """--set KEY=YAML arguments as overrides."""
     return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def set_arguments(overrides: dict) -> list[str]:
+    """Overrides as the --set KEY=VALUE arguments parse_sets reads back (JSON values are YAML)."""
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
 def quiet_libraries() -> None:

@@ -13,18 +13,17 @@ The IO manager is dagster-deltalake's `DeltaLakeIOManager` with a polars type ha
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
-from dagster_deltalake import DeltaLakeIOManager, LocalConfig, S3Config
+from dagster_deltalake import DeltaLakeIOManager
 from dagster_deltalake.io_manager import TableConnection
 from deltalake import DeltaTable, write_deltalake
 
-from nexa_core.delta import DeltaRoot
+from nexa_core.delta import DeltaRoot, write_partition
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,34 +49,6 @@ def _partition_filter(table_slice: TableSlice) -> pl.Expr | None:
         part = pl.col(dim.partition_expr).is_in(values)
         expr = part if expr is None else expr & part
     return expr
-
-
-def _sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def write_partition(uri: str, frame: pl.DataFrame, partitions: dict[str, list[str]],
-                    storage_options: dict | None, label: str) -> int:
-    """Replace exactly the given partitions of a Delta table with `frame`; return the new version.
-
-    The partition column is cast to string (a non-string partition column is how an overwrite can
-    match nothing and rewrite the whole table), and rows of any other partition are refused."""
-    clauses = []
-    for column, values in partitions.items():
-        if column not in frame.columns:
-            raise ValueError(f"{label}: frame lacks partition column '{column}'")
-        frame = frame.with_columns(pl.col(column).cast(pl.String))
-        stray = frame.filter(~pl.col(column).is_in(values))[column].unique().to_list()
-        if stray:
-            raise ValueError(f"{label} partition {values}: frame holds rows of other partitions {stray[:5]}; "
-                             "refusing to write them")
-        clauses.append(f"{column} IN ({', '.join(_sql_literal(v) for v in values)})")
-    exists = DeltaTable.is_deltatable(uri, storage_options=storage_options)
-    # schema_mode="merge": a table written before a column was added takes the new column (nulls in old rows)
-    write_deltalake(uri, frame.to_arrow(), mode="overwrite", partition_by=list(partitions) or None,
-                    predicate=" AND ".join(clauses) if exists and clauses else None, schema_mode="merge",
-                    storage_options=storage_options)
-    return DeltaTable(uri, storage_options=storage_options).version()
 
 
 def table_metadata(frame: pl.DataFrame, uri: str, version: int) -> dict:
@@ -156,26 +127,3 @@ class DeltaStore(dg.ConfigurableResource):
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
         return self.tables().append(table, frame)
-
-
-def storage_from_env() -> tuple[str, object, dict[str, str]]:
-    """(root_uri, IO-manager storage config, plain storage options) from NEXA_DELTA_ROOT.
-
-    A local path by default (data/delta in the project); an s3:// root takes its endpoint, region
-    and credentials from the standard AWS_* variables."""
-    root = os.environ.get("NEXA_DELTA_ROOT", str(PROJECT_ROOT / "data" / "delta"))
-    if root.startswith("s3://"):
-        options = {k: v for k, v in {
-            "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
-            "region": os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-            "access_key_id": os.environ.get("AWS_ACCESS_KEY_ID"),
-            "secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        }.items() if v}
-        plain = {"AWS_" + k.upper() if not k.startswith("endpoint") else "AWS_ENDPOINT_URL": v
-                 for k, v in options.items()}
-        plain["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
-        if os.environ.get("AWS_ALLOW_HTTP"):
-            plain["AWS_ALLOW_HTTP"] = os.environ["AWS_ALLOW_HTTP"]
-        return root, S3Config(allow_unsafe_rename=True, **options), plain
-    Path(root).mkdir(parents=True, exist_ok=True)
-    return str(Path(root).resolve()), LocalConfig(), {}

@@ -1,23 +1,27 @@
-"""The training launcher: runs `python -m nexa_core.train` where the GPUs are, through Dagster Pipes.
+"""The training launcher: runs `python -m nexa_core.train` (and the reading, generation and benchmark
+stages) where the GPUs are, through Dagster Pipes.
 
-One resource, chosen by `kind`:
-- local (default): a subprocess on this machine (CPU or a local GPU), PipesSubprocessClient.
-- kubernetes: a pod on a GPU node pool. `pod_spec()` builds the pod (image, GPU requests/limits,
+The resource, TrainingLauncher, is the configuration; `kind` picks the backend that launches:
+- LocalBackend (default): a subprocess on this machine (CPU or a local GPU), PipesSubprocessClient.
+- KubernetesBackend: a pod on a GPU node pool. `pod_spec()` builds the pod (image, GPU requests/limits,
   node selector, tolerations, volumes, env); it is submitted with dagster-k8s's PipesK8sClient when
   that package is installed (`pip install dagster-k8s`).
-- slurm: `sbatch_script()` builds the batch script (GPU gres, partition, time, env, command); the
-  Pipes context and messages go through files on a filesystem the cluster shares with Dagster.
-- aws: an ECS task on GPU container instances through dagster-aws's PipesECSClient;
+- SlurmBackend: `sbatch_script()` builds the batch script (GPU gres, partition, time, env, command);
+  the Pipes context and messages go through files on a filesystem the cluster shares with Dagster.
+- AwsBackend: an ECS task on GPU container instances through dagster-aws's PipesECSClient;
   `ecs_run_task_params()` builds the request (GPU resource requirement, command, env, network).
 
 Logs, metrics and the checkpoint record come back through Pipes in every case.
 """
+
+from __future__ import annotations
 
 import json
 import shlex
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +29,7 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
+from nexa_core.generate import CheckpointError, verify_checkpoint
 from nexa_core.train import ERROR_FILE
 from resources.delta import PROJECT_ROOT
 
@@ -33,7 +38,146 @@ class LauncherError(RuntimeError):
     pass
 
 
+def job_name(context: dg.AssetExecutionContext) -> str:
+    return f"nexa-train-{context.run.run_id[:8]}-{context.partition_key}"
+
+
+def env_list(env: dict[str, str]) -> list[dict]:
+    """Environment variables as Kubernetes and ECS take them: name/value pairs, sorted."""
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+class LaunchBackend(ABC):
+    """Where a launched stage runs. It reads the resource's settings and starts the process; the
+    resource turns what comes back into records and errors."""
+
+    kind: str
+    runs_here = False  # the process sees this machine's files: checkpoints are verified and logged from here
+
+    def __init__(self, settings: TrainingLauncher):
+        self.settings = settings
+
+    @abstractmethod
+    def launch(self, context: dg.AssetExecutionContext, command: list[str],
+               env: dict[str, str]) -> dg.PipesClientCompletedInvocation:
+        """Run `command` with `env` through Pipes until it ends; a wrong setting is a LauncherError."""
+
+
+class LocalBackend(LaunchBackend):
+    kind = "local"
+    runs_here = True
+
+    def launch(self, context, command, env):
+        return dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env)
+
+
+class KubernetesBackend(LaunchBackend):
+    kind = "kubernetes"
+
+    def pod_spec(self, command: list[str], env: dict[str, str], name: str) -> dict:
+        s = self.settings
+        if not s.image:
+            raise LauncherError("launcher.kind=kubernetes needs launcher.image (an image with the project installed)")
+        limits = {s.gpu_resource: str(s.gpus)} if s.gpus else {}
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": s.namespace, "labels": {"app.kubernetes.io/name": "nexa-train"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": dict(s.node_selector),
+                "tolerations": list(s.tolerations),
+                "volumes": list(s.volumes),
+                "containers": [{
+                    "name": "train", "image": s.image, "command": list(command), "env": env_list(env),
+                    "resources": {"requests": {"cpu": s.cpu, "memory": s.memory, **limits},
+                                  "limits": {"memory": s.memory, **limits}},
+                    "volumeMounts": list(s.volume_mounts),
+                }],
+            },
+        }
+
+    def launch(self, context, command, env):
+        from dagster_k8s import PipesK8sClient  # optional: pip install dagster-k8s
+
+        spec = self.pod_spec(command, env, job_name(context)[:63])
+        return PipesK8sClient().run(context=context, image=self.settings.image, command=command,
+                                    namespace=self.settings.namespace, env=env, base_pod_meta=spec["metadata"],
+                                    base_pod_spec=spec["spec"])
+
+
+class SlurmBackend(LaunchBackend):
+    kind = "slurm"
+
+    def sbatch_script(self, command: list[str], env: dict[str, str], name: str) -> str:
+        s = self.settings
+        lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --time={s.slurm_time}",
+                 "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={s.cpu}",
+                 f"#SBATCH --mem={s.memory.replace('Gi', 'G')}"]
+        if s.gpus:
+            lines.append(f"#SBATCH --gres=gpu:{s.gpus}")
+        if s.slurm_partition:
+            lines.append(f"#SBATCH --partition={s.slurm_partition}")
+        if s.slurm_account:
+            lines.append(f"#SBATCH --account={s.slurm_account}")
+        if s.shared_dir:
+            lines.append(f"#SBATCH --output={s.shared_dir}/{name}.log")
+        lines.append("set -euo pipefail")
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+        lines.append("exec " + " ".join(shlex.quote(c) for c in command))
+        return "\n".join(lines) + "\n"
+
+    def launch(self, context, command, env):
+        if not self.settings.shared_dir:
+            raise LauncherError("launcher.kind=slurm: set launcher.shared_dir, "
+                                "a folder both Dagster and the Slurm nodes can read and write")
+        shared, name = Path(self.settings.shared_dir), job_name(context)
+        with dg.open_pipes_session(
+                context=context,
+                context_injector=dg.PipesFileContextInjector(str(shared / f"{name}.context.json")),
+                message_reader=dg.PipesFileMessageReader(str(shared / f"{name}.messages"))) as session:
+            script = shared / f"{name}.sbatch"
+            script.write_text(self.sbatch_script(command, {**env, **session.get_bootstrap_env_vars()}, name))
+            job = subprocess.run(["sbatch", "--parsable", str(script)], check=True, capture_output=True,
+                                 text=True).stdout.strip().split(";")[0]
+            context.log.info(f"submitted Slurm job {job}")
+            while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+                time.sleep(self.settings.poll_seconds)
+        return dg.PipesClientCompletedInvocation(session)
+
+
+class AwsBackend(LaunchBackend):
+    kind = "aws"
+
+    def ecs_run_task_params(self, command: list[str], env: dict[str, str]) -> dict:
+        s = self.settings
+        if not (s.ecs_cluster and s.ecs_task_definition):
+            raise LauncherError("launcher.kind=aws needs launcher.ecs_cluster and launcher.ecs_task_definition")
+        params = {
+            "cluster": s.ecs_cluster, "taskDefinition": s.ecs_task_definition, "count": 1,
+            "launchType": "EC2",  # GPUs on ECS need EC2 container instances, not Fargate
+            "overrides": {"containerOverrides": [{
+                "name": s.ecs_container, "command": list(command), "environment": env_list(env),
+                "resourceRequirements": [{"type": "GPU", "value": str(s.gpus)}],
+            }]},
+        }
+        if s.ecs_subnets:
+            params["networkConfiguration"] = {"awsvpcConfiguration": {
+                "subnets": list(s.ecs_subnets), "securityGroups": list(s.ecs_security_groups)}}
+        return params
+
+    def launch(self, context, command, env):
+        from dagster_aws.pipes import PipesECSClient
+
+        params = self.ecs_run_task_params(command, env)  # config errors before any AWS client exists
+        return PipesECSClient().run(context=context, run_task_params=params)
+
+
+BACKENDS = {backend.kind: backend for backend in (LocalBackend, KubernetesBackend, SlurmBackend, AwsBackend)}
+
+
 class TrainingLauncher(dg.ConfigurableResource):
+    """Where launched stages run and with what: the settings of every backend (`kind` picks one)."""
+
     kind: Literal["local", "kubernetes", "slurm", "aws"] = "local"
     artifact_root: str = Field(default=str(PROJECT_ROOT / "data" / "artifacts"),
                                description="Where checkpoints are written (a path the trainer can reach)")
@@ -72,72 +216,26 @@ class TrainingLauncher(dg.ConfigurableResource):
         path = Path(out_dir) / ERROR_FILE
         return path.read_text()[:2000] if "://" not in out_dir and path.is_file() else None
 
-    # --- specs -----------------------------------------------------------------------------
+    def backend(self) -> LaunchBackend:
+        return BACKENDS[self.kind](self)
 
-    def pod_spec(self, command: list[str], env: dict[str, str], name: str) -> dict:
-        if not self.image:
-            raise LauncherError("launcher.kind=kubernetes needs launcher.image (an image with the project installed)")
-        limits = {self.gpu_resource: str(self.gpus)} if self.gpus else {}
-        return {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.namespace, "labels": {"app.kubernetes.io/name": "nexa-train"}},
-            "spec": {
-                "restartPolicy": "Never",
-                "nodeSelector": dict(self.node_selector),
-                "tolerations": list(self.tolerations),
-                "volumes": list(self.volumes),
-                "containers": [{
-                    "name": "train", "image": self.image, "command": list(command),
-                    "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-                    "resources": {"requests": {"cpu": self.cpu, "memory": self.memory, **limits},
-                                  "limits": {"memory": self.memory, **limits}},
-                    "volumeMounts": list(self.volume_mounts),
-                }],
-            },
-        }
-
-    def sbatch_script(self, command: list[str], env: dict[str, str], name: str) -> str:
-        lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --time={self.slurm_time}",
-                 "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={self.cpu}",
-                 f"#SBATCH --mem={self.memory.replace('Gi', 'G')}"]
-        if self.gpus:
-            lines.append(f"#SBATCH --gres=gpu:{self.gpus}")
-        if self.slurm_partition:
-            lines.append(f"#SBATCH --partition={self.slurm_partition}")
-        if self.slurm_account:
-            lines.append(f"#SBATCH --account={self.slurm_account}")
-        if self.shared_dir:
-            lines.append(f"#SBATCH --output={self.shared_dir}/{name}.log")
-        lines.append("set -euo pipefail")
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
-        lines.append("exec " + " ".join(shlex.quote(c) for c in command))
-        return "\n".join(lines) + "\n"
-
-    def ecs_run_task_params(self, command: list[str], env: dict[str, str]) -> dict:
-        if not (self.ecs_cluster and self.ecs_task_definition):
-            raise LauncherError("launcher.kind=aws needs launcher.ecs_cluster and launcher.ecs_task_definition")
-        params = {
-            "cluster": self.ecs_cluster, "taskDefinition": self.ecs_task_definition, "count": 1,
-            "launchType": "EC2",  # GPUs on ECS need EC2 container instances, not Fargate
-            "overrides": {"containerOverrides": [{
-                "name": self.ecs_container, "command": list(command),
-                "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-                "resourceRequirements": [{"type": "GPU", "value": str(self.gpus)}],
-            }]},
-        }
-        if self.ecs_subnets:
-            params["networkConfiguration"] = {"awsvpcConfiguration": {
-                "subnets": list(self.ecs_subnets), "securityGroups": list(self.ecs_security_groups)}}
-        return params
-
-    # --- launching -------------------------------------------------------------------------
-
-    def run_reporting(self, context: dg.AssetExecutionContext, command: list[str], env: dict[str, str],
-                      out_dir: str, what: str, key: str) -> tuple[dict, list]:
-        """Launch an entry point (trainer, reader, generator) and return the JSON `key` it reported
-        through Pipes, with any check results; a failure says what the process wrote before dying."""
+    def check_checkpoint(self, domain: str, checkpoint: dict) -> None:
+        """Check a checkpoint's files against their recorded sha256s where they are on this machine; a
+        remote node checks them itself (the stages' --expect-sha256)."""
+        if not self.backend().runs_here:
+            return
         try:
-            results = self.launch(context, command, env).get_results()
+            verify_checkpoint(checkpoint["artifact_uri"], json.loads(checkpoint["files_sha256"]))
+        except CheckpointError as exc:
+            raise dg.Failure(f"partition {domain}: {exc}") from exc
+
+    def run_reporting(self, context: dg.AssetExecutionContext, module: str, arguments: list[str],
+                      env: dict[str, str], out_dir: str, what: str, key: str) -> tuple[dict, list]:
+        """Launch `python -m module arguments...` (trainer, reader, generator, benchmark runner) and
+        return the JSON `key` it reported through Pipes, with any check results; a failure says what
+        the process wrote before dying."""
+        try:
+            results = self.launch(context, [self.python, "-m", module, *arguments], env).get_results()
         except LauncherError as exc:
             reason = self.failure_reason(out_dir)
             raise dg.Failure(f"{exc}" + (f"; the {what} said: {reason}" if reason else "")) from exc
@@ -151,46 +249,10 @@ class TrainingLauncher(dg.ConfigurableResource):
     def launch(self, context: dg.AssetExecutionContext, command: list[str], env: dict[str, str]):
         where = f"partition {context.partition_key}, launcher.kind={self.kind}"
         try:
-            if self.kind == "local":
-                return dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env)
-            if self.kind == "kubernetes":
-                return self._launch_k8s(context, command, env)
-            if self.kind == "aws":
-                from dagster_aws.pipes import PipesECSClient
-
-                params = self.ecs_run_task_params(command, env)  # config errors before any AWS client exists
-                return PipesECSClient().run(context=context, run_task_params=params)
-            return self._launch_slurm(context, command, env)
+            return self.backend().launch(context, command, env)
         except DagsterPipesExecutionError as exc:
             raise LauncherError(f"{where}: the training process failed: {exc}") from exc
         except LauncherError as exc:
             raise LauncherError(f"partition {context.partition_key}: {exc}") from exc
         except Exception as exc:  # cluster clients raise their own types (kubernetes, botocore, ...)
             raise LauncherError(f"{where}: could not launch training: {type(exc).__name__}: {exc}") from exc
-
-    def _launch_k8s(self, context, command, env):
-        from dagster_k8s import PipesK8sClient  # optional: pip install dagster-k8s
-
-        name = f"nexa-train-{context.run.run_id[:8]}-{context.partition_key}"[:63]
-        spec = self.pod_spec(command, env, name)
-        return PipesK8sClient().run(context=context, image=self.image, command=command, namespace=self.namespace,
-                                    env=env, base_pod_meta=spec["metadata"], base_pod_spec=spec["spec"])
-
-    def _launch_slurm(self, context, command, env):
-        if not self.shared_dir:
-            raise LauncherError("launcher.kind=slurm: set launcher.shared_dir, "
-                                "a folder both Dagster and the Slurm nodes can read and write")
-        shared = Path(self.shared_dir)
-        name = f"nexa-train-{context.run.run_id[:8]}-{context.partition_key}"
-        with dg.open_pipes_session(
-                context=context,
-                context_injector=dg.PipesFileContextInjector(str(shared / f"{name}.context.json")),
-                message_reader=dg.PipesFileMessageReader(str(shared / f"{name}.messages"))) as session:
-            script = shared / f"{name}.sbatch"
-            script.write_text(self.sbatch_script(command, {**env, **session.get_bootstrap_env_vars()}, name))
-            job = subprocess.run(["sbatch", "--parsable", str(script)], check=True, capture_output=True,
-                                 text=True).stdout.strip().split(";")[0]
-            context.log.info(f"submitted Slurm job {job}")
-            while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
-                time.sleep(self.poll_seconds)
-        return dg.PipesClientCompletedInvocation(session)

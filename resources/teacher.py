@@ -15,11 +15,15 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from nexa_core.settings import from_settings
 from nexa_core.teacher import CollectPolicy, HeuristicTeacher, OpenAICompatibleTeacher, Pricing, price_for
+
+_POLICY = CollectPolicy()  # the collection fields' defaults (nexa_core/teacher/policy.py)
 
 
 class TeacherResource(dg.ConfigurableResource):
-    """Who writes the question/answer pairs, and how they are collected."""
+    """Who writes the question/answer pairs, and how they are collected (the fields of CollectPolicy,
+    same names and defaults)."""
 
     backend: Literal["heuristic", "openai", "none"] = Field(
         default="heuristic", description="'heuristic' (offline default teacher), 'openai', or 'none' (a judge left off)")
@@ -28,31 +32,40 @@ class TeacherResource(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, description="Set with dg.EnvVar('OPENAI_API_KEY'), never a literal")
     temperature: float = 0.0
     max_tokens: int = 800
-    mode: Literal["sync", "batch"] = Field(default="sync", description="'batch': the OpenAI Batch API (half price, "
-                                                                       "results within 24 h)")
-    max_concurrency: int = 16
-    requests_per_minute: float | None = Field(default=None, description="Budget of requests per minute")
-    tokens_per_minute: float | None = Field(default=None, description="Budget of tokens (prompt + max_tokens) per minute")
+    mode: Literal["sync", "batch"] = Field(default=_POLICY.mode, description="'batch': the OpenAI Batch API (half "
+                                                                             "price, results within 24 h)")
+    max_concurrency: int = _POLICY.max_concurrency
+    requests_per_minute: float | None = Field(default=_POLICY.requests_per_minute,
+                                              description="Budget of requests per minute")
+    tokens_per_minute: float | None = Field(default=_POLICY.tokens_per_minute,
+                                            description="Budget of tokens (prompt + max_tokens) per minute")
     timeout_s: float = 60.0
-    max_attempts: int = Field(default=6, description="Attempts per request for failures a retry may fix")
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    max_attempts: int = Field(default=_POLICY.max_attempts,
+                              description="Attempts per request for failures a retry may fix")
+    backoff_base_s: float = _POLICY.backoff_base_s
+    backoff_max_s: float = _POLICY.backoff_max_s
     unusable: dict[str, str] = Field(
-        default={"length": "retry", "content_filter": "quarantine", "empty": "retry", "malformed_json": "retry"},
+        default=dict(_POLICY.unusable),
         description="What to do with a billed but unusable answer, by reason: 'retry' or 'quarantine'")
-    max_unusable_retries: int = 1
-    commit_every: int = 1024
-    commit_seconds: float = 2.0
-    progress_seconds: float = Field(default=10.0, description="How often progress goes to the run log")
-    budget_usd: float | None = Field(default=None, description="Spend limit per partition (cached responses count)")
+    max_unusable_retries: int = _POLICY.max_unusable_retries
+    max_tokens_cap: int = Field(default=_POLICY.max_tokens_cap,
+                                description="A 'length' retry doubles max_tokens up to this")
+    commit_every: int = _POLICY.commit_every
+    commit_seconds: float = _POLICY.commit_seconds
+    progress_seconds: float = Field(default=_POLICY.progress_seconds,
+                                    description="How often progress goes to the run log")
+    budget_usd: float | None = Field(default=_POLICY.budget_usd,
+                                     description="Spend limit per partition (cached responses count)")
     prices: dict[str, dict[str, float]] = Field(
         default={}, description="model -> {input, output[, batch_discount]} in USD per 1M tokens; adds to or "
                                 "overrides nexa_core/configs/teacher_prices.yaml")
     store_for_recovery: bool = Field(
         default=True, description="Send store=true with request metadata, so responses paid for by a crashed run "
                                   "are fetched from the endpoint instead of paid again (OpenAI stored completions)")
-    batch_poll_seconds: float = 30.0
-    batch_max_requests: int = 50_000
+    batch_poll_seconds: float = _POLICY.batch_poll_seconds
+    batch_max_requests: int = _POLICY.batch_max_requests
+    batch_max_rounds: int = Field(default=_POLICY.batch_max_rounds,
+                                  description="Batches submitted for the requests still without a usable answer")
 
     def client(self):
         if self.backend == "none":
@@ -74,11 +87,4 @@ class TeacherResource(dg.ConfigurableResource):
         return price_for(self.model, self.prices)
 
     def policy(self) -> CollectPolicy:
-        return CollectPolicy(
-            max_concurrency=self.max_concurrency, requests_per_minute=self.requests_per_minute,
-            tokens_per_minute=self.tokens_per_minute, max_attempts=self.max_attempts,
-            backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s, unusable=dict(self.unusable),
-            max_unusable_retries=self.max_unusable_retries, commit_every=self.commit_every,
-            commit_seconds=self.commit_seconds, progress_seconds=self.progress_seconds, budget_usd=self.budget_usd,
-            mode=self.mode,
-            batch_poll_seconds=self.batch_poll_seconds, batch_max_requests=self.batch_max_requests)
+        return from_settings(CollectPolicy, self)

@@ -18,5 +18,5 @@ for folder in $(.venv/bin/python -m pip config get global.find-links 2>/dev/null
 done
 .venv/bin/python -m uv pip install --quiet --python .venv/bin/python "${links[@]}" -c constraints.txt -e '.[dev]' \
   || "${PIP[@]}" install -c constraints.txt -e '.[dev]'
-mkdir -p .dagster_home
-[ -f .dagster_home/dagster.yaml ] || cp dagster.yaml .dagster_home/dagster.yaml
+# The instance file: dagster.yaml, with Postgres storage when DAGSTER_PG_URL is set
+.venv/bin/python -m resources.instance .dagster_home >/dev/null

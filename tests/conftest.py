@@ -86,3 +86,18 @@ def teacher_server():
 def server_calls(base_url: str) -> int:
     with urllib.request.urlopen(f"{base_url}/stats", timeout=5) as response:
         return json.load(response)["calls"]
+
+
+@pytest.fixture(scope="session")
+def evaluated_physics(tmp_path_factory):
+    """physics through the real graph once per session (a small student, a few steps): distilled, read,
+    fine-tuned, evaluated and benchmarked. Release and serving tests work on copies of its tables."""
+    import dagster as dg
+
+    from release_helpers import evaluate_domain
+
+    root = tmp_path_factory.mktemp("evaluated_physics")
+    (root / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
+        evaluate_domain(instance, root, "physics")
+        yield {"root": root, "instance": instance}

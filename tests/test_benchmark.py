@@ -331,8 +331,7 @@ def asset_run(models, suite_root, tmp_path_factory):
     write_partition(str(root / "delta" / "nexa" / "student_checkpoint"), _checkpoint_row(models["adapter"]),
                     {"domain": [DOMAIN]}, None, "student_checkpoint")
     (root / "home").mkdir()
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test(temp_dir=str(root / "home")) as instance:
-        patch.setenv("NEXA_REPORT_DIR", str(root / "reports"))
+    with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
         result = _materialize(instance, root, suite_root)
         yield {"root": root, "result": result, "instance": instance}
 
@@ -364,6 +363,7 @@ def test_asset_stores_per_item_scores_and_history_with_intervals(asset_run):
 def test_leaderboard_shows_benchmark_accuracy_and_a_report_section(asset_run):
     root = asset_run["root"]
     meta = asset_run["result"].asset_materializations_for_node("leaderboard")[0].metadata
+    assert Path(meta["report"].value) == root / "reports" / "leaderboard.html"  # graph_helpers' reports folder
     page = Path(meta["report"].value).read_text()
     assert "Benchmark suites" in page and "ckpt-0123456" in page and "<td>facts</td>" in page
     # with an eval_metrics history for the same checkpoint, its row carries the benchmark columns

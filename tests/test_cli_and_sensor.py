@@ -12,9 +12,10 @@ import dagster as dg
 import pytest
 
 from conftest import PROJECT
-from nexa_assets.definitions import distill_job
+from nexa_assets.definitions import build_defs, distill_job
 from nexa_assets.partitions import domain_partitions
 from nexa_assets.sensors import build_raw_folder_sensor
+from resources.environment import Environment
 
 BIN = Path(sys.executable).parent
 
@@ -25,16 +26,19 @@ def env_for(dagster_home, delta_root, raw_root) -> dict:
 
 
 def test_definitions_validate(dagster_home, delta_root, raw_root):
-    done = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-m", "nexa_assets"], cwd=PROJECT,
+    done = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-m", "nexa_assets.definitions"], cwd=PROJECT,
                           env=env_for(dagster_home, delta_root, raw_root), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.slow
-def test_dagster_asset_materialize_cli(instance, dagster_home, delta_root, raw_root):
-    instance.add_dynamic_partitions(domain_partitions.name, ["physics"])
+def test_dagster_asset_materialize_cli(dagster_home, delta_root, raw_root):
+    """The README's commands on a fresh instance: add the domain, then materialize it."""
+    added = subprocess.run([str(BIN / "nexa-domains"), "add", "physics"], cwd=PROJECT, capture_output=True, text=True,
+                           env=env_for(dagster_home, delta_root, raw_root), timeout=300)
+    assert added.returncode == 0, added.stderr
     cmd = [str(BIN / "dagster"), "asset", "materialize", "--select", "raw_documents+", "--partition", "physics",
-           "-m", "nexa_assets", "--config-json",
+           "-m", "nexa_assets.definitions", "--config-json",
            json.dumps({"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}})]
     done = subprocess.run(cmd, cwd=PROJECT, env=env_for(dagster_home, delta_root, raw_root), capture_output=True,
                           text=True, timeout=500)
@@ -64,19 +68,33 @@ def test_entry_points_exit_cleanly_in_a_loop(tmp_path):
     assert codes == [0] * 8
 
 
-def test_raw_folder_sensor_adds_partitions_and_reruns_changed_domains(instance, tmp_path, monkeypatch):
-    raw = tmp_path / "raw"
-    (raw / "physics").mkdir(parents=True)
-    (raw / "physics" / "a.txt").write_text("A lever is a simple machine that multiplies force.")
-    monkeypatch.setenv("NEXA_RAW_ROOT", str(raw))
-    sensor = build_raw_folder_sensor(distill_job)
+def test_importing_the_assets_touches_no_storage(tmp_path):
+    """Importing a stage module builds no Definitions; building them creates no Delta root (the first
+    write does)."""
+    missing = tmp_path / "no-delta-yet"
+    code = ("import sys, nexa_assets.distill; assert 'nexa_assets.definitions' not in sys.modules; "
+            "import nexa_assets.definitions")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env={**os.environ, "NEXA_DELTA_ROOT": str(missing)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not missing.exists()
 
+
+def sensor_ticker(sensor, instance):
+    """Evaluate the sensor as the daemon does: its partition requests reach the instance."""
     def tick(cursor):
-        ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
-        result = sensor(ctx)
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         return result
+    return tick
+
+
+def test_raw_folder_sensor_adds_partitions_and_reruns_changed_domains(instance, tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "physics").mkdir(parents=True)
+    (raw / "physics" / "a.txt").write_text("A lever is a simple machine that multiplies force.")
+    tick = sensor_ticker(build_raw_folder_sensor(distill_job, raw), instance)
 
     first = tick(None)
     assert [r.partition_key for r in first.run_requests] == ["physics"]
@@ -94,6 +112,66 @@ def test_raw_folder_sensor_adds_partitions_and_reruns_changed_domains(instance, 
     assert list(changed.dynamic_partitions_requests[0].partition_keys) == ["geology"]
     (raw / "empty").mkdir()  # a folder with no supported file: a partition, whose run will say why it failed
     assert [r.partition_key for r in tick(changed.cursor).run_requests] == ["empty"]
+
+
+def test_raw_folder_sensor_runs_read_its_folder_and_a_restart_reruns_nothing_read(instance, tmp_path, monkeypatch):
+    """The code location's sensor watches NEXA_RAW_ROOT and its runs read that folder, not data/raw. Each
+    raw_documents records its folder's fingerprint, so a fresh sensor (empty cursor, as on the first
+    `dagster dev` after nexa-run) requests nothing for a domain already read, and a run once a file changed."""
+    raw, delta = tmp_path / "raw", tmp_path / "delta"
+    (raw / "geology").mkdir(parents=True)
+    rocks = raw / "geology" / "rocks.md"
+    rocks.write_text("# Rocks\n\nBasalt is an igneous rock formed from lava that cooled quickly.")
+    monkeypatch.setenv("NEXA_RAW_ROOT", str(raw))
+    monkeypatch.setenv("NEXA_DELTA_ROOT", str(delta))
+    defs = build_defs(Environment.read())
+    tick = sensor_ticker(defs.resolve_sensor_def("raw_folder_sensor"), instance)
+
+    [request] = tick(None).run_requests
+    assert request.partition_key == "geology" and request.tags["nexa/reason"] == "new domain"
+    assert request.run_config == {"ops": {"raw_documents": {"config": {"raw_root": str(raw)}}}}
+    assert not delta.exists()  # nothing made it before the first write
+    run = defs.resolve_job_def("distill_job").execute_in_process(
+        run_config=request.run_config, partition_key="geology", instance=instance,
+        asset_selection=[dg.AssetKey("raw_documents")])
+    assert run.success
+    import polars as pl
+
+    documents = pl.read_delta(str(delta / "nexa" / "raw_documents"))
+    assert documents["domain"].to_list() == ["geology"] and documents["text"][0].startswith("Basalt")
+
+    assert tick(None).run_requests == []  # a restart: what the domain's last run read is still there
+    rocks.write_text("# Rocks\n\nBasalt is an igneous rock formed from lava that cooled fast.")
+    changed = tick(None)
+    assert [(r.partition_key, r.tags["nexa/reason"]) for r in changed.run_requests] == [("geology", "raw files changed")]
+    assert tick(changed.cursor).run_requests == []  # requested once, until it changes again
+
+
+def test_nexa_domains_adds_lists_and_removes_domains(dagster_home, raw_root, monkeypatch, capsys):
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "NEXA_RAW_ROOT": str(raw_root)}
+
+    def nexa_domains(*args):
+        return subprocess.run([str(BIN / "nexa-domains"), *args], cwd=PROJECT, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    missing = nexa_domains("add", "physics", "geology")
+    assert missing.returncode == 2 and f"geology: no folder {raw_root / 'geology'}" in missing.stderr
+    assert "nothing added" in missing.stderr and "--force" in missing.stderr
+    added = nexa_domains("add", "physics")
+    assert added.returncode == 0 and "physics: added" in added.stdout, added.stderr
+    from nexa_assets.domains import main
+
+    monkeypatch.setenv("NEXA_RAW_ROOT", str(raw_root))
+    assert main(["add", "--force", "geology"]) == 0
+    listed = nexa_domains("list")
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"physics +\d+ files in", listed.stdout) and re.search(r"geology +no folder", listed.stdout)
+    assert "not domains yet (nexa-domains add NAME): biology, chemistry" in listed.stdout
+    capsys.readouterr()
+    assert main(["remove", "physics"]) == 2 and "the raw folder sensor would add it back" in capsys.readouterr().err
+    assert main(["remove", "geology"]) == 0
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.get_dynamic_partitions(domain_partitions.name) == ["physics"]
 
 
 @pytest.mark.slow
@@ -145,7 +223,7 @@ def test_nexa_run_then_the_next_round_by_hand(dagster_home, delta_root, raw_root
     # The next round, by hand, as the README says: everything downstream of teacher_inputs.
     few_steps = json.dumps({"ops": {"student_checkpoint": {"config": {"overrides": {"max_steps": 8, "logging_steps": 1}}}}})
     round1 = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "--select", "teacher_inputs*", "--partition",
-                             "physics", "-m", "nexa_assets", "--config-json", few_steps], cwd=PROJECT,
+                             "physics", "-m", "nexa_assets.definitions", "--config-json", few_steps], cwd=PROJECT,
                             capture_output=True, text=True, env=env, timeout=900)
     assert round1.returncode == 0, round1.stdout[-2000:] + round1.stderr[-3000:]
     import polars as pl

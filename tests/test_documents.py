@@ -4,7 +4,7 @@ import json
 import polars as pl
 import pytest
 
-from nexa_core.documents import DomainFolderError, LoadLimits, load_domain
+from nexa_core.documents import DomainFolderError, LoadLimits, domain_folders, folder_fingerprint, load_domain
 
 PARA = "A photon is a quantum of electromagnetic radiation that carries energy proportional to its frequency."
 
@@ -110,3 +110,18 @@ def test_a_file_of_random_bytes_is_one_quarantine_row_with_counts(tmp_path):
     few = bad.filter(pl.col("source_path") == "biology/few_bad.jsonl")
     assert sorted(few["source_row"].to_list()) == [2, 3]  # a few bad lines stay rows of their own
     assert "A cell is" in " ".join(docs["text"].to_list())
+
+
+def test_folder_fingerprint_counts_the_files_the_loader_reads(tmp_path):
+    folder = tmp_path / "physics"
+    write_formats(folder)
+    before = folder_fingerprint(folder)
+    (folder / "notes.csv").write_text("not read\n")  # unsupported: neither read nor fingerprinted
+    (folder / ".draft.md").write_text("# Hidden\n\nNot read either.")
+    assert folder_fingerprint(folder) == before
+    (folder / "gone.md").symlink_to(tmp_path / "missing.md")  # read, and quarantined as a broken link
+    with_link = folder_fingerprint(folder)
+    assert with_link != before
+    (folder / "waves.txt").write_text("A wave is a disturbance that carries energy through a medium or a field.\n")
+    assert folder_fingerprint(folder) != with_link
+    assert [f.name for f in domain_folders(tmp_path)] == ["physics"] and domain_folders(tmp_path / "none") == []

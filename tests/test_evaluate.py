@@ -124,6 +124,17 @@ def test_leaderboard_ranks_checkpoints_and_writes_a_report(round0):
     assert report.is_file() and "data:image/png;base64," in report.read_text()
 
 
+def test_leaderboard_writes_its_report_into_the_reports_folder(tmp_path):
+    from test_leaderboard import _history
+
+    store = resources(tmp_path / "delta")["delta"]
+    store.append(evaluate.EVAL_HISTORY, _history())
+    result = dg.materialize([evaluate.leaderboard], resources=resources(tmp_path / "delta"))
+    report = Path(materialization(result, "leaderboard").metadata["report"].value)
+    assert report == tmp_path / "reports" / evaluate.LEADERBOARD_REPORT  # the resource's folder (NEXA_REPORT_DIR)
+    assert "chem-r2-0123456789abcdef" in report.read_text()
+
+
 def test_feedback_set_names_weak_topics_failed_items_and_aims_at_train_passages(round0):
     feedback = read(round0["root"], "feedback_set")
     sft = read(round0["root"], "sft_dataset")

@@ -3,12 +3,13 @@ import json
 import re
 
 import polars as pl
+import pytest
 
 from nexa_core import schemas
 from nexa_core.filters import STOP_WORDS, filter_pairs, form_counts
 from nexa_core.prompts import load_template
 from nexa_core.question_forms import FORMS, cloze_keys, heuristic_pairs, is_layout_answer, sentences
-from nexa_core.teacher import HeuristicTeacher, parse_pairs
+from nexa_core.teacher import HeuristicTeacher, PairBrief, TeacherUnavailable, parse_pairs
 
 DEFINITION = "Entropy is a measure of the number of microscopic arrangements of a system."
 QUANTITY = "The latent heat of vaporization of water is about 2.26 million joules per kilogram."
@@ -97,13 +98,16 @@ def test_feedback_asks_what_the_student_does_not_have():
     assert "reverse_definition" in {p["kind"] for p in heuristic_pairs(PASSAGE, max_pairs=8, known=short)}
 
 
-def test_heuristic_teacher_reads_known_questions_from_the_feedback_prompt():
+def test_heuristic_teacher_skips_the_known_questions_of_a_feedback_brief():
     known = [p["question"] for p in heuristic_pairs(PASSAGE, max_pairs=16)]
     messages = load_template("feedback_v1").render(
         domain="physics", topic="heat", passage=PASSAGE, max_pairs=6, score="0.20", metric="token_f1",
         known_questions="\n".join(f"- {q}" for q in known))
-    pairs = parse_pairs(asyncio.run(HeuristicTeacher().complete(messages, {})).text)
+    brief = PairBrief(PASSAGE, 6, tuple(known))
+    pairs = parse_pairs(asyncio.run(HeuristicTeacher().complete(messages, {}, brief=brief)).text)
     assert 0 < len(pairs) <= 6 and not set(known) & {p["question"] for p in pairs}
+    with pytest.raises(TeacherUnavailable, match="passage, max_pairs"):  # nothing to write pairs from
+        asyncio.run(HeuristicTeacher().complete(messages, {}))
 
 
 def frames(pairs: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:

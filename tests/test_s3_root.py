@@ -16,7 +16,8 @@ import pytest
 from graph_helpers import DISTILL_ASSETS
 from nexa_assets import checks
 from nexa_assets.partitions import domain_partitions
-from resources.delta import DeltaStore, NexaDeltaIOManager, storage_from_env
+from resources.delta import DeltaStore, NexaDeltaIOManager
+from resources.environment import Environment
 from resources.teacher import TeacherResource
 
 
@@ -57,8 +58,9 @@ def s3_endpoint(monkeypatch):
 
 def test_graph_on_an_s3_root(instance, raw_root, s3_endpoint, monkeypatch):
     monkeypatch.setenv("NEXA_DELTA_ROOT", "s3://nexa/delta")
-    root, storage, options = storage_from_env()
-    assert root == "s3://nexa/delta"
+    env = Environment.read()
+    root, storage, options = env.delta_root, env.delta_storage, env.storage_options
+    assert root == "s3://nexa/delta" and options["AWS_ENDPOINT_URL"] == s3_endpoint and options["AWS_ALLOW_HTTP"] == "true"
     instance.add_dynamic_partitions(domain_partitions.name, ["physics", "biology"])
     resources = {"io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
                  "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource()}

@@ -6,10 +6,11 @@ import pytest
 from nexa_core import schemas
 from nexa_core.prompts import PromptTemplate, load_template
 from nexa_core.delta import DeltaRoot
+from nexa_core.feedback import FEEDBACK_SET, build_feedback_set
 from nexa_core.question_forms import heuristic_pairs
 from nexa_core.teacher import (CollectPolicy, HeuristicTeacher, TeacherLedger, TeacherResponseError,
                                collect_responses, parse_pairs)
-from nexa_core.teacher_inputs import build_teacher_inputs, chunk_text
+from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, chunk_text
 
 PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
            "Water boils at 100 degrees Celsius at a pressure of one atmosphere. "
@@ -80,3 +81,43 @@ def test_collect_uses_cache_and_commits_new_responses(tmp_path):
     assert again["response"].to_list() == out["response"].to_list()
     assert all(json.loads(r)["pairs"] for r in out["response"])
     assert not store.exists("teacher_dispatch")  # the offline teacher costs nothing: no dispatch ledger
+
+
+def reworded(template: PromptTemplate) -> PromptTemplate:
+    """The same fields in other words, between other delimiters."""
+    user = (template.user.replace('"""', "~~~").replace("up to {max_pairs}", "no more than {max_pairs}")
+            .replace("ask different ones:", "do not repeat them:"))
+    assert user != template.user
+    return PromptTemplate(name=template.name, system=template.system, user=user, sha256=f"{template.sha256}-reworded")
+
+
+def heuristic_answers(requests: pl.DataFrame, root) -> list[list[dict]]:
+    outputs, _ = collect_responses(requests, HeuristicTeacher(), TeacherLedger(DeltaRoot(str(root)), "physics"),
+                                   log=lambda message: None)
+    return [parse_pairs(response) for response in outputs["response"]]
+
+
+def test_editing_a_templates_wording_leaves_the_heuristic_teachers_pairs_alone(tmp_path):
+    docs = pl.DataFrame([{"domain": "physics", "doc_id": f"d{i}", "topic": "heat", "title": None,
+                          "text": PASSAGE + f" Sample {i} is here.", "source_path": "x", "source_row": i,
+                          "n_chars": 1} for i in range(3)], schema=schemas.RAW_DOCUMENTS)
+    prompt = PromptConfig(max_pairs_per_passage=3)
+    corpus = build_teacher_inputs(docs, load_template("qa_pairs_v1"), prompt)
+    corpus_again = build_teacher_inputs(docs, reworded(load_template("qa_pairs_v1")), prompt)
+    assert corpus["messages"].to_list() != corpus_again["messages"].to_list()
+    answers = heuristic_answers(corpus, tmp_path / "corpus")
+    assert answers == heuristic_answers(corpus_again, tmp_path / "corpus_again")
+    assert all(len(pairs) == 3 for pairs in answers)  # the pair budget, read from the request
+
+    # A feedback round: the student knows the corpus pairs; the teacher must ask other questions.
+    known = {p: [pair["question"] for pair in pairs] for p, pairs in zip(corpus["passage_id"], answers)}
+    scores = pl.DataFrame({"example_id": ["e1"], "topic": ["heat"], "question": ["What is entropy?"],
+                           "token_f1": [0.1], "judge_status": ["not_configured"]})
+    weak = (scores, corpus, set(corpus["doc_id"]), known, schemas.empty(FEEDBACK_SET))
+    feedback, _ = build_feedback_set(*weak, load_template("feedback_v1"), 0)
+    feedback_again, _ = build_feedback_set(*weak, reworded(load_template("feedback_v1")), 0)
+    assert feedback.height == 3 and feedback["messages"].to_list() != feedback_again["messages"].to_list()
+    fresh = heuristic_answers(feedback, tmp_path / "feedback")
+    assert fresh == heuristic_answers(feedback_again, tmp_path / "feedback_again")
+    for pairs, asked in zip(fresh, feedback["known_questions"]):
+        assert pairs and not set(asked) & {pair["question"] for pair in pairs}

@@ -172,7 +172,7 @@ def cli_env(dagster_home: Path, delta_root: Path, base: str, **teacher_env) -> d
 
 def materialize_cli(env: dict) -> subprocess.Popen:
     return subprocess.Popen([str(Path(os.sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-                             "nexa_assets", "--select", "teacher_outputs", "--partition", "physics"],
+                             "nexa_assets.definitions", "--select", "teacher_outputs", "--partition", "physics"],
                             cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 

@@ -17,7 +17,7 @@ from graph_helpers import materialize_domain, resources
 from nexa_assets import pretrain, train
 from nexa_assets.partitions import domain_partitions
 from nexa_core.train import config_hash, load_config, sha256_files
-from resources.launcher import LauncherError, TrainingLauncher
+from resources.launcher import AwsBackend, KubernetesBackend, LauncherError, SlurmBackend, TrainingLauncher
 from resources.tracking import MlflowTracking
 
 FAST = {"max_steps": 6, "save_steps": 3, "eval_steps": 3, "logging_steps": 1, "per_device_train_batch_size": 4}
@@ -165,7 +165,8 @@ def test_pod_spec_and_sbatch_script_field_by_field():
                                 slurm_partition="gpu", slurm_account="distil", shared_dir="/shared/nexa")
     command = ["python", "-m", "nexa_core.train", "--domain", "physics", "--output-dir", "/data/artifacts/x"]
     env = {"AWS_REGION": "eu-west-1", "NEXA_FLAG": "a b"}
-    pod = launcher.pod_spec(command, env, "nexa-train-1")
+    assert isinstance(launcher.backend(), KubernetesBackend)
+    pod = launcher.backend().pod_spec(command, env, "nexa-train-1")
     container = pod["spec"]["containers"][0]
     assert pod["metadata"] == {"name": "nexa-train-1", "namespace": "ml", "labels": {"app.kubernetes.io/name": "nexa-train"}}
     assert container["image"] == "registry.example/nexa:1.0" and container["command"] == command
@@ -177,22 +178,24 @@ def test_pod_spec_and_sbatch_script_field_by_field():
     assert pod["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
     assert pod["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu" and pod["spec"]["restartPolicy"] == "Never"
 
-    script = launcher.sbatch_script(command, env, "nexa-train-1").splitlines()
+    script = SlurmBackend(launcher).sbatch_script(command, env, "nexa-train-1").splitlines()
     assert script[0] == "#!/bin/bash"
     for line in ("#SBATCH --gres=gpu:2", "#SBATCH --partition=gpu", "#SBATCH --account=distil",
                  "#SBATCH --job-name=nexa-train-1", "#SBATCH --output=/shared/nexa/nexa-train-1.log",
                  "export AWS_REGION=eu-west-1", "export NEXA_FLAG='a b'",
                  "exec python -m nexa_core.train --domain physics --output-dir /data/artifacts/x"):
         assert line in script
-    aws = TrainingLauncher(kind="aws", ecs_cluster="gpu-cluster", ecs_task_definition="nexa-train:3", gpus=1,
-                           ecs_subnets=["subnet-1"], ecs_security_groups=["sg-1"]).ecs_run_task_params(command, env)
+    aws_launcher = TrainingLauncher(kind="aws", ecs_cluster="gpu-cluster", ecs_task_definition="nexa-train:3", gpus=1,
+                                    ecs_subnets=["subnet-1"], ecs_security_groups=["sg-1"])
+    assert isinstance(aws_launcher.backend(), AwsBackend)
+    aws = aws_launcher.backend().ecs_run_task_params(command, env)
     container = aws["overrides"]["containerOverrides"][0]
     assert aws["cluster"] == "gpu-cluster" and aws["taskDefinition"] == "nexa-train:3" and aws["launchType"] == "EC2"
     assert container["command"] == command and container["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
     assert container["environment"][0] == {"name": "AWS_REGION", "value": "eu-west-1"}
     assert aws["networkConfiguration"]["awsvpcConfiguration"] == {"subnets": ["subnet-1"], "securityGroups": ["sg-1"]}
     with pytest.raises(LauncherError, match="launcher.image"):
-        TrainingLauncher(kind="kubernetes").pod_spec(command, env, "x")
+        TrainingLauncher(kind="kubernetes").backend().pod_spec(command, env, "x")
 
 
 @pytest.mark.parametrize("launcher, words", [

@@ -30,8 +30,8 @@ from nexa_core.teacher.ledger import TeacherLedger
 from nexa_core.teacher.policy import CollectPolicy, CollectStats
 from nexa_core.teacher.pricing import Pricing
 from nexa_core.teacher.replies import unusable_reason
-from nexa_core.teacher.types import (BudgetExceeded, Completion, RequestRejected, RequestsFailed, RetryableError,
-                                     TeacherBackend, TeacherUnavailable)
+from nexa_core.teacher.types import (BudgetExceeded, Completion, PairBrief, RequestRejected, RequestsFailed,
+                                     RetryableError, TeacherBackend, TeacherUnavailable)
 
 BYTES_PER_TOKEN = 3  # a deliberately low estimate, so reservations err on the side of the budget
 
@@ -112,7 +112,7 @@ class SyncCollector:
                 await self._gate(messages, params)
                 attempts += 1
                 self.stats.attempts += 1
-                done = await self.backend.complete(messages, params, row.get("tag"))
+                done = await self.backend.complete(messages, params, row.get("tag"), PairBrief.of(row))
             except RetryableError as exc:
                 self.stats.count("retries", exc.reason)
                 if attempts >= self.policy.max_attempts:

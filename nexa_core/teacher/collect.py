@@ -16,8 +16,8 @@ from nexa_core.teacher.calls import collect_sync
 from nexa_core.teacher.ledger import TeacherLedger
 from nexa_core.teacher.policy import CollectionStopped, CollectPolicy, CollectStats
 from nexa_core.teacher.pricing import Pricing
-from nexa_core.teacher.types import (BudgetExceeded, RequestsFailed, TeacherBackend, TeacherUnavailable,
-                                     request_hash)
+from nexa_core.teacher.types import (BudgetExceeded, PairBrief, RequestsFailed, TeacherBackend,
+                                     TeacherUnavailable, request_hash)
 
 
 def keyed_requests(requests: pl.DataFrame, model: str, params: dict) -> pl.DataFrame:
@@ -47,7 +47,8 @@ def collect_responses(requests: pl.DataFrame, backend: TeacherBackend, ledger: T
     if missing.height:
         run = collect_batch if policy.mode == "batch" else collect_sync
         try:
-            run(missing.select("request_hash", "messages"), backend, ledger, params, pricing, policy, stats,
+            briefs = [c for c in PairBrief.COLUMNS if c in missing.columns]  # judge requests have none
+            run(missing.select("request_hash", "messages", *briefs), backend, ledger, params, pricing, policy, stats,
                 validate=validate, spent_before=spent_before, log=log)
         except (BudgetExceeded, TeacherUnavailable, RequestsFailed) as exc:
             error = exc  # everything that came back is committed; report once the counts are in

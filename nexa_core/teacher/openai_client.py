@@ -15,8 +15,8 @@ import asyncio
 import json
 import time
 
-from nexa_core.teacher.types import (FINISHED, BatchResults, Completion, RequestRejected, RetryableError,
-                                     TeacherUnavailable)
+from nexa_core.teacher.types import (FINISHED, BatchResults, Completion, PairBrief, RequestRejected,
+                                     RetryableError, TeacherUnavailable)
 
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 
@@ -68,7 +68,9 @@ class OpenAICompatibleTeacher:
     def _scrub(self, text: str) -> str:
         return text[:300].replace(self._key, "[redacted]") if self._key else text[:300]
 
-    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None) -> Completion:
+    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None,
+                       brief: PairBrief | None = None) -> Completion:
+        """One attempt. The brief goes unused: a language model reads the rendered messages."""
         import aiohttp
 
         if self._session is None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from nexa_core.teacher.types import TeacherBackend
+
 PRICES_FILE = Path(__file__).parent.parent / "configs" / "teacher_prices.yaml"
 
 
@@ -32,3 +34,18 @@ def price_for(model: str, table: dict | None = None, path: Path = PRICES_FILE) -
     if entry is None:
         return Pricing(known=False)
     return Pricing(float(entry["input"]), float(entry["output"]), float(entry.get("batch_discount", 0.5)))
+
+
+class UnpricedBudget(ValueError):
+    """A spend limit is set for a model with no price: the limit could not be kept."""
+
+
+def unpriced_warning(backend: TeacherBackend, pricing: Pricing, budget_usd: float | None, where: str) -> str | None:
+    """None when the backend costs nothing or its model has a price; else the warning that its cost
+    is recorded as 0. With a budget set that is an UnpricedBudget instead: nothing could enforce it."""
+    if not backend.paid or pricing.known:
+        return None
+    if budget_usd is not None:
+        raise UnpricedBudget(f"{where}: teacher budget_usd is set but model '{backend.model}' has no price; "
+                             "add it to the teacher resource's prices (USD per 1M input/output tokens)")
+    return f"{where}: no price for model '{backend.model}'; cost is recorded as 0"

@@ -1,7 +1,8 @@
 """The teacher contract: what a backend returns and raises, and how a request is keyed.
 
-A backend has `name`, `model`, `paid` and `async complete(messages, params, tag) -> Completion`, and
-raises the errors below so the collector knows what may be retried. A backend with the Batch API
+A backend has `name`, `model`, `paid` and `async complete(messages, params, tag, brief) -> Completion`,
+and raises the errors below so the collector knows what may be retried. A language model reads the
+rendered `messages`; a rule set reads the `brief`, so a template's wording never changes its answers. A backend with the Batch API
 also has `submit_batch`, `find_batch` and `batch_results -> BatchResults`. Two exist:
 heuristic.py (the embedded offline default) and openai_client.py (any OpenAI-compatible endpoint).
 """
@@ -23,12 +24,32 @@ class Completion:
     latency_s: float
 
 
+@dataclass(frozen=True)
+class PairBrief:
+    """What a teacher request asks for, as data: teacher_inputs' passage, max_pairs and known_questions
+    columns (the last only on a feedback request: the questions the student already has)."""
+    passage: str
+    max_pairs: int
+    known_questions: tuple[str, ...] | None = None
+
+    COLUMNS = ("passage", "max_pairs", "known_questions")
+
+    @classmethod
+    def of(cls, row: dict) -> PairBrief | None:
+        """The brief of a request row; None for a request that asks for no pairs (a judge request)."""
+        if row.get("passage") is None or row.get("max_pairs") is None:
+            return None
+        known = row.get("known_questions")
+        return cls(row["passage"], row["max_pairs"], None if known is None else tuple(known))
+
+
 class TeacherBackend(Protocol):
     name: str
     model: str
     paid: bool  # False for the offline teacher: no dispatch ledger, no prices
 
-    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None) -> Completion: ...
+    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None,
+                       brief: PairBrief | None = None) -> Completion: ...
 
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}  # Batch API states a batch ends in
