@@ -42,7 +42,7 @@ def build_defs(env: Environment) -> dg.Definitions:
             "delta": DeltaStore(root_uri=env.delta_root, storage_options=env.storage_options),
             "teacher": env.teacher,
             "judge": env.judge,
-            "launcher": TrainingLauncher(artifact_root=env.artifact_root),
+            "launcher": TrainingLauncher(**{**env.launcher, "artifact_root": env.artifact_root}),
             "tracking": MlflowTracking(tracking_uri=env.tracking_uri),
             "reports": ReportFolder(folder=env.report_dir),
         },

@@ -37,7 +37,7 @@ def student_base(context: dg.AssetExecutionContext, config: ReadSettings, delta:
         context, "nexa_core.pretrain",
         ["--documents-uri", delta.uri("raw_documents"), "--documents-version", str(documents_version),
          "--domain", domain, "--output-dir", out_dir, *set_arguments(config.overrides)],
-        dict(delta.storage_options or {}), out_dir, "reader", "record")
+        dict(delta.storage_options or {}), out_dir, "reader", "record", distributed=True)
     frame = base_row(domain, record, documents_version, digest)
     row = frame.row(0, named=True)
     yield dg.Output(frame, metadata={

@@ -55,7 +55,7 @@ def student_checkpoint(context: dg.AssetExecutionContext, config: TrainSettings,
          # the documents student_base read, replayed beside the QA pairs (lineage: through student_base)
          "--documents-uri", delta.uri("raw_documents"), "--documents-version", str(base["documents_version"]),
          *set_arguments(overrides)],
-        dict(delta.storage_options or {}), out_dir, "trainer", "record")
+        dict(delta.storage_options or {}), out_dir, "trainer", "record", distributed=True)
     curve = record.pop("curve")
     here = artifact_uri(out_dir, record["finetune"]) if launcher.backend().runs_here else None  # MLflow uploads it
     run_id = tracking.log_checkpoint({**record, "curve": curve}, train_config, here,

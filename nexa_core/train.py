@@ -218,15 +218,28 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
         "best_eval_loss": min(evals) if evals else None, "train_loss": float(result.training_loss),
         "wall_seconds": wall, "gpu_seconds": wall if cuda else 0.0,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu", "bf16": args.bf16,
+        "world_size": args.world_size,
         "trained_tokens": sum(len(r["input_ids"]) for r in train_rows)}}
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: torchrun's RANK and WORLD_SIZE, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, merge: bool = False) -> dict:
     """Save the trained model (adapter or full weights) under out_dir/name with a manifest of sha256s.
-    Written to a staging folder and renamed: only a complete folder ever has a manifest in place."""
+    Written to a staging folder and renamed: only a complete folder ever has a manifest in place.
+    Under torchrun every rank takes part in saving (FSDP gathers the weights), rank 0 alone writes."""
     staging = out_dir / f"{name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
+    if not main_process:
+        trainer.accelerator.wait_for_everyone()  # until rank 0 has committed
+        return record
     tokenizer.save_pretrained(str(staging))
     if merge and hasattr(trainer.model, "merge_and_unload"):
         merged = trainer.model.merge_and_unload()
@@ -237,6 +250,7 @@ def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, mer
     final = out_dir / name
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)  # the rename is the commit
+    trainer.accelerator.wait_for_everyone()
     return record
 
 
@@ -365,6 +379,9 @@ def pipes_or_stderr(stack: ExitStack, out_dir: Path):
     """(Dagster Pipes context or None, log function): Pipes when launched by Dagster, else stderr.
     Launched, the process's stdout and stderr go to out_dir/stage.log, whose path is logged: the run log
     and the terminal get the stage's own lines, not every library's progress bars."""
+    rank, _ = process_rank()
+    if rank > 0:  # under torchrun only rank 0 reports: one record, one materialization
+        return None, lambda message: print(f"[rank {rank}] {message}", file=sys.stderr)
     if not os.environ.get("DAGSTER_PIPES_CONTEXT"):
         return None, lambda message: print(message, file=sys.stderr)
     from dagster_pipes import open_dagster_pipes
@@ -403,6 +420,8 @@ def stage_main(argv: list[str] | None, description: str, default_config: Path, a
                 log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
 
             record = run_stage(args, config, log, step_metrics)
+            if process_rank()[0] > 0:
+                return 0
             if pipes:
                 pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record),
                                                                         "type": "json"}})

@@ -10,6 +10,7 @@ what the resources and sensors need.
 | NEXA_DELTA_ROOT | data/delta (a path, or s3://bucket/prefix) | the Delta IO manager and store |
 | AWS_ENDPOINT_URL, AWS_REGION (or AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP | | an s3:// Delta root |
 | NEXA_ARTIFACT_ROOT | data/artifacts | the training launcher |
+| NEXA_LAUNCHER_CONFIG | unset: local subprocesses | a YAML file of the launcher's settings (kind, image, gpus, ...), e.g. deploy/launcher-kubernetes.yaml |
 | NEXA_REPORT_DIR | data/reports | the leaderboard's HTML report |
 | MLFLOW_TRACKING_URI | sqlite:///data/mlflow.db | MLflow tracking |
 | NEXA_MAX_ROUNDS, NEXA_MIN_IMPROVEMENT | 3, 0.0 | feedback_loop_sensor's stop rules |
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import yaml
 from dagster_deltalake import LocalConfig, S3Config
 
 from resources.delta import PROJECT_ROOT
@@ -86,6 +88,23 @@ def _delta(environ: Mapping[str, str]) -> tuple[str, LocalConfig | S3Config, dic
     return root, S3Config(region=region, **({"endpoint": endpoint} if endpoint else {})), plain
 
 
+def _launcher_settings(environ: Mapping[str, str]) -> dict:
+    """The launcher's settings from the YAML file NEXA_LAUNCHER_CONFIG names (NEXA_ARTIFACT_ROOT, when
+    set, wins over its artifact_root); a wrong key is an error naming the file and the known keys."""
+    name = environ.get("NEXA_LAUNCHER_CONFIG")
+    if not name:
+        return {}
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"NEXA_LAUNCHER_CONFIG={name}: no such file")
+    settings = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(settings) - set(TrainingLauncher.model_fields))
+    if unknown:
+        raise ValueError(f"NEXA_LAUNCHER_CONFIG={name}: unknown launcher settings {unknown}; "
+                         f"known: {sorted(TrainingLauncher.model_fields)}")
+    return settings
+
+
 @dataclass(frozen=True)
 class Environment:
     dagster_home: Path
@@ -95,6 +114,7 @@ class Environment:
     delta_storage: LocalConfig | S3Config  # the IO manager's
     storage_options: dict[str, str]  # the same, as deltalake's options (DeltaStore)
     artifact_root: str
+    launcher: dict  # TrainingLauncher settings from NEXA_LAUNCHER_CONFIG (empty: its defaults)
     report_dir: str
     tracking_uri: str
     max_rounds: int
@@ -107,12 +127,15 @@ class Environment:
         """The settings from `environ` (os.environ by default), each with its default when unset or empty."""
         environ = os.environ if environ is None else environ
         delta_root, delta_storage, storage_options = _delta(environ)
+        launcher = _launcher_settings(environ)
         return cls(
             dagster_home=Path(environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve(),
             postgres=bool(environ.get(PG_URL_VARIABLE)),
             raw_root=Path(environ.get("NEXA_RAW_ROOT") or PROJECT_ROOT / "data" / "raw").resolve(),
             delta_root=delta_root, delta_storage=delta_storage, storage_options=storage_options,
-            artifact_root=environ.get("NEXA_ARTIFACT_ROOT") or _default(TrainingLauncher, "artifact_root"),
+            artifact_root=(environ.get("NEXA_ARTIFACT_ROOT") or launcher.get("artifact_root")
+                           or _default(TrainingLauncher, "artifact_root")),
+            launcher=launcher,
             report_dir=environ.get("NEXA_REPORT_DIR") or _default(ReportFolder, "folder"),
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or _default(MlflowTracking, "tracking_uri"),
             max_rounds=_number(environ, "NEXA_MAX_ROUNDS", int, 3),

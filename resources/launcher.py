@@ -62,6 +62,15 @@ class LaunchBackend(ABC):
                env: dict[str, str]) -> dg.PipesClientCompletedInvocation:
         """Run `command` with `env` through Pipes until it ends; a wrong setting is a LauncherError."""
 
+    def torchrun(self, module: str, arguments: list[str]) -> list[str]:
+        """`module` under torchrun on one node, one process per GPU (gloo processes on a CPU machine)."""
+        s = self.settings
+        if s.nodes > 1:
+            raise LauncherError(f"launcher.nodes={s.nodes}: training over several nodes runs on kind=slurm; "
+                                f"kind={self.kind} trains on one node (launcher.gpus GPUs)")
+        return [s.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={s.gpus}",
+                "-m", module, *arguments]
+
 
 class LocalBackend(LaunchBackend):
     kind = "local"
@@ -89,6 +98,7 @@ class KubernetesBackend(LaunchBackend):
                 "volumes": list(s.volumes),
                 "containers": [{
                     "name": "train", "image": s.image, "command": list(command), "env": env_list(env),
+                    "envFrom": [{"secretRef": {"name": name}} for name in s.env_secrets],
                     "resources": {"requests": {"cpu": s.cpu, "memory": s.memory, **limits},
                                   "limits": {"memory": s.memory, **limits}},
                     "volumeMounts": list(s.volume_mounts),
@@ -108,10 +118,19 @@ class KubernetesBackend(LaunchBackend):
 class SlurmBackend(LaunchBackend):
     kind = "slurm"
 
+    def torchrun(self, module: str, arguments: list[str]) -> list[str]:
+        """One torchrun per node (srun starts them), meeting at the job's first node."""
+        s = self.settings
+        if s.nodes == 1:
+            return super().torchrun(module, arguments)
+        return ["srun", s.python, "-m", "torch.distributed.run", f"--nnodes={s.nodes}", f"--nproc-per-node={s.gpus}",
+                "--rdzv-backend=c10d", "--rdzv-endpoint=${NEXA_RDZV_HOST}:29500", "--rdzv-id=${SLURM_JOB_ID}",
+                "-m", module, *arguments]
+
     def sbatch_script(self, command: list[str], env: dict[str, str], name: str) -> str:
         s = self.settings
         lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --time={s.slurm_time}",
-                 "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={s.cpu}",
+                 f"#SBATCH --nodes={s.nodes}", "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={s.cpu}",
                  f"#SBATCH --mem={s.memory.replace('Gi', 'G')}"]
         if s.gpus:
             lines.append(f"#SBATCH --gres=gpu:{s.gpus}")
@@ -123,7 +142,11 @@ class SlurmBackend(LaunchBackend):
             lines.append(f"#SBATCH --output={s.shared_dir}/{name}.log")
         lines.append("set -euo pipefail")
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
-        lines.append("exec " + " ".join(shlex.quote(c) for c in command))
+        if s.nodes > 1:  # the rendezvous host, and the ${...} of the torchrun line left for the shell to fill in
+            lines.append('export NEXA_RDZV_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"')
+            lines.append("exec " + " ".join(c if c.startswith("--rdzv-") else shlex.quote(c) for c in command))
+        else:
+            lines.append("exec " + " ".join(shlex.quote(c) for c in command))
         return "\n".join(lines) + "\n"
 
     def launch(self, context, command, env):
@@ -186,8 +209,12 @@ class TrainingLauncher(dg.ConfigurableResource):
     # kubernetes
     image: str | None = None
     namespace: str = "default"
-    gpus: int = 1
+    gpus: int = Field(default=1, description="GPUs per node; more than one runs training and reading under torchrun "
+                                               "(DDP; FSDP through trainer_args), one process per GPU")
+    nodes: int = Field(default=1, description="Nodes per training run (Slurm); each runs `gpus` processes")
     gpu_resource: str = "nvidia.com/gpu"
+    env_secrets: list[str] = Field(default=[], description="Kubernetes secrets whose keys become the pod's environment "
+                                                            "(credentials by reference, never values in the spec)")
     node_selector: dict[str, str] = {}
     tolerations: list[dict] = []
     volumes: list[dict] = []
@@ -229,13 +256,21 @@ class TrainingLauncher(dg.ConfigurableResource):
         except CheckpointError as exc:
             raise dg.Failure(f"partition {domain}: {exc}") from exc
 
+    def command(self, module: str, arguments: list[str], distributed: bool = False) -> list[str]:
+        """`python -m module ...`, or for a stage that trains (`distributed`) on more than one GPU,
+        the same under torchrun, one process per GPU; only rank 0 reports and commits."""
+        if not distributed or self.gpus * self.nodes <= 1:
+            return [self.python, "-m", module, *arguments]
+        return self.backend().torchrun(module, arguments)
+
     def run_reporting(self, context: dg.AssetExecutionContext, module: str, arguments: list[str],
-                      env: dict[str, str], out_dir: str, what: str, key: str) -> tuple[dict, list]:
+                      env: dict[str, str], out_dir: str, what: str, key: str,
+                      distributed: bool = False) -> tuple[dict, list]:
         """Launch `python -m module arguments...` (trainer, reader, generator, benchmark runner) and
         return the JSON `key` it reported through Pipes, with any check results; a failure says what
         the process wrote before dying."""
         try:
-            results = self.launch(context, [self.python, "-m", module, *arguments], env).get_results()
+            results = self.launch(context, self.command(module, arguments, distributed), env).get_results()
         except LauncherError as exc:
             reason = self.failure_reason(out_dir)
             raise dg.Failure(f"{exc}" + (f"; the {what} said: {reason}" if reason else "")) from exc

@@ -3,10 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# A real single-node Slurm for the Slurm launcher test, where Debian's packages can be installed
-# (root + apt-get); elsewhere that one test is skipped and says why.
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v slurmctld >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmd slurmctld slurm-client munge) \
-    >/dev/null 2>&1 || echo "could not install Slurm; its test will be skipped"
+# Real servers the tests start and stop themselves: a single-node Slurm (the Slurm launcher test) and
+# PostgreSQL (instance storage), from Debian's packages where they can be installed (root + apt-get);
+# elsewhere those tests are skipped and say why.
+missing=()
+command -v slurmctld >/dev/null || missing+=(slurmd slurmctld slurm-client munge)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") \
+    >/dev/null 2>&1 || echo "could not install ${missing[*]}; the tests that need them will be skipped"
 fi
 exec .venv/bin/python -m pytest -q -rs "$@"

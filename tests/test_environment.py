@@ -50,3 +50,20 @@ def test_bad_values_say_which_variable(tmp_path):
         Environment.read({"NEXA_MIN_IMPROVEMENT": "-"})
     with pytest.raises(ValueError, match="NEXA_TEACHER_OPTIONS must not hold api_key"):
         Environment.read({"NEXA_TEACHER_BASE_URL": "http://x/v1", "NEXA_TEACHER_OPTIONS": '{"api_key": "sk-1"}'})
+
+
+def test_the_launcher_comes_from_the_file_nexa_launcher_config_names(tmp_path):
+    from resources.launcher import TrainingLauncher
+
+    config = tmp_path / "launcher.yaml"
+    config.write_text("kind: kubernetes\nimage: nexa-trainer:1\ngpus: 4\nartifact_root: /artifacts\n")
+    env = Environment.read({"NEXA_LAUNCHER_CONFIG": str(config)})
+    launcher = TrainingLauncher(**{**env.launcher, "artifact_root": env.artifact_root})
+    assert (launcher.kind, launcher.image, launcher.gpus, launcher.artifact_root) == ("kubernetes", "nexa-trainer:1", 4,
+                                                                                       "/artifacts")
+    assert Environment.read({"NEXA_LAUNCHER_CONFIG": str(config), "NEXA_ARTIFACT_ROOT": "/x"}).artifact_root == "/x"
+    config.write_text("kind: kubernetes\ngpu: 4\n")
+    with pytest.raises(ValueError, match=r"unknown launcher settings \['gpu'\]"):
+        Environment.read({"NEXA_LAUNCHER_CONFIG": str(config)})
+    with pytest.raises(ValueError, match="no such file"):
+        Environment.read({"NEXA_LAUNCHER_CONFIG": str(tmp_path / "missing.yaml")})

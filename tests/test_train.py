@@ -282,3 +282,85 @@ def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
                                           {"role": "assistant", "content": f"Answer {i}."}] for i in range(8)])
     trainer = fit(model, tokenizer, rows, [], config, tmp_path / "run", "physics", log=lambda m: None)["trainer"]
     assert trainer.args.train_sampling_strategy == "group_by_length" and trainer.args.max_grad_norm == 0.5
+
+
+def test_several_gpus_run_training_under_torchrun_and_several_nodes_only_on_slurm():
+    args = ["--domain", "physics"]
+    one = TrainingLauncher(gpus=1)
+    assert one.command("nexa_core.train", args, distributed=True) == [one.python, "-m", "nexa_core.train", *args]
+    four = TrainingLauncher(kind="kubernetes", image="i", gpus=4)
+    assert four.command("nexa_core.train", args, distributed=True) == [
+        four.python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "nexa_core.train", *args]
+    assert four.command("nexa_core.generate", args) == [four.python, "-m", "nexa_core.generate", *args]  # one process
+    with pytest.raises(LauncherError, match="nodes=2.*kind=slurm"):
+        TrainingLauncher(kind="kubernetes", image="i", gpus=4, nodes=2).command("nexa_core.train", args, True)
+    slurm = TrainingLauncher(kind="slurm", gpus=8, nodes=2, shared_dir="/shared")
+    command = slurm.command("nexa_core.train", args, distributed=True)
+    assert command[:2] == ["srun", slurm.python] and "--nnodes=2" in command and "--nproc-per-node=8" in command
+    script = slurm.backend().sbatch_script(command, {}, "nexa-train-2").splitlines()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --gres=gpu:8" in script
+    assert any(line.startswith("export NEXA_RDZV_HOST=") for line in script)
+    assert script[-1].startswith("exec srun ") and "--rdzv-endpoint=${NEXA_RDZV_HOST}:29500" in script[-1]
+
+
+def test_credentials_reach_every_backend_by_reference_never_as_values(monkeypatch, tmp_path):
+    """With AWS keys and a teacher key in the environment, none of the generated specs, scripts or
+    resource configs holds them: the launched stages get the Delta root's endpoint and region, and
+    credentials come from the node (Kubernetes secrets by name, a task role, the node's own setup)."""
+    from resources.environment import Environment
+
+    secret, teacher_key = "AKIAEXAMPLE/abc+SECRET123", "sk-live-teacher-key-1234"
+    monkeypatch.setenv("NEXA_DELTA_ROOT", "s3://nexa/delta")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("NEXA_TEACHER_BASE_URL", "https://api.example/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", teacher_key)
+    env = Environment.read()
+    launched_env = dict(env.storage_options)  # what the assets hand every launched stage
+    command = ["python", "-m", "nexa_core.train", "--domain", "physics"]
+    generated = {
+        "pod spec": json.dumps(TrainingLauncher(kind="kubernetes", image="i", env_secrets=["nexa-aws"])
+                               .backend().pod_spec(command, launched_env, "nexa-train-1")),
+        "sbatch script": SlurmBackend(TrainingLauncher(kind="slurm", shared_dir=str(tmp_path)))
+        .sbatch_script(command, launched_env, "nexa-train-1"),
+        "ECS overrides": json.dumps(TrainingLauncher(kind="aws", ecs_cluster="c", ecs_task_definition="t")
+                                    .backend().ecs_run_task_params(command, launched_env)),
+        "IO manager config": env.delta_storage.model_dump_json(),
+        "Delta store options": json.dumps(env.storage_options),
+        "teacher resource config": json.dumps(env.teacher._convert_to_config_dictionary(), default=str),
+    }
+    for where, text in generated.items():
+        for value in (secret, "AKIAEXAMPLEID", teacher_key):
+            assert value not in text, f"{value} in the {where}"
+    assert json.loads(generated["pod spec"])["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "nexa-aws"}}]
+    assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in generated["Delta store options"]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_the_same_checkpoint_as_one(tmp_path, raw_root, delta_root, dagster_home):
+    """launcher.gpus=2 on a CPU machine: two DDP processes (gloo) under torchrun. Rank 0 alone reports
+    and commits: one record, one model, the same steps and loss as one process with the same global batch."""
+    records = {}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert materialize_domain(instance, "physics", raw_root, delta_root).success
+        assert materialize_base(instance, tmp_path, delta_root, FAST_READ).success
+        for gpus, batch in ((1, 4), (2, 2)):
+            artifacts = tmp_path / f"artifacts-{gpus}"
+            run = dg.materialize(
+                [pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
+                partition_key="physics", instance=instance,
+                resources={**train_resources(tmp_path, delta_root),
+                           "launcher": TrainingLauncher(artifact_root=str(artifacts), gpus=gpus)},
+                run_config={"ops": {"student_checkpoint": {"config": {"overrides": {
+                    **FAST, "per_device_train_batch_size": batch, "replay_documents": 0}}}}})
+            assert run.success
+            row = pl.read_delta(str(delta_root / "nexa" / "student_checkpoint")).row(0, named=True)
+            manifests = list(artifacts.rglob("manifest.json"))
+            assert len(manifests) == 1  # one model committed, by rank 0
+            records[gpus] = {**json.loads(manifests[0].read_text()), "row": row}
+    one, two = records[1], records[2]
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert one["steps"] == two["steps"] == FAST["max_steps"]
+    assert set(one["files"]) == set(two["files"])  # the same model files
+    assert abs(one["final_loss"] - two["final_loss"]) < 0.05 * one["final_loss"]
+    assert two["row"]["steps"] == two["steps"] and two["row"]["artifact_uri"].startswith(str(tmp_path / "artifacts-2"))
