@@ -65,3 +65,10 @@ def test_feedback_round_benchmark_runs_at_smoke_size():
     assert "physics    token_f1         0" in out and "physics    token_f1         1" in out  # both rounds scored
     assert "Benchmark suites" in out and "physics_facts" in out and "0.25" in out  # beside chance
     assert "Topics round 0 found weak" in out
+
+
+@pytest.mark.slow
+def test_parallel_runs_benchmark_checks_every_table_after_runs_at_once():
+    out = smoke("parallel_runs.py")
+    assert "1 run alone" in out and "2 runs at once" in out and "runs/min" in out
+    assert "every table holds each of the 2 domains' rows" in out
