@@ -9,7 +9,7 @@ from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sen
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.environment import Environment
 from resources.launcher import TrainingLauncher
-from resources.reports import ReportFolder
+from resources.reports import RawFolder, ReportFolder
 from resources.tracking import MlflowTracking
 
 distill_job = dg.define_asset_job(
@@ -45,6 +45,7 @@ def build_defs(env: Environment) -> dg.Definitions:
             "launcher": TrainingLauncher(**{**env.launcher, "artifact_root": env.artifact_root}),
             "tracking": MlflowTracking(tracking_uri=env.tracking_uri),
             "reports": ReportFolder(folder=env.report_dir),
+            "raw": RawFolder(folder=str(env.raw_root)),
         },
         # One process per run: the multiprocess executor re-imports the code location for every step.
         executor=dg.in_process_executor,

@@ -18,7 +18,8 @@ from nexa_core.teacher import (CollectionStopped, TeacherLedger, UnpricedBudget,
                                unpriced_warning)
 from nexa_core.settings import from_settings
 from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, mix_in_feedback
-from resources.delta import PROJECT_ROOT, DeltaStore, table_metadata
+from resources.delta import DeltaStore, table_metadata
+from resources.reports import RawFolder
 from resources.teacher import TeacherResource
 
 GROUP = "distill"
@@ -30,7 +31,7 @@ _LIMITS, _PROMPT, _FILTER, _SPLIT = LoadLimits(), PromptConfig(), FilterConfig()
 
 
 class RawSettings(dg.Config):
-    raw_root: str = str(PROJECT_ROOT / "data" / "raw")
+    raw_root: str | None = None  # None: the `raw` resource's folder (NEXA_RAW_ROOT, else data/raw)
     max_file_bytes: int = _LIMITS.max_file_bytes
     max_doc_chars: int = _LIMITS.max_doc_chars
     min_doc_chars: int = _LIMITS.min_doc_chars
@@ -80,11 +81,12 @@ raw_quarantine = dg.AssetSpec(
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta: DeltaStore):
+def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta: DeltaStore, raw: RawFolder):
     """Every document of the domain's raw folder; id = hash of domain + text."""
     domain = context.partition_key
-    fingerprint = folder_fingerprint(Path(config.raw_root) / domain)  # before reading: a file changed meanwhile is seen
-    documents, quarantine = load_domain(Path(config.raw_root), domain, from_settings(LoadLimits, config))
+    raw_root = Path(config.raw_root or raw.folder)
+    fingerprint = folder_fingerprint(raw_root / domain)  # before reading: a file changed meanwhile is seen
+    documents, quarantine = load_domain(raw_root, domain, from_settings(LoadLimits, config))
     version = delta.write_domain("raw_quarantine", domain, quarantine)
     if quarantine.height:
         context.log.warning(f"partition {domain}: {quarantine.height} rows quarantined: "
@@ -97,7 +99,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta:
     return dg.Output(documents, metadata={
         "documents": documents.height, "quarantined": quarantine.height,
         "topics": dict(documents.group_by("topic").len().sort("topic").iter_rows()),
-        "raw_folder": str(Path(config.raw_root) / domain), RAW_FINGERPRINT: fingerprint})
+        "raw_folder": str(raw_root / domain), RAW_FINGERPRINT: fingerprint})
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")

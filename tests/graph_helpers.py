@@ -8,7 +8,7 @@ from dagster_deltalake import LocalConfig
 from nexa_assets import checks, distill
 from nexa_assets.partitions import domain_partitions
 from resources.delta import DeltaStore, NexaDeltaIOManager
-from resources.reports import ReportFolder
+from resources.reports import RawFolder, ReportFolder
 from resources.teacher import TeacherResource
 
 DISTILL_ASSETS = distill.DISTILL_ASSETS
@@ -18,6 +18,7 @@ def resources(delta_root: Path, teacher: TeacherResource | None = None) -> dict:
     return {"io_manager": NexaDeltaIOManager(root_uri=str(delta_root), storage_options=LocalConfig(), schema="nexa"),
             "delta": DeltaStore(root_uri=str(delta_root)),
             "teacher": teacher or TeacherResource(),
+            "raw": RawFolder(),  # the tests name their raw root in raw_documents' run config
             "reports": ReportFolder(folder=str(delta_root.parent / "reports"))}  # beside the tables, not in the project
 
 

@@ -16,6 +16,7 @@ from graph_helpers import DISTILL_ASSETS
 from nexa_assets.partitions import domain_partitions
 from nexa_core.delta import DeltaRoot, write_partition
 from resources.delta import DeltaStore, NexaDeltaIOManager
+from resources.reports import RawFolder
 from resources.teacher import TeacherResource
 from test_s3_root import s3_endpoint  # noqa: F401  (fixture)
 
@@ -71,7 +72,7 @@ def test_eight_partitions_at_once_on_a_fresh_local_root_three_times(tmp_path, ei
     for attempt in range(3):
         root = tmp_path / f"delta{attempt}"
         resources = {"io_manager": NexaDeltaIOManager(root_uri=str(root), storage_options=LocalConfig(), schema="nexa"),
-                     "delta": DeltaStore(root_uri=str(root)), "teacher": TeacherResource()}
+                     "delta": DeltaStore(root_uri=str(root)), "teacher": TeacherResource(), "raw": RawFolder()}
         assert materialize_all_at_once(eight_domains, resources) == [True] * len(DOMAINS), f"attempt {attempt}"
         check_every_partition_landed(DeltaRoot(str(root)))
 
@@ -86,7 +87,7 @@ def test_eight_partitions_at_once_on_a_fresh_s3_root_three_times(eight_domains, 
         root, storage, options = env.delta_root, env.delta_storage, env.storage_options
         assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in options  # commits are conditional puts, never unsafe renames
         resources = {"io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
-                     "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource()}
+                     "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource(), "raw": RawFolder()}
         assert materialize_all_at_once(eight_domains, resources) == [True] * len(DOMAINS), f"attempt {attempt}"
         check_every_partition_landed(DeltaRoot(root, options))
 

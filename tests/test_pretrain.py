@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+from deltalake import DeltaTable
 
 from nexa_core.student import build_default_student
 from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
@@ -23,7 +24,7 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
     row = base_row(delta_root)
     documents = pl.read_delta(str(delta_root / "nexa" / "raw_documents")).filter(pl.col("domain") == "physics")
     assert row["built_from_config"] and row["trained"] and row["steps"] == 8
-    assert row["documents"] == documents.height and row["documents_version"] == 0
+    assert row["documents"] == documents.height and row["documents_version"] == DeltaTable(str(delta_root / "nexa" / "raw_documents")).version()
     model = Path(row["model_uri"])
     assert json.loads(row["files_sha256"]) == sha256_files(model) and (model / "model.safetensors").is_file()
     manifest = json.loads((model / "manifest.json").read_text())

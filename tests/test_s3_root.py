@@ -18,6 +18,7 @@ from nexa_assets import checks
 from nexa_assets.partitions import domain_partitions
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.environment import Environment
+from resources.reports import RawFolder
 from resources.teacher import TeacherResource
 
 
@@ -63,7 +64,7 @@ def test_graph_on_an_s3_root(instance, raw_root, s3_endpoint, monkeypatch):
     assert root == "s3://nexa/delta" and options["AWS_ENDPOINT_URL"] == s3_endpoint and options["AWS_ALLOW_HTTP"] == "true"
     instance.add_dynamic_partitions(domain_partitions.name, ["physics", "biology"])
     resources = {"io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
-                 "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource()}
+                 "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource(), "raw": RawFolder()}
     for domain in ("physics", "biology"):
         result = dg.materialize([*DISTILL_ASSETS, *checks.quality_checks], partition_key=domain, instance=instance,
                                 resources=resources,
