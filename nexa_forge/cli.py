@@ -8,8 +8,8 @@
   nexa wait ID [--backfill]                       progress until the run (or backfill) finishes
   nexa leaderboard | checkpoints | releases | logs RUN_ID
 
-Launching prints the run (or backfill) id; --wait then follows it with a line each time it moves on. Exit status: 0 done, 1 a run
-failed, 2 the request was refused (the message says why).
+Launching prints the run (or backfill) id; --wait then follows it with a line each time it moves on.
+Exit status: 0 done, 1 a run failed, 2 the request was refused (the message says why).
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def table(rows: list[dict[str, str]]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="nexa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(prog="nexa", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     url_help = f"the Dagster webserver (default: NEXA_DAGSTER_URL, else {DEFAULT_URL})"
     top.add_argument("--url", default=os.environ.get("NEXA_DAGSTER_URL") or DEFAULT_URL, help=url_help)
     common = argparse.ArgumentParser(add_help=False)

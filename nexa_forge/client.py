@@ -166,7 +166,8 @@ class Job:
         for target, value in settings.items():
             asset, _, key = target.partition(".")
             if not key:
-                raise NexaForgeError(f"setting {target!r}: expected ASSET.KEY, e.g. student_checkpoint.num_train_epochs")
+                raise NexaForgeError(f"setting {target!r}: expected ASSET.KEY, "
+                                     f"e.g. student_checkpoint.num_train_epochs")
             if asset not in self.assets:
                 raise NexaForgeError(f"setting {target}: no asset {asset!r} in {self.name}; assets: "
                                      f"{', '.join(sorted(self.assets))}")
