@@ -134,9 +134,8 @@ def release(context, domain: str, candidate: str, decision: GateDecision, histor
 
     evaluated = [(table, (recorded(table, "checkpoint_id", candidate) or {}).get("delta_version"))
                  for table in ("eval_metrics", "benchmark_scores")]
-    lineage = trace_lineage(lambda table, v: recorded(table, "delta_version", v),
-                            [("sft_dataset", checkpoint["sft_version"]), ("raw_documents", base.get("documents_version")),
-                             *evaluated])
+    read_by_training = [("sft_dataset", checkpoint["sft_version"]), ("raw_documents", base.get("documents_version"))]
+    lineage = trace_lineage(lambda table, v: recorded(table, "delta_version", v), [*read_by_training, *evaluated])
     teacher_version = lineage_version(lineage, "teacher_outputs")
     costs = {"teacher_usd": teacher_cost(tables, domain, teacher_version), "teacher_outputs_version": teacher_version,
              "gpu_hours": ((base.get("gpu_seconds") or 0.0) + checkpoint["gpu_seconds"]) / 3600,
@@ -167,8 +166,8 @@ def release(context, domain: str, candidate: str, decision: GateDecision, histor
            "gpu_hours": costs["gpu_hours"], "code_version": code, "model_card": card, "mlflow_run_id": run_id}
     frame = pl.DataFrame([row], schema=schemas.MODEL_RELEASE)
     delta.append(RELEASE_HISTORY, frame)
-    tracking.promote(domain, version, run_id, card, {"release_id": row["release_id"], "merged_uri": merged_uri,
-                                                     "served_model": row["served_model"]})
+    tracking.promote(domain, version, run_id, card, {"release_id": row["release_id"], "checkpoint_id": candidate,
+                                                     "merged_uri": merged_uri, "served_model": row["served_model"]})
     context.log.info(f"partition {domain}: {name} v{version} is the champion ({merged_uri})")
     yield dg.Output(frame, metadata={
         "registered_model": name, "model_version": version, "mlflow_model_uri": f"models:/{name}@{CHAMPION}",

@@ -51,7 +51,8 @@ def record_deployment(env, delta, row: dict) -> None:
     ensure_dagster_home(env.dagster_home, env.postgres)
     with dg.DagsterInstance.get() as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=DEPLOYMENT, partition=row["domain"], description=f"{row['served_model']} at {row['endpoint_url']}",
+            asset_key=DEPLOYMENT, partition=row["domain"],
+            description=f"{row['served_model']} at {row['endpoint_url']}",
             metadata={"endpoint_url": dg.MetadataValue.url(row["endpoint_url"]), "served_model": row["served_model"],
                       "registered_model": row["registered_model"], "model_version": row["model_version"],
                       "started_at": row["started_at"].isoformat(), "ready_seconds": row["ready_seconds"],
@@ -98,8 +99,10 @@ def serve_main(argv: list[str] | None = None) -> int:
         except ServeError as exc:
             return fail("nexa-serve", f"domain {args.domain}: {served} did not start: {exc}")
         started = datetime.now(timezone.utc)
-        row = {"domain": args.domain, "deployment_id": content_id(args.domain, root_url, started.isoformat(), server.pid),
-               "endpoint_url": f"{root_url}/v1", "served_model": served, "registered_model": release["registered_model"],
+        row = {"domain": args.domain,
+               "deployment_id": content_id(args.domain, root_url, started.isoformat(), server.pid),
+               "endpoint_url": f"{root_url}/v1", "served_model": served,
+               "registered_model": release["registered_model"],
                "model_version": release["model_version"], "release_id": release["release_id"],
                "merged_uri": release["merged_uri"], "server": " ".join(command), "device": args.device,
                "pid": server.pid, "ready_seconds": ready, "started_at": started}
@@ -115,7 +118,7 @@ def stop_server(server: subprocess.Popen) -> None:
     if server.poll() is None:
         server.terminate()
         try:
-            server.wait(timeout=15)
+            server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()

@@ -76,14 +76,13 @@ def benchmarked(benchmarks: pl.DataFrame | None, checkpoint_id: str) -> bool:
 def gate_metric(config: GateConfig, checkpoint_id: str, history: pl.DataFrame,
                 benchmarks: pl.DataFrame | None) -> str:
     """The metric this candidate is judged on (config.metric resolved when it is auto)."""
-    if config.metric != "auto":
-        return config.metric
-    if score_of(checkpoint_id, "student", BENCHMARK_ACCURACY, history, benchmarks):
-        return BENCHMARK_ACCURACY
-    for metric in PRIMARY_METRICS:  # the judge's score when anything was judged, else token F1
+    # auto: the benchmark suites, else the judge's score when anything was judged, else token F1
+    for metric in [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, *PRIMARY_METRICS]:
         if score_of(checkpoint_id, "student", metric, history, benchmarks):
             return metric
-    raise ReleaseError(f"checkpoint {checkpoint_id} has no score on any of {[BENCHMARK_ACCURACY, *PRIMARY_METRICS]}")
+    scored = sorted(set(history.filter(pl.col("checkpoint_id") == checkpoint_id)["metric"]))
+    raise ReleaseError(f"checkpoint {checkpoint_id} has no score on the gate's metric {config.metric!r}; its test "
+                       f"split has {scored or 'no scores'}, benchmark suites give {BENCHMARK_ACCURACY}")
 
 
 def score_of(checkpoint_id: str, role: str, metric: str, history: pl.DataFrame,
@@ -328,19 +327,23 @@ def model_card(release: dict, checkpoint: dict, base: dict, decision: GateDecisi
     lines = [f"# {name} v{version}: a {release['domain']} expert student", "",
              f"Released {release['released_at']:%Y-%m-%d %H:%M:%S %Z} by the promotion gate: {decision.description()}.",
              "", "## Model", "",
-             f"- Base model: {checkpoint['base_model']} (student_base {checkpoint['base_id']}: {base.get('model_uri')}, "
+             f"- Base model: {checkpoint['base_model']} (student_base {checkpoint['base_id']}: "
+             f"{base.get('model_uri')}, "
              f"read {base.get('documents')} documents of raw_documents v{base.get('documents_version')} in "
              f"{base.get('steps')} steps, config {base.get('config_hash')})",
              f"- Fine-tune: {checkpoint['finetune']}" + (f", LoRA {checkpoint['lora']}" if checkpoint["lora"] else "")
-             + f"; checkpoint {checkpoint['checkpoint_id']} ({checkpoint['artifact_uri']}), round {checkpoint['round']}, "
+             + f"; checkpoint {checkpoint['checkpoint_id']} ({checkpoint['artifact_uri']}), "
+             f"round {checkpoint['round']}, "
              f"{checkpoint['steps']} steps, final loss {checkpoint['final_loss']}",
              f"- Merged weights: {release['merged_uri']} (served as `{release['served_model']}`)", "",
              "| file | sha256 |", "|---|---|",
              *[f"| {path} | {digest} |" for path, digest in sorted(release["weights_sha256"].items())], "",
              "## Metrics (95% bootstrap intervals)", "", "| source | metric | role | mean [ci_low, ci_high] | n |",
              "|---|---|---|---|---|",
-             *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {_interval(m)} | {m['n']} |" for m in metrics], "",
-             "## Data versions read at every stage", "", "| table | Delta version | read | noted |", "|---|---|---|---|"]
+             *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {_interval(m)} | {m['n']} |"
+               for m in metrics], "",
+             "## Data versions read at every stage", "", "| table | Delta version | read | noted |",
+             "|---|---|---|---|"]
     for row in lineage:
         reads = ", ".join(f"{t} v{v}" for t, v in sorted(row["reads"].items())) or "–"
         notes = ", ".join(f"{k}={row[k]}" for k in ("template", "template_sha256", "round", "feedback_set_version",

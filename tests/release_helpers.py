@@ -17,7 +17,7 @@ from resources.tracking import MlflowTracking
 
 SMALL_STUDENT = {"student": {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}}
 READ = {**SMALL_STUDENT, "max_steps": 40}
-SFT = {"max_steps": 30, "logging_steps": 1}
+SFT = {"max_steps": 120, "logging_steps": 1}  # enough steps for short answers, not silence
 EVAL_GRAPH = [pretrain.student_base, train.student_checkpoint, evaluate.eval_predictions, evaluate.eval_metrics,
               benchmark.benchmark_scores]
 NO_JUDGE = TeacherResource(backend="none", model="none")
@@ -31,23 +31,25 @@ def graph_resources(root: Path, judge: TeacherResource = NO_JUDGE) -> dict:
                                        artifact_location=str(root / "mlruns"))}
 
 
-def eval_run_config(sft: dict, read: dict | None = None, max_new_tokens: int = 64) -> dict:
-    return {"ops": {"student_base": {"config": {"overrides": read or READ}},
-                    "student_checkpoint": {"config": {"overrides": sft}},
-                    "eval_predictions": {"config": {"overrides": {"max_new_tokens": max_new_tokens}}},
-                    "eval_metrics": {"config": {"n_resamples": 500}},
-                    "benchmark_scores": {"config": {"n_resamples": 500}}}}
+def eval_run_config(sft: dict, read: dict | None = None, max_new_tokens: int = 64, roles=("student", "base"),
+                    only: list[str] | None = None) -> dict:
+    """Run config of the eval graph (of the stages in `only`, when given)."""
+    ops = {"student_base": {"config": {"overrides": read or READ}},
+           "student_checkpoint": {"config": {"overrides": sft}},
+           "eval_predictions": {"config": {"overrides": {"max_new_tokens": max_new_tokens}, "roles": list(roles)}},
+           "eval_metrics": {"config": {"n_resamples": 500}},
+           "benchmark_scores": {"config": {"n_resamples": 500}}}
+    return {"ops": {name: op for name, op in ops.items() if only is None or name in only}}
 
 
-def evaluate_domain(instance, root: Path, domain: str, selection=None, sft: dict = SFT, read: dict | None = None,
-                    max_new_tokens: int = 64):
+def evaluate_domain(instance, root: Path, domain: str, only: list[str] | None = None, **settings):
     """`domain` distilled from the sample corpus under root/raw (copied once), then read, fine-tuned,
-    evaluated and benchmarked."""
+    evaluated and benchmarked (the stages in `only`, when given; `settings` as eval_run_config's)."""
     if not (root / "raw").exists():
         shutil.copytree(SAMPLE_RAW, root / "raw")
     assert materialize_domain(instance, domain, root / "raw", root / "delta").success
     result = dg.materialize(EVAL_GRAPH, partition_key=domain, instance=instance, resources=graph_resources(root),
-                            selection=selection, run_config=eval_run_config(sft, read, max_new_tokens))
+                            selection=only, run_config=eval_run_config(settings.pop("sft", SFT), only=only, **settings))
     assert result.success
     return result
 
