@@ -24,8 +24,10 @@ def machine_line() -> str:
         versions = f"torch {torch.__version__}"
     except ImportError:
         device, versions = "no GPU", "no torch"
-    return (f"machine: {platform.machine()}, {os.cpu_count()} cores, {device}, {platform.python_implementation()} "
-            f"{platform.python_version()}, {versions}; command: {' '.join(sys.argv)}")
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {device}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {versions}; command: {' '.join(sys.argv)}"
+    )
 
 
 def build(domain: str) -> dict:
@@ -43,9 +45,13 @@ def build(domain: str) -> dict:
     ledger = TeacherLedger(DeltaRoot(tempfile.mkdtemp(prefix="nexa-bench-ledger-")), domain)
     outputs, _ = collect_responses(inputs, HeuristicTeacher(), ledger, log=lambda message: None)
     sft = build_sft_dataset(filter_pairs(outputs, inputs))
-    return {"documents": docs.sort("doc_id")["text"].to_list(),
-            "splits": {split: sft.filter(sft["split"] == split).select("example_id", "topic", "messages").to_dicts()
-                       for split in ("train", "validation", "test")}}
+    return {
+        "documents": docs.sort("doc_id")["text"].to_list(),
+        "splits": {
+            split: sft.filter(sft["split"] == split).select("example_id", "topic", "messages").to_dicts()
+            for split in ("train", "validation", "test")
+        },
+    }
 
 
 def load(domain: str, path: str | None) -> dict:

@@ -3,7 +3,8 @@
 Usage: python bench/distill.py [--sizes 25000 50000 100000] [--smoke]
 
 Each (method, size) runs in a fresh subprocess so peak RSS is its own; "over the loaded input" is
-the peak minus the peak reached once the input frames were built, i.e. the method's working memory. The corpus has 20% planted
+the peak minus the peak reached once the input frames were built, i.e. the method's working memory.
+The corpus has 20% planted
 near duplicates (one word of an earlier pair replaced); recall is the share of them flagged.
 Both sides use the same shingles (word 3-grams), 64 permutations and 16 bands x 4 rows.
 """
@@ -52,16 +53,39 @@ def run_nexa(n: int) -> dict:
     per = 4
     outputs, inputs = [], []
     for r in range(0, n, per):
-        chunk = pairs[r:r + per]
+        chunk = pairs[r : r + per]
         rid = f"r{r}"
         passage = " ".join(f"{q} {a}" for q, a, _ in chunk)
-        inputs.append({"domain": "bench", "request_id": rid, "doc_id": f"d{r}", "passage_id": rid, "topic": "t",
-                       "source_path": "bench", "passage": passage, "template_name": "t", "template_hash": "h",
-                       "messages": "[]"})
-        outputs.append({"domain": "bench", "request_id": rid, "request_hash": rid, "model": "m", "backend": "b",
-                        "response": json.dumps({"pairs": [{"question": q, "answer": a} for q, a, _ in chunk]}),
-                        "finish_reason": "stop", "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0,
-                        "cost_usd": 0.0, "from_cache": False})
+        inputs.append(
+            {
+                "domain": "bench",
+                "request_id": rid,
+                "doc_id": f"d{r}",
+                "passage_id": rid,
+                "topic": "t",
+                "source_path": "bench",
+                "passage": passage,
+                "template_name": "t",
+                "template_hash": "h",
+                "messages": "[]",
+            }
+        )
+        outputs.append(
+            {
+                "domain": "bench",
+                "request_id": rid,
+                "request_hash": rid,
+                "model": "m",
+                "backend": "b",
+                "response": json.dumps({"pairs": [{"question": q, "answer": a} for q, a, _ in chunk]}),
+                "finish_reason": "stop",
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "latency_s": 0.0,
+                "cost_usd": 0.0,
+                "from_cache": False,
+            }
+        )
     outputs = pl.DataFrame(outputs, schema=schemas.TEACHER_OUTPUTS)
     inputs = pl.DataFrame(inputs, schema=schemas.TEACHER_INPUTS)
     base_rss = peak_rss_mb()
@@ -76,7 +100,7 @@ def run_nexa(n: int) -> dict:
 def run_datasketch(n: int) -> dict:
     from datasketch import MinHash, MinHashLSH
 
-    from nexa_core.dedup import MinHashConfig, _WORD
+    from nexa_core.dedup import _WORD, MinHashConfig
 
     cfg = MinHashConfig()
     pairs = corpus(n)
@@ -86,7 +110,7 @@ def run_datasketch(n: int) -> dict:
     dup = []
     for i, (q, a, _) in enumerate(pairs):
         words = _WORD.findall(f"{q} {a}".lower())
-        grams = {" ".join(words[j:j + cfg.shingle]).encode() for j in range(len(words) - cfg.shingle + 1)}
+        grams = {" ".join(words[j : j + cfg.shingle]).encode() for j in range(len(words) - cfg.shingle + 1)}
         m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
         m.update_batch(list(grams))
         if lsh.query(m):
@@ -105,9 +129,16 @@ def peak_rss_mb() -> float:
 def summarise(name, n, seconds, dup, planted, base_rss) -> dict:
     hits = sum(d and p for d, p in zip(dup, planted))
     false = sum(d and not p for d, p in zip(dup, planted))
-    return {"method": name, "pairs": n, "seconds": round(seconds, 3), "pairs_per_s": round(n / seconds),
-            "recall": round(hits / max(sum(planted), 1), 4), "false_positives": false,
-            "peak_rss_mb": round(peak_rss_mb()), "working_mb": round(peak_rss_mb() - base_rss)}
+    return {
+        "method": name,
+        "pairs": n,
+        "seconds": round(seconds, 3),
+        "pairs_per_s": round(n / seconds),
+        "recall": round(hits / max(sum(planted), 1), 4),
+        "false_positives": false,
+        "peak_rss_mb": round(peak_rss_mb()),
+        "working_mb": round(peak_rss_mb() - base_rss),
+    }
 
 
 def main() -> None:
@@ -129,17 +160,23 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         for method in ("nexa", "datasketch"):
-            out = subprocess.run([sys.executable, __file__, "--one", method, str(n)], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", method, str(n)], capture_output=True, text=True, check=True
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"{r['method']:24s} n={n:>7}  {r['seconds']:8.2f} s  {r['pairs_per_s']:>8} pairs/s  "
-                  f"recall={r['recall']:.4f}  false_pos={r['false_positives']}  peak_rss={r['peak_rss_mb']} MB  "
-                  f"(+{r['working_mb']} MB over the loaded input)",
-                  flush=True)
+            print(
+                f"{r['method']:24s} n={n:>7}  {r['seconds']:8.2f} s  {r['pairs_per_s']:>8} pairs/s  "
+                f"recall={r['recall']:.4f}  false_pos={r['false_positives']}  peak_rss={r['peak_rss_mb']} MB  "
+                f"(+{r['working_mb']} MB over the loaded input)",
+                flush=True,
+            )
         nexa, base = rows[-2], rows[-1]
-        print(f"  ratio at n={n}: {nexa['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s "
-              f"(recall {nexa['recall']:.4f} vs {base['recall']:.4f})", flush=True)
+        print(
+            f"  ratio at n={n}: {nexa['pairs_per_s'] / base['pairs_per_s']:.2f}x pairs/s "
+            f"(recall {nexa['recall']:.4f} vs {base['recall']:.4f})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,14 +31,23 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.domains, args.steps = args.domains[:1] if len(args.domains) < 3 else ["physics"], args.steps or 4
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-          f"{platform.python_version()}; command: {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}; command: {' '.join(sys.argv)}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="nexa-feedback-"))
-    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                       "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                       "DAGSTER_HOME": str(tmp / "home"), "NEXA_DELTA_ROOT": str(tmp / "delta"),
-                       "NEXA_ARTIFACT_ROOT": str(tmp / "artifacts"), "NEXA_REPORT_DIR": str(tmp / "reports"),
-                       "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}.items():
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DAGSTER_HOME": str(tmp / "home"),
+        "NEXA_DELTA_ROOT": str(tmp / "delta"),
+        "NEXA_ARTIFACT_ROOT": str(tmp / "artifacts"),
+        "NEXA_REPORT_DIR": str(tmp / "reports"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+    }.items():
         os.environ[key] = value
     from nexa_assets.cli import ensure_dagster_home
     from resources.environment import Environment
@@ -62,10 +71,13 @@ def main() -> int:
     for domain in args.domains:
         for job, run_config in (("nexa_job", config), ("round_job", round_config)):
             start = time.perf_counter()
-            result = defs.resolve_job_def(job).execute_in_process(partition_key=domain, instance=instance,
-                                                                  run_config=run_config, raise_on_error=False)
-            print(f"{domain} {job}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - start:.0f} s",
-                  file=sys.stderr)
+            result = defs.resolve_job_def(job).execute_in_process(
+                partition_key=domain, instance=instance, run_config=run_config, raise_on_error=False
+            )
+            print(
+                f"{domain} {job}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+            )
             if job == "nexa_job":
                 meta = result.asset_materializations_for_node("feedback_set")[0].metadata
                 weak[domain] = meta["weak_topics"].value
@@ -75,21 +87,31 @@ def main() -> int:
     history = pl.read_delta(str(tmp / "delta" / "nexa" / "eval_history"))
     latest = history.sort("created_at").unique(["domain", "round", "model_role", "topic", "metric"], keep="last")
     overall = latest.filter(pl.col("topic") == "__all__").sort("domain", "metric", "round", "model_role")
-    print(f"\nTest split, offline defaults (heuristic teacher, tiny config-built student, no judge); "
-          f"mean [95% bootstrap interval]; Delta root {tmp / 'delta'}")
+    print(
+        f"\nTest split, offline defaults (heuristic teacher, tiny config-built student, no judge); "
+        f"mean [95% bootstrap interval]; Delta root {tmp / 'delta'}"
+    )
     print(f"{'domain':10s} {'metric':12s} {'round':>5s} {'n':>3s} {'base':>22s} {'student':>22s}")
     for (domain, metric, round_), rows in overall.group_by(["domain", "metric", "round"], maintain_order=True):
         by_role = {r["model_role"]: r for r in rows.iter_rows(named=True)}
         cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"  # noqa: E731
-        print(f"{domain:10s} {metric:12s} {round_:>5d} {by_role['student']['n']:>3d} "
-              f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s}")
+        print(
+            f"{domain:10s} {metric:12s} {round_:>5d} {by_role['student']['n']:>3d} "
+            f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s}"
+        )
     print("\nTopics round 0 found weak: student token F1 before (round 0) and after (round 1) one feedback round")
     for domain, topics in weak.items():
         for topic in topics:
-            rows = latest.filter((pl.col("domain") == domain) & (pl.col("topic") == topic)
-                                 & (pl.col("metric") == "token_f1") & (pl.col("model_role") == "student")).sort("round")
-            scores = "  ".join(f"round {r['round']}: {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] n={r['n']}"
-                               for r in rows.iter_rows(named=True))
+            rows = latest.filter(
+                (pl.col("domain") == domain)
+                & (pl.col("topic") == topic)
+                & (pl.col("metric") == "token_f1")
+                & (pl.col("model_role") == "student")
+            ).sort("round")
+            scores = "  ".join(
+                f"round {r['round']}: {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] n={r['n']}"
+                for r in rows.iter_rows(named=True)
+            )
             print(f"  {domain:10s} {topic:24s} {scores}")
         if not topics:
             print(f"  {domain:10s} (no weak topic)")
@@ -97,19 +119,28 @@ def main() -> int:
     bench = bench.sort("created_at").unique(["domain", "round", "model_role", "suite", "topic", "metric"], keep="last")
     print("\nBenchmark suites (questions written by people, data/eval/<domain>/): mean [95% bootstrap interval]")
     print(f"{'domain':10s} {'suite':24s} {'metric':10s} {'round':>5s} {'n':>3s} {'base':>22s} {'student':>22s} chance")
-    for (domain, suite, metric, round_), rows in bench.filter(
-            (pl.col("topic") == "__all__") & pl.col("metric").is_in(["accuracy", "token_f1"])).sort(
-            "domain", "suite", "metric", "round").group_by(["domain", "suite", "metric", "round"], maintain_order=True):
+    for (domain, suite, metric, round_), rows in (
+        bench.filter((pl.col("topic") == "__all__") & pl.col("metric").is_in(["accuracy", "token_f1"]))
+        .sort("domain", "suite", "metric", "round")
+        .group_by(["domain", "suite", "metric", "round"], maintain_order=True)
+    ):
         by_role = {r["model_role"]: r for r in rows.iter_rows(named=True)}
         cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"  # noqa: E731
         chance = by_role["student"]["chance"]
-        print(f"{domain:10s} {suite:24s} {metric:10s} {round_:>5d} {by_role['student']['n']:>3d} "
-              f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s} "
-              f"{'' if chance is None else f'{chance:.2f}'}")
+        print(
+            f"{domain:10s} {suite:24s} {metric:10s} {round_:>5d} {by_role['student']['n']:>3d} "
+            f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s} "
+            f"{'' if chance is None else f'{chance:.2f}'}"
+        )
     sft = pl.read_delta(str(tmp / "delta" / "nexa" / "sft_dataset"))
-    print("\nSFT train examples per domain and round 1 origin: " + ", ".join(
-        f"{d}: {g.filter(pl.col('split') == 'train').height} ({g.filter(pl.col('feedback_round').is_not_null()).height} "
-        f"from feedback)" for (d,), g in sft.group_by(["domain"], maintain_order=True)))
+    print(
+        "\nSFT train examples per domain and round 1 origin: "
+        + ", ".join(
+            f"{d}: {g.filter(pl.col('split') == 'train').height} "
+            f"({g.filter(pl.col('feedback_round').is_not_null()).height} from feedback)"
+            for (d,), g in sft.group_by(["domain"], maintain_order=True)
+        )
+    )
     return 0
 
 

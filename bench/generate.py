@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from corpus import load as load_corpus, machine_line  # noqa: E402
-from train import SHAPES  # noqa: E402
+from corpus import load as load_corpus
+from corpus import machine_line
+from train import SHAPES
 
 
 def one_at_a_time(model, tokenizer, conversations: list, max_new_tokens: int) -> int:
@@ -37,11 +38,21 @@ def one_at_a_time(model, tokenizer, conversations: list, max_new_tokens: int) ->
     kept = 0
     with torch.inference_mode():
         for conversation in conversations:
-            batch = tokenizer.apply_chat_template(prompt_turns(conversation), add_generation_prompt=True,
-                                                  tokenize=True, return_dict=True, return_tensors="pt").to(model.device)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id)
-            kept += answer_length(out[0, batch["input_ids"].shape[1]:].tolist(), stops)
+            batch = tokenizer.apply_chat_template(
+                prompt_turns(conversation),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+            ).to(model.device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            kept += answer_length(out[0, batch["input_ids"].shape[1] :].tolist(), stops)
     return kept
 
 
@@ -78,9 +89,13 @@ def main() -> int:
 
     data = load_corpus(args.domain, args.examples)
     test = [row["messages"] for row in data["splits"]["test"]]
-    conversations = (test * (args.prompts // len(test) + 1))[:args.prompts]
-    folder = build_default_student([m["content"] for row in data["splits"]["train"] for m in row["messages"]],
-                                   Path(tempfile.mkdtemp(prefix="nexa-bench-generate-")), seed=0, **SHAPES[args.shape])
+    conversations = (test * (args.prompts // len(test) + 1))[: args.prompts]
+    folder = build_default_student(
+        [m["content"] for row in data["splits"]["train"] for m in row["messages"]],
+        Path(tempfile.mkdtemp(prefix="nexa-bench-generate-")),
+        seed=0,
+        **SHAPES[args.shape],
+    )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cuda = torch.cuda.is_available()
@@ -90,9 +105,12 @@ def main() -> int:
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     one_at_a_time(model, tokenizer, conversations[:2], args.max_new_tokens)  # warm-up: kernels, allocator
-    print(f"{len(conversations)} prompts ({args.domain} test split), shape {args.shape}, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, greedy, max {args.max_new_tokens} "
-          f"new tokens\n{'run':44s} {'tokens':>7s} {'seconds':>8s} {'tokens/s':>9s} {'x base':>7s}", flush=True)
+    print(
+        f"{len(conversations)} prompts ({args.domain} test split), shape {args.shape}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, greedy, max {args.max_new_tokens} "
+        f"new tokens\n{'run':44s} {'tokens':>7s} {'seconds':>8s} {'tokens/s':>9s} {'x base':>7s}",
+        flush=True,
+    )
     tokens, seconds = timed(lambda: one_at_a_time(model, tokenizer, conversations, args.max_new_tokens))
     base = tokens / seconds
     print(f"{'model.generate, one at a time':44s} {tokens:7d} {seconds:8.2f} {base:9.1f} {1:6.2f}x", flush=True)
@@ -103,11 +121,17 @@ def main() -> int:
         run_config = config | {"cache_implementation": cache}
         generate_answers(model, tokenizer, conversations[:2], run_config | {"batch_size": 2})  # warm-up
         for size in args.batch:
-            tokens, seconds = timed(lambda: sum(a["new_tokens"] for a in generate_answers(
-                model, tokenizer, conversations, run_config | {"batch_size": size})))
+            tokens, seconds = timed(
+                lambda: sum(
+                    a["new_tokens"]
+                    for a in generate_answers(model, tokenizer, conversations, run_config | {"batch_size": size})
+                )
+            )
             name = f"nexa_core.generate, batch {size}" + (f", {cache} cache" if cache else "")
-            print(f"{name:44s} {tokens:7d} {seconds:8.2f} {tokens / seconds:9.1f} {tokens / seconds / base:6.2f}x",
-                  flush=True)
+            print(
+                f"{name:44s} {tokens:7d} {seconds:8.2f} {tokens / seconds:9.1f} {tokens / seconds / base:6.2f}x",
+                flush=True,
+            )
     return 0
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from corpus import load as load_corpus, machine_line  # noqa: E402
+from corpus import load as load_corpus
+from corpus import machine_line
 
 
 def main() -> int:
@@ -45,20 +46,33 @@ def main() -> int:
 
     data = load_corpus(args.domain, args.examples)
     smoke = {"max_steps": 4} if args.smoke else {}
-    splits = {name: pl.DataFrame({"messages": [r["messages"] for r in rows], "topic": [r["topic"] for r in rows]})
-              for name, rows in data["splits"].items()}
+    splits = {
+        name: pl.DataFrame({"messages": [r["messages"] for r in rows], "topic": [r["topic"] for r in rows]})
+        for name, rows in data["splits"].items()
+    }
     test = splits["test"].head(8) if args.smoke else splits["test"]
     work = Path(tempfile.mkdtemp(prefix="nexa-bench-learning-"))
     quiet = lambda message: None  # noqa: E731
     times = {}
 
     start = time.perf_counter()
-    read = read_corpus(load_config(PRETRAIN_CONFIG, parse_sets(args.read) | smoke), data["documents"], work / "read",
-                       args.domain, log=quiet)
+    read = read_corpus(
+        load_config(PRETRAIN_CONFIG, parse_sets(args.read) | smoke),
+        data["documents"],
+        work / "read",
+        args.domain,
+        log=quiet,
+    )
     times["read"] = time.perf_counter() - start
     start = time.perf_counter()
-    trained = train(load_config(overrides=parse_sets(args.train) | smoke | {"base_model": read["model_path"]}),
-                    splits, work / "sft", args.domain, log=quiet, documents=data["documents"])
+    trained = train(
+        load_config(overrides=parse_sets(args.train) | smoke | {"base_model": read["model_path"]}),
+        splits,
+        work / "sft",
+        args.domain,
+        log=quiet,
+        documents=data["documents"],
+    )
     times["sft"] = time.perf_counter() - start
     checkpoint = work / "sft" / ("model" if trained["finetune"] == "full" else "adapter")
 
@@ -67,23 +81,32 @@ def main() -> int:
     for role in ("student", "base"):
         model, tokenizer = load_for_eval(checkpoint, role)
         answers = generate_answers(model, tokenizer, test["messages"].to_list(), load_generation_config())
-        frames.append(test.with_columns(model_role=pl.lit(role), prediction=pl.Series([a["prediction"] for a in answers]),
-                                        reference=pl.Series([m[-1]["content"] for m in test["messages"].to_list()])))
+        frames.append(
+            test.with_columns(
+                model_role=pl.lit(role),
+                prediction=pl.Series([a["prediction"] for a in answers]),
+                reference=pl.Series([m[-1]["content"] for m in test["messages"].to_list()]),
+            )
+        )
         del model
     times["answer"] = time.perf_counter() - start
     scores = aggregate(score_items(pl.concat(frames).drop("messages")), ["token_f1", "exact_match"], ["model_role"])
     overall = scores.filter(pl.col("topic") == "__all__")
     params = sum(p.numel() for p in load_for_eval(checkpoint, "student")[0].parameters())
     loss = lambda record: "-" if record["final_loss"] is None else f"{record['final_loss']:.3f}"  # noqa: E731
-    print(f"{args.domain}: {params / 1e6:.1f}M parameters, {trained['finetune']} fine-tune, "
-          f"device {trained['device']}, bf16 {trained['bf16']}; read {read['steps']} steps (final loss "
-          f"{loss(read)}) in {times['read']:.0f} s, SFT {trained['steps']} steps (final loss "
-          f"{loss(trained)}) in {times['sft']:.0f} s, answering {test.height} test questions twice in "
-          f"{times['answer']:.0f} s; cuda={torch.cuda.is_available()}")
+    print(
+        f"{args.domain}: {params / 1e6:.1f}M parameters, {trained['finetune']} fine-tune, "
+        f"device {trained['device']}, bf16 {trained['bf16']}; read {read['steps']} steps (final loss "
+        f"{loss(read)}) in {times['read']:.0f} s, SFT {trained['steps']} steps (final loss "
+        f"{loss(trained)}) in {times['sft']:.0f} s, answering {test.height} test questions twice in "
+        f"{times['answer']:.0f} s; cuda={torch.cuda.is_available()}"
+    )
     print(f"{'metric':12s} {'n':>3s} {'base':>24s} {'student':>24s}")
     for (metric,), rows in overall.group_by(["metric"], maintain_order=True):
-        cell = {r["model_role"]: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-                for r in rows.iter_rows(named=True)}
+        cell = {
+            r["model_role"]: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+            for r in rows.iter_rows(named=True)
+        }
         print(f"{metric:12s} {rows['n'][0]:>3d} {cell['base']:>24s} {cell['student']:>24s}")
     return 0
 

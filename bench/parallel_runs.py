@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from corpus import machine_line  # noqa: E402
+from corpus import machine_line
 
 TABLES = ["raw_documents", "teacher_inputs", "teacher_outputs", "filtered_pairs", "sft_dataset", "teacher_cache"]
 
@@ -34,16 +34,42 @@ def launch(domains: list[str], work: Path, raw: Path, label: str) -> tuple[float
     from resources.instance import write_instance_file
 
     write_instance_file(home, postgres=False)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "NEXA_DELTA_ROOT": str(delta), "NEXA_RAW_ROOT": str(raw),
-           "HF_HUB_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false", "DAGSTER_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "NEXA_DELTA_ROOT": str(delta),
+        "NEXA_RAW_ROOT": str(raw),
+        "HF_HUB_OFFLINE": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "nexa-domains"), "add", *domains], env=env, check=True, capture_output=True)
     config = '{"ops": {"raw_documents": {"config": {"raw_root": "%s"}}}}' % raw
     start = time.perf_counter()
-    procs = {d: subprocess.Popen([str(bin_dir / "dagster"), "asset", "materialize", "--select", "group:distill",
-                                  "--partition", d, "-m", "nexa_assets.definitions", "--config-json", config],
-                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for d in domains}
+    procs = {
+        d: subprocess.Popen(
+            [
+                str(bin_dir / "dagster"),
+                "asset",
+                "materialize",
+                "--select",
+                "group:distill",
+                "--partition",
+                d,
+                "-m",
+                "nexa_assets.definitions",
+                "--config-json",
+                config,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in domains
+    }
     failures = [f"{d}: {p.communicate()[1][-400:]}" for d, p in procs.items() if p.wait() != 0]
     return time.perf_counter() - start, failures
 
@@ -85,10 +111,14 @@ def main() -> int:
     commits = check_tables(work / "delta-many", domains)
     print(f"{'':24s} {'wall s':>8s} {'runs/min':>9s}")
     print(f"{'1 run alone':24s} {alone:8.1f} {60 / alone:9.2f}")
-    print(f"{f'{runs} runs at once':24s} {together:8.1f} {60 * runs / together:9.2f}   "
-          f"({60 * runs / together / (60 / alone):.2f}x the throughput of one)")
-    print(f"failed writes: 0; every table holds each of the {runs} domains' rows; commits per table: "
-          + ", ".join(f"{t} {n}" for t, n in commits.items()))
+    print(
+        f"{f'{runs} runs at once':24s} {together:8.1f} {60 * runs / together:9.2f}   "
+        f"({60 * runs / together / (60 / alone):.2f}x the throughput of one)"
+    )
+    print(
+        f"failed writes: 0; every table holds each of the {runs} domains' rows; commits per table: "
+        + ", ".join(f"{t} {n}" for t, n in commits.items())
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -48,8 +48,9 @@ def _quiet() -> None:
     logging.getLogger("distilabel").propagate = False
 
 
-def distilabel_run(base_url: str, model: str, conversations: list[list[dict]], concurrency: int,
-                   max_tokens: int = 256) -> dict:
+def distilabel_run(
+    base_url: str, model: str, conversations: list[list[dict]], concurrency: int, max_tokens: int = 256
+) -> dict:
     """Send every conversation once through distilabel's OpenAILLM against base_url (an OpenAI-compatible
     server, e.g. http://127.0.0.1:PORT/v1). Returns {"seconds": wall seconds of the generation only
     (after the LLM is loaded), "requests": n, "ok": number of non-empty generations}."""
@@ -60,8 +61,7 @@ def distilabel_run(base_url: str, model: str, conversations: list[list[dict]], c
         warnings.simplefilter("ignore")
         from distilabel.models.llms import OpenAILLM
 
-    llm = OpenAILLM(model=model, base_url=base_url, api_key="bench-key",
-                    max_retries=MAX_RETRIES, timeout=TIMEOUT_S)
+    llm = OpenAILLM(model=model, base_url=base_url, api_key="bench-key", max_retries=MAX_RETRIES, timeout=TIMEOUT_S)
     llm.load()
     _quiet()  # load() fetches the "distilabel.llm.<model>" logger, which is a child of "distilabel"
     generation_kwargs = {"max_new_tokens": max_tokens, "temperature": 0.0}
@@ -69,7 +69,7 @@ def distilabel_run(base_url: str, model: str, conversations: list[list[dict]], c
     ok = 0
     start = time.perf_counter()
     for lo in range(0, len(conversations), concurrency):
-        chunk = conversations[lo:lo + concurrency]
+        chunk = conversations[lo : lo + concurrency]
         try:
             outputs = llm.generate_outputs(inputs=chunk, num_generations=1, **generation_kwargs)
         except Exception:  # distilabel's Pipeline would also emit this batch with no generations

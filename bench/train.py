@@ -34,11 +34,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from corpus import load as load_corpus, machine_line  # noqa: E402
+from corpus import load as load_corpus
+from corpus import machine_line
 
-SHAPES = {"tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "vocab_size": 4096},
-          "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "layers": 24, "heads": 14, "kv_heads": 2,
-                   "vocab_size": 32000}}
+SHAPES = {
+    "tiny": {"hidden_size": 128, "layers": 4, "heads": 4, "vocab_size": 4096},
+    "0.5b": {
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "layers": 24,
+        "heads": 14,
+        "kv_heads": 2,
+        "vocab_size": 32000,
+    },
+}
 BASELINE = "trl-defaults"
 
 
@@ -56,7 +65,7 @@ def measured_peak_flops() -> float:
         torch.mm(a, b)
     if cuda:
         torch.cuda.synchronize()
-    return 2 * n ** 3 * 10 / (time.perf_counter() - start)
+    return 2 * n**3 * 10 / (time.perf_counter() - start)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -75,8 +84,7 @@ def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file
 
     conversations = json.loads(Path(data_file).read_text())
     out = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
-    config = load_config(overrides={"num_train_epochs": epochs, "save_steps": 10 ** 9, "logging_steps": 50,
-                                    **overrides})
+    config = load_config(overrides={"num_train_epochs": epochs, "save_steps": 10**9, "logging_steps": 50, **overrides})
     cuda = torch.cuda.is_available()
     if variant == BASELINE:  # loaded as any TRL user would, without this project's loader
         import datasets
@@ -89,10 +97,23 @@ def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file
     lora = None if full else lora_config(config, model)
     rows = conversation_rows(tokenizer, conversations)
     if variant == BASELINE:
-        args = SFTConfig(output_dir=str(out), num_train_epochs=epochs, report_to=[], save_strategy="no",
-                         logging_steps=50, disable_tqdm=True, use_cpu=not cuda, seed=0)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora,
-                             train_dataset=datasets.Dataset.from_dict({"messages": conversations}))
+        args = SFTConfig(
+            output_dir=str(out),
+            num_train_epochs=epochs,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=50,
+            disable_tqdm=True,
+            use_cpu=not cuda,
+            seed=0,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            processing_class=tokenizer,
+            peft_config=lora,
+            train_dataset=datasets.Dataset.from_dict({"messages": conversations}),
+        )
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -103,11 +124,18 @@ def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file
     params = sum(p.numel() for p in unique)
     trainable = sum(p.numel() for p in unique if p.requires_grad)
     tokens = sum(len(r["input_ids"]) for r in rows) * epochs
-    return {"variant": variant, "finetune": "full" if full else "lora", "tokens": tokens, "seconds": seconds,
-            "steps": trainer.state.global_step, "params": params, "trainable": trainable,
-            "flops_per_token": 6 * params if full else 4 * params + 2 * trainable,
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
-            "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+    return {
+        "variant": variant,
+        "finetune": "full" if full else "lora",
+        "tokens": tokens,
+        "seconds": seconds,
+        "steps": trainer.state.global_step,
+        "params": params,
+        "trainable": trainable,
+        "flops_per_token": 6 * params if full else 4 * params + 2 * trainable,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+    }
 
 
 def main() -> int:
@@ -122,15 +150,20 @@ def main() -> int:
     parser.add_argument("--examples", help="the domain's data as JSON (bench/corpus.py): read if present, else written")
     parser.add_argument("--out", help="also write the rows as JSON lines here")
     parser.add_argument("--timeout", type=float, help="seconds allowed to each run")
-    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="run trl-defaults (--no-baseline: only this project's variants, when exploring)")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run trl-defaults (--no-baseline: only this project's variants, when exploring)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny shape, 16 examples, both fine-tunes")
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         variant, overrides, finetune, model_dir, data_file = args.one
-        print(json.dumps(run_one(variant, json.loads(overrides), finetune == "full", model_dir, data_file,
-                                 args.epochs)))
+        print(
+            json.dumps(run_one(variant, json.loads(overrides), finetune == "full", model_dir, data_file, args.epochs))
+        )
         return 0
     if args.smoke:
         args.shape, args.repeat, args.finetune = "tiny", 1, ["lora", "full"]
@@ -141,20 +174,34 @@ def main() -> int:
     conversations = (train[:16] if args.smoke else train) * args.repeat
     work = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
     (work / "data.json").write_text(json.dumps(conversations))
-    build_default_student([m["content"] for msgs in train for m in msgs], work / "student", seed=0,
-                          **SHAPES[args.shape])
+    build_default_student(
+        [m["content"] for msgs in train for m in msgs], work / "student", seed=0, **SHAPES[args.shape]
+    )
     peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak_flops()
     variants = [(BASELINE, {})] * args.baseline + [("nexa", {})] + [parse_variant(v) for v in args.variant]
-    print(f"{len(conversations)} conversations ({args.domain} train split x {args.repeat}), {args.epochs} epoch(s), "
-          f"shape {args.shape}, peak {peak / 1e12:.1f} TFLOP/s\n"
-          f"{'variant':18s} {'finetune':8s} {'params':>8s} {'tokens':>9s} {'steps':>6s} {'seconds':>8s} "
-          f"{'tokens/s':>9s} {'x base':>6s} {'MFU':>6s} {'peak GiB':>8s}", flush=True)
+    print(
+        f"{len(conversations)} conversations ({args.domain} train split x {args.repeat}), {args.epochs} epoch(s), "
+        f"shape {args.shape}, peak {peak / 1e12:.1f} TFLOP/s\n"
+        f"{'variant':18s} {'finetune':8s} {'params':>8s} {'tokens':>9s} {'steps':>6s} {'seconds':>8s} "
+        f"{'tokens/s':>9s} {'x base':>6s} {'MFU':>6s} {'peak GiB':>8s}",
+        flush=True,
+    )
     rows = []
     for finetune in args.finetune:
         base_tps = None
         for name, overrides in variants:
-            cmd = [sys.executable, __file__, "--epochs", str(args.epochs), "--one", name, json.dumps(overrides),
-                   finetune, str(work / "student"), str(work / "data.json")]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--epochs",
+                str(args.epochs),
+                "--one",
+                name,
+                json.dumps(overrides),
+                finetune,
+                str(work / "student"),
+                str(work / "data.json"),
+            ]
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
             except subprocess.TimeoutExpired:
@@ -171,9 +218,11 @@ def main() -> int:
             rows.append(row | {"overrides": overrides, "shape": args.shape, "peak_flops": peak})
             memory = f"{row['peak_memory_gib']:8.1f}" if row["peak_memory_gib"] is not None else f"{'-':>8s}"
             ratio = f"{row['vs_baseline']:5.2f}x" if row["vs_baseline"] else f"{'-':>6s}"
-            print(f"{name:18s} {finetune:8s} {row['params'] / 1e6:7.1f}M {row['tokens']:9d} {row['steps']:6d} "
-                  f"{row['seconds']:8.1f} {row['tokens_per_s']:9.0f} {ratio} {100 * row['mfu']:5.1f}% {memory}",
-                  flush=True)
+            print(
+                f"{name:18s} {finetune:8s} {row['params'] / 1e6:7.1f}M {row['tokens']:9d} {row['steps']:6d} "
+                f"{row['seconds']:8.1f} {row['tokens_per_s']:9.0f} {ratio} {100 * row['mfu']:5.1f}% {memory}",
+                flush=True,
+            )
     if args.out:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0 if len(rows) == len(args.finetune) * len(variants) else 1

@@ -14,8 +14,16 @@ import polars as pl
 from nexa_assets.evaluate import GROUP
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
-from nexa_core.benchmark import (ALL_SUITES, HISTORY_TABLE, OFFLINE, BenchmarkConfig, SuiteError, load_suites,
-                                 suites_digest, summarize)
+from nexa_core.benchmark import (
+    ALL_SUITES,
+    HISTORY_TABLE,
+    OFFLINE,
+    BenchmarkConfig,
+    SuiteError,
+    load_suites,
+    suites_digest,
+    summarize,
+)
 from nexa_core.checkpoints import eval_dir
 from nexa_core.ids import content_id
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
@@ -55,8 +63,11 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
             continue  # recorded in benchmark_history; accuracy is the headline
         roles = {r["model_role"]: r for r in group.iter_rows(named=True)}
         for role, r in roles.items():
-            metadata |= {f"{suite}/{role}/{metric}": r["mean"], f"{suite}/{role}/{metric}_ci_low": r["ci_low"],
-                         f"{suite}/{role}/{metric}_ci_high": r["ci_high"]}
+            metadata |= {
+                f"{suite}/{role}/{metric}": r["mean"],
+                f"{suite}/{role}/{metric}_ci_low": r["ci_low"],
+                f"{suite}/{role}/{metric}_ci_high": r["ci_high"],
+            }
         first = next(iter(roles.values()))
         metadata[f"{suite}/n"] = first["n"]
         if first["chance"] is not None:
@@ -69,10 +80,21 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
     return metadata, "\n".join(lines)
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
-          pool="gpu", kinds={"pytorch"})
-def benchmark_scores(context: dg.AssetExecutionContext, config: BenchmarkSettings, delta: DeltaStore,
-                     launcher: TrainingLauncher, student_checkpoint: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+@dg.asset(
+    partitions_def=domain_partitions,
+    group_name=GROUP,
+    metadata=DELTA_PARTITION,
+    code_version="1",
+    pool="gpu",
+    kinds={"pytorch"},
+)
+def benchmark_scores(
+    context: dg.AssetExecutionContext,
+    config: BenchmarkSettings,
+    delta: DeltaStore,
+    launcher: TrainingLauncher,
+    student_checkpoint: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
     """The checkpoint and its base on the domain's benchmark suites (questions written by people):
     multiple choice by log-likelihood, generative by exact match and token F1, per item; means with
     95% bootstrap intervals per suite and topic in benchmark_history and the metadata."""
@@ -87,8 +109,9 @@ def benchmark_scores(context: dg.AssetExecutionContext, config: BenchmarkSetting
     if not suites:
         note = f"partition {domain}: no benchmark suites ({folder} has no .jsonl or .yaml suite files); nothing run"
         context.log.info(note)
-        return dg.Output(schemas.empty(schemas.BENCHMARK_SCORES), metadata={"suites": 0, "note": note,
-                                                                             "suite_dir": str(folder)})
+        return dg.Output(
+            schemas.empty(schemas.BENCHMARK_SCORES), metadata={"suites": 0, "note": note, "suite_dir": str(folder)}
+        )
     if student_checkpoint.is_empty():
         raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
     checkpoint = student_checkpoint.row(0, named=True)
@@ -98,28 +121,80 @@ def benchmark_scores(context: dg.AssetExecutionContext, config: BenchmarkSetting
     run_id = content_id(checkpoint["checkpoint_id"], asdict(settings), suites_digest(suites))
     output = f"{out_dir}/benchmark-{run_id}.parquet"
     run, _ = launcher.run_reporting(
-        context, "nexa_core.benchmark",
-        ["--checkpoint", checkpoint["artifact_uri"], "--suite-dir", str(folder), "--domain", domain,
-         "--output", output, "--config", json.dumps(asdict(settings)), "--expect-sha256", checkpoint["files_sha256"]],
-        {**(delta.storage_options or {}), **OFFLINE}, out_dir, "benchmark runner", "benchmark")
-    recorded = {**asdict(settings), "chat_template_applied": run["chat_template"],
-                "system_prompt_applied": run["system_prompt"], "lm_eval_version": run["lm_eval_version"],
-                "device": run["device"], "dtype": run["dtype"]}
-    scores = schemas.conform(pl.read_parquet(output).with_columns(
-        domain=pl.lit(domain), round=pl.lit(checkpoint["round"]), checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
-        benchmark_config=pl.lit(json.dumps(recorded))), schemas.BENCHMARK_SCORES)
-    summary = summarize(scores, by=["domain", "round", "checkpoint_id", "model_role"],
-                        confidence=settings.confidence, n_resamples=settings.n_resamples)
-    delta.append(HISTORY_TABLE, schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))),
-                                                schemas.BENCHMARK_HISTORY))
+        context,
+        "nexa_core.benchmark",
+        [
+            "--checkpoint",
+            checkpoint["artifact_uri"],
+            "--suite-dir",
+            str(folder),
+            "--domain",
+            domain,
+            "--output",
+            output,
+            "--config",
+            json.dumps(asdict(settings)),
+            "--expect-sha256",
+            checkpoint["files_sha256"],
+        ],
+        {**(delta.storage_options or {}), **OFFLINE},
+        out_dir,
+        "benchmark runner",
+        "benchmark",
+    )
+    recorded = {
+        **asdict(settings),
+        "chat_template_applied": run["chat_template"],
+        "system_prompt_applied": run["system_prompt"],
+        "lm_eval_version": run["lm_eval_version"],
+        "device": run["device"],
+        "dtype": run["dtype"],
+    }
+    scores = schemas.conform(
+        pl.read_parquet(output).with_columns(
+            domain=pl.lit(domain),
+            round=pl.lit(checkpoint["round"]),
+            checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
+            benchmark_config=pl.lit(json.dumps(recorded)),
+        ),
+        schemas.BENCHMARK_SCORES,
+    )
+    summary = summarize(
+        scores,
+        by=["domain", "round", "checkpoint_id", "model_role"],
+        confidence=settings.confidence,
+        n_resamples=settings.n_resamples,
+    )
+    delta.append(
+        HISTORY_TABLE,
+        schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))), schemas.BENCHMARK_HISTORY),
+    )
     metadata, table = suite_metadata(summary)
-    by_topic = (summary.filter((pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS)
-                               & pl.col("metric").is_in(["accuracy", "exact_match"]))
-                .pivot("model_role", index=["topic", "metric"], values="mean").sort("metric", "topic"))
-    return dg.Output(scores, metadata={
-        **metadata, "checkpoint_id": checkpoint["checkpoint_id"], "round": checkpoint["round"],
-        "suites": len(suites), "items": dg.MetadataValue.json(run["suites"]), "suite_dir": str(folder),
-        "by_suite": dg.MetadataValue.md(table), "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=100)),
-        "chat_template": run["chat_template"], "device": run["device"], "lm_eval_version": run["lm_eval_version"],
-        **{f"seconds/{role}": s for role, s in run["seconds"].items()},
-        "benchmark_config": dg.MetadataValue.json(recorded), "scores_file": output})
+    by_topic = (
+        summary.filter(
+            (pl.col("suite") == ALL_SUITES)
+            & (pl.col("topic") != ALL_TOPICS)
+            & pl.col("metric").is_in(["accuracy", "exact_match"])
+        )
+        .pivot("model_role", index=["topic", "metric"], values="mean")
+        .sort("metric", "topic")
+    )
+    return dg.Output(
+        scores,
+        metadata={
+            **metadata,
+            "checkpoint_id": checkpoint["checkpoint_id"],
+            "round": checkpoint["round"],
+            "suites": len(suites),
+            "items": dg.MetadataValue.json(run["suites"]),
+            "suite_dir": str(folder),
+            "by_suite": dg.MetadataValue.md(table),
+            "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=100)),
+            "chat_template": run["chat_template"],
+            "device": run["device"],
+            "lm_eval_version": run["lm_eval_version"],
+            **{f"seconds/{role}": s for role, s in run["seconds"].items()},
+            "benchmark_config": dg.MetadataValue.json(recorded),
+            "scores_file": output,
+        },
+    )

@@ -1,7 +1,6 @@
 """Great Expectations suites as partitioned asset checks, one per table. The SFT set's check is
 blocking: a failing SFT set never reaches training."""
 
-
 import warnings
 
 import dagster as dg
@@ -17,9 +16,13 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partiti
 
 
 def _suite_check(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=table, name=f"{table}_quality", partitions_def=domain_partitions,
-                    blocking=table in BLOCKING,
-                    description=f"Great Expectations suite for {table}: schema, ids, lengths and rates.")
+    @dg.asset_check(
+        asset=table,
+        name=f"{table}_quality",
+        partitions_def=domain_partitions,
+        blocking=table in BLOCKING,
+        description=f"Great Expectations suite for {table}: schema, ids, lengths and rates.",
+    )
     def check(context: dg.AssetCheckExecutionContext, delta: DeltaStore) -> dg.AssetCheckResult:
         frame = delta.read_partition(table, context.partition_key)
         result = SUITES[table](frame)
@@ -27,8 +30,12 @@ def _suite_check(table: str) -> dg.AssetChecksDefinition:
             passed=result.passed,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"partition {context.partition_key}: {result.describe()}",
-            metadata={"rows": result.rows, "failed": result.failures(),
-                      "expectations": dg.MetadataValue.json(result.outcomes)})
+            metadata={
+                "rows": result.rows,
+                "failed": result.failures(),
+                "expectations": dg.MetadataValue.json(result.outcomes),
+            },
+        )
 
     return check
 

@@ -64,17 +64,24 @@ def write_run_log(entries, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         for entry in entries:
-            fh.write(f"{entry.timestamp:.3f} {entry.level} {entry.step_key or '-'} "
-                     f"{entry.dagster_event.event_type_value + ' ' if entry.dagster_event else ''}"
-                     f"{entry.user_message}\n")
+            fh.write(
+                f"{entry.timestamp:.3f} {entry.level} {entry.step_key or '-'} "
+                f"{entry.dagster_event.event_type_value + ' ' if entry.dagster_event else ''}"
+                f"{entry.user_message}\n"
+            )
 
 
 def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("domains", nargs="*", help="domains to run (default: every folder under the raw root)")
     parser.add_argument("--job", default=default_job, choices=["nexa_job", "distill_job"])
-    parser.add_argument("--set", action="append", default=[], metavar="ASSET.KEY=VALUE",
-                        help="a stage's setting, e.g. student_checkpoint.num_train_epochs=1 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ASSET.KEY=VALUE",
+        help="a stage's setting, e.g. student_checkpoint.num_train_epochs=1 (repeatable)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -100,51 +107,77 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     ops = ops_config(defs, args.job, args.set)
     ops.setdefault("raw_documents", {"config": {}})["config"]["raw_root"] = str(raw_root)
     # The event log goes to a file per run; the terminal gets a line per stage
-    run_config = {"ops": ops} if args.verbose else {"ops": ops, "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    run_config = (
+        {"ops": ops} if args.verbose else {"ops": ops, "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    )
     failed = []
     for domain in domains:
         print(f"{domain}: running {args.job} ...", flush=True)
-        result = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False,
-                                        run_config=run_config)
-        checks = [e.asset_check_evaluation_data for e in result.all_events
-                  if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        result = job.execute_in_process(
+            partition_key=domain, instance=instance, raise_on_error=False, run_config=run_config
+        )
+        checks = [
+            e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
         bad = [c.check_name for c in checks if not c.passed]
         status = "ok" if result.success and not bad else f"FAILED {bad or ''}"
         log, entries = home / "logs" / f"{domain}-{result.run_id}.log", instance.all_logs(result.run_id)
         write_run_log(entries, log)
         print("\n".join(stage_lines(entries)))
-        print(f"{domain}: run {result.run_id} {status}; {len(checks) - len(bad)}/{len(checks)} checks passed; "
-              f"log {log}", flush=True)
+        print(
+            f"{domain}: run {result.run_id} {status}; {len(checks) - len(bad)}/{len(checks)} checks passed; log {log}",
+            flush=True,
+        )
         if status != "ok":
             failed.append(domain)
 
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
-    for table in ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs",
-                  "sft_dataset", "teacher_cache", "student_base", "student_checkpoint", "eval_predictions",
-                  "eval_metrics", "eval_history", "benchmark_scores", "feedback_set", "leaderboard"):
+    for table in (
+        "raw_documents",
+        "raw_quarantine",
+        "teacher_inputs",
+        "teacher_outputs",
+        "filtered_pairs",
+        "sft_dataset",
+        "teacher_cache",
+        "student_base",
+        "student_checkpoint",
+        "eval_predictions",
+        "eval_metrics",
+        "eval_history",
+        "benchmark_scores",
+        "feedback_set",
+        "leaderboard",
+    ):
         if not store.exists(table):
             print(f"  {table:16s} (not written)")
             continue
         frame = store.scan(table)
         if "domain" in frame.collect_schema():
             counts = dict(frame.group_by("domain").len().collect().iter_rows())
-            print(f"  {table:16s} v{store.version(table)}  "
-                  + "  ".join(f"{d}={counts.get(d, 0)}" for d in sorted(set(counts) | set(domains))))
+            print(
+                f"  {table:16s} v{store.version(table)}  "
+                + "  ".join(f"{d}={counts.get(d, 0)}" for d in sorted(set(counts) | set(domains)))
+            )
         else:
             print(f"  {table:16s} v{store.version(table)}  rows={frame.select(pl.len()).collect().item()}")
     if args.job == "nexa_job" and store.exists("student_checkpoint"):
         print("\nStudent checkpoints")
         for row in store.scan("student_checkpoint").sort("domain").collect().iter_rows(named=True):
             loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.3f}"  # fewer steps than logging_steps
-            print(f"  {row['domain']:10s} steps={row['steps']} final_loss={loss} "
-                  f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}")
+            print(
+                f"  {row['domain']:10s} steps={row['steps']} final_loss={loss} "
+                f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}"
+            )
     if args.job == "nexa_job" and store.exists("leaderboard"):
         from nexa_assets.evaluate import LEADERBOARD_REPORT
         from nexa_core.leaderboard import leaderboard_markdown
 
-        print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the student after reading its "
-              "domain, before SFT)")
+        print(
+            "\nLeaderboard (test split; mean with 95% bootstrap interval; base = the student after reading its "
+            "domain, before SFT)"
+        )
         print(leaderboard_markdown(store.scan("leaderboard").collect()))
         print(f"\nReport: {defs.resources['reports'].path(LEADERBOARD_REPORT)}")
     return 1 if failed else 0

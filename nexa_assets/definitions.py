@@ -1,7 +1,6 @@
 """The code location: assets, checks, jobs (distill, the whole graph, one feedback round), the raw folder
 and feedback loop sensors, resources."""
 
-
 import dagster as dg
 
 from nexa_assets import benchmark, checks, distill, evaluate, pretrain, release, train
@@ -13,31 +12,45 @@ from resources.reports import RawFolder, ReportFolder
 from resources.tracking import MlflowTracking
 
 distill_job = dg.define_asset_job(
-    "distill_job", selection=dg.AssetSelection.groups(distill.GROUP),
-    description="Raw text to SFT sets for one domain partition.")
+    "distill_job",
+    selection=dg.AssetSelection.groups(distill.GROUP),
+    description="Raw text to SFT sets for one domain partition.",
+)
 
 
 nexa_job = dg.define_asset_job(
-    "nexa_job", selection=dg.AssetSelection.groups(distill.GROUP, train.GROUP, evaluate.GROUP),
+    "nexa_job",
+    selection=dg.AssetSelection.groups(distill.GROUP, train.GROUP, evaluate.GROUP),
     description="The whole graph for one domain: raw text to SFT sets, a trained student, its evaluation, "
-                "the leaderboard and the feedback set for the next round.")
+    "the leaderboard and the feedback set for the next round.",
+)
 
 
 round_job = dg.define_asset_job(  # a release is its own decision, not the end of every round
-    "round_job", selection=dg.AssetSelection.assets("teacher_inputs").downstream()
-    - dg.AssetSelection.groups(release.GROUP, include_sources=True),
+    "round_job",
+    selection=dg.AssetSelection.assets("teacher_inputs").downstream() - dg.AssetSelection.groups(release.GROUP),
     description="One round of the feedback loop for a domain: teacher inputs (mixing in the latest feedback set) "
-                "-> teacher -> filters -> SFT -> train -> eval -> feedback set, and the leaderboard.")
+    "-> teacher -> filters -> SFT -> train -> eval -> feedback set, and the leaderboard.",
+)
 
 
 def build_defs(env: Environment) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*distill.DISTILL_ASSETS, pretrain.student_base, train.student_checkpoint, *evaluate.EVAL_ASSETS, benchmark.benchmark_scores,
-                release.model_release, release.deployment],
+        assets=[
+            *distill.DISTILL_ASSETS,
+            pretrain.student_base,
+            train.student_checkpoint,
+            *evaluate.EVAL_ASSETS,
+            benchmark.benchmark_scores,
+            release.model_release,
+            release.deployment,
+        ],
         asset_checks=checks.quality_checks,
         jobs=[distill_job, nexa_job, round_job, release.release_job],
-        sensors=[build_raw_folder_sensor(distill_job, env.raw_root),
-                 build_feedback_loop_sensor(round_job, env.max_rounds, env.min_improvement)],
+        sensors=[
+            build_raw_folder_sensor(distill_job, env.raw_root),
+            build_feedback_loop_sensor(round_job, env.max_rounds, env.min_improvement),
+        ],
         resources={
             "io_manager": NexaDeltaIOManager(root_uri=env.delta_root, storage_options=env.delta_storage, schema="nexa"),
             "delta": DeltaStore(root_uri=env.delta_root, storage_options=env.storage_options),

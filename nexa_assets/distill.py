@@ -1,7 +1,6 @@
 """The distillation half of the graph: raw text -> teacher inputs -> teacher outputs -> filtered
 pairs -> SFT sets. Each asset reads its inputs, calls nexa_core, and returns a frame and metadata."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -13,10 +12,16 @@ from nexa_core import schemas
 from nexa_core.documents import LoadLimits, folder_fingerprint, load_domain
 from nexa_core.filters import FilterConfig, filter_pairs, form_counts, reason_counts
 from nexa_core.prompts import load_template
-from nexa_core.sft import SplitConfig, build_sft_dataset
-from nexa_core.teacher import (CollectionStopped, TeacherLedger, UnpricedBudget, collect_responses, parse_pairs,
-                               unpriced_warning)
 from nexa_core.settings import from_settings
+from nexa_core.sft import SplitConfig, build_sft_dataset
+from nexa_core.teacher import (
+    CollectionStopped,
+    TeacherLedger,
+    UnpricedBudget,
+    collect_responses,
+    parse_pairs,
+    unpriced_warning,
+)
 from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, mix_in_feedback
 from resources.delta import DeltaStore, table_metadata
 from resources.reports import RawFolder
@@ -76,8 +81,12 @@ class SplitSettings(dg.Config):
 # Written by raw_documents in the same step (a report, not a computed asset), so any selection that
 # loads documents also stores what it quarantined.
 raw_quarantine = dg.AssetSpec(
-    "raw_quarantine", partitions_def=domain_partitions, group_name=GROUP, kinds={"delta"},
-    description="Files and rows of data/raw/<domain> that could not become documents, with the reason.")
+    "raw_quarantine",
+    partitions_def=domain_partitions,
+    group_name=GROUP,
+    kinds={"delta"},
+    description="Files and rows of data/raw/<domain> that could not become documents, with the reason.",
+)
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
@@ -89,22 +98,39 @@ def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta:
     documents, quarantine = load_domain(raw_root, domain, from_settings(LoadLimits, config))
     version = delta.write_domain("raw_quarantine", domain, quarantine)
     if quarantine.height:
-        context.log.warning(f"partition {domain}: {quarantine.height} rows quarantined: "
-                            + "; ".join(f"{r['source_path']} row {r['source_row']}: {r['reason']}"
-                                        for r in quarantine.head(5).iter_rows(named=True)))
-    context.log_event(dg.AssetMaterialization(
-        asset_key="raw_quarantine", partition=domain,
-        metadata={**table_metadata(quarantine, delta.uri("raw_quarantine"), version),
-                  "reasons": dict(quarantine.group_by("reason").len().iter_rows()) if quarantine.height else {}}))
-    return dg.Output(documents, metadata={
-        "documents": documents.height, "quarantined": quarantine.height,
-        "topics": dict(documents.group_by("topic").len().sort("topic").iter_rows()),
-        "raw_folder": str(raw_root / domain), RAW_FINGERPRINT: fingerprint})
+        context.log.warning(
+            f"partition {domain}: {quarantine.height} rows quarantined: "
+            + "; ".join(
+                f"{r['source_path']} row {r['source_row']}: {r['reason']}"
+                for r in quarantine.head(5).iter_rows(named=True)
+            )
+        )
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key="raw_quarantine",
+            partition=domain,
+            metadata={
+                **table_metadata(quarantine, delta.uri("raw_quarantine"), version),
+                "reasons": dict(quarantine.group_by("reason").len().iter_rows()) if quarantine.height else {},
+            },
+        )
+    )
+    return dg.Output(
+        documents,
+        metadata={
+            "documents": documents.height,
+            "quarantined": quarantine.height,
+            "topics": dict(documents.group_by("topic").len().sort("topic").iter_rows()),
+            "raw_folder": str(raw_root / domain),
+            RAW_FINGERPRINT: fingerprint,
+        },
+    )
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def teacher_inputs(context: dg.AssetExecutionContext, config: PromptSettings, delta: DeltaStore,
-                   raw_documents: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def teacher_inputs(
+    context: dg.AssetExecutionContext, config: PromptSettings, delta: DeltaStore, raw_documents: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
     """One teacher request per passage, rendered from a versioned prompt template, plus the requests of
     the domain's latest feedback set. The feedback set is read from its Delta table, not declared as
     an input: it lies downstream, and the graph stays acyclic. Which version fed this round is in
@@ -117,16 +143,28 @@ def teacher_inputs(context: dg.AssetExecutionContext, config: PromptSettings, de
         feedback, version = delta.read_partition("feedback_set", domain), delta.version("feedback_set")
     requests, fed_by = mix_in_feedback(requests, feedback, version)
     if fed_by["feedback_requests"]:
-        context.log.info(f"partition {domain}: round {fed_by['round']} mixes in {fed_by['feedback_requests']} "
-                         f"requests of feedback_set v{version}")
-    return dg.Output(requests, metadata={
-        "requests": requests.height, **fed_by, "template": template.name, "template_sha256": template.sha256, **versions_read(delta, "raw_documents")})
+        context.log.info(
+            f"partition {domain}: round {fed_by['round']} mixes in {fed_by['feedback_requests']} "
+            f"requests of feedback_set v{version}"
+        )
+    return dg.Output(
+        requests,
+        metadata={
+            "requests": requests.height,
+            **fed_by,
+            "template": template.name,
+            "template_sha256": template.sha256,
+            **versions_read(delta, "raw_documents"),
+        },
+    )
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="2",
-          kinds={"openai"})
-def teacher_outputs(context: dg.AssetExecutionContext, teacher: TeacherResource, delta: DeltaStore,
-                    teacher_inputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+@dg.asset(
+    partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="2", kinds={"openai"}
+)
+def teacher_outputs(
+    context: dg.AssetExecutionContext, teacher: TeacherResource, delta: DeltaStore, teacher_inputs: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
     """One teacher response per request, served from the response cache when it was paid for before."""
     domain = context.partition_key
     client, pricing, policy = teacher.client(), teacher.pricing(), teacher.policy()
@@ -137,56 +175,97 @@ def teacher_outputs(context: dg.AssetExecutionContext, teacher: TeacherResource,
         raise dg.Failure(str(exc)) from exc
     try:
         outputs, stats = collect_responses(
-            teacher_inputs, client, TeacherLedger(delta.tables(), domain), params=teacher.params(),
-            pricing=pricing, policy=policy, validate=parse_pairs, log=context.log.info)
+            teacher_inputs,
+            client,
+            TeacherLedger(delta.tables(), domain),
+            params=teacher.params(),
+            pricing=pricing,
+            policy=policy,
+            validate=parse_pairs,
+            log=context.log.info,
+        )
     except CollectionStopped as exc:
         raise dg.Failure(str(exc), metadata=collect_metadata(exc.stats)) from exc
     outputs = outputs.with_columns(pl.lit(domain).alias("domain"))
-    return dg.Output(outputs, metadata={
-        "backend": teacher.backend, "model": teacher.model, "mode": teacher.mode, **collect_metadata(stats),
-        "total_prompt_tokens": int(outputs["prompt_tokens"].sum() or 0),
-        "total_completion_tokens": int(outputs["completion_tokens"].sum() or 0),
-        "total_cost_usd": float(outputs["cost_usd"].sum() or 0.0),
-        "unusable": dict(outputs.group_by("unusable_reason").len().drop_nulls().iter_rows()),
-        **versions_read(delta, "teacher_inputs", TeacherLedger.CACHE)})
+    return dg.Output(
+        outputs,
+        metadata={
+            "backend": teacher.backend,
+            "model": teacher.model,
+            "mode": teacher.mode,
+            **collect_metadata(stats),
+            "total_prompt_tokens": int(outputs["prompt_tokens"].sum() or 0),
+            "total_completion_tokens": int(outputs["completion_tokens"].sum() or 0),
+            "total_cost_usd": float(outputs["cost_usd"].sum() or 0.0),
+            "unusable": dict(outputs.group_by("unusable_reason").len().drop_nulls().iter_rows()),
+            **versions_read(delta, "teacher_inputs", TeacherLedger.CACHE),
+        },
+    )
 
 
 def collect_metadata(stats) -> dict:
     """This run's collection in numbers: the UI plots each one over materializations."""
-    return {"requests": stats.requests, "new_calls": stats.new_calls, "cache_hits": stats.cache_hits,
-            "recovered": stats.recovered, "attempts": stats.attempts, "retries": sum(stats.retries.values()),
-            "retries_by_reason": dict(stats.retries), "unusable_by_reason": dict(stats.unusable),
-            "quarantined": stats.quarantined, "failed": stats.failed, "batches_submitted": stats.batches_submitted,
-            "batches_reused": stats.batches_reused, "prompt_tokens": stats.prompt_tokens,
-            "completion_tokens": stats.completion_tokens, "new_cost_usd": round(stats.cost_usd, 6),
-            "seconds": round(stats.seconds, 3),
-            "requests_per_second": round(stats.new_calls / stats.seconds, 2) if stats.seconds else 0.0}
+    return {
+        "requests": stats.requests,
+        "new_calls": stats.new_calls,
+        "cache_hits": stats.cache_hits,
+        "recovered": stats.recovered,
+        "attempts": stats.attempts,
+        "retries": sum(stats.retries.values()),
+        "retries_by_reason": dict(stats.retries),
+        "unusable_by_reason": dict(stats.unusable),
+        "quarantined": stats.quarantined,
+        "failed": stats.failed,
+        "batches_submitted": stats.batches_submitted,
+        "batches_reused": stats.batches_reused,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "new_cost_usd": round(stats.cost_usd, 6),
+        "seconds": round(stats.seconds, 3),
+        "requests_per_second": round(stats.new_calls / stats.seconds, 2) if stats.seconds else 0.0,
+    }
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def filtered_pairs(context: dg.AssetExecutionContext, config: FilterSettings, delta: DeltaStore,
-                   teacher_inputs: pl.DataFrame, teacher_outputs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def filtered_pairs(
+    context: dg.AssetExecutionContext,
+    config: FilterSettings,
+    delta: DeltaStore,
+    teacher_inputs: pl.DataFrame,
+    teacher_outputs: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
     """Parsed pairs, each kept or carrying the reason it was dropped."""
     pairs = filter_pairs(teacher_outputs, teacher_inputs, from_settings(FilterConfig, config))
     counts = reason_counts(pairs)
     for row in pairs.filter(pl.col("reject_reason") == "unparseable_response").head(5).iter_rows(named=True):
         context.log.warning(row["reject_detail"])
-    return dg.Output(pairs, metadata={
-        "kept": counts["kept"], "dropped": pairs.height - counts["kept"],
-        **{f"dropped/{reason}": n for reason, n in counts.items() if reason != "kept"},
-        "kept_by_form": form_counts(pairs),
-        **versions_read(delta, "teacher_inputs", "teacher_outputs")})
+    return dg.Output(
+        pairs,
+        metadata={
+            "kept": counts["kept"],
+            "dropped": pairs.height - counts["kept"],
+            **{f"dropped/{reason}": n for reason, n in counts.items() if reason != "kept"},
+            "kept_by_form": form_counts(pairs),
+            **versions_read(delta, "teacher_inputs", "teacher_outputs"),
+        },
+    )
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def sft_dataset(context: dg.AssetExecutionContext, config: SplitSettings, delta: DeltaStore,
-                filtered_pairs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def sft_dataset(
+    context: dg.AssetExecutionContext, config: SplitSettings, delta: DeltaStore, filtered_pairs: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
     """Chat-format SFT examples, split by source document."""
     sft = build_sft_dataset(filtered_pairs, from_settings(SplitConfig, config))
     splits = dict(sft.group_by("split").len().iter_rows())
-    return dg.Output(sft, metadata={
-        **{f"examples/{s}": splits.get(s, 0) for s in ("train", "validation", "test")},
-        "documents": sft["doc_id"].n_unique(), **versions_read(delta, "filtered_pairs")})
+    return dg.Output(
+        sft,
+        metadata={
+            **{f"examples/{s}": splits.get(s, 0) for s in ("train", "validation", "test")},
+            "documents": sft["doc_id"].n_unique(),
+            **versions_read(delta, "filtered_pairs"),
+        },
+    )
 
 
 DISTILL_ASSETS = [raw_documents, raw_quarantine, teacher_inputs, teacher_outputs, filtered_pairs, sft_dataset]

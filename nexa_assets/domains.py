@@ -43,9 +43,12 @@ def add_domains(instance, raw_root: Path, names: list[str], force: bool) -> int:
         bad += [f"{n}: no folder {raw_root / n}" for n in names if Path(n).name == n and not (raw_root / n).is_dir()]
     if bad:
         folders = ", ".join(f.name for f in domain_folders(raw_root)) or "none"
-        print("nexa-domains add: nothing added.\n  " + "\n  ".join(bad) + f"\nFolders under {raw_root}: {folders}. "
-              f"Create the folder with the domain's {', '.join(SUPPORTED_SUFFIXES)} files (or set NEXA_RAW_ROOT), "
-              "or pass --force to add the partition anyway.", file=sys.stderr)
+        print(
+            "nexa-domains add: nothing added.\n  " + "\n  ".join(bad) + f"\nFolders under {raw_root}: {folders}. "
+            f"Create the folder with the domain's {', '.join(SUPPORTED_SUFFIXES)} files (or set NEXA_RAW_ROOT), "
+            "or pass --force to add the partition anyway.",
+            file=sys.stderr,
+        )
         return 2
     known = set(instance.get_dynamic_partitions(domain_partitions.name))
     new = list(dict.fromkeys(n for n in names if n not in known))
@@ -53,8 +56,10 @@ def add_domains(instance, raw_root: Path, names: list[str], force: bool) -> int:
     for name in dict.fromkeys(names):
         print(f"{name}: {'added' if name in new else 'already a domain'} ({describe(raw_root / name)})")
     if new:
-        print(f"materialize: dagster asset materialize -m nexa_assets.definitions --select 'raw_documents+' "
-              f"--partition {new[0]}  (or nexa-run {' '.join(new)})")
+        print(
+            f"materialize: dagster asset materialize -m nexa_assets.definitions --select 'raw_documents+' "
+            f"--partition {new[0]}  (or nexa-run {' '.join(new)})"
+        )
     return 0
 
 
@@ -62,12 +67,19 @@ def remove_domains(instance, raw_root: Path, names: list[str], force: bool) -> i
     known = set(instance.get_dynamic_partitions(domain_partitions.name))
     bad = [f"{n}: not a domain" for n in names if n not in known]
     if not force:  # the sensor turns every folder under the raw root into a partition again
-        bad += [f"{n}: its folder {raw_root / n} is still there, and the raw folder sensor would add it back; "
-                "move it out of the raw root first" for n in names if n in known and (raw_root / n).is_dir()]
+        bad += [
+            f"{n}: its folder {raw_root / n} is still there, and the raw folder sensor would add it back; "
+            "move it out of the raw root first"
+            for n in names
+            if n in known and (raw_root / n).is_dir()
+        ]
     if bad:
-        print("nexa-domains remove: nothing removed.\n  " + "\n  ".join(bad)
-              + f"\nDomains: {', '.join(sorted(known)) or 'none'}. --force removes a partition whose folder is there.",
-              file=sys.stderr)
+        print(
+            "nexa-domains remove: nothing removed.\n  "
+            + "\n  ".join(bad)
+            + f"\nDomains: {', '.join(sorted(known)) or 'none'}. --force removes a partition whose folder is there.",
+            file=sys.stderr,
+        )
         return 2
     for name in dict.fromkeys(names):
         instance.delete_dynamic_partition(domain_partitions.name, name)
@@ -76,16 +88,21 @@ def remove_domains(instance, raw_root: Path, names: list[str], force: bool) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nexa-domains", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nexa-domains", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the domains and the folders not yet added")
     for verb, what in (("add", "a domain per folder name under the raw root"), ("remove", "drop domain partitions")):
         command = commands.add_parser(verb, help=what)
         command.add_argument("names", nargs="+", metavar="NAME")
-        command.add_argument("--force", action="store_true",
-                             help="add a domain with no folder yet" if verb == "add"
-                             else "remove a domain whose folder is still under the raw root")
+        command.add_argument(
+            "--force",
+            action="store_true",
+            help="add a domain with no folder yet"
+            if verb == "add"
+            else "remove a domain whose folder is still under the raw root",
+        )
     args = parser.parse_args(argv)
     env = Environment.read()
     ensure_dagster_home(env.dagster_home, env.postgres)

@@ -16,12 +16,11 @@ from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_core import schemas
 from nexa_core.benchmark import HISTORY_TABLE as BENCHMARK_HISTORY
-from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, known_questions, primary_metric
 from nexa_core.checkpoints import eval_dir
+from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, known_questions, primary_metric
 from nexa_core.generate import ROLES, load_generation_config
 from nexa_core.ids import content_id
-from nexa_core.judge import (apply_judgements, judge_parsing, judge_requests, load_rubric, parse_judgement,
-                             without_judge)
+from nexa_core.judge import apply_judgements, judge_parsing, judge_requests, load_rubric, parse_judgement, without_judge
 from nexa_core.leaderboard import leaderboard_markdown, previous_round_score, rank_checkpoints, write_report
 from nexa_core.prompts import load_template
 from nexa_core.settings import from_settings
@@ -44,10 +43,21 @@ class GenerateSettings(dg.Config):
     roles: list[str] = list(ROLES)
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
-          pool="gpu", kinds={"pytorch"})
-def eval_predictions(context: dg.AssetExecutionContext, config: GenerateSettings, delta: DeltaStore,
-                     launcher: TrainingLauncher, student_checkpoint: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+@dg.asset(
+    partitions_def=domain_partitions,
+    group_name=GROUP,
+    metadata=DELTA_PARTITION,
+    code_version="1",
+    pool="gpu",
+    kinds={"pytorch"},
+)
+def eval_predictions(
+    context: dg.AssetExecutionContext,
+    config: GenerateSettings,
+    delta: DeltaStore,
+    launcher: TrainingLauncher,
+    student_checkpoint: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
     """Answers of the checkpoint and of its untrained base model on the test split of the SFT set the
     checkpoint was trained on; batched, greedy by default, the generation config recorded."""
     domain = context.partition_key
@@ -59,21 +69,53 @@ def eval_predictions(context: dg.AssetExecutionContext, config: GenerateSettings
     out_dir = eval_dir(checkpoint["artifact_uri"])
     output = f"{out_dir}/predictions-{content_id(checkpoint['checkpoint_id'], generation, config.roles)}.parquet"
     summary, _ = launcher.run_reporting(
-        context, "nexa_core.generate",
-        ["--adapter", checkpoint["artifact_uri"], "--sft-uri", delta.uri("sft_dataset"),
-         "--sft-version", str(checkpoint["sft_version"]), "--domain", domain, "--output", output,
-         "--roles", ",".join(config.roles), "--expect-sha256", checkpoint["files_sha256"],
-         *set_arguments(config.overrides)],
-        dict(delta.storage_options or {}), out_dir, "generator", "predictions")
-    predictions = schemas.conform(pl.read_parquet(output).with_columns(
-        domain=pl.lit(domain), round=pl.lit(checkpoint["round"]), checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
-        sft_version=pl.lit(checkpoint["sft_version"]), generation_config=pl.lit(json.dumps(generation))),
-        schemas.EVAL_PREDICTIONS)
-    return dg.Output(predictions, metadata={
-        "checkpoint_id": checkpoint["checkpoint_id"], "round": checkpoint["round"],
-        "sft_version": checkpoint["sft_version"], "examples": summary["examples"], "device": summary["device"],
-        **{f"seconds/{role}": s for role, s in summary["seconds"].items()},
-        "generation_config": dg.MetadataValue.json(generation), "predictions_file": output})
+        context,
+        "nexa_core.generate",
+        [
+            "--adapter",
+            checkpoint["artifact_uri"],
+            "--sft-uri",
+            delta.uri("sft_dataset"),
+            "--sft-version",
+            str(checkpoint["sft_version"]),
+            "--domain",
+            domain,
+            "--output",
+            output,
+            "--roles",
+            ",".join(config.roles),
+            "--expect-sha256",
+            checkpoint["files_sha256"],
+            *set_arguments(config.overrides),
+        ],
+        dict(delta.storage_options or {}),
+        out_dir,
+        "generator",
+        "predictions",
+    )
+    predictions = schemas.conform(
+        pl.read_parquet(output).with_columns(
+            domain=pl.lit(domain),
+            round=pl.lit(checkpoint["round"]),
+            checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
+            sft_version=pl.lit(checkpoint["sft_version"]),
+            generation_config=pl.lit(json.dumps(generation)),
+        ),
+        schemas.EVAL_PREDICTIONS,
+    )
+    return dg.Output(
+        predictions,
+        metadata={
+            "checkpoint_id": checkpoint["checkpoint_id"],
+            "round": checkpoint["round"],
+            "sft_version": checkpoint["sft_version"],
+            "examples": summary["examples"],
+            "device": summary["device"],
+            **{f"seconds/{role}": s for role, s in summary["seconds"].items()},
+            "generation_config": dg.MetadataValue.json(generation),
+            "predictions_file": output,
+        },
+    )
 
 
 class MetricSettings(dg.Config):
@@ -83,8 +125,9 @@ class MetricSettings(dg.Config):
     min_judge_parse_rate: float = 0.9
 
 
-def judged(context, domain: str, predictions: pl.DataFrame, judge: TeacherResource, delta: DeltaStore,
-           rubric_name: str) -> pl.DataFrame:
+def judged(
+    context, domain: str, predictions: pl.DataFrame, judge: TeacherResource, delta: DeltaStore, rubric_name: str
+) -> pl.DataFrame:
     """Judge every prediction through the teacher's collector: same cache, retries, budget and recovery."""
     if judge.backend == "none":
         return without_judge(predictions)
@@ -92,22 +135,45 @@ def judged(context, domain: str, predictions: pl.DataFrame, judge: TeacherResour
     requests = judge_requests(predictions, rubric)
     try:
         outputs, stats = collect_responses(
-            requests, judge.client(), TeacherLedger(delta.tables(), domain), params=judge.params(),
-            pricing=judge.pricing(), policy=judge.policy(), validate=lambda text: parse_judgement(text, rubric),
-            log=context.log.info)
+            requests,
+            judge.client(),
+            TeacherLedger(delta.tables(), domain),
+            params=judge.params(),
+            pricing=judge.pricing(),
+            policy=judge.policy(),
+            validate=lambda text: parse_judgement(text, rubric),
+            log=context.log.info,
+        )
     except CollectionStopped as exc:
         raise dg.Failure(f"partition {domain}: judging stopped: {exc}") from exc
-    context.log.info(f"partition {domain}: judge {judge.model}: {stats.new_calls} new judgements, "
-                     f"{stats.cache_hits} cached, ${stats.cost_usd:.4f}")
+    context.log.info(
+        f"partition {domain}: judge {judge.model}: {stats.new_calls} new judgements, "
+        f"{stats.cache_hits} cached, ${stats.cost_usd:.4f}"
+    )
     return apply_judgements(predictions, requests, outputs, rubric, judge.model)
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
-          check_specs=[dg.AssetCheckSpec("judge_parsed", asset="eval_metrics",
-                                         description="Share of judged items whose judgement parsed; an unparseable "
-                                                     "one is recorded as such, never scored")])
-def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delta: DeltaStore, judge: TeacherResource,
-                 eval_predictions: pl.DataFrame):
+@dg.asset(
+    partitions_def=domain_partitions,
+    group_name=GROUP,
+    metadata=DELTA_PARTITION,
+    code_version="1",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "judge_parsed",
+            asset="eval_metrics",
+            description="Share of judged items whose judgement parsed; an unparseable "
+            "one is recorded as such, never scored",
+        )
+    ],
+)
+def eval_metrics(
+    context: dg.AssetExecutionContext,
+    config: MetricSettings,
+    delta: DeltaStore,
+    judge: TeacherResource,
+    eval_predictions: pl.DataFrame,
+):
     """Per-item exact match, token F1, ROUGE-L and rubric judge scores; aggregates per domain and
     topic with bootstrap intervals go to eval_history and to numeric metadata (plotted by the UI)."""
     # torchmetrics: a slow import
@@ -116,32 +182,58 @@ def eval_metrics(context: dg.AssetExecutionContext, config: MetricSettings, delt
     domain = context.partition_key
     if eval_predictions.is_empty():
         raise dg.Failure(f"partition {domain}: eval_predictions is empty; nothing to score")
-    scores = schemas.conform(judged(context, domain, score_items(eval_predictions), judge, delta, config.rubric),
-                             schemas.EVAL_SCORES)
+    scores = schemas.conform(
+        judged(context, domain, score_items(eval_predictions), judge, delta, config.rubric), schemas.EVAL_SCORES
+    )
     metrics = HEURISTIC_METRICS + (["judge_score"] if judge.backend != "none" else [])
-    summary = aggregate(scores, metrics, by=["domain", "round", "checkpoint_id", "sft_version", "model_role"],
-                        confidence=config.confidence, n_resamples=config.n_resamples)
-    delta.append(EVAL_HISTORY, schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))),
-                                               schemas.EVAL_HISTORY))
+    summary = aggregate(
+        scores,
+        metrics,
+        by=["domain", "round", "checkpoint_id", "sft_version", "model_role"],
+        confidence=config.confidence,
+        n_resamples=config.n_resamples,
+    )
+    delta.append(
+        EVAL_HISTORY,
+        schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))), schemas.EVAL_HISTORY),
+    )
     main_metric = primary_metric(scores)
-    by_topic = (summary.filter((pl.col("metric") == main_metric) & (pl.col("topic") != ALL_TOPICS))
-                .pivot("model_role", index="topic", values="mean").sort("topic"))
+    by_topic = (
+        summary.filter((pl.col("metric") == main_metric) & (pl.col("topic") != ALL_TOPICS))
+        .pivot("model_role", index="topic", values="mean")
+        .sort("topic")
+    )
     judged_items, unparseable, parse_rate = judge_parsing(scores)
     for row in unparseable.head(3).iter_rows(named=True):
-        context.log.warning(f"partition {domain}: judgement of example {row['example_id']} ({row['model_role']}) "
-                            f"{row['judge_status']}: {str(row['judge_raw'])[:160]!r}")
-    yield dg.Output(scores, metadata={
-        **headline_numbers(summary), "round": int(scores["round"][0]), "checkpoint_id": scores["checkpoint_id"][0],
-        "primary_metric": main_metric, "judge": judge.model if judge.backend != "none" else "not configured",
-        "judged": judged_items.height, "judge_unparseable": unparseable.height,
-        "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=by_topic.height)),
-        **versions_read(delta, "eval_predictions")})
+        context.log.warning(
+            f"partition {domain}: judgement of example {row['example_id']} ({row['model_role']}) "
+            f"{row['judge_status']}: {str(row['judge_raw'])[:160]!r}"
+        )
+    yield dg.Output(
+        scores,
+        metadata={
+            **headline_numbers(summary),
+            "round": int(scores["round"][0]),
+            "checkpoint_id": scores["checkpoint_id"][0],
+            "primary_metric": main_metric,
+            "judge": judge.model if judge.backend != "none" else "not configured",
+            "judged": judged_items.height,
+            "judge_unparseable": unparseable.height,
+            "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=by_topic.height)),
+            **versions_read(delta, "eval_predictions"),
+        },
+    )
     yield dg.AssetCheckResult(
-        check_name="judge_parsed", passed=parse_rate >= config.min_judge_parse_rate,
+        check_name="judge_parsed",
+        passed=parse_rate >= config.min_judge_parse_rate,
         description=f"partition {domain}: {unparseable.height} of {judged_items.height} judgements unparseable"
-        + (f" (e.g. example {unparseable['example_id'][0]}: {str(unparseable['judge_raw'][0])[:120]!r})"
-           if unparseable.height else ""),
-        metadata={"parse_rate": parse_rate, "unparseable": unparseable.height})
+        + (
+            f" (e.g. example {unparseable['example_id'][0]}: {str(unparseable['judge_raw'][0])[:120]!r})"
+            if unparseable.height
+            else ""
+        ),
+        metadata={"parse_rate": parse_rate, "unparseable": unparseable.height},
+    )
 
 
 def eval_history(delta: DeltaStore, domain: str | None = None) -> pl.DataFrame:
@@ -153,8 +245,7 @@ def eval_history(delta: DeltaStore, domain: str | None = None) -> pl.DataFrame:
 
 
 @dg.asset(group_name=GROUP, deps=["eval_metrics", "benchmark_scores"], code_version="1", kinds={"delta", "html"})
-def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore,
-                reports: ReportFolder) -> dg.Output[pl.DataFrame]:
+def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore, reports: ReportFolder) -> dg.Output[pl.DataFrame]:
     """Every checkpoint of every domain, ranked on its primary metric, with its benchmark-suite
     accuracy beside its base's, and an HTML report of charts."""
     history = eval_history(delta)
@@ -162,10 +253,16 @@ def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore,
     ranked = rank_checkpoints(history, benchmarks)
     report = write_report(history, ranked, reports.path(LEADERBOARD_REPORT), benchmarks)
     best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
-    return dg.Output(ranked, metadata={
-        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)), "report": dg.MetadataValue.path(str(report)),
-        "checkpoints": ranked.height, **{f"best/{d}": s for d, s in best.select("domain", "score").iter_rows()},
-        **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY)})
+    return dg.Output(
+        ranked,
+        metadata={
+            "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)),
+            "report": dg.MetadataValue.path(str(report)),
+            "checkpoints": ranked.height,
+            **{f"best/{d}": s for d, s in best.select("domain", "score").iter_rows()},
+            **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY),
+        },
+    )
 
 
 _FEEDBACK = FeedbackConfig()  # the defaults of the fields FeedbackSettings shares with it
@@ -181,8 +278,9 @@ class FeedbackSettings(dg.Config):
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
-def feedback_set(context: dg.AssetExecutionContext, config: FeedbackSettings, delta: DeltaStore,
-                 eval_metrics: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def feedback_set(
+    context: dg.AssetExecutionContext, config: FeedbackSettings, delta: DeltaStore, eval_metrics: pl.DataFrame
+) -> dg.Output[pl.DataFrame]:
     """The weak topics and failed items of this round, as new teacher inputs aimed at them (passages
     of the weak topics from train documents), each row with its reason. The next round mixes it in."""
     domain = context.partition_key
@@ -192,24 +290,41 @@ def feedback_set(context: dg.AssetExecutionContext, config: FeedbackSettings, de
     round_, sft_version = int(student["round"][0]), int(student["sft_version"][0])
     sft = delta.scan("sft_dataset", sft_version).filter(pl.col("domain") == domain).collect()
     corpus = delta.read_partition("teacher_inputs", domain).filter(pl.col("feedback_round").is_null())
-    previous = delta.read_partition("feedback_set", domain) if delta.exists("feedback_set") else \
-        schemas.empty(FEEDBACK_SET)
+    previous = (
+        delta.read_partition("feedback_set", domain) if delta.exists("feedback_set") else schemas.empty(FEEDBACK_SET)
+    )
     known = known_questions(delta.read_partition("filtered_pairs", domain))
-    rows, summary = build_feedback_set(student, corpus, set(sft.filter(pl.col("split") == "train")["doc_id"]),
-                                       known, previous, load_template(config.template), round_,
-                                       from_settings(FeedbackConfig, config))
+    rows, summary = build_feedback_set(
+        student,
+        corpus,
+        set(sft.filter(pl.col("split") == "train")["doc_id"]),
+        known,
+        previous,
+        load_template(config.template),
+        round_,
+        from_settings(FeedbackConfig, config),
+    )
     score = student[summary["metric"]].mean()
     before = previous_round_score(eval_history(delta, domain), domain, round_, summary["metric"])
     for reason in rows.filter(pl.col("round") == round_)["reason"].unique().sort():
         context.log.info(f"partition {domain}: {reason}")
-    return dg.Output(rows, metadata={
-        "round": round_, "new_requests": summary["new_requests"], "carried_requests": summary["carried_requests"],
-        "metric": summary["metric"], "score": score, **({"previous_score": before} if before is not None else {}),
-        "weak_topics": dg.MetadataValue.json(summary["weak_topics"]),
-        "topic_scores": dg.MetadataValue.json(summary["topic_scores"]), "failed_items": summary["failed_items"],
-        "failed_examples": dg.MetadataValue.json(summary["failed_examples"]),
-        "weak_topics_without_train_passages": dg.MetadataValue.json(summary["weak_topics_without_train_passages"]),
-        **versions_read(delta, "eval_metrics", "teacher_inputs", "sft_dataset", "filtered_pairs")})
+    return dg.Output(
+        rows,
+        metadata={
+            "round": round_,
+            "new_requests": summary["new_requests"],
+            "carried_requests": summary["carried_requests"],
+            "metric": summary["metric"],
+            "score": score,
+            **({"previous_score": before} if before is not None else {}),
+            "weak_topics": dg.MetadataValue.json(summary["weak_topics"]),
+            "topic_scores": dg.MetadataValue.json(summary["topic_scores"]),
+            "failed_items": summary["failed_items"],
+            "failed_examples": dg.MetadataValue.json(summary["failed_examples"]),
+            "weak_topics_without_train_passages": dg.MetadataValue.json(summary["weak_topics_without_train_passages"]),
+            **versions_read(delta, "eval_metrics", "teacher_inputs", "sft_dataset", "filtered_pairs"),
+        },
+    )
 
 
 EVAL_ASSETS = [eval_predictions, eval_metrics, leaderboard, feedback_set]

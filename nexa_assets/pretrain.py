@@ -17,13 +17,26 @@ class ReadSettings(dg.Config):
     overrides: dict = {}  # keys of nexa_core/configs/pretrain_default.yaml, e.g. {"base_model": "/models/qwen"}
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1",
-          deps=["raw_documents"], pool="gpu", kinds={"pytorch"},
-          check_specs=[dg.AssetCheckSpec("loss_decreased", asset="student_base",
-                                         description="Reported by the reader: mean of the last 5 logged losses (fewer if fewer were logged) is "
-                                                     "below the mean of the first 5 (absent when nothing was read).")])
-def student_base(context: dg.AssetExecutionContext, config: ReadSettings, delta: DeltaStore,
-                 launcher: TrainingLauncher):
+@dg.asset(
+    partitions_def=domain_partitions,
+    group_name=GROUP,
+    metadata=DELTA_PARTITION,
+    code_version="1",
+    deps=["raw_documents"],
+    pool="gpu",
+    kinds={"pytorch"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "loss_decreased",
+            asset="student_base",
+            description="Reported by the reader: mean of the last 5 logged losses (fewer if fewer were logged) is "
+            "below the mean of the first 5 (absent when nothing was read).",
+        )
+    ],
+)
+def student_base(
+    context: dg.AssetExecutionContext, config: ReadSettings, delta: DeltaStore, launcher: TrainingLauncher
+):
     """The student after reading every document of the domain: the config-built default's pretraining,
     or a real base's optional continued pretraining (`continued_pretraining`); SFT starts from it."""
     domain = context.partition_key
@@ -34,15 +47,40 @@ def student_base(context: dg.AssetExecutionContext, config: ReadSettings, delta:
     digest = config_hash(read_config)
     out_dir = launcher.output_dir(domain, documents_version, digest, stage="read")
     record, checks = launcher.run_reporting(
-        context, "nexa_core.pretrain",
-        ["--documents-uri", delta.uri("raw_documents"), "--documents-version", str(documents_version),
-         "--domain", domain, "--output-dir", out_dir, *set_arguments(config.overrides)],
-        dict(delta.storage_options or {}), out_dir, "reader", "record", distributed=True)
+        context,
+        "nexa_core.pretrain",
+        [
+            "--documents-uri",
+            delta.uri("raw_documents"),
+            "--documents-version",
+            str(documents_version),
+            "--domain",
+            domain,
+            "--output-dir",
+            out_dir,
+            *set_arguments(config.overrides),
+        ],
+        dict(delta.storage_options or {}),
+        out_dir,
+        "reader",
+        "record",
+        distributed=True,
+    )
     frame = base_row(domain, record, documents_version, digest)
     row = frame.row(0, named=True)
-    yield dg.Output(frame, metadata={
-        "base_model": row["base_model"], "model_uri": row["model_uri"], "trained": row["trained"],
-        "documents": row["documents"], "documents_version": documents_version, "read_tokens": row["read_tokens"],
-        "steps": row["steps"], "final_loss": row["final_loss"], "wall_seconds": round(row["wall_seconds"], 2),
-        "device": row["device"]})
+    yield dg.Output(
+        frame,
+        metadata={
+            "base_model": row["base_model"],
+            "model_uri": row["model_uri"],
+            "trained": row["trained"],
+            "documents": row["documents"],
+            "documents_version": documents_version,
+            "read_tokens": row["read_tokens"],
+            "steps": row["steps"],
+            "final_loss": row["final_loss"],
+            "wall_seconds": round(row["wall_seconds"], 2),
+            "device": row["device"],
+        },
+    )
     yield from checks

@@ -1,13 +1,13 @@
 """The release commands, on the code location's resources (the Delta root and MLflow of the environment):
 
-  nexa-serve DOMAIN [--port 8000] [--host 127.0.0.1] [--device auto] [--dtype auto]
-      serve the domain's champion with an OpenAI-compatible API (`transformers serve` on its merged
-      folder) until stopped; the deployment is recorded (the deployment table and asset) once it answers.
-  nexa-serve DOMAIN --vllm
-      print the vLLM command for the champion instead (for production GPUs, in vLLM's own environment).
-  nexa-release-rows DOMAIN [--version N] [--split train]
-      print, one JSON object a line, the SFT rows a release was trained on (Delta time travel to the
-      sft_dataset version it records); the champion by default.
+nexa-serve DOMAIN [--port 8000] [--host 127.0.0.1] [--device auto] [--dtype auto]
+    serve the domain's champion with an OpenAI-compatible API (`transformers serve` on its merged
+    folder) until stopped; the deployment is recorded (the deployment table and asset) once it answers.
+nexa-serve DOMAIN --vllm
+    print the vLLM command for the champion instead (for production GPUs, in vLLM's own environment).
+nexa-release-rows DOMAIN [--version N] [--split train]
+    print, one JSON object a line, the SFT rows a release was trained on (Delta time travel to the
+    sft_dataset version it records); the champion by default.
 """
 
 import argparse
@@ -25,8 +25,14 @@ from nexa_core import schemas
 from nexa_core.generate import CheckpointError, verify_checkpoint
 from nexa_core.ids import content_id
 from nexa_core.release import ReleaseError, champion_release, release_record, trained_rows
-from nexa_core.serve import (ServeError, served_folder, serving_env, transformers_serve_command, vllm_command,
-                             wait_until_ready)
+from nexa_core.serve import (
+    ServeError,
+    served_folder,
+    serving_env,
+    transformers_serve_command,
+    vllm_command,
+    wait_until_ready,
+)
 
 DEPLOYMENT = "deployment"
 
@@ -50,18 +56,29 @@ def record_deployment(env, delta, row: dict) -> None:
     delta.append(DEPLOYMENT, pl.DataFrame([row], schema=schemas.DEPLOYMENT))
     ensure_dagster_home(env.dagster_home, env.postgres)
     with dg.DagsterInstance.get() as instance:
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=DEPLOYMENT, partition=row["domain"],
-            description=f"{row['served_model']} at {row['endpoint_url']}",
-            metadata={"endpoint_url": dg.MetadataValue.url(row["endpoint_url"]), "served_model": row["served_model"],
-                      "registered_model": row["registered_model"], "model_version": row["model_version"],
-                      "started_at": row["started_at"].isoformat(), "ready_seconds": row["ready_seconds"],
-                      "device": row["device"], "pid": row["pid"]}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=DEPLOYMENT,
+                partition=row["domain"],
+                description=f"{row['served_model']} at {row['endpoint_url']}",
+                metadata={
+                    "endpoint_url": dg.MetadataValue.url(row["endpoint_url"]),
+                    "served_model": row["served_model"],
+                    "registered_model": row["registered_model"],
+                    "model_version": row["model_version"],
+                    "started_at": row["started_at"].isoformat(),
+                    "ready_seconds": row["ready_seconds"],
+                    "device": row["device"],
+                    "pid": row["pid"],
+                },
+            )
+        )
 
 
 def serve_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nexa-serve", description="Serve a domain's champion with an "
-                                                                    "OpenAI-compatible chat completions API.")
+    parser = argparse.ArgumentParser(
+        prog="nexa-serve", description="Serve a domain's champion with an OpenAI-compatible chat completions API."
+    )
     parser.add_argument("domain")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1")
@@ -84,8 +101,14 @@ def serve_main(argv: list[str] | None = None) -> int:
     log_file = folder / f"server-{args.port}.log"
     command = transformers_serve_command(served, args.host, args.port, args.device, args.dtype)
     with log_file.open("ab") as log:
-        server = subprocess.Popen(command, cwd=folder, env=serving_env(os.environ), stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command,
+            cwd=folder,
+            env=serving_env(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def stop(*_) -> None:  # SIGTERM or SIGINT: leave, and the finally below stops the server
         sys.exit(0)
@@ -99,16 +122,27 @@ def serve_main(argv: list[str] | None = None) -> int:
         except ServeError as exc:
             return fail("nexa-serve", f"domain {args.domain}: {served} did not start: {exc}")
         started = datetime.now(timezone.utc)
-        row = {"domain": args.domain,
-               "deployment_id": content_id(args.domain, root_url, started.isoformat(), server.pid),
-               "endpoint_url": f"{root_url}/v1", "served_model": served,
-               "registered_model": release["registered_model"],
-               "model_version": release["model_version"], "release_id": release["release_id"],
-               "merged_uri": release["merged_uri"], "server": " ".join(command), "device": args.device,
-               "pid": server.pid, "ready_seconds": ready, "started_at": started}
+        row = {
+            "domain": args.domain,
+            "deployment_id": content_id(args.domain, root_url, started.isoformat(), server.pid),
+            "endpoint_url": f"{root_url}/v1",
+            "served_model": served,
+            "registered_model": release["registered_model"],
+            "model_version": release["model_version"],
+            "release_id": release["release_id"],
+            "merged_uri": release["merged_uri"],
+            "server": " ".join(command),
+            "device": args.device,
+            "pid": server.pid,
+            "ready_seconds": ready,
+            "started_at": started,
+        }
         record_deployment(env, delta, row)
-        print(f"nexa-serve: {args.domain} champion {release['registered_model']} v{release['model_version']} answers "
-              f"at {row['endpoint_url']} as model {served!r} (ready in {ready:.1f} s; log {log_file})", flush=True)
+        print(
+            f"nexa-serve: {args.domain} champion {release['registered_model']} v{release['model_version']} answers "
+            f"at {row['endpoint_url']} as model {served!r} (ready in {ready:.1f} s; log {log_file})",
+            flush=True,
+        )
         return server.wait()
     finally:
         stop_server(server)
@@ -125,22 +159,28 @@ def stop_server(server: subprocess.Popen) -> None:
 
 
 def rows_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nexa-release-rows", description="Print the SFT rows a release was "
-                                                                           "trained on, one JSON object a line.")
+    parser = argparse.ArgumentParser(
+        prog="nexa-release-rows", description="Print the SFT rows a release was trained on, one JSON object a line."
+    )
     parser.add_argument("domain")
     parser.add_argument("--version", type=int, help="registered model version (default: the champion)")
     parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
     args = parser.parse_args(argv)
     _, delta, tracking = resources()
     try:
-        release = release_record(delta.tables(), args.domain, args.version) if args.version is not None else \
-            champion_release(delta.tables(), args.domain, tracking.champion_version(args.domain))
+        release = (
+            release_record(delta.tables(), args.domain, args.version)
+            if args.version is not None
+            else champion_release(delta.tables(), args.domain, tracking.champion_version(args.domain))
+        )
     except ReleaseError as exc:
         return fail("nexa-release-rows", str(exc))
     rows = trained_rows(delta.tables(), release, args.split)
     for row in rows.iter_rows(named=True):
         print(json.dumps(row, ensure_ascii=False, default=str))
-    print(f"nexa-release-rows: {release['registered_model']} v{release['model_version']} (checkpoint "
-          f"{release['checkpoint_id']}): {rows.height} {args.split} rows of sft_dataset v{release['sft_version']}",
-          file=sys.stderr)
+    print(
+        f"nexa-release-rows: {release['registered_model']} v{release['model_version']} (checkpoint "
+        f"{release['checkpoint_id']}): {rows.height} {args.split} rows of sft_dataset v{release['sft_version']}",
+        file=sys.stderr,
+    )
     return 0

@@ -3,7 +3,6 @@ materialized; a changed file in a known domain re-runs that domain. The feedback
 feedback set requests the next round for its domain, until a stop rule says enough. Their settings
 come as parameters (nexa_assets/definitions.py reads them from the environment)."""
 
-
 import json
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from nexa_core.feedback import next_round_blocker
 
 def materialized_fingerprint(instance: dg.DagsterInstance, domain: str) -> str | None:
     """The folder fingerprint the domain's latest raw_documents materialization recorded."""
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey("raw_documents"), asset_partitions=[domain]), limit=1).records
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_documents"), asset_partitions=[domain]), limit=1
+    ).records
     value = records[0].asset_materialization.metadata.get(RAW_FINGERPRINT) if records else None
     return value.value if value else None
 
@@ -27,66 +27,108 @@ def build_raw_folder_sensor(job, raw_root: Path) -> dg.SensorDefinition:
     # The runs read the folder the sensor watches, not raw_documents' default
     run_config = {"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}}
 
-    @dg.sensor(job=job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Adds a domain partition for each new folder in {raw_root} and re-runs a domain "
-                           "whose files changed since its last raw_documents.")
+    @dg.sensor(
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Adds a domain partition for each new folder in {raw_root} and re-runs a domain "
+        "whose files changed since its last raw_documents.",
+    )
     def raw_folder_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         seen = json.loads(context.cursor) if context.cursor else {}  # domain -> fingerprint acted on
         now = {folder.name: folder_fingerprint(folder) for folder in domain_folders(raw_root)}
         known = set(context.instance.get_dynamic_partitions(domain_partitions.name))
         new_domains = sorted(d for d in now if d not in known)
         # An empty cursor (a fresh `dagster dev`) falls back on what each domain's last run read
-        changed = [d for d, fp in sorted(now.items())
-                   if seen.get(d) != fp and materialized_fingerprint(context.instance, d) != fp]
-        runs = [dg.RunRequest(partition_key=d, run_key=f"{d}:{now[d]}", run_config=run_config,
-                              tags={"nexa/reason": "new domain" if d in new_domains else "raw files changed"})
-                for d in changed]
+        changed = [
+            d
+            for d, fp in sorted(now.items())
+            if seen.get(d) != fp and materialized_fingerprint(context.instance, d) != fp
+        ]
+        runs = [
+            dg.RunRequest(
+                partition_key=d,
+                run_key=f"{d}:{now[d]}",
+                run_config=run_config,
+                tags={"nexa/reason": "new domain" if d in new_domains else "raw files changed"},
+            )
+            for d in changed
+        ]
         return dg.SensorResult(
-            run_requests=runs, cursor=json.dumps(now),
-            dynamic_partitions_requests=[domain_partitions.build_add_request(new_domains)] if new_domains else [])
+            run_requests=runs,
+            cursor=json.dumps(now),
+            dynamic_partitions_requests=[domain_partitions.build_add_request(new_domains)] if new_domains else [],
+        )
 
     return raw_folder_sensor
 
 
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
-    @dg.sensor(job=job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"A new feedback_set requests the next round (teacher -> ... -> feedback) for its domain; "
-                           f"stops at max_rounds={max_rounds}, when a round does not improve by more than "
-                           f"{min_improvement}, or when the feedback set is empty. One round per domain at a time.")
+    @dg.sensor(
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"A new feedback_set requests the next round (teacher -> ... -> feedback) for its domain; "
+        f"stops at max_rounds={max_rounds}, when a round does not improve by more than "
+        f"{min_improvement}, or when the feedback set is empty. One round per domain at a time.",
+    )
     def feedback_loop_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         handled = json.loads(context.cursor) if context.cursor else {}  # domain -> storage id acted on
         runs, notes = [], []
         for domain in sorted(context.instance.get_dynamic_partitions(domain_partitions.name)):
-            records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey("feedback_set"), asset_partitions=[domain]), limit=1).records
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("feedback_set"), asset_partitions=[domain]), limit=1
+            ).records
             if not records or handled.get(domain, 0) >= records[0].storage_id:
                 continue
             record = records[0]
             meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
-            blocker = next_round_blocker(meta["round"], meta["new_requests"], meta.get("score"),
-                                         meta.get("previous_score"), max_rounds, min_improvement)
+            blocker = next_round_blocker(
+                meta["round"],
+                meta["new_requests"],
+                meta.get("score"),
+                meta.get("previous_score"),
+                max_rounds,
+                min_improvement,
+            )
             if blocker:
                 handled[domain] = record.storage_id
                 notes.append(f"{domain}: stopped, {blocker}")
                 continue
-            if context.instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": domain}, statuses=ACTIVE),
-                                                limit=1):
+            if context.instance.get_run_records(
+                dg.RunsFilter(tags={"dagster/partition": domain}, statuses=ACTIVE), limit=1
+            ):
                 notes.append(f"{domain}: a run of this domain is in progress; the next round waits for it")
                 continue  # the cursor stays, so the next tick asks again
             handled[domain] = record.storage_id
             next_round = meta["round"] + 1
-            runs.append(dg.RunRequest(
-                partition_key=domain, run_key=f"{domain}:round-{next_round}:feedback-{record.storage_id}",
-                tags={"nexa/round": str(next_round), "nexa/feedback_version": str(meta.get("delta_version")),
-                      "nexa/feedback_round": str(meta["round"])}))
+            runs.append(
+                dg.RunRequest(
+                    partition_key=domain,
+                    run_key=f"{domain}:round-{next_round}:feedback-{record.storage_id}",
+                    tags={
+                        "nexa/round": str(next_round),
+                        "nexa/feedback_version": str(meta.get("delta_version")),
+                        "nexa/feedback_round": str(meta["round"]),
+                    },
+                )
+            )
             notes.append(f"{domain}: round {next_round} requested (feedback set v{meta.get('delta_version')})")
         for note in notes:
             context.log.info(note)
-        return dg.SensorResult(run_requests=runs, cursor=json.dumps(handled),
-                               skip_reason=None if runs else "; ".join(notes) or "no new feedback set")
+        return dg.SensorResult(
+            run_requests=runs,
+            cursor=json.dumps(handled),
+            skip_reason=None if runs else "; ".join(notes) or "no new feedback set",
+        )
 
     return feedback_loop_sensor

@@ -57,8 +57,13 @@ ROW_FIELDS = ("question", "answer", "choices", "topic", "id")
 LM_EVAL_OUTPUT_TYPES = {"multiple_choice": MULTIPLE_CHOICE, "generate_until": GENERATIVE}
 METRICS = ["accuracy", "acc_norm", "exact_match", "token_f1"]  # accuracy/acc_norm: MC; the others: generative
 HISTORY_TABLE = "benchmark_history"
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
 
 # One row per (model role, suite item), as the runner writes it.
 ITEM_SCORES = {
@@ -90,6 +95,7 @@ class SuiteError(ValueError):
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """Settings of a benchmark run; BenchmarkSettings in nexa_assets/benchmark.py has the same names."""
+
     chat_template: bool = True  # ask under the tokenizer's chat template, score choices as the reply
     system_prompt: str = SplitConfig.system_prompt  # {domain} is filled in; "" for none
     batch_size: int = 8
@@ -124,6 +130,7 @@ class Suite:
 
 # --- loading and validating suites ---------------------------------------------------------------
 
+
 def _row_error(domain: str, path: Path, row: int, message: str) -> SuiteError:
     return SuiteError(f"partition {domain}: benchmark suite {path} row {row}: {message}; fix or remove the row")
 
@@ -134,6 +141,7 @@ def _text(value) -> str | None:
 
 def validate_row(value, domain: str, path: Path, row: int, suite: str) -> dict:
     """One suite row as {row, question, choices, answer, answer_index, topic, kind}, or a SuiteError."""
+
     def fail(message: str) -> SuiteError:
         return _row_error(domain, path, row, message)
 
@@ -171,8 +179,9 @@ def validate_row(value, domain: str, path: Path, row: int, suite: str) -> dict:
     elif isinstance(answer, str) and answer.strip() in choices:
         index = choices.index(answer.strip())
     else:
-        raise fail(f"'answer' {answer!r} is not one of the choices {choices!r} (give the choice's text or its "
-                   f"0-based index)")
+        raise fail(
+            f"'answer' {answer!r} is not one of the choices {choices!r} (give the choice's text or its 0-based index)"
+        )
     return out | {"choices": choices, "answer": choices[index], "answer_index": index, "kind": MULTIPLE_CHOICE}
 
 
@@ -190,9 +199,18 @@ def read_jsonl_suite(path: Path, domain: str) -> pl.DataFrame:
         rows.append(validate_row(value, domain, path, number, Path(path).stem))
     if not rows:
         raise SuiteError(f"partition {domain}: benchmark suite {path} has no rows; add questions or remove the file")
-    return pl.DataFrame(rows, schema={"row": pl.Int64, "question": pl.String, "topic": pl.String,
-                                      "choices": pl.List(pl.String), "answer": pl.String,
-                                      "answer_index": pl.Int64, "kind": pl.String})
+    return pl.DataFrame(
+        rows,
+        schema={
+            "row": pl.Int64,
+            "question": pl.String,
+            "topic": pl.String,
+            "choices": pl.List(pl.String),
+            "answer": pl.String,
+            "answer_index": pl.Int64,
+            "kind": pl.String,
+        },
+    )
 
 
 class _TaskYamlLoader(yaml.SafeLoader):
@@ -224,14 +242,16 @@ def yaml_suite(path: Path, domain: str) -> Suite:
     config = read_task_yaml(path, domain)
     where = f"partition {domain}: lm-eval task file {path}"
     if "group" in config or "task" not in config:
-        raise SuiteError(f"{where}: must define one task (`task: NAME`); groups are not supported, put each task "
-                         f"in its own file")
+        raise SuiteError(
+            f"{where}: must define one task (`task: NAME`); groups are not supported, put each task in its own file"
+        )
     if not isinstance(config["task"], str):
         raise SuiteError(f"{where}: `task` must be one name, got {config['task']!r}")
     output_type = config.get("output_type", "generate_until")  # lm-eval's default
     if output_type not in LM_EVAL_OUTPUT_TYPES:
-        raise SuiteError(f"{where}: output_type {output_type!r} is not scored here; use "
-                         f"{' or '.join(LM_EVAL_OUTPUT_TYPES)}")
+        raise SuiteError(
+            f"{where}: output_type {output_type!r} is not scored here; use {' or '.join(LM_EVAL_OUTPUT_TYPES)}"
+        )
     kind = LM_EVAL_OUTPUT_TYPES[output_type]
     return Suite(name=path.stem, path=path, task=config["task"], kind=kind, kinds=[kind])
 
@@ -240,8 +260,11 @@ def suite_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and p.suffix in JSONL_SUFFIXES + YAML_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix in JSONL_SUFFIXES + YAML_SUFFIXES
+    )
 
 
 def load_suites(folder: Path, domain: str) -> list[Suite]:
@@ -254,8 +277,10 @@ def load_suites(folder: Path, domain: str) -> list[Suite]:
         else:
             suite = yaml_suite(path, domain)
         if suite.name in suites:
-            raise SuiteError(f"partition {domain}: benchmark suites {suites[suite.name].path.name} and {path.name} "
-                             f"have the same name {suite.name!r}; rename one")
+            raise SuiteError(
+                f"partition {domain}: benchmark suites {suites[suite.name].path.name} and {path.name} "
+                f"have the same name {suite.name!r}; rename one"
+            )
         suites[suite.name] = suite
     tasks = [s.task for s in suites.values() if s.task]
     if len(set(tasks)) < len(tasks):
@@ -272,6 +297,7 @@ def suites_digest(suites: list[Suite]) -> str:
 
 # --- lm-eval tasks -------------------------------------------------------------------------------
 
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
@@ -280,35 +306,62 @@ def task_name(domain: str, suite: str, kind: str) -> str:
     return f"nexa_{_slug(domain)}_{_slug(suite)}_{'mc' if kind == MULTIPLE_CHOICE else 'gen'}"
 
 
-def task_config(name: str, data_file: Path, kind: str, chat: bool, max_gen_toks: int,
-                cache_dir: Path | None = None) -> dict:
+def task_config(
+    name: str, data_file: Path, kind: str, chat: bool, max_gen_toks: int, cache_dir: Path | None = None
+) -> dict:
     """An lm-eval task over a local JSONL file, zero-shot. Under the chat template the question is
     the user turn and the answer the assistant turn (lm-eval then drops the target delimiter);
     without it, a plain "Question: ...\\nAnswer:" prompt."""
-    config = {"task": name, "dataset_path": "json",
-              # a dict: a bare path would become split "train"
-              "dataset_kwargs": {"data_files": {"test": str(Path(data_file).resolve())},
-                                 # the datasets cache of a run's copies lives and dies with the run
-                                 **({"cache_dir": str(cache_dir)} if cache_dir else {})},
-              "test_split": "test", "num_fewshot": 0,
-              "doc_to_text": "question" if chat else "Question: {{question}}\nAnswer:"}
+    config = {
+        "task": name,
+        "dataset_path": "json",
+        # a dict: a bare path would become split "train"
+        "dataset_kwargs": {
+            "data_files": {"test": str(Path(data_file).resolve())},
+            # the datasets cache of a run's copies lives and dies with the run
+            **({"cache_dir": str(cache_dir)} if cache_dir else {}),
+        },
+        "test_split": "test",
+        "num_fewshot": 0,
+        "doc_to_text": "question" if chat else "Question: {{question}}\nAnswer:",
+    }
     if kind == MULTIPLE_CHOICE:
-        return config | {"output_type": "multiple_choice", "doc_to_choice": "choices", "doc_to_target": "answer_index",
-                         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-                                         {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
+        return config | {
+            "output_type": "multiple_choice",
+            "doc_to_choice": "choices",
+            "doc_to_target": "answer_index",
+            "metric_list": [
+                {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+            ],
+        }
     return config | {
-        "output_type": "generate_until", "doc_to_target": "answer",
+        "output_type": "generate_until",
+        "doc_to_target": "answer",
         # the tokenizer's end-of-turn token is always a stop sequence too (lm-eval adds it)
-        "generation_kwargs": {"until": ["\n\n"] if chat else ["\n", "Question:"], "max_gen_toks": max_gen_toks,
-                              "do_sample": False, "temperature": 0.0},
+        "generation_kwargs": {
+            "until": ["\n\n"] if chat else ["\n", "Question:"],
+            "max_gen_toks": max_gen_toks,
+            "do_sample": False,
+            "temperature": 0.0,
+        },
         # without remove_whitespace a leading space makes every exact match 0
         "filter_list": [{"name": "strip", "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}]}],
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                         "ignore_case": True, "ignore_punctuation": True}]}
+        "metric_list": [
+            {
+                "metric": "exact_match",
+                "aggregation": "mean",
+                "higher_is_better": True,
+                "ignore_case": True,
+                "ignore_punctuation": True,
+            }
+        ],
+    }
 
 
-def write_tasks(suites: list[Suite], domain: str, work_dir: Path, chat: bool,
-                max_gen_toks: int) -> dict[str, tuple[Suite, str]]:
+def write_tasks(
+    suites: list[Suite], domain: str, work_dir: Path, chat: bool, max_gen_toks: int
+) -> dict[str, tuple[Suite, str]]:
     """Task YAMLs (and their data files) for the JSONL suites in work_dir; {task name: (suite, kind)}
     for every suite, the user's own task files included."""
     tasks: dict[str, tuple[Suite, str]] = {}
@@ -319,20 +372,31 @@ def write_tasks(suites: list[Suite], domain: str, work_dir: Path, chat: bool,
         for kind in suite.kinds:
             name = task_name(domain, suite.name, kind)
             if name in tasks:
-                raise SuiteError(f"partition {domain}: suite {suite.path.name} gives task name {name}, which another "
-                                 f"suite already has; rename one")
+                raise SuiteError(
+                    f"partition {domain}: suite {suite.path.name} gives task name {name}, which another "
+                    f"suite already has; rename one"
+                )
             rows = suite.items.filter(pl.col("kind") == kind).drop("kind")
             data = work_dir / f"{name}.jsonl"
-            data.write_text("".join(json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False)
-                                    + "\n" for row in rows.iter_rows(named=True)), encoding="utf-8")
+            data.write_text(
+                "".join(
+                    json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) + "\n"
+                    for row in rows.iter_rows(named=True)
+                ),
+                encoding="utf-8",
+            )
             (work_dir / f"{name}.yaml").write_text(
-                yaml.safe_dump(task_config(name, data, kind, chat, max_gen_toks, work_dir / "hf_datasets"),
-                               sort_keys=False), encoding="utf-8")
+                yaml.safe_dump(
+                    task_config(name, data, kind, chat, max_gen_toks, work_dir / "hf_datasets"), sort_keys=False
+                ),
+                encoding="utf-8",
+            )
             tasks[name] = (suite, kind)
     return tasks
 
 
 # --- running -------------------------------------------------------------------------------------
+
 
 def model_args(checkpoint: str | Path, role: str, dtype: str) -> dict:
     """lm-eval HF model arguments of a role. The student is the checkpoint (base + PEFT adapter, or a
@@ -352,8 +416,15 @@ def has_chat_template(checkpoint: str | Path) -> bool:
     return AutoTokenizer.from_pretrained(str(checkpoint)).chat_template is not None
 
 
-def run_lm_eval(args: dict, task_names: list[str], include_path: list[str], config: BenchmarkConfig, chat: bool,
-                system_prompt: str | None, device: str) -> dict:
+def run_lm_eval(
+    args: dict,
+    task_names: list[str],
+    include_path: list[str],
+    config: BenchmarkConfig,
+    chat: bool,
+    system_prompt: str | None,
+    device: str,
+) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -362,9 +433,17 @@ def run_lm_eval(args: dict, task_names: list[str], include_path: list[str], conf
     if missing:
         raise SuiteError(f"lm-eval did not find the task(s) {missing} in {include_path}; check the task files")
     return lm_eval.simple_evaluate(
-        model="hf", model_args=args, tasks=task_names, task_manager=manager, log_samples=True, device=device,
-        batch_size=config.batch_size, apply_chat_template=chat, system_instruction=system_prompt,
-        bootstrap_iters=0)  # intervals come from our own bootstrap over the per-item scores
+        model="hf",
+        model_args=args,
+        tasks=task_names,
+        task_manager=manager,
+        log_samples=True,
+        device=device,
+        batch_size=config.batch_size,
+        apply_chat_template=chat,
+        system_instruction=system_prompt,
+        bootstrap_iters=0,
+    )  # intervals come from our own bootstrap over the per-item scores
 
 
 def _first(value):
@@ -381,19 +460,32 @@ def item_rows(role: str, domain: str, tasks: dict[str, tuple[Suite, str]], sampl
             doc = sample["doc"]
             row = int(doc["row"]) if suite.items is not None else int(sample["doc_id"]) + 1
             question = str(doc.get("question") or doc.get("query") or json.dumps(doc, default=str)[:500])
-            out = {"model_role": role, "suite": suite.name, "source": suite.path.name, "row": row,
-                   "item_id": content_id(domain, suite.name, row, question), "kind": kind,
-                   "topic": str(doc.get("topic") or suite.name), "question": question, "lm_eval_task": task}
+            out = {
+                "model_role": role,
+                "suite": suite.name,
+                "source": suite.path.name,
+                "row": row,
+                "item_id": content_id(domain, suite.name, row, question),
+                "kind": kind,
+                "topic": str(doc.get("topic") or suite.name),
+                "question": question,
+                "lm_eval_task": task,
+            }
             if kind == MULTIPLE_CHOICE:
                 logprobs = [float(_first(r)) for r in sample["filtered_resps"]]
                 choices = doc["choices"] if suite.items is not None else [a[1].strip() for a in sample["arguments"]]
                 gold = _first(sample["target"])
                 best = max(range(len(logprobs)), key=logprobs.__getitem__)
-                out |= {"choices": choices, "reference": choices[int(gold)] if isinstance(gold, int) else str(gold),
-                        "prediction": choices[best], "n_choices": len(choices), "choice_logprobs": logprobs,
-                        # lm-eval's acc (a user's task may not ask for it: the same rule, applied here)
-                        "accuracy": float(sample["acc"]) if "acc" in sample else float(best == gold),
-                        "acc_norm": float(sample["acc_norm"]) if "acc_norm" in sample else None}
+                out |= {
+                    "choices": choices,
+                    "reference": choices[int(gold)] if isinstance(gold, int) else str(gold),
+                    "prediction": choices[best],
+                    "n_choices": len(choices),
+                    "choice_logprobs": logprobs,
+                    # lm-eval's acc (a user's task may not ask for it: the same rule, applied here)
+                    "accuracy": float(sample["acc"]) if "acc" in sample else float(best == gold),
+                    "acc_norm": float(sample["acc_norm"]) if "acc_norm" in sample else None,
+                }
             else:
                 out |= {"reference": str(_first(sample["target"])), "prediction": str(_first(sample["filtered_resps"]))}
             rows.append(out)
@@ -411,8 +503,9 @@ def score_generative(items: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([items.filter(pl.col("kind") != GENERATIVE), scored.select(items.columns)])
 
 
-def run_benchmark(checkpoint: str | Path, suites: list[Suite], domain: str, config: BenchmarkConfig,
-                  log=print) -> tuple[pl.DataFrame, dict]:
+def run_benchmark(
+    checkpoint: str | Path, suites: list[Suite], domain: str, config: BenchmarkConfig, log=print
+) -> tuple[pl.DataFrame, dict]:
     """(per-item scores of every role, summary). The suites must come from load_suites."""
     import torch
 
@@ -433,8 +526,9 @@ def run_benchmark(checkpoint: str | Path, suites: list[Suite], domain: str, conf
         include = [work, *sorted({str(s.path.parent) for s in suites if s.task})]
         for role in config.roles:
             start = time.perf_counter()
-            results = run_lm_eval(model_args(checkpoint, role, dtype), list(tasks), include, config, chat,
-                                  system_prompt, device)
+            results = run_lm_eval(
+                model_args(checkpoint, role, dtype), list(tasks), include, config, chat, system_prompt, device
+            )
             seconds[role] = round(time.perf_counter() - start, 3)
             role_rows = item_rows(role, domain, tasks, results["samples"])
             log(f"partition {domain}: {role} answered {len(role_rows)} benchmark items in {seconds[role]:.1f}s")
@@ -442,23 +536,38 @@ def run_benchmark(checkpoint: str | Path, suites: list[Suite], domain: str, conf
     items = score_generative(pl.DataFrame(rows, schema=ITEM_SCORES)).sort("model_role", "suite", "kind", "row")
     expected = sum(s.items.height for s in suites if s.items is not None)
     for role in config.roles:
-        got = items.filter((pl.col("model_role") == role) & pl.col("lm_eval_task").is_in(
-            [t for t, (s, _) in tasks.items() if s.items is not None])).height
+        got = items.filter(
+            (pl.col("model_role") == role)
+            & pl.col("lm_eval_task").is_in([t for t, (s, _) in tasks.items() if s.items is not None])
+        ).height
         if got != expected:
             raise RuntimeError(f"partition {domain}: lm-eval scored {got} of the {expected} suite rows for {role}")
     import lm_eval
 
-    summary = {"roles": list(config.roles), "seconds": seconds, "chat_template": chat,
-               "system_prompt": system_prompt, "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-               "dtype": dtype, "lm_eval_version": lm_eval.__version__,
-               "suites": {s.name: {"file": s.path.name, "kinds": s.kinds,
-                                   "items": int(items.filter((pl.col("suite") == s.name)
-                                                             & (pl.col("model_role") == config.roles[0])).height)}
-                          for s in suites}}
+    summary = {
+        "roles": list(config.roles),
+        "seconds": seconds,
+        "chat_template": chat,
+        "system_prompt": system_prompt,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "dtype": dtype,
+        "lm_eval_version": lm_eval.__version__,
+        "suites": {
+            s.name: {
+                "file": s.path.name,
+                "kinds": s.kinds,
+                "items": int(
+                    items.filter((pl.col("suite") == s.name) & (pl.col("model_role") == config.roles[0])).height
+                ),
+            }
+            for s in suites
+        },
+    }
     return items, summary
 
 
 # --- aggregates ----------------------------------------------------------------------------------
+
 
 def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_resamples: int = 2000) -> pl.DataFrame:
     """Mean and bootstrap interval of each metric per suite and topic, and over all suites and all
@@ -469,15 +578,23 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
     both = pl.concat([scores, scores.with_columns(suite=pl.lit(ALL_SUITES))])
     summary = aggregate(both, METRICS, by=[*by, "suite"], confidence=confidence, n_resamples=n_resamples)
     chance_items = both.filter(pl.col("kind") == MULTIPLE_CHOICE).select(
-        *by, "suite", "topic", (1 / pl.col("n_choices")).alias("chance"))
-    chance = pl.concat([chance_items, chance_items.with_columns(topic=pl.lit(ALL_TOPICS))]) \
-        .group_by([*by, "suite", "topic"]).agg(pl.col("chance").mean())
-    return (summary.filter(pl.col("n") > 0).join(chance, on=[*by, "suite", "topic"], how="left")
-            .with_columns(chance=pl.when(pl.col("metric").is_in(["accuracy", "acc_norm"])).then(pl.col("chance")))
-            .sort([*by, "suite", "topic", "metric"]))
+        *by, "suite", "topic", (1 / pl.col("n_choices")).alias("chance")
+    )
+    chance = (
+        pl.concat([chance_items, chance_items.with_columns(topic=pl.lit(ALL_TOPICS))])
+        .group_by([*by, "suite", "topic"])
+        .agg(pl.col("chance").mean())
+    )
+    return (
+        summary.filter(pl.col("n") > 0)
+        .join(chance, on=[*by, "suite", "topic"], how="left")
+        .with_columns(chance=pl.when(pl.col("metric").is_in(["accuracy", "acc_norm"])).then(pl.col("chance")))
+        .sort([*by, "suite", "topic", "metric"])
+    )
 
 
 # --- entry point ---------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -504,8 +621,9 @@ def _run(args, config: BenchmarkConfig) -> int:
         write_atomically(Path(args.output), items.write_parquet)
         summary |= {"output": args.output, "rows": items.height, "config": asdict(config)}
         if pipes:
-            pipes.report_asset_materialization(metadata={"benchmark": {"raw_value": json.dumps(summary),
-                                                                       "type": "json"}})
+            pipes.report_asset_materialization(
+                metadata={"benchmark": {"raw_value": json.dumps(summary), "type": "json"}}
+            )
         else:
             print(json.dumps(summary))
     return 0

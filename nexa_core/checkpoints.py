@@ -14,16 +14,30 @@ from nexa_core.ids import content_id
 
 def base_row(domain: str, record: dict, documents_version: int, config_hash: str) -> pl.DataFrame:
     """The student_base row. A base used as it is (not read into) reports no tokens, loss or times."""
-    return pl.DataFrame([{
-        "domain": domain, "base_id": content_id(domain, documents_version, config_hash, record["files"]),
-        "base_model": record["base_model"], "model_uri": record["model_path"],
-        "files_sha256": json.dumps(record["files"], sort_keys=True), "built_from_config": record["built_from_config"],
-        "trained": record["trained"], "documents": record["documents"], "documents_version": documents_version,
-        "read_tokens": record.get("trained_tokens", 0), "steps": record["steps"],
-        "final_loss": record.get("final_loss"), "wall_seconds": record.get("wall_seconds", 0.0),
-        "gpu_seconds": record.get("gpu_seconds", 0.0), "device": record.get("device", ""), "config_hash": config_hash,
-        "created_at": datetime.now(timezone.utc),
-    }], schema=schemas.STUDENT_BASE)
+    return pl.DataFrame(
+        [
+            {
+                "domain": domain,
+                "base_id": content_id(domain, documents_version, config_hash, record["files"]),
+                "base_model": record["base_model"],
+                "model_uri": record["model_path"],
+                "files_sha256": json.dumps(record["files"], sort_keys=True),
+                "built_from_config": record["built_from_config"],
+                "trained": record["trained"],
+                "documents": record["documents"],
+                "documents_version": documents_version,
+                "read_tokens": record.get("trained_tokens", 0),
+                "steps": record["steps"],
+                "final_loss": record.get("final_loss"),
+                "wall_seconds": record.get("wall_seconds", 0.0),
+                "gpu_seconds": record.get("gpu_seconds", 0.0),
+                "device": record.get("device", ""),
+                "config_hash": config_hash,
+                "created_at": datetime.now(timezone.utc),
+            }
+        ],
+        schema=schemas.STUDENT_BASE,
+    )
 
 
 def artifact_uri(out_dir: str, finetune: str) -> str:
@@ -31,22 +45,49 @@ def artifact_uri(out_dir: str, finetune: str) -> str:
     return f"{out_dir}/{'model' if finetune == 'full' else 'adapter'}"
 
 
-def checkpoint_row(domain: str, record: dict, base: dict, sft_version: int, config_hash: str, round_: int,
-                   out_dir: str, usd_per_gpu_hour: float, mlflow_run_id: str | None) -> pl.DataFrame:
+def checkpoint_row(
+    domain: str,
+    record: dict,
+    base: dict,
+    sft_version: int,
+    config_hash: str,
+    round_: int,
+    out_dir: str,
+    usd_per_gpu_hour: float,
+    mlflow_run_id: str | None,
+) -> pl.DataFrame:
     """The student_checkpoint row: what SFT of `base` (a student_base row) on an SFT version made, and what
     its GPU time cost."""
-    return pl.DataFrame([{
-        "domain": domain, "checkpoint_id": content_id(domain, sft_version, config_hash, record["files"]),
-        "artifact_uri": artifact_uri(out_dir, record["finetune"]),
-        "files_sha256": json.dumps(record["files"], sort_keys=True),
-        "base_model": base["base_model"], "base_id": base["base_id"], "finetune": record["finetune"],
-        "lora": record["lora"], "config_hash": config_hash, "sft_version": sft_version, "round": round_,
-        "train_examples": record["train_examples"], "steps": record["steps"], "resumed_from": record["resumed_from"],
-        "final_loss": record["final_loss"], "best_loss": record["best_loss"],
-        "best_eval_loss": record["best_eval_loss"], "wall_seconds": record["wall_seconds"],
-        "gpu_seconds": record["gpu_seconds"], "gpu_cost_usd": record["gpu_seconds"] / 3600 * usd_per_gpu_hour,
-        "device": record["device"], "mlflow_run_id": mlflow_run_id, "created_at": datetime.now(timezone.utc),
-    }], schema=schemas.STUDENT_CHECKPOINT)
+    return pl.DataFrame(
+        [
+            {
+                "domain": domain,
+                "checkpoint_id": content_id(domain, sft_version, config_hash, record["files"]),
+                "artifact_uri": artifact_uri(out_dir, record["finetune"]),
+                "files_sha256": json.dumps(record["files"], sort_keys=True),
+                "base_model": base["base_model"],
+                "base_id": base["base_id"],
+                "finetune": record["finetune"],
+                "lora": record["lora"],
+                "config_hash": config_hash,
+                "sft_version": sft_version,
+                "round": round_,
+                "train_examples": record["train_examples"],
+                "steps": record["steps"],
+                "resumed_from": record["resumed_from"],
+                "final_loss": record["final_loss"],
+                "best_loss": record["best_loss"],
+                "best_eval_loss": record["best_eval_loss"],
+                "wall_seconds": record["wall_seconds"],
+                "gpu_seconds": record["gpu_seconds"],
+                "gpu_cost_usd": record["gpu_seconds"] / 3600 * usd_per_gpu_hour,
+                "device": record["device"],
+                "mlflow_run_id": mlflow_run_id,
+                "created_at": datetime.now(timezone.utc),
+            }
+        ],
+        schema=schemas.STUDENT_CHECKPOINT,
+    )
 
 
 def loss_curve(curve: list[dict]) -> pl.DataFrame:

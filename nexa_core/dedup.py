@@ -44,10 +44,12 @@ def shingle_hashes(texts: pl.Series, k: int, seed: int) -> tuple[np.ndarray, np.
     """(flat 64-bit hashes of each text's distinct word k-grams, count per text), computed in polars.
     A text shorter than k words is one shingle of all its words."""
     words = texts.str.to_lowercase().str.extract_all(r"\w+").fill_null([])
-    grams = words.list.eval(
-        pl.concat_str([pl.element().shift(-i) for i in range(k)], separator=" ").drop_nulls())
-    grams = pl.select(pl.when(words.list.len() >= k).then(grams)
-                      .otherwise(pl.concat_list(words.list.join(" ")))).to_series().list.unique()
+    grams = words.list.eval(pl.concat_str([pl.element().shift(-i) for i in range(k)], separator=" ").drop_nulls())
+    grams = (
+        pl.select(pl.when(words.list.len() >= k).then(grams).otherwise(pl.concat_list(words.list.join(" "))))
+        .to_series()
+        .list.unique()
+    )
     flat = grams.explode().hash(seed).to_numpy()
     return flat, grams.list.len().to_numpy().astype(np.int64)
 
@@ -63,7 +65,7 @@ def signatures(texts: list[str] | pl.Series, cfg: MinHashConfig = MinHashConfig(
         # minimum runs over contiguous memory; uint64 arithmetic wraps, which the family wants.
         permuted = ((a[:, None] * flat[None, :] + b[:, None]) >> np.uint64(32)).astype(np.uint32)
         offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        out[start:start + len(lengths)] = np.minimum.reduceat(permuted, offsets, axis=1).T
+        out[start : start + len(lengths)] = np.minimum.reduceat(permuted, offsets, axis=1).T
     return out
 
 
@@ -77,7 +79,7 @@ def near_duplicates(texts: list[str] | pl.Series, cfg: MinHashConfig = MinHashCo
     order = np.arange(n, dtype=np.int64)
     match = np.full(n, -1, dtype=np.int64)
     for band in range(cfg.bands):
-        cols = sig[:, band * cfg.rows:(band + 1) * cfg.rows]
+        cols = sig[:, band * cfg.rows : (band + 1) * cfg.rows]
         key = np.ascontiguousarray(cols).view(np.dtype((np.void, cols.dtype.itemsize * cfg.rows))).ravel()
         # Stable sort by bucket key; the first of each run is the earliest text in that bucket.
         idx = np.argsort(key, kind="stable")

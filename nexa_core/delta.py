@@ -31,17 +31,23 @@ class ConcurrentWriteError(RuntimeError):
     """Another writer changed the same partition of the same table at the same time."""
 
 
-def create_if_missing(uri: str, frame: pl.DataFrame, partition_by: list[str] | None,
-                      storage_options: dict | None) -> bool:
+def create_if_missing(
+    uri: str, frame: pl.DataFrame, partition_by: list[str] | None, storage_options: dict | None
+) -> bool:
     """Create the table (empty, with the frame's schema) unless it exists; True if this call created it."""
     if DeltaTable.is_deltatable(uri, storage_options=storage_options):
         return False
     try:
         # No rebase for a create: a losing creator retried at version 1 would commit a second metaData
         # action, and every writer that read version 0 would then fail with "Metadata changed".
-        DeltaTable.create(uri, schema=frame.head(0).to_arrow().schema, partition_by=partition_by or None,
-                          mode="ignore", storage_options=storage_options,
-                          commit_properties=CommitProperties(max_commit_retries=0))
+        DeltaTable.create(
+            uri,
+            schema=frame.head(0).to_arrow().schema,
+            partition_by=partition_by or None,
+            mode="ignore",
+            storage_options=storage_options,
+            commit_properties=CommitProperties(max_commit_retries=0),
+        )
         return True
     except (CommitFailedError, DeltaError):
         if DeltaTable.is_deltatable(uri, storage_options=storage_options):
@@ -53,8 +59,9 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def write_partition(uri: str, frame: pl.DataFrame, partitions: dict[str, list[str]],
-                    storage_options: dict | None, label: str) -> int:
+def write_partition(
+    uri: str, frame: pl.DataFrame, partitions: dict[str, list[str]], storage_options: dict | None, label: str
+) -> int:
     """Replace exactly the given partitions of a Delta table with `frame`; return the new version.
 
     The partition column is cast to string (a non-string partition column is how an overwrite can
@@ -66,18 +73,28 @@ def write_partition(uri: str, frame: pl.DataFrame, partitions: dict[str, list[st
         frame = frame.with_columns(pl.col(column).cast(pl.String))
         stray = frame.filter(~pl.col(column).is_in(values))[column].unique().to_list()
         if stray:
-            raise ValueError(f"{label} partition {values}: frame holds rows of other partitions {stray[:5]}; "
-                             "refusing to write them")
+            raise ValueError(
+                f"{label} partition {values}: frame holds rows of other partitions {stray[:5]}; refusing to write them"
+            )
         clauses.append(f"{column} IN ({', '.join(_sql_literal(v) for v in values)})")
     create_if_missing(uri, frame, list(partitions), storage_options)
     try:
         # schema_mode="merge": a table written before a column was added takes the new column (nulls in old rows)
-        write_deltalake(uri, frame.to_arrow(), mode="overwrite", partition_by=list(partitions) or None,
-                        predicate=" AND ".join(clauses) or None, schema_mode="merge",
-                        storage_options=storage_options, commit_properties=COMMIT)
+        write_deltalake(
+            uri,
+            frame.to_arrow(),
+            mode="overwrite",
+            partition_by=list(partitions) or None,
+            predicate=" AND ".join(clauses) or None,
+            schema_mode="merge",
+            storage_options=storage_options,
+            commit_properties=COMMIT,
+        )
     except CommitFailedError as exc:
-        raise ConcurrentWriteError(f"{label} partition {partitions}: another run wrote the same partition at the same "
-                                   f"time, and this write was not committed ({exc}); re-run it") from exc
+        raise ConcurrentWriteError(
+            f"{label} partition {partitions}: another run wrote the same partition at the same "
+            f"time, and this write was not committed ({exc}); re-run it"
+        ) from exc
     return DeltaTable(uri, storage_options=storage_options).version()
 
 
@@ -107,6 +124,12 @@ class DeltaRoot:
     def append(self, table: str, frame: pl.DataFrame) -> int:
         """Appends never conflict with each other; only the table's creation needs care."""
         create_if_missing(self.uri(table), frame, None, self._options)
-        write_deltalake(self.uri(table), frame.to_arrow(), mode="append", schema_mode="merge",
-                        storage_options=self._options, commit_properties=COMMIT)
+        write_deltalake(
+            self.uri(table),
+            frame.to_arrow(),
+            mode="append",
+            schema_mode="merge",
+            storage_options=self._options,
+            commit_properties=COMMIT,
+        )
         return self.version(table)

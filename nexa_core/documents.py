@@ -90,8 +90,7 @@ def domain_files(raw_root: Path, domain: str) -> list[Path]:
     files = folder_files(folder)
     if not files:
         raise DomainFolderError(
-            f"partition '{domain}': raw folder {folder} has no supported files "
-            f"({', '.join(SUPPORTED_SUFFIXES)})"
+            f"partition '{domain}': raw folder {folder} has no supported files ({', '.join(SUPPORTED_SUFFIXES)})"
         )
     return files
 
@@ -131,8 +130,10 @@ def _json_lines(lines, min_garbage: int = 20) -> list[tuple[int, dict | Exceptio
     bad = [(n, v) for n, v in rows if isinstance(v, Exception)]
     if len(bad) >= min_garbage and 2 * len(bad) > len(rows):
         first_line, first_error = bad[0]
-        raise NotJsonLines(f"{len(bad)} of {len(rows)} lines are not JSON (first at line {first_line}: "
-                           f"{type(first_error).__name__}); the file is not JSON Lines, nothing of it was read")
+        raise NotJsonLines(
+            f"{len(bad)} of {len(rows)} lines are not JSON (first at line {first_line}: "
+            f"{type(first_error).__name__}); the file is not JSON Lines, nothing of it was read"
+        )
     return rows
 
 
@@ -176,8 +177,16 @@ def load_domain(raw_root: Path, domain: str, limits: LoadLimits = LoadLimits()) 
     seen: dict[str, str] = {}
 
     def quarantine(path: Path, row: int | None, reason: str, detail: str, content: str | None = None):
-        bad.append({"domain": domain, "source_path": rel(path), "source_row": row, "reason": reason,
-                    "detail": detail, "content": None if content is None else content[:2000]})
+        bad.append(
+            {
+                "domain": domain,
+                "source_path": rel(path),
+                "source_row": row,
+                "reason": reason,
+                "detail": detail,
+                "content": None if content is None else content[:2000],
+            }
+        )
 
     def rel(path: Path) -> str:
         try:
@@ -203,8 +212,13 @@ def load_domain(raw_root: Path, domain: str, limits: LoadLimits = LoadLimits()) 
         for row, value in records:
             problem = _check_record(value, limits)
             if problem:
-                content = value if isinstance(value, str) else (
-                    json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, Exception) else None)
+                content = (
+                    value
+                    if isinstance(value, str)
+                    else (
+                        json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, Exception) else None
+                    )
+                )
                 quarantine(path, row, *problem, content)
                 continue
             text = value["text"].strip()
@@ -213,16 +227,18 @@ def load_domain(raw_root: Path, domain: str, limits: LoadLimits = LoadLimits()) 
                 quarantine(path, row, "duplicate_document", f"same text as {seen[doc_id]}", text)
                 continue
             seen[doc_id] = f"{rel(path)} row {row}"
-            docs.append({
-                "domain": domain,
-                "doc_id": doc_id,
-                "topic": (value.get("topic") or _topic_from_name(path)).strip(),
-                "title": value.get("title"),
-                "text": text,
-                "source_path": rel(path),
-                "source_row": row,
-                "n_chars": len(text),
-            })
+            docs.append(
+                {
+                    "domain": domain,
+                    "doc_id": doc_id,
+                    "topic": (value.get("topic") or _topic_from_name(path)).strip(),
+                    "title": value.get("title"),
+                    "text": text,
+                    "source_path": rel(path),
+                    "source_row": row,
+                    "n_chars": len(text),
+                }
+            )
     documents = pl.DataFrame(docs, schema=schemas.RAW_DOCUMENTS) if docs else schemas.empty(schemas.RAW_DOCUMENTS)
     quarantined = pl.DataFrame(bad, schema=schemas.RAW_QUARANTINE) if bad else schemas.empty(schemas.RAW_QUARANTINE)
     return documents, quarantined

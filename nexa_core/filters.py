@@ -16,17 +16,53 @@ from nexa_core.dedup import MinHashConfig, near_duplicates
 from nexa_core.ids import content_id
 from nexa_core.teacher import TeacherResponseError, parse_pairs
 
-REASONS = ("unusable_response", "unparseable_response", "too_short", "too_long", "refusal", "ungrounded",
-           "exact_duplicate", "near_duplicate")
+REASONS = (
+    "unusable_response",
+    "unparseable_response",
+    "too_short",
+    "too_long",
+    "refusal",
+    "ungrounded",
+    "exact_duplicate",
+    "near_duplicate",
+)
 
 # Rust-regex syntax (no look-around): every pattern runs vectorised inside polars.
 EMAIL = r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"
 PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\b\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}\b"
-REFUSAL = (r"(?i)\b(?:as an ai|i(?:'m| am) (?:sorry|unable|not able)|i cannot|i can't|cannot (?:help|assist|answer)|"
-           r"not (?:mentioned|stated|provided) in the passage|the passage does not|no information)\b")
+REFUSAL = (
+    r"(?i)\b(?:as an ai|i(?:'m| am) (?:sorry|unable|not able)|i cannot|i can't|cannot (?:help|assist|answer)|"
+    r"not (?:mentioned|stated|provided) in the passage|the passage does not|no information)\b"
+)
 WORDS = r"\w+"
-STOP_WORDS = ["the", "a", "an", "of", "and", "or", "in", "on", "to", "is", "are", "was", "were", "be", "by", "for",
-              "with", "as", "at", "from", "that", "this", "which", "it", "its", "because"]
+STOP_WORDS = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "and",
+    "or",
+    "in",
+    "on",
+    "to",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "by",
+    "for",
+    "with",
+    "as",
+    "at",
+    "from",
+    "that",
+    "this",
+    "which",
+    "it",
+    "its",
+    "because",
+]
 
 
 @dataclass(frozen=True)
@@ -59,11 +95,16 @@ def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
     parse is one rejected row naming it."""
     joined = outputs.select("domain", "request_id", "response", "unusable_reason").join(
         inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path", "feedback_round"),
-        on="request_id", how="left", maintain_order="left")
-    cols: dict[str, list] = {k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail",
-                                             "reject_reason")}
+        on="request_id",
+        how="left",
+        maintain_order="left",
+    )
+    cols: dict[str, list] = {
+        k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail", "reject_reason")
+    }
     for domain, request_id, response, unusable, source_path in joined.select(
-            "domain", "request_id", "response", "unusable_reason", "source_path").iter_rows():
+        "domain", "request_id", "response", "unusable_reason", "source_path"
+    ).iter_rows():
         where = f"partition {domain}, request {request_id} (from {source_path})"
         if unusable:  # quarantined by the teacher's rules (truncated, filtered, empty, not JSON)
             pairs, reason, detail = [None], "unusable_response", f"{where}: teacher response quarantined ({unusable})"
@@ -80,25 +121,43 @@ def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
             cols["answer"].append(pair["answer"] if pair else None)
             cols["reject_detail"].append(None if pair else detail)
             cols["reject_reason"].append(None if pair else reason)
-    frame = pl.DataFrame(cols, schema={"request_id": pl.String, "pair_index": pl.Int64, "kind": pl.String,
-                                       "question": pl.String, "answer": pl.String, "reject_detail": pl.String,
-                                       "reject_reason": pl.String})
+    frame = pl.DataFrame(
+        cols,
+        schema={
+            "request_id": pl.String,
+            "pair_index": pl.Int64,
+            "kind": pl.String,
+            "question": pl.String,
+            "answer": pl.String,
+            "reject_detail": pl.String,
+            "reject_reason": pl.String,
+        },
+    )
     return frame.join(joined.drop("response", "unusable_reason"), on="request_id", how="left", maintain_order="left")
 
 
 def _grounding(pairs: pl.DataFrame, inputs: pl.DataFrame) -> pl.Series:
     """Share of each answer's content words that occur in its passage (1.0 when it has none)."""
     # Words are joined as 64-bit hashes: much cheaper than joining strings.
-    answer_words = (pairs.select("row", "request_id", pl.col("answer").str.to_lowercase().str.extract_all(WORDS)
-                                 .alias("word")).explode("word")
-                    .filter(pl.col("word").is_not_null() & ~pl.col("word").is_in(STOP_WORDS))
-                    .with_columns(pl.col("word").hash()))
-    passage_words = (inputs.join(pairs.select("request_id").unique(), on="request_id", how="semi")
-                     .select("request_id", pl.col("passage").str.to_lowercase().str.extract_all(WORDS).alias("word"))
-                     .explode("word").with_columns(pl.col("word").hash()))
+    answer_words = (
+        pairs.select("row", "request_id", pl.col("answer").str.to_lowercase().str.extract_all(WORDS).alias("word"))
+        .explode("word")
+        .filter(pl.col("word").is_not_null() & ~pl.col("word").is_in(STOP_WORDS))
+        .with_columns(pl.col("word").hash())
+    )
+    passage_words = (
+        inputs.join(pairs.select("request_id").unique(), on="request_id", how="semi")
+        .select("request_id", pl.col("passage").str.to_lowercase().str.extract_all(WORDS).alias("word"))
+        .explode("word")
+        .with_columns(pl.col("word").hash())
+    )
     found = answer_words.join(passage_words, on=["request_id", "word"], how="semi").group_by("row").len("found")
-    share = (answer_words.group_by("row").len("total").join(found, on="row", how="left")
-             .select("row", (pl.col("found").fill_null(0) / pl.col("total")).alias("grounding")))
+    share = (
+        answer_words.group_by("row")
+        .len("total")
+        .join(found, on="row", how="left")
+        .select("row", (pl.col("found").fill_null(0) / pl.col("total")).alias("grounding"))
+    )
     return pairs.select("row").join(share, on="row", how="left", maintain_order="left")["grounding"].fill_null(1.0)
 
 
@@ -107,14 +166,23 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
     pairs = explode_pairs(outputs, inputs)
     q, a = pl.col("question"), pl.col("answer")
     pairs = pairs.with_row_index("row", offset=first_row).with_columns(
-        _scrub("question").alias("q2"), _scrub("answer").alias("a2"))
-    pairs = pairs.with_columns(((q != pl.col("q2")) | (a != pl.col("a2"))).fill_null(False).alias("pii_scrubbed"),
-                               pl.col("q2").alias("question"), pl.col("a2").alias("answer")).drop("q2", "a2")
-    pairs = pairs.with_columns(grounding=_grounding(pairs, inputs),
-                               pair_id=pl.Series([content_id(r, i, qq, aa) if i is not None else
-                                                  content_id(r, "unparseable") for r, i, qq, aa in
-                                                  pairs.select("request_id", "pair_index", "question",
-                                                               "answer").iter_rows()], dtype=pl.String))
+        _scrub("question").alias("q2"), _scrub("answer").alias("a2")
+    )
+    pairs = pairs.with_columns(
+        ((q != pl.col("q2")) | (a != pl.col("a2"))).fill_null(False).alias("pii_scrubbed"),
+        pl.col("q2").alias("question"),
+        pl.col("a2").alias("answer"),
+    ).drop("q2", "a2")
+    pairs = pairs.with_columns(
+        grounding=_grounding(pairs, inputs),
+        pair_id=pl.Series(
+            [
+                content_id(r, i, qq, aa) if i is not None else content_id(r, "unparseable")
+                for r, i, qq, aa in pairs.select("request_id", "pair_index", "question", "answer").iter_rows()
+            ],
+            dtype=pl.String,
+        ),
+    )
     qlen, alen = q.str.len_chars(), a.str.len_chars()
     sizes = pl.format("question {} chars, answer {} chars", qlen, alen)
     refusal = pl.concat_str([a, q], separator=" ").str.extract(f"({REFUSAL})", 1)
@@ -123,8 +191,11 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
         ((qlen < cfg.min_question_chars) | (alen < cfg.min_answer_chars), pl.lit("too_short"), sizes),
         ((qlen > cfg.max_question_chars) | (alen > cfg.max_answer_chars), pl.lit("too_long"), sizes),
         (refusal.is_not_null(), pl.lit("refusal"), refusal),
-        (pl.col("grounding") < cfg.min_grounding, pl.lit("ungrounded"),
-         pl.format("{} of answer words in passage", pl.col("grounding").round(2))),
+        (
+            pl.col("grounding") < cfg.min_grounding,
+            pl.lit("ungrounded"),
+            pl.format("{} of answer words in passage", pl.col("grounding").round(2)),
+        ),
     ]
     reason = pl.when(rules[0][0]).then(rules[0][1])
     detail = pl.when(rules[0][0]).then(rules[0][2])
@@ -132,8 +203,9 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
         reason, detail = reason.when(cond).then(why), detail.when(cond).then(what)
     # The exact-duplicate key travels as a 64-bit hash of the normalised text, not the text.
     key = pl.concat_str([_normalised("question"), _normalised("answer")], separator="\x1f").hash()
-    return pairs.with_columns(reason.otherwise(None).alias("reject_reason"),
-                              detail.otherwise(None).alias("reject_detail"), key.alias("key")).drop("grounding")
+    return pairs.with_columns(
+        reason.otherwise(None).alias("reject_reason"), detail.otherwise(None).alias("reject_detail"), key.alias("key")
+    ).drop("grounding")
 
 
 def _near_duplicates(alive: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
@@ -149,14 +221,16 @@ def _near_duplicates(alive: pl.DataFrame, cfg: FilterConfig) -> pl.DataFrame:
         near = form.filter(hits >= 0)
         earlier = form[hits.filter(hits >= 0)]
         words = [frame["answer"].str.to_lowercase().str.extract_all(WORDS).list.unique() for frame in (near, earlier)]
-        overlap = (words[0].list.set_intersection(words[1]).list.len()
-                   / words[0].list.set_union(words[1]).list.len()).fill_nan(1.0)
+        overlap = (
+            words[0].list.set_intersection(words[1]).list.len() / words[0].list.set_union(words[1]).list.len()
+        ).fill_nan(1.0)
         found.append(near.select("row", earlier["pair_id"].alias("first")).filter(overlap >= cfg.min_answer_overlap))
     return pl.concat(found) if found else pl.DataFrame(schema={"row": alive.schema["row"], "first": pl.String})
 
 
-def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig = FilterConfig(),
-                 block: int = 4096) -> pl.DataFrame:
+def filter_pairs(
+    outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig = FilterConfig(), block: int = 4096
+) -> pl.DataFrame:
     """Screen responses `block` at a time (bounded working memory), then drop exact and near
     duplicates across the whole partition: the first occurrence in request order is kept."""
     blocks, first_row = [], 0
@@ -170,17 +244,23 @@ def filter_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig 
     del blocks
 
     alive = pairs.filter(pl.col("reject_reason").is_null()).select(
-        "row", "pair_id", "key", pl.col("pair_id").first().over("key").alias("first"))
+        "row", "pair_id", "key", pl.col("pair_id").first().over("key").alias("first")
+    )
     exact = alive.filter(pl.col("pair_id") != pl.col("first"))
     alive = alive.filter(pl.col("pair_id") == pl.col("first"))
     near = _near_duplicates(pairs.join(alive.select("row"), on="row", how="semi", maintain_order="left"), cfg)
-    verdicts = pl.concat([
-        exact.select("row", pl.lit("exact_duplicate").alias("why"), pl.format("same as pair {}", "first").alias("what")),
-        near.select("row", pl.lit("near_duplicate").alias("why"), pl.format("near pair {}", "first").alias("what")),
-    ])
+    verdicts = pl.concat(
+        [
+            exact.select(
+                "row", pl.lit("exact_duplicate").alias("why"), pl.format("same as pair {}", "first").alias("what")
+            ),
+            near.select("row", pl.lit("near_duplicate").alias("why"), pl.format("near pair {}", "first").alias("what")),
+        ]
+    )
     pairs = pairs.join(verdicts, on="row", how="left", maintain_order="left").with_columns(
         pl.coalesce("reject_reason", "why").alias("reject_reason"),
-        pl.coalesce("reject_detail", "what").alias("reject_detail"))
+        pl.coalesce("reject_detail", "what").alias("reject_detail"),
+    )
     pairs = pairs.join(inputs.select("request_id", "passage"), on="request_id", how="left", maintain_order="left")
     return schemas.conform(pairs, schemas.FILTERED_PAIRS)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -21,12 +20,33 @@ import polars as pl
 
 from nexa_core.files import write_atomically
 from nexa_core.schemas import EVAL_PREDICTIONS
-from nexa_core.train import (CONFIG_DIR, ERROR_FILE, load_config, parse_sets, pipes_or_stderr, prompt_turns,
-                             quiet_libraries, read_sft, run_reporting_errors, sha256_files)
+from nexa_core.train import (
+    CONFIG_DIR,
+    ERROR_FILE,
+    load_config,
+    parse_sets,
+    pipes_or_stderr,
+    prompt_turns,
+    quiet_libraries,
+    read_sft,
+    run_reporting_errors,
+    sha256_files,
+)
 
 ROLES = ("student", "base")
-PREDICTIONS = {name: EVAL_PREDICTIONS[name] for name in (
-    "model_role", "example_id", "topic", "question", "reference", "prediction", "prompt_tokens", "new_tokens")}
+PREDICTIONS = {
+    name: EVAL_PREDICTIONS[name]
+    for name in (
+        "model_role",
+        "example_id",
+        "topic",
+        "question",
+        "reference",
+        "prediction",
+        "prompt_tokens",
+        "new_tokens",
+    )
+}
 
 
 class CheckpointError(ValueError):
@@ -48,8 +68,10 @@ def verify_checkpoint(adapter_dir: str | Path, files_sha256: dict[str, str]) -> 
     missing = sorted(set(files_sha256) - set(actual))
     changed = sorted(path for path, digest in files_sha256.items() if path in actual and actual[path] != digest)
     if missing or changed:
-        raise CheckpointError(f"checkpoint folder {folder} does not match its record: missing files {missing}, "
-                              f"files whose sha256 differs {changed}; {hint}")
+        raise CheckpointError(
+            f"checkpoint folder {folder} does not match its record: missing files {missing}, "
+            f"files whose sha256 differs {changed}; {hint}"
+        )
 
 
 def last_turn(messages: list[dict], role: str) -> str | None:
@@ -76,9 +98,14 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
 
     stops = stop_token_ids(model, tokenizer)
     generation = GenerationConfig(
-        max_new_tokens=config["max_new_tokens"], do_sample=config["do_sample"], num_beams=config["num_beams"],
-        repetition_penalty=config["repetition_penalty"], pad_token_id=tokenizer.pad_token_id, eos_token_id=stops,
-        cache_implementation=config.get("cache_implementation"))
+        max_new_tokens=config["max_new_tokens"],
+        do_sample=config["do_sample"],
+        num_beams=config["num_beams"],
+        repetition_penalty=config["repetition_penalty"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stops,
+        cache_implementation=config.get("cache_implementation"),
+    )
     tokenizer.padding_side = "left"  # every prompt ends where its answer starts
     model.eval()
     set_seed(config["seed"])  # a sampled run repeats too
@@ -87,13 +114,23 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
     with torch.inference_mode():
         for start in range(0, len(conversations), size):
             batch = tokenizer.apply_chat_template(
-                [prompt_turns(c) for c in conversations[start:start + size]], add_generation_prompt=True,
-                tokenize=True, return_dict=True, padding=True, return_tensors="pt").to(model.device)
-            generated = model.generate(**batch, generation_config=generation)[:, batch["input_ids"].shape[1]:]
+                [prompt_turns(c) for c in conversations[start : start + size]],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                padding=True,
+                return_tensors="pt",
+            ).to(model.device)
+            generated = model.generate(**batch, generation_config=generation)[:, batch["input_ids"].shape[1] :]
             for prompt_tokens, tokens in zip(batch["attention_mask"].sum(dim=1).tolist(), generated.tolist()):
                 n = answer_length(tokens, stops)
-                answers.append({"prediction": tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
-                                "prompt_tokens": prompt_tokens, "new_tokens": n})
+                answers.append(
+                    {
+                        "prediction": tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
+                        "prompt_tokens": prompt_tokens,
+                        "new_tokens": n,
+                    }
+                )
     return answers
 
 
@@ -120,9 +157,17 @@ def load_for_eval(checkpoint_dir: str | Path, role: str):
 
 
 def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) -> pl.DataFrame:
-    rows = [{"model_role": role, "example_id": ex["example_id"], "topic": ex["topic"],
-             "question": last_turn(ex["messages"], "user"), "reference": last_turn(ex["messages"], "assistant"),
-             **answer} for ex, answer in zip(examples.iter_rows(named=True), answers)]
+    rows = [
+        {
+            "model_role": role,
+            "example_id": ex["example_id"],
+            "topic": ex["topic"],
+            "question": last_turn(ex["messages"], "user"),
+            "reference": last_turn(ex["messages"], "assistant"),
+            **answer,
+        }
+        for ex, answer in zip(examples.iter_rows(named=True), answers)
+    ]
     return pl.DataFrame(rows, schema=PREDICTIONS)
 
 
@@ -155,8 +200,10 @@ def _run(args, config: dict) -> int:
             verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
         examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]
         if examples.is_empty():
-            raise ValueError(f"partition {args.domain}: the SFT {args.split} split at version {args.sft_version} "
-                             f"is empty; nothing to evaluate")
+            raise ValueError(
+                f"partition {args.domain}: the SFT {args.split} split at version {args.sft_version} "
+                f"is empty; nothing to evaluate"
+            )
         conversations = examples["messages"].to_list()
         frames, seconds = [], {}
         for role in args.roles:
@@ -164,18 +211,26 @@ def _run(args, config: dict) -> int:
             start = time.perf_counter()
             answers = generate_answers(model, tokenizer, conversations, config)
             seconds[role] = round(time.perf_counter() - start, 3)
-            log(f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples "
-                f"in {seconds[role]:.1f}s")
+            log(
+                f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples in {seconds[role]:.1f}s"
+            )
             frames.append(predictions_frame(role, examples, answers))
             del model  # free its memory before the next role's model loads
         predictions = pl.concat(frames)
         write_atomically(Path(args.output), predictions.write_parquet)
-        summary = {"output": args.output, "rows": predictions.height, "roles": args.roles,
-                   "generation_config": config, "seconds": seconds, "examples": examples.height,
-                   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+        summary = {
+            "output": args.output,
+            "rows": predictions.height,
+            "roles": args.roles,
+            "generation_config": config,
+            "seconds": seconds,
+            "examples": examples.height,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        }
         if pipes:
             pipes.report_asset_materialization(
-                metadata={"predictions": {"raw_value": json.dumps(summary), "type": "json"}})
+                metadata={"predictions": {"raw_value": json.dumps(summary), "type": "json"}}
+            )
         else:
             print(json.dumps(summary))
     return 0

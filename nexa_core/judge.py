@@ -34,8 +34,15 @@ class Rubric:
     user: str
 
     def render(self, domain: str, question: str, reference: str, prediction: str) -> list[dict]:
-        fields = {"domain": domain, "question": question, "reference": reference, "prediction": prediction,
-                  "criteria": "\n".join(f"- {c}" for c in self.criteria), "min": self.min, "max": self.max}
+        fields = {
+            "domain": domain,
+            "question": question,
+            "reference": reference,
+            "prediction": prediction,
+            "criteria": "\n".join(f"- {c}" for c in self.criteria),
+            "min": self.min,
+            "max": self.max,
+        }
         return render_messages(f"rubric {self.name}", self.system, self.user, fields)
 
 
@@ -45,9 +52,16 @@ def load_rubric(name: str, rubrics_dir: Path = RUBRICS_DIR) -> Rubric:
     raw = path.read_bytes()
     meta = yaml.safe_load(raw)
     try:
-        rubric = Rubric(name=name, sha256=hashlib.sha256(raw).hexdigest(), description=meta["description"].strip(),
-                        min=int(meta["scale"]["min"]), max=int(meta["scale"]["max"]),
-                        criteria=tuple(meta["criteria"]), system=meta["system"], user=meta["user"])
+        rubric = Rubric(
+            name=name,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            description=meta["description"].strip(),
+            min=int(meta["scale"]["min"]),
+            max=int(meta["scale"]["max"]),
+            criteria=tuple(meta["criteria"]),
+            system=meta["system"],
+            user=meta["user"],
+        )
         rubric.render("domain", "question", "reference", "prediction")  # a template typo fails here, not mid-run
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ValueError(f"rubric {path} is malformed: {exc!r}") from exc
@@ -78,21 +92,32 @@ def parse_judgement(text: str, rubric: Rubric) -> tuple[float, str]:
 
 def judge_requests(predictions: pl.DataFrame, rubric: Rubric) -> pl.DataFrame:
     """One judge request per prediction, shaped for teacher.collect_responses."""
-    rows = [{"domain": p["domain"], "request_id": content_id(p["checkpoint_id"], p["model_role"], p["example_id"],
-                                                             p["prediction"], rubric.sha256),
-             "messages": json.dumps(rubric.render(p["domain"], p["question"], p["reference"], p["prediction"]),
-                                    ensure_ascii=False)}
-            for p in predictions.iter_rows(named=True)]
+    rows = [
+        {
+            "domain": p["domain"],
+            "request_id": content_id(
+                p["checkpoint_id"], p["model_role"], p["example_id"], p["prediction"], rubric.sha256
+            ),
+            "messages": json.dumps(
+                rubric.render(p["domain"], p["question"], p["reference"], p["prediction"]), ensure_ascii=False
+            ),
+        }
+        for p in predictions.iter_rows(named=True)
+    ]
     return pl.DataFrame(rows, schema={"domain": pl.String, "request_id": pl.String, "messages": pl.String})
 
 
-def apply_judgements(predictions: pl.DataFrame, requests: pl.DataFrame, outputs: pl.DataFrame, rubric: Rubric,
-                     model: str) -> pl.DataFrame:
+def apply_judgements(
+    predictions: pl.DataFrame, requests: pl.DataFrame, outputs: pl.DataFrame, rubric: Rubric, model: str
+) -> pl.DataFrame:
     """The judge columns of EVAL_SCORES. A response the collector quarantined (not JSON after its
     retry, cut off, filtered) is recorded as unparseable with a null score, never as a low score."""
     answers = requests.select("request_id").join(
-        outputs.select("request_id", "request_hash", "response", "unusable_reason"), on="request_id", how="left",
-        maintain_order="left")
+        outputs.select("request_id", "request_hash", "response", "unusable_reason"),
+        on="request_id",
+        how="left",
+        maintain_order="left",
+    )
     columns: dict[str, list] = {k: [] for k in ("judge_score", "judge_status", "judge_raw", "judge_reason")}
     for response, unusable in answers.select("response", "unusable_reason").iter_rows():
         score, reason, status = None, None, "ok"
@@ -104,15 +129,31 @@ def apply_judgements(predictions: pl.DataFrame, requests: pl.DataFrame, outputs:
             columns[key].append(value)
     return predictions.with_columns(
         *(pl.Series(k, v, dtype=pl.Float64 if k == "judge_score" else pl.String) for k, v in columns.items()),
-        judge_prompt=requests["messages"], judge_model=pl.lit(model), rubric=pl.lit(rubric.name), rubric_sha256=pl.lit(rubric.sha256),
-        judge_request_hash=answers["request_hash"])
+        judge_prompt=requests["messages"],
+        judge_model=pl.lit(model),
+        rubric=pl.lit(rubric.name),
+        rubric_sha256=pl.lit(rubric.sha256),
+        judge_request_hash=answers["request_hash"],
+    )
 
 
 def without_judge(predictions: pl.DataFrame) -> pl.DataFrame:
     return predictions.with_columns(
-        judge_score=pl.lit(None, pl.Float64), judge_status=pl.lit("not_configured"),
-        **{k: pl.lit(None, pl.String) for k in ("judge_prompt", "judge_raw", "judge_reason", "judge_model", "rubric",
-                                                 "rubric_sha256", "judge_request_hash")})
+        judge_score=pl.lit(None, pl.Float64),
+        judge_status=pl.lit("not_configured"),
+        **{
+            k: pl.lit(None, pl.String)
+            for k in (
+                "judge_prompt",
+                "judge_raw",
+                "judge_reason",
+                "judge_model",
+                "rubric",
+                "rubric_sha256",
+                "judge_request_hash",
+            )
+        },
+    )
 
 
 def judge_parsing(scores: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, float]:

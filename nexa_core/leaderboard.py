@@ -58,10 +58,12 @@ RANKED = {
 
 # --- ranking ---------------------------------------------------------------------------------------
 
+
 def latest_evaluations(history: pl.DataFrame) -> pl.DataFrame:
     """A re-evaluation supersedes older rows of the same checkpoint, role, topic and metric."""
-    return (history.sort("created_at", maintain_order=True)
-            .unique(["checkpoint_id", "model_role", "topic", "metric"], keep="last", maintain_order=True))
+    return history.sort("created_at", maintain_order=True).unique(
+        ["checkpoint_id", "model_role", "topic", "metric"], keep="last", maintain_order=True
+    )
 
 
 def previous_round_score(history: pl.DataFrame, domain: str, round_: int, metric: str) -> float | None:
@@ -69,16 +71,25 @@ def previous_round_score(history: pl.DataFrame, domain: str, round_: int, metric
     round 0, or when that round was never evaluated): what the feedback loop compares a round to."""
     if round_ == 0 or history.is_empty():
         return None
-    earlier = latest_evaluations(history).filter(
-        (pl.col("domain") == domain) & (pl.col("round") == round_ - 1) & (pl.col("model_role") == "student")
-        & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == metric)).sort("created_at")
+    earlier = (
+        latest_evaluations(history)
+        .filter(
+            (pl.col("domain") == domain)
+            & (pl.col("round") == round_ - 1)
+            & (pl.col("model_role") == "student")
+            & (pl.col("topic") == ALL_TOPICS)
+            & (pl.col("metric") == metric)
+        )
+        .sort("created_at")
+    )
     return earlier["mean"][-1] if earlier.height else None
 
 
 def latest_benchmarks(benchmarks: pl.DataFrame) -> pl.DataFrame:
     """A re-run of a checkpoint's benchmark supersedes its older rows."""
-    return (benchmarks.sort("created_at", maintain_order=True)
-            .unique(["checkpoint_id", "model_role", "suite", "topic", "metric"], keep="last", maintain_order=True))
+    return benchmarks.sort("created_at", maintain_order=True).unique(
+        ["checkpoint_id", "model_role", "suite", "topic", "metric"], keep="last", maintain_order=True
+    )
 
 
 def benchmark_accuracy(benchmarks: pl.DataFrame | None) -> pl.DataFrame:
@@ -87,15 +98,21 @@ def benchmark_accuracy(benchmarks: pl.DataFrame | None) -> pl.DataFrame:
     if benchmarks is None or benchmarks.is_empty():
         return schemas.empty(columns)
     rows = latest_benchmarks(benchmarks).filter(
-        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == "accuracy"))
+        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == "accuracy")
+    )
 
     def role(name: str, prefix: str, n: bool) -> pl.DataFrame:
         return rows.filter(pl.col("model_role") == name).select(
-            "checkpoint_id", pl.col("mean").alias(f"{prefix}_accuracy"), pl.col("ci_low").alias(f"{prefix}_ci_low"),
-            pl.col("ci_high").alias(f"{prefix}_ci_high"), *([pl.col("n").alias("bench_n")] if n else []))
+            "checkpoint_id",
+            pl.col("mean").alias(f"{prefix}_accuracy"),
+            pl.col("ci_low").alias(f"{prefix}_ci_low"),
+            pl.col("ci_high").alias(f"{prefix}_ci_high"),
+            *([pl.col("n").alias("bench_n")] if n else []),
+        )
 
-    joined = role("student", "bench", True).join(role("base", "bench_base", False), on="checkpoint_id", how="full",
-                                                  coalesce=True)
+    joined = role("student", "bench", True).join(
+        role("base", "bench_base", False), on="checkpoint_id", how="full", coalesce=True
+    )
     return schemas.conform(joined, columns)
 
 
@@ -114,27 +131,40 @@ def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = No
     overall = latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)
     student = overall.filter(pl.col("model_role") == "student")
     checkpoints = student.group_by("domain", "checkpoint_id").agg(
-        pl.coalesce(*[pl.when(_has(m)).then(pl.lit(m)) for m in PRIMARY_METRICS[:-1]],
-                    pl.lit(PRIMARY_METRICS[-1])).alias("primary_metric"),
+        pl.coalesce(
+            *[pl.when(_has(m)).then(pl.lit(m)) for m in PRIMARY_METRICS[:-1]], pl.lit(PRIMARY_METRICS[-1])
+        ).alias("primary_metric"),
         pl.col("round", "sft_version").sort_by("created_at").last(),
         *[pl.col("mean").filter(pl.col("metric") == m).first().alias(m) for m in METRICS],
         pl.col("created_at").max().alias("evaluated_at"),
     )
     keys = ["domain", "checkpoint_id", "primary_metric"]
-    scores = student.select("domain", "checkpoint_id", pl.col("metric").alias("primary_metric"),
-                            pl.col("mean").alias("score"), "ci_low", "ci_high", "n")
+    scores = student.select(
+        "domain",
+        "checkpoint_id",
+        pl.col("metric").alias("primary_metric"),
+        pl.col("mean").alias("score"),
+        "ci_low",
+        "ci_high",
+        "n",
+    )
     bases = overall.filter(pl.col("model_role") == "base").select(
-        "domain", "checkpoint_id", pl.col("metric").alias("primary_metric"), pl.col("mean").alias("base_score"))
-    ranked = (checkpoints.join(scores, on=keys, how="left").join(bases, on=keys, how="left")
-              .join(benchmark_accuracy(benchmarks), on="checkpoint_id", how="left")
-              .with_columns(lift=pl.col("score") - pl.col("base_score"))
-              .sort(["score", "evaluated_at", "checkpoint_id"], descending=[True, True, False], nulls_last=True)
-              .with_columns(rank=pl.int_range(1, pl.len() + 1))
-              .with_columns(domain_rank=pl.col("rank").rank("ordinal").over("domain")))
+        "domain", "checkpoint_id", pl.col("metric").alias("primary_metric"), pl.col("mean").alias("base_score")
+    )
+    ranked = (
+        checkpoints.join(scores, on=keys, how="left")
+        .join(bases, on=keys, how="left")
+        .join(benchmark_accuracy(benchmarks), on="checkpoint_id", how="left")
+        .with_columns(lift=pl.col("score") - pl.col("base_score"))
+        .sort(["score", "evaluated_at", "checkpoint_id"], descending=[True, True, False], nulls_last=True)
+        .with_columns(rank=pl.int_range(1, pl.len() + 1))
+        .with_columns(domain_rank=pl.col("rank").rank("ordinal").over("domain"))
+    )
     return schemas.conform(ranked, RANKED)
 
 
 # --- markdown --------------------------------------------------------------------------------------
+
 
 def _num(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -156,11 +186,19 @@ def _pm(mean: float | None, low: float | None, high: float | None) -> str:
 
 def _cells(row: dict) -> dict[str, str]:
     """A ranked row as display strings; shared by the markdown and HTML tables."""
-    return {"rank": str(row["rank"]), "domain": row["domain"], "round": str(row["round"]),
-            "checkpoint": row["checkpoint_id"][:12], "metric": row["primary_metric"], "score": _score(row),
-            "base": _num(row["base_score"]), "lift": _num(row["lift"], signed=True), "n": str(row["n"]),
-            "bench acc": _pm(row["bench_accuracy"], row["bench_ci_low"], row["bench_ci_high"]),
-            "bench base": _pm(row["bench_base_accuracy"], row["bench_base_ci_low"], row["bench_base_ci_high"])}
+    return {
+        "rank": str(row["rank"]),
+        "domain": row["domain"],
+        "round": str(row["round"]),
+        "checkpoint": row["checkpoint_id"][:12],
+        "metric": row["primary_metric"],
+        "score": _score(row),
+        "base": _num(row["base_score"]),
+        "lift": _num(row["lift"], signed=True),
+        "n": str(row["n"]),
+        "bench acc": _pm(row["bench_accuracy"], row["bench_ci_low"], row["bench_ci_high"]),
+        "bench base": _pm(row["bench_base_accuracy"], row["bench_base_ci_low"], row["bench_base_ci_high"]),
+    }
 
 
 def leaderboard_markdown(ranked: pl.DataFrame, max_rows: int = 50) -> str:
@@ -175,6 +213,7 @@ def leaderboard_markdown(ranked: pl.DataFrame, max_rows: int = 50) -> str:
 
 
 # --- charts ----------------------------------------------------------------------------------------
+
 
 def _figure(width: float, height: float):
     # slow import, only when a report is drawn; a bare Figure on an Agg canvas is never registered
@@ -196,14 +235,24 @@ def _png(fig) -> str:
 
 def _by_role(rows: pl.DataFrame, key: str) -> pl.DataFrame:
     """Student and base side by side per key, with CI distances as error-bar lengths."""
+
     def pick(role: str, column: str) -> pl.Expr:
         return pl.col(column).filter(pl.col("model_role") == role).first()
 
-    return (rows.group_by(key, maintain_order=True)
-            .agg(*[pick(role, c).alias(f"{role}_{c}") for role in ROLE_COLOURS for c in ("mean", "ci_low", "ci_high")])
-            .with_columns(*[e for role in ROLE_COLOURS for e in (
-                (pl.col(f"{role}_mean") - pl.col(f"{role}_ci_low")).clip(0).fill_null(0).alias(f"{role}_below"),
-                (pl.col(f"{role}_ci_high") - pl.col(f"{role}_mean")).clip(0).fill_null(0).alias(f"{role}_above"))]))
+    return (
+        rows.group_by(key, maintain_order=True)
+        .agg(*[pick(role, c).alias(f"{role}_{c}") for role in ROLE_COLOURS for c in ("mean", "ci_low", "ci_high")])
+        .with_columns(
+            *[
+                e
+                for role in ROLE_COLOURS
+                for e in (
+                    (pl.col(f"{role}_mean") - pl.col(f"{role}_ci_low")).clip(0).fill_null(0).alias(f"{role}_below"),
+                    (pl.col(f"{role}_ci_high") - pl.col(f"{role}_mean")).clip(0).fill_null(0).alias(f"{role}_above"),
+                )
+            ]
+        )
+    )
 
 
 def _paired_bars(pairs: pl.DataFrame, key: str, title: str, horizontal: bool) -> str:
@@ -240,8 +289,11 @@ def _metric_chart(overall: pl.DataFrame, checkpoint: dict) -> str:
 
 def _topic_chart(latest: pl.DataFrame, checkpoint: dict) -> str:
     metric = checkpoint["primary_metric"]
-    rows = latest.filter(pl.col("checkpoint_id") == checkpoint["checkpoint_id"], pl.col("metric") == metric,
-                         pl.col("topic") != ALL_TOPICS)
+    rows = latest.filter(
+        pl.col("checkpoint_id") == checkpoint["checkpoint_id"],
+        pl.col("metric") == metric,
+        pl.col("topic") != ALL_TOPICS,
+    )
     pairs = _by_role(rows, "topic").sort("student_mean", "topic", nulls_last=True)
     return _paired_bars(pairs, "topic", f"{_label(checkpoint)}: {metric} per topic", horizontal=True)
 
@@ -250,17 +302,27 @@ def _trend_chart(overall: pl.DataFrame, per_round: pl.DataFrame) -> str:
     # one metric for the whole line: the shared primary metric, else the fallback every round has
     shared = set(per_round["primary_metric"])
     metric = shared.pop() if len(shared) == 1 else PRIMARY_METRICS[-1]
-    rows = (overall.filter(pl.col("metric") == metric).drop("round")
-            .join(per_round.select("checkpoint_id", "round"), on="checkpoint_id"))
+    rows = (
+        overall.filter(pl.col("metric") == metric)
+        .drop("round")
+        .join(per_round.select("checkpoint_id", "round"), on="checkpoint_id")
+    )
     points = _by_role(rows, "round").sort("round")
     rounds = points["round"].to_list()
     fig = _figure(6.4, 3.6)
     ax = fig.add_subplot()
-    ax.errorbar(rounds, points["student_mean"].fill_null(float("nan")).to_list(),
-                yerr=[points["student_below"].to_list(), points["student_above"].to_list()],
-                marker="o", capsize=3, color=ROLE_COLOURS["student"], label="student (CI)")
-    ax.plot(rounds, points["base_mean"].fill_null(float("nan")).to_list(), "o--",
-            color=ROLE_COLOURS["base"], label="base")
+    ax.errorbar(
+        rounds,
+        points["student_mean"].fill_null(float("nan")).to_list(),
+        yerr=[points["student_below"].to_list(), points["student_above"].to_list()],
+        marker="o",
+        capsize=3,
+        color=ROLE_COLOURS["student"],
+        label="student (CI)",
+    )
+    ax.plot(
+        rounds, points["base_mean"].fill_null(float("nan")).to_list(), "o--", color=ROLE_COLOURS["base"], label="base"
+    )
     ax.set_xticks(rounds)
     ax.set_xlabel("round")
     ax.set_ylim(0, 1.05)
@@ -271,16 +333,24 @@ def _trend_chart(overall: pl.DataFrame, per_round: pl.DataFrame) -> str:
 
 # --- HTML report -----------------------------------------------------------------------------------
 
-_STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{display:block;margin:1em 0}")
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{display:block;margin:1em 0}"
+)
 
 
 def _table_html(ranked: pl.DataFrame) -> str:
-    rows = [{**_cells(row), "checkpoint": row["checkpoint_id"], **{m: _num(row[m]) for m in METRICS},
-             "evaluated_at": f"{row['evaluated_at']:%Y-%m-%d %H:%M}"} for row in ranked.iter_rows(named=True)]
+    rows = [
+        {
+            **_cells(row),
+            "checkpoint": row["checkpoint_id"],
+            **{m: _num(row[m]) for m in METRICS},
+            "evaluated_at": f"{row['evaluated_at']:%Y-%m-%d %H:%M}",
+        }
+        for row in ranked.iter_rows(named=True)
+    ]
     head = "".join(f"<th>{html.escape(name)}</th>" for name in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row.values()) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row.values()) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -290,12 +360,17 @@ def _img(png: str, alt: str) -> str:
 
 def _domain_html(latest: pl.DataFrame, overall: pl.DataFrame, ranked: pl.DataFrame, domain: str) -> str:
     # the latest-evaluated checkpoint stands for its round; the last round's is "the latest student"
-    per_round = (ranked.filter(pl.col("domain") == domain).sort("round", "evaluated_at")
-                 .unique("round", keep="last", maintain_order=True))
+    per_round = (
+        ranked.filter(pl.col("domain") == domain)
+        .sort("round", "evaluated_at")
+        .unique("round", keep="last", maintain_order=True)
+    )
     checkpoint = per_round.row(-1, named=True)
-    charts = [_img(_metric_chart(overall, checkpoint), f"{domain}: latest student vs base per metric"),
-              _img(_trend_chart(overall, per_round), f"{domain}: primary metric over rounds"),
-              _img(_topic_chart(latest, checkpoint), f"{domain}: per-topic scores, latest student vs base")]
+    charts = [
+        _img(_metric_chart(overall, checkpoint), f"{domain}: latest student vs base per metric"),
+        _img(_trend_chart(overall, per_round), f"{domain}: primary metric over rounds"),
+        _img(_topic_chart(latest, checkpoint), f"{domain}: per-topic scores, latest student vs base"),
+    ]
     return f"<h2>{html.escape(domain)}</h2>" + "".join(charts)
 
 
@@ -306,35 +381,55 @@ def _benchmark_html(latest: pl.DataFrame, domain: str) -> str:
     checkpoint = rows.sort("created_at")["checkpoint_id"][-1]
     rows = rows.filter((pl.col("checkpoint_id") == checkpoint) & pl.col("metric").is_in(BENCHMARK_METRICS))
     keyed = rows.with_columns(key=pl.concat_str("suite", "topic", "metric", separator="|"))
-    table = _by_role(keyed, "key").join(keyed.group_by("key").agg(pl.col("n").max(), pl.col("chance").max()),
-                                        on="key", how="left")
+    table = _by_role(keyed, "key").join(
+        keyed.group_by("key").agg(pl.col("n").max(), pl.col("chance").max()), on="key", how="left"
+    )
     cells = []
     for r in table.sort("key").iter_rows(named=True):
         suite, topic, metric = r["key"].split("|")
-        cells.append([suite, topic, metric, _pm(r["student_mean"], r["student_ci_low"], r["student_ci_high"]),
-                      _pm(r["base_mean"], r["base_ci_low"], r["base_ci_high"]), str(r["n"]), _num(r["chance"])])
+        cells.append(
+            [
+                suite,
+                topic,
+                metric,
+                _pm(r["student_mean"], r["student_ci_low"], r["student_ci_high"]),
+                _pm(r["base_mean"], r["base_ci_low"], r["base_ci_high"]),
+                str(r["n"]),
+                _num(r["chance"]),
+            ]
+        )
     head = "".join(f"<th>{name}</th>" for name in ("suite", "topic", "metric", "student", "base", "n", "chance"))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
-    parts = [f"<h3>{html.escape(domain)}: benchmark suites (checkpoint {html.escape(checkpoint[:12])})</h3>",
-             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
-    topics = rows.filter((pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS)
-                         & (pl.col("metric") == "accuracy"))
+    parts = [
+        f"<h3>{html.escape(domain)}: benchmark suites (checkpoint {html.escape(checkpoint[:12])})</h3>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+    ]
+    topics = rows.filter(
+        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS) & (pl.col("metric") == "accuracy")
+    )
     if topics.height:
         pairs = _by_role(topics, "topic").sort("student_mean", "topic", nulls_last=True)
-        parts.append(_img(_paired_bars(pairs, "topic", f"{domain}: benchmark accuracy per topic", horizontal=True),
-                          f"{domain}: benchmark accuracy per topic, student vs base"))
+        parts.append(
+            _img(
+                _paired_bars(pairs, "topic", f"{domain}: benchmark accuracy per topic", horizontal=True),
+                f"{domain}: benchmark accuracy per topic, student vs base",
+            )
+        )
     return "".join(parts)
 
 
-def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path,
-                 benchmarks: pl.DataFrame | None = None) -> Path:
+def write_report(
+    history: pl.DataFrame, ranked: pl.DataFrame, path: Path, benchmarks: pl.DataFrame | None = None
+) -> Path:
     """Self-contained HTML: the ranked table, then per domain three charts (metrics of the latest
     student vs base, primary metric over rounds, per-topic scores) and, with `benchmarks`
     (benchmark_history), a benchmark-suite section. Written beside and renamed, so a reader never
     sees half a file."""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Checkpoint leaderboard</title>"
-             f"<style>{_STYLE}</style></head><body><h1>Checkpoint leaderboard</h1><p>Generated {generated}</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Checkpoint leaderboard</title>"
+        f"<style>{_STYLE}</style></head><body><h1>Checkpoint leaderboard</h1><p>Generated {generated}</p>"
+    ]
     if ranked.is_empty():
         parts.append(f"<p>{html.escape(NO_CHECKPOINTS)}</p>")
     else:
@@ -344,8 +439,10 @@ def write_report(history: pl.DataFrame, ranked: pl.DataFrame, path: Path,
         parts += [_domain_html(latest, overall, ranked, d) for d in sorted(ranked["domain"].unique())]
     if benchmarks is not None and not benchmarks.is_empty():
         latest_bench = latest_benchmarks(benchmarks)
-        parts.append("<h2>Benchmark suites</h2><p>Questions written by people (data/eval/&lt;domain&gt;/), run with "
-                     "lm-evaluation-harness; 95% bootstrap intervals; chance is the accuracy of a uniform guess.</p>")
+        parts.append(
+            "<h2>Benchmark suites</h2><p>Questions written by people (data/eval/&lt;domain&gt;/), run with "
+            "lm-evaluation-harness; 95% bootstrap intervals; chance is the accuracy of a uniform guess.</p>"
+        )
         parts += [_benchmark_html(latest_bench, d) for d in sorted(latest_bench["domain"].unique())]
     parts.append("</body></html>")
     return write_atomically(Path(path), lambda partial: partial.write_text("".join(parts), encoding="utf-8"))

@@ -17,8 +17,9 @@ def _item_scores(prediction: str, reference: str) -> tuple[float, float, float]:
 
     if not prediction.strip():  # no answer is wrong, whatever the reference (SQuAD scores an empty pair 1)
         return 0.0, 0.0, 0.0
-    qa = squad({"prediction_text": prediction, "id": "0"},
-               {"answers": {"text": [reference], "answer_start": [0]}, "id": "0"})
+    qa = squad(
+        {"prediction_text": prediction, "id": "0"}, {"answers": {"text": [reference], "answer_start": [0]}, "id": "0"}
+    )
     rouge = rouge_score(prediction, reference, rouge_keys="rougeL")["rougeL_fmeasure"]
     return qa["exact_match"].item() / 100, qa["f1"].item() / 100, rouge.item()
 
@@ -28,8 +29,9 @@ def score_items(frame: pl.DataFrame) -> pl.DataFrame:
     articles) and rouge_l (LCS F-measure, ROUGE-1.5.5 tokens) of prediction against reference."""
     scores = [_item_scores(p or "", r or "") for p, r in zip(frame["prediction"], frame["reference"])]
     # torchmetrics computes in float32: digits past the 6th decimal are noise
-    return frame.with_columns(pl.Series(name, [s[i] for s in scores], dtype=pl.Float64).round(6)
-                              for i, name in enumerate(HEURISTIC_METRICS))
+    return frame.with_columns(
+        pl.Series(name, [s[i] for s in scores], dtype=pl.Float64).round(6) for i, name in enumerate(HEURISTIC_METRICS)
+    )
 
 
 def _mean_ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> dict:
@@ -39,27 +41,55 @@ def _mean_ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int)
     if np.ptp(values) == 0:  # one value or all equal: nothing to resample (scipy warns and gives NaN)
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": values.size}
     # A fresh generator per group: a group's interval does not depend on which other groups exist
-    ci = bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                   method="percentile", vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+    ci = bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
     return {"mean": mean, "ci_low": float(ci.low), "ci_high": float(ci.high), "n": values.size}
 
 
-def aggregate(scores: pl.DataFrame, metrics: list[str], by: list[str], confidence: float = 0.95,
-              n_resamples: int = 2000, seed: int = 0) -> pl.DataFrame:
+def aggregate(
+    scores: pl.DataFrame,
+    metrics: list[str],
+    by: list[str],
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pl.DataFrame:
     """Mean and bootstrap percentile interval of each metric per group of `by`, per topic and over
     all topics ("__all__"). Null scores (a judge answer that could not be parsed) are left out,
     never counted as 0; `n` counts the values used."""
     values = (pl.col(m).cast(pl.Float64).fill_nan(None) for m in metrics)  # NaN is no score either
-    long = scores.select(*by, pl.col("topic").cast(pl.String), *values) \
-        .unpivot(on=metrics, index=[*by, "topic"], variable_name="metric", value_name="value")
-    groups = pl.concat([long, long.with_columns(topic=pl.lit(ALL_TOPICS))]) \
-        .group_by([*by, "topic", "metric"]).agg(pl.col("value").drop_nulls())
+    long = scores.select(*by, pl.col("topic").cast(pl.String), *values).unpivot(
+        on=metrics, index=[*by, "topic"], variable_name="metric", value_name="value"
+    )
+    groups = (
+        pl.concat([long, long.with_columns(topic=pl.lit(ALL_TOPICS))])
+        .group_by([*by, "topic", "metric"])
+        .agg(pl.col("value").drop_nulls())
+    )
     # Sorted values: the resamples, so the interval, must not depend on the order rows were read in
-    rows = [{**{k: v for k, v in row.items() if k != "value"},
-             **_mean_ci(np.sort(np.asarray(row["value"], dtype=float)), confidence, n_resamples, seed)}
-            for row in groups.iter_rows(named=True)]
-    schema = {**{c: scores.schema[c] for c in by}, "topic": pl.String, "metric": pl.String, "mean": pl.Float64,
-              "ci_low": pl.Float64, "ci_high": pl.Float64, "n": pl.Int64}
+    rows = [
+        {
+            **{k: v for k, v in row.items() if k != "value"},
+            **_mean_ci(np.sort(np.asarray(row["value"], dtype=float)), confidence, n_resamples, seed),
+        }
+        for row in groups.iter_rows(named=True)
+    ]
+    schema = {
+        **{c: scores.schema[c] for c in by},
+        "topic": pl.String,
+        "metric": pl.String,
+        "mean": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+        "n": pl.Int64,
+    }
     return pl.DataFrame(rows, schema=schema).sort([*by, "topic", "metric"])
 
 
@@ -68,12 +98,18 @@ def headline_numbers(summary: pl.DataFrame) -> dict[str, float]:
     (`student/token_f1`, `student/token_f1_ci_low`, `..._ci_high`) and the student's lift over its base
     (`lift/token_f1`), as flat numbers the UI plots over materializations. A metric nothing was
     scored on (mean null) is left out."""
-    overall = {(r["model_role"], r["metric"]): r for r in summary.filter(pl.col("topic") == ALL_TOPICS)
-               .iter_rows(named=True) if r["mean"] is not None}
+    overall = {
+        (r["model_role"], r["metric"]): r
+        for r in summary.filter(pl.col("topic") == ALL_TOPICS).iter_rows(named=True)
+        if r["mean"] is not None
+    }
     numbers = {}
     for (role, metric), r in sorted(overall.items()):
-        numbers |= {f"{role}/{metric}": r["mean"], f"{role}/{metric}_ci_low": r["ci_low"],
-                    f"{role}/{metric}_ci_high": r["ci_high"]}
+        numbers |= {
+            f"{role}/{metric}": r["mean"],
+            f"{role}/{metric}_ci_low": r["ci_low"],
+            f"{role}/{metric}_ci_high": r["ci_high"],
+        }
     for (role, metric), r in sorted(overall.items()):
         if role == "student" and ("base", metric) in overall:
             numbers[f"lift/{metric}"] = r["mean"] - overall[("base", metric)]["mean"]

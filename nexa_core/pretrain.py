@@ -20,8 +20,18 @@ import sys
 from pathlib import Path
 
 from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
-from nexa_core.train import (PRETRAIN_CONFIG, attention, commit_model, committed, config_hash, document_rows, fit,
-                             read_documents, reading_texts, stage_main)
+from nexa_core.train import (
+    PRETRAIN_CONFIG,
+    attention,
+    commit_model,
+    committed,
+    config_hash,
+    document_rows,
+    fit,
+    read_documents,
+    reading_texts,
+    stage_main,
+)
 
 
 def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
@@ -33,8 +43,13 @@ def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, 
         log(f"partition {domain}: {done['path']} has already read the corpus; nothing to do")
         return {**done, "model_path": done["path"], "trained": True}
     base = config["base_model"]
-    record = {"domain": domain, "base_model": base, "config_hash": config_hash(config), "documents": len(documents),
-              "built_from_config": base == DEFAULT_STUDENT}
+    record = {
+        "domain": domain,
+        "base_model": base,
+        "config_hash": config_hash(config),
+        "documents": len(documents),
+        "built_from_config": base == DEFAULT_STUDENT,
+    }
     if base == DEFAULT_STUDENT:
         init = out_dir / "init"
         if not (init / "config.json").exists():
@@ -45,11 +60,18 @@ def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, 
         log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
         return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
     model, tokenizer = load_student(base, attn_implementation=attention(config))
-    rows = document_rows(tokenizer, reading_texts(documents, config["sentence_passes"], config["seed"]), config["max_length"])
+    rows = document_rows(
+        tokenizer, reading_texts(documents, config["sentence_passes"], config["seed"]), config["max_length"]
+    )
     log(f"partition {domain}: reading {len(documents)} documents, {sum(len(r['input_ids']) for r in rows)} tokens")
     fitted = fit(model, tokenizer, rows, [], config, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)
-    record = commit_model(fitted["trainer"], tokenizer, out_dir, "model",
-                          {**record, "base_model_path": base, **fitted["record"], "curve": fitted["curve"]})
+    record = commit_model(
+        fitted["trainer"],
+        tokenizer,
+        out_dir,
+        "model",
+        {**record, "base_model_path": base, **fitted["record"], "curve": fitted["curve"]},
+    )
     return {**record, "model_path": str(out_dir / "model"), "trained": True}
 
 

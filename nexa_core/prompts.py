@@ -29,8 +29,10 @@ def versioned_file(folder: Path, name: str, suffix: str, what: str) -> Path:
 def render_messages(label: str, system: str, user: str, fields: dict) -> list[dict]:
     """System and user messages from str.format templates; a missing field is a ValueError naming it."""
     try:
-        return [{"role": "system", "content": system.format(**fields).strip()},
-                {"role": "user", "content": user.format(**fields).strip()}]
+        return [
+            {"role": "system", "content": system.format(**fields).strip()},
+            {"role": "user", "content": user.format(**fields).strip()},
+        ]
     except KeyError as exc:
         raise ValueError(f"{label} needs field {exc}; got {sorted(fields)}") from exc
 
@@ -56,5 +58,6 @@ def load_template(name: str, prompts_dir: Path = PROMPTS_DIR) -> PromptTemplate:
     raw = versioned_file(prompts_dir, name, ".txt", "prompt template").read_text(encoding="utf-8")
     _, front, user = raw.split("---\n", 2)
     meta = yaml.safe_load(front) or {}
-    return PromptTemplate(name=name, system=meta.get("system", ""), user=user,
-                          sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest())
+    return PromptTemplate(
+        name=name, system=meta.get("system", ""), user=user, sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    )

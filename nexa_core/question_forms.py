@@ -25,28 +25,42 @@ from __future__ import annotations
 
 import re
 
-FORMS = ("definition", "reverse_definition", "quantity", "quantity_question", "cause_effect",
-         "reverse_cause_effect", "cloze", "completion")
+FORMS = (
+    "definition",
+    "reverse_definition",
+    "quantity",
+    "quantity_question",
+    "cause_effect",
+    "reverse_cause_effect",
+    "cloze",
+    "completion",
+)
 CLOZES_PER_SENTENCE = 2  # more key terms are held back for feedback rounds (see `heuristic_pairs`)
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
-_STOP = frozenset("the a an of and or in on to is are was were be by for with as at from that this "
-                  "which it its into than then there their these those such can may also".split())
+_STOP = frozenset(
+    "the a an of and or in on to is are was were be by for with as at from that this "
+    "which it its into than then there their these those such can may also".split()
+)
 _PRONOUN_START = re.compile(r"^(?:It|Its|This|These|That|Those|They|Their|Them|He|She|His|Her|Each|Both|Such)\b")
 _PRONOUN = re.compile(r"^(?:it|its|this|these|that|those|they|their|them|he|she|his|her)\b", re.I)
 _LEANS = re.compile(r"it|they|he|she")
 _SUBORDINATE = frozenset("because when if since while as so that which until unless".split())
 # Words that point at the page, not the subject: a question answered by one teaches nothing.
-_LAYOUT = frozenset("figure figures fig table tables below above following section sections chapter chapters "
-                    "equation equations eq eqn page pages appendix".split())
+_LAYOUT = frozenset(
+    "figure figures fig table tables below above following section sections chapter chapters "
+    "equation equations eq eqn page pages appendix".split()
+)
 
 # --- clause boundaries: answers stop at the first one ------------------------------------------
 
 # A comma before one of these words starts a new clause; a comma before anything else may be a list
 # ("genes, species and ecosystems") and is kept.
-_CLAUSE = re.compile(r"\s*(?:[;:]|,\s+(?=(?:and|but|so|which|while|whereas|meaning|written|equal|equals|about|"
-                     r"often|usually|although|though|where|whose|because|as|then|whatever|with|making|so that)\b)"
-                     r"|\s+because\b(?!\s+of\b)|\s+and\s+(?:is|are|was|were|equals|has|have|can)\b|\s+-\s+)")
+_CLAUSE = re.compile(
+    r"\s*(?:[;:]|,\s+(?=(?:and|but|so|which|while|whereas|meaning|written|equal|equals|about|"
+    r"often|usually|although|though|where|whose|because|as|then|whatever|with|making|so that)\b)"
+    r"|\s+because\b(?!\s+of\b)|\s+and\s+(?:is|are|was|were|equals|has|have|can)\b|\s+-\s+)"
+)
 
 
 def _clause(text: str) -> str:
@@ -107,19 +121,26 @@ def is_layout_answer(answer: str) -> bool:
 
 _DEFINITION = re.compile(
     r"^(?P<article>An?\s+|The\s+)?(?P<term>[A-Za-z][\w'()\-, ]{1,60}?)\s+(?P<verb>is|are)\s+(?:defined as\s+)?"
-    r"(?P<defn>.{10,})$")
-_CALLED = re.compile(r"^(?:An?|The)\s+(?P<defn>.{10,}?)\s+(?P<verb>is|are)\s+(?:called|known as|termed)\s+"
-                     r"(?P<term>[\w'\- ]{2,40})$")
+    r"(?P<defn>.{10,})$"
+)
+_CALLED = re.compile(
+    r"^(?:An?|The)\s+(?P<defn>.{10,}?)\s+(?P<verb>is|are)\s+(?:called|known as|termed)\s+"
+    r"(?P<term>[\w'\- ]{2,40})$"
+)
 # A definition's first word: an article, or (bare) a noun or adjective; not a participle ("is
 # stopped"), adverb ("is usually"), comparative or superlative, hedge ("is about 37 degrees") or
 # function word. The rest of the rule set reads those sentences.
-_NOT_BARE_DEFN = re.compile(r"^(?:\w+(?:ed|ly|er|est)|held|lost|found|made|known|used|given|taken|kept|built|shown|"
-                            r"not|no|far|very|much|only|also|still|"
-                            r"more|less|most|least|about|around|nearly|roughly|approximately|at|in|on|by|to|as|"
-                            r"for|from|with|often|always|never)\b")
+_NOT_BARE_DEFN = re.compile(
+    r"^(?:\w+(?:ed|ly|er|est)|held|lost|found|made|known|used|given|taken|kept|built|shown|"
+    r"not|no|far|very|much|only|also|still|"
+    r"more|less|most|least|about|around|nearly|roughly|approximately|at|in|on|by|to|as|"
+    r"for|from|with|often|always|never)\b"
+)
 # "The law is ..." after a sentence about a law: the term points back, so the question is ambiguous.
-_ANAPHORIC = frozenset("law process principle result effect method reaction limit technique theory rule idea model "
-                       "experiment value".split())
+_ANAPHORIC = frozenset(
+    "law process principle result effect method reaction limit technique theory rule idea model "
+    "experiment value".split()
+)
 _QUANTIFIER = frozenset("most many some all every few several no only other".split())
 
 
@@ -141,8 +162,14 @@ def definition_forms(sentence: str) -> list[dict]:
         return []
     defn = _clause(defn)
     first = term.lower().split()[0]
-    if first in _STOP or first in _QUANTIFIER or _PRONOUN.match(term) or len(term.split()) > 6 \
-            or len(defn.split()) < 2 or re.search(r"\d", defn.split()[0]):
+    if (
+        first in _STOP
+        or first in _QUANTIFIER
+        or _PRONOUN.match(term)
+        or len(term.split()) > 6
+        or len(defn.split()) < 2
+        or re.search(r"\d", defn.split()[0])
+    ):
         return []
     # After an article a capital is the term's own (a Lewis acid); at the sentence start it may not be.
     subject = f"{article} {term}" if article else _lower_first(term)
@@ -158,25 +185,35 @@ def definition_forms(sentence: str) -> list[dict]:
 
 # --- quantities ---------------------------------------------------------------------------------
 
-_SI = (r"(?:(?:kilo|mega|giga|milli|micro|nano|pico|femto|centi)?(?:metres?|meters?|grams?|seconds?|joules?|"
-       r"newtons?|watts?|volts?|electronvolts?|moles?|litres?|liters?|pascals?|coulombs?|sieverts?|hertz|"
-       r"calories?)|kelvin)")
-_UNIT = (rf"(?:millimetres of mercury|{_SI}(?:\s+(?:square |cubic )?{_SI})*|degrees?(?: Celsius| Fahrenheit)?|"
-         r"percent|per cent|%|molar|atmospheres?|minutes?|hours?|days?|years?|dioptres?|parts per million|base pairs)")
+_SI = (
+    r"(?:(?:kilo|mega|giga|milli|micro|nano|pico|femto|centi)?(?:metres?|meters?|grams?|seconds?|joules?|"
+    r"newtons?|watts?|volts?|electronvolts?|moles?|litres?|liters?|pascals?|coulombs?|sieverts?|hertz|"
+    r"calories?)|kelvin)"
+)
+_UNIT = (
+    rf"(?:millimetres of mercury|{_SI}(?:\s+(?:square |cubic )?{_SI})*|degrees?(?: Celsius| Fahrenheit)?|"
+    r"percent|per cent|%|molar|atmospheres?|minutes?|hours?|days?|years?|dioptres?|parts per million|base pairs)"
+)
 _NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?(?:\s*(?:x|×)\s*10\^-?\d+)?(?:\s*(?:million|billion|trillion|thousand))?"
 _HEDGE = r"(?:(?:about|roughly|approximately|nearly|around|exactly|more than|less than|at least) )?"
 _RANGE = rf"{_HEDGE}(?:minus )?{_NUMBER}(?:\s*(?:to|-|–)\s*(?:minus )?{_NUMBER})?"
-_PER = (r"(?:\s+(?:per|squared|cubed)(?:\s+(?:kilogram|mole|kelvin|second|litre|minute|year|day|metre|"
-        r"square metres?|kilograms? squared|nucleon)s?)?)*")
+_PER = (
+    r"(?:\s+(?:per|squared|cubed)(?:\s+(?:kilogram|mole|kelvin|second|litre|minute|year|day|metre|"
+    r"square metres?|kilograms? squared|nucleon)s?)?)*"
+)
 _QUANTITY = re.compile(rf"(?P<q>{_RANGE}\s*{_UNIT}{_PER})(?![\w])")
 # "The Z of W is about Q", "W has a Z of about Q": the subject names what the quantity measures; a
 # unitless value (a ratio, an index) is allowed here because the subject gives it its meaning.
 _VALUE = rf"(?P<q>{_RANGE}(?:\s*{_UNIT}{_PER})?)(?![\w])"
 _VALUE_END = r"(?:,|\s+and\b|\s+or\b|$)"
-_IS_VALUE = re.compile(rf"^(?P<subject>(?:The|A|An)?\s*[A-Za-z][\w'\- ]{{2,80}}?)\s+(?:is|are|equals|is equal to)\s+"
-                       rf"{_VALUE}{_VALUE_END}")
-_HAS_VALUE = re.compile(rf"^(?P<subject>[A-Za-z][\w'\- ]{{2,60}}?)\s+(?:has|have)\s+(?:an?\s+)?"
-                        rf"(?P<property>(?!an?\s)[A-Za-z][\w\-]*(?:\s+[\w\-]+){{0,5}}?)\s+of\s+{_VALUE}{_VALUE_END}")
+_IS_VALUE = re.compile(
+    rf"^(?P<subject>(?:The|A|An)?\s*[A-Za-z][\w'\- ]{{2,80}}?)\s+(?:is|are|equals|is equal to)\s+"
+    rf"{_VALUE}{_VALUE_END}"
+)
+_HAS_VALUE = re.compile(
+    rf"^(?P<subject>[A-Za-z][\w'\- ]{{2,60}}?)\s+(?:has|have)\s+(?:an?\s+)?"
+    rf"(?P<property>(?!an?\s)[A-Za-z][\w\-]*(?:\s+[\w\-]+){{0,5}}?)\s+of\s+{_VALUE}{_VALUE_END}"
+)
 
 
 def quantity_forms(sentence: str) -> list[dict]:
@@ -184,8 +221,14 @@ def quantity_forms(sentence: str) -> list[dict]:
     when the sentence says what it measures."""
     if not _stands_alone(sentence):
         return []
-    pairs = [_pair("quantity", f"Fill in the quantity: {sentence[:m.start('q')]}____{sentence[m.end('q'):]}",
-                   m.group("q").strip()) for m in _QUANTITY.finditer(sentence)]
+    pairs = [
+        _pair(
+            "quantity",
+            f"Fill in the quantity: {sentence[: m.start('q')]}____{sentence[m.end('q') :]}",
+            m.group("q").strip(),
+        )
+        for m in _QUANTITY.finditer(sentence)
+    ]
     s = _strip_end(sentence)
     if (m := _IS_VALUE.match(s)) and m.group("subject").split()[0].lower() not in _STOP - {"the", "a", "an"}:
         asked = _lower_first(m.group("subject").strip())
@@ -200,16 +243,27 @@ def quantity_forms(sentence: str) -> list[dict]:
 
 _BECAUSE = re.compile(r"^(?P<effect>.{6,}?),?\s+because\s+(?!of\b)(?P<cause>.{10,})$")
 _WHICH_IS_WHY = re.compile(r"^(?P<cause>.{10,}?),?\s+which is why\s+(?P<effect>.{10,})$")
-_VERB = re.compile(r"^(?P<cause>.{10,}?)\s+(?P<verb>causes|leads to|results in|produces|gives rise to)\s+"
-                   r"(?P<effect>.{6,})$")
-_RESULTS_FROM = re.compile(r"^(?P<effect>.{6,}?)\s+(?P<verb>results from|is caused by|are caused by)\s+"
-                           r"(?P<cause>.{10,})$")
+_VERB = re.compile(
+    r"^(?P<cause>.{10,}?)\s+(?P<verb>causes|leads to|results in|produces|gives rise to)\s+"
+    r"(?P<effect>.{6,})$"
+)
+_RESULTS_FROM = re.compile(
+    r"^(?P<effect>.{6,}?)\s+(?P<verb>results from|is caused by|are caused by)\s+"
+    r"(?P<cause>.{10,})$"
+)
 # A cause that is not a plain noun phrase ("A laser is a device that produces ...", "In Young's
 # experiment, light ... produces") would put half a clause into the question or the answer.
-_NOT_NOUN_PHRASE = re.compile(r"^(?:In|At|On|When|If|After|Before|During|Although|While|Since|Once)\b"
-                              r"|\b(?:is|are|was|were|occurs|occur)\b|\b(?:that|which|who|where)$")
-_BASE_VERB = {"causes": "cause", "leads to": "lead to", "results in": "result in", "produces": "produce",
-              "gives rise to": "give rise to"}
+_NOT_NOUN_PHRASE = re.compile(
+    r"^(?:In|At|On|When|If|After|Before|During|Although|While|Since|Once)\b"
+    r"|\b(?:is|are|was|were|occurs|occur)\b|\b(?:that|which|who|where)$"
+)
+_BASE_VERB = {
+    "causes": "cause",
+    "leads to": "lead to",
+    "results in": "result in",
+    "produces": "produce",
+    "gives rise to": "give rise to",
+}
 
 
 def _cause_and_effect(sentence: str) -> tuple[str, str, str | None] | None:
@@ -238,17 +292,37 @@ def cause_effect_forms(sentence: str) -> list[dict]:
         return []
     pairs = []
     if verb is None:  # "E because C": ask why E; and what C brings about
-        pairs.append(_pair("cause_effect", f"According to the passage, why is it that {_lower_first(effect)}?",
-                           f"Because {_lower_first(cause)}."))
+        pairs.append(
+            _pair(
+                "cause_effect",
+                f"According to the passage, why is it that {_lower_first(effect)}?",
+                f"Because {_lower_first(cause)}.",
+            )
+        )
         if not _PRONOUN.match(cause):
-            pairs.append(_pair("reverse_cause_effect", f"According to the passage, what happens because "
-                               f"{_lower_first(cause)}?", f"{_upper_first(effect)}."))
+            pairs.append(
+                _pair(
+                    "reverse_cause_effect",
+                    f"According to the passage, what happens because {_lower_first(cause)}?",
+                    f"{_upper_first(effect)}.",
+                )
+            )
     else:  # "C leads to E": the sentence's own direction first
-        pairs.append(_pair("reverse_cause_effect", f"According to the passage, what does {_lower_first(cause)} "
-                           f"{_BASE_VERB[verb]}?", f"{_upper_first(effect)}."))
+        pairs.append(
+            _pair(
+                "reverse_cause_effect",
+                f"According to the passage, what does {_lower_first(cause)} {_BASE_VERB[verb]}?",
+                f"{_upper_first(effect)}.",
+            )
+        )
         if not _PRONOUN.match(effect):
-            pairs.append(_pair("cause_effect", f"According to the passage, what {verb} {_lower_first(effect)}?",
-                               f"{_upper_first(cause)}."))
+            pairs.append(
+                _pair(
+                    "cause_effect",
+                    f"According to the passage, what {verb} {_lower_first(effect)}?",
+                    f"{_upper_first(cause)}.",
+                )
+            )
     return pairs
 
 
@@ -256,10 +330,12 @@ def cause_effect_forms(sentence: str) -> list[dict]:
 
 _WORD = re.compile(r"(?<![\w\-])[A-Za-z][A-Za-z]*(?:-[A-Za-z0-9]+)*(?![\w\-])")
 # Long but generic words make poor blanks: the sentence, not the subject, would give them away.
-_GENERIC = frozenset("""because between through throughout usually different another without within around
+_GENERIC = frozenset(
+    """because between through throughout usually different another without within around
 therefore however whatever whenever whether although called several commonly typically together rather almost
 during before toward towards across itself themselves against either neither example unless become becomes
-should would could cannot amount number certain always another various possible""".split())
+should would could cannot amount number certain always another various possible""".split()
+)
 _VERB_OBJECT = frozenset("the a an its their his her that one two each every all both this these".split())
 _VERB_SUBJECT = frozenset("to can may must will cannot does do did".split())
 
@@ -278,12 +354,22 @@ def _cloze_spans(sentence: str) -> list[tuple[int, int]]:
     ranked: dict[str, tuple] = {}
     for i, (w, m) in enumerate(zip(words, found)):
         low = w.lower()
-        if i == 0 or len(w) < 6 or counts[low] > 1 or low in _STOP or low in _GENERIC or low in _LAYOUT \
-                or any(m.start() in span for span in in_quantity):
+        if (
+            i == 0
+            or len(w) < 6
+            or counts[low] > 1
+            or low in _STOP
+            or low in _GENERIC
+            or low in _LAYOUT
+            or any(m.start() in span for span in in_quantity)
+        ):
             continue
         after = words[i + 1].lower() if i + 1 < len(words) else ""
-        verb_like = (low.endswith(("ly", "ed")) and "-" not in w) or after in _VERB_OBJECT \
+        verb_like = (
+            (low.endswith(("ly", "ed")) and "-" not in w)
+            or after in _VERB_OBJECT
             or words[i - 1].lower() in _VERB_SUBJECT
+        )
         ranked[w] = (not verb_like, len(w) + 2 * w[0].isupper(), w, m.span())
     return [rank[3] for rank in sorted(ranked.values(), reverse=True)]
 
@@ -298,18 +384,24 @@ def cloze_keys(sentence: str) -> list[str]:
 
 def cloze_forms(sentence: str) -> list[dict]:
     """One fill-in-the-blank pair per key term, best first."""
-    return [_pair("cloze", f"Fill in the blank: {sentence[:start]}____{sentence[end:]}", sentence[start:end])
-            for start, end in _cloze_spans(sentence)]
+    return [
+        _pair("cloze", f"Fill in the blank: {sentence[:start]}____{sentence[end:]}", sentence[start:end])
+        for start, end in _cloze_spans(sentence)
+    ]
 
 
 def completion_forms(sentence: str) -> list[dict]:
     """One complete-the-statement pair per key term: the sentence up to the term, the term to recall.
     The same fact as the cloze, asked the way a reader recalls it: from what comes before."""
-    return [_pair("completion", f"Complete the statement: {sentence[:start].rstrip()} ...", sentence[start:end])
-            for start, end in _cloze_spans(sentence) if len(sentence[:start].split()) >= 3]
+    return [
+        _pair("completion", f"Complete the statement: {sentence[:start].rstrip()} ...", sentence[start:end])
+        for start, end in _cloze_spans(sentence)
+        if len(sentence[:start].split()) >= 3
+    ]
 
 
 # --- the whole rule set -------------------------------------------------------------------------
+
 
 def _sentence_forms(sentence: str) -> tuple[list[dict], list[dict]]:
     """(forms of one sentence, best first; clozes held back for feedback). The first form of each
@@ -319,8 +411,10 @@ def _sentence_forms(sentence: str) -> tuple[list[dict], list[dict]]:
     asked_terms = {p["answer"].lower() for p in ordered if p["kind"] == "reverse_definition"}
     clozes = [p for p in cloze_forms(sentence) if p["answer"].lower() not in asked_terms]
     completions = [p for p in completion_forms(sentence) if p["answer"].lower() not in asked_terms]
-    return (ordered + clozes[:CLOZES_PER_SENTENCE] + completions[:CLOZES_PER_SENTENCE],
-            clozes[CLOZES_PER_SENTENCE:] + completions[CLOZES_PER_SENTENCE:])
+    return (
+        ordered + clozes[:CLOZES_PER_SENTENCE] + completions[:CLOZES_PER_SENTENCE],
+        clozes[CLOZES_PER_SENTENCE:] + completions[CLOZES_PER_SENTENCE:],
+    )
 
 
 def _interleave(per_sentence: list[list[dict]]) -> list[dict]:

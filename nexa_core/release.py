@@ -39,6 +39,7 @@ class GateConfig:
     """`metric`: auto, benchmark_accuracy, or a test split metric (judge_score, token_f1, rouge_l,
     exact_match). `rule`: intervals (the candidate's ci_low minus the other's ci_high) or mean (the
     difference of means); the candidate must exceed each `min_lift_*` by that measure."""
+
     metric: str = "auto"
     rule: str = "intervals"
     min_lift_over_base: float = 0.0
@@ -63,6 +64,7 @@ class Score:
 
 # --- the candidate and its scores -------------------------------------------------------------------
 
+
 def newest_evaluated(history: pl.DataFrame, domain: str) -> str | None:
     """The checkpoint of the domain whose student evaluation is the most recent."""
     rows = history.filter((pl.col("domain") == domain) & (pl.col("model_role") == "student"))
@@ -73,20 +75,22 @@ def benchmarked(benchmarks: pl.DataFrame | None, checkpoint_id: str) -> bool:
     return benchmarks is not None and benchmarks.filter(pl.col("checkpoint_id") == checkpoint_id).height > 0
 
 
-def gate_metric(config: GateConfig, checkpoint_id: str, history: pl.DataFrame,
-                benchmarks: pl.DataFrame | None) -> str:
+def gate_metric(config: GateConfig, checkpoint_id: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None) -> str:
     """The metric this candidate is judged on (config.metric resolved when it is auto)."""
     # auto: the benchmark suites, else the judge's score when anything was judged, else token F1
     for metric in [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, *PRIMARY_METRICS]:
         if score_of(checkpoint_id, "student", metric, history, benchmarks):
             return metric
     scored = sorted(set(history.filter(pl.col("checkpoint_id") == checkpoint_id)["metric"]))
-    raise ReleaseError(f"checkpoint {checkpoint_id} has no score on the gate's metric {config.metric!r}; its test "
-                       f"split has {scored or 'no scores'}, benchmark suites give {BENCHMARK_ACCURACY}")
+    raise ReleaseError(
+        f"checkpoint {checkpoint_id} has no score on the gate's metric {config.metric!r}; its test "
+        f"split has {scored or 'no scores'}, benchmark suites give {BENCHMARK_ACCURACY}"
+    )
 
 
-def score_of(checkpoint_id: str, role: str, metric: str, history: pl.DataFrame,
-             benchmarks: pl.DataFrame | None) -> Score | None:
+def score_of(
+    checkpoint_id: str, role: str, metric: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None
+) -> Score | None:
     """A role's latest score on the whole domain; base rows carry the checkpoint_id of their student."""
     if metric == BENCHMARK_ACCURACY:
         if benchmarks is None or benchmarks.is_empty():
@@ -94,8 +98,13 @@ def score_of(checkpoint_id: str, role: str, metric: str, history: pl.DataFrame,
         rows = latest_benchmarks(benchmarks).filter((pl.col("suite") == ALL_SUITES) & (pl.col("metric") == "accuracy"))
     else:
         rows = latest_evaluations(history).filter(pl.col("metric") == metric)
-    rows = rows.filter((pl.col("checkpoint_id") == checkpoint_id) & (pl.col("model_role") == role)
-                       & (pl.col("topic") == ALL_TOPICS) & (pl.col("n") > 0) & pl.col("mean").is_not_null())
+    rows = rows.filter(
+        (pl.col("checkpoint_id") == checkpoint_id)
+        & (pl.col("model_role") == role)
+        & (pl.col("topic") == ALL_TOPICS)
+        & (pl.col("n") > 0)
+        & pl.col("mean").is_not_null()
+    )
     if rows.is_empty():
         return None
     r = rows.row(0, named=True)
@@ -103,6 +112,7 @@ def score_of(checkpoint_id: str, role: str, metric: str, history: pl.DataFrame,
 
 
 # --- the gate ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -125,8 +135,12 @@ class GateDecision:
         out: dict = {"metric": self.metric, "rule": self.rule}
         for name, score in (("candidate", self.candidate), ("base", self.base), ("champion", self.champion)):
             if score:
-                out |= {f"{name}/mean": score.mean, f"{name}/ci_low": score.ci_low, f"{name}/ci_high": score.ci_high,
-                        f"{name}/n": score.n}
+                out |= {
+                    f"{name}/mean": score.mean,
+                    f"{name}/ci_low": score.ci_low,
+                    f"{name}/ci_high": score.ci_high,
+                    f"{name}/n": score.n,
+                }
         if self.champion_version is not None:
             out["champion_version"] = self.champion_version
         return out | {f"lift_over_{name}": value for name, value in self.lifts.items()}
@@ -140,12 +154,19 @@ def _comparison(name: str, candidate: Score, other: Score, rule: str, margin: fl
     lift = _lift(candidate, other, rule)
     measure = "its ci_low minus the other's ci_high" if rule == "intervals" else "the difference of means"
     beats = lift > margin
-    return beats, lift, (f"candidate {candidate} {'beats' if beats else 'does not beat'} {name} {other}: "
-                         f"{measure} is {lift:+.4f}, {'above' if beats else 'not above'} the threshold {margin:+.4f}")
+    return (
+        beats,
+        lift,
+        (
+            f"candidate {candidate} {'beats' if beats else 'does not beat'} {name} {other}: "
+            f"{measure} is {lift:+.4f}, {'above' if beats else 'not above'} the threshold {margin:+.4f}"
+        ),
+    )
 
 
-def promotion_gate(config: GateConfig, candidate: Score, base: Score | None, champion: Score | None,
-                   champion_version: int | None) -> GateDecision:
+def promotion_gate(
+    config: GateConfig, candidate: Score, base: Score | None, champion: Score | None, champion_version: int | None
+) -> GateDecision:
     """Beat the base, and the champion when there is one, on the gate's metric by its rule."""
     passed, lifts, reasons = True, {}, [f"metric {candidate.metric}, rule {config.rule}"]
     if base is None:
@@ -158,20 +179,25 @@ def promotion_gate(config: GateConfig, candidate: Score, base: Score | None, cha
     if champion_version is not None:
         if champion is None:
             passed = False
-            reasons.append(f"champion v{champion_version} has no {candidate.metric} score to compare with; "
-                           f"evaluate it on that metric or set the gate's metric to one it has")
+            reasons.append(
+                f"champion v{champion_version} has no {candidate.metric} score to compare with; "
+                f"evaluate it on that metric or set the gate's metric to one it has"
+            )
         else:
-            beats, lifts["champion"], reason = _comparison(f"champion v{champion_version}", candidate, champion,
-                                                           config.rule, config.min_lift_over_champion)
+            beats, lifts["champion"], reason = _comparison(
+                f"champion v{champion_version}", candidate, champion, config.rule, config.min_lift_over_champion
+            )
             passed &= beats
             reasons.append(reason)
     else:
         reasons.append("no champion yet")
-    return GateDecision(passed, candidate.metric, config.rule, candidate, base, champion, champion_version, lifts,
-                        reasons)
+    return GateDecision(
+        passed, candidate.metric, config.rule, candidate, base, champion, champion_version, lifts, reasons
+    )
 
 
 # --- merged weights ----------------------------------------------------------------------------------
+
 
 def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
     """Full weights of the checkpoint in `out_dir` + ".partial": a LoRA adapter merged into its base (a
@@ -190,8 +216,13 @@ def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
     tokenizer = checkpoint_tokenizer(checkpoint_dir)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    return {"merged_from": str(adapter or model_path), "adapter": adapter, "base_model_path": base_path,
-            "staging": str(staging), "files": sha256_files(staging)}
+    return {
+        "merged_from": str(adapter or model_path),
+        "adapter": adapter,
+        "base_model_path": base_path,
+        "staging": str(staging),
+        "files": sha256_files(staging),
+    }
 
 
 def checkpoint_tokenizer(checkpoint_dir: str | Path):
@@ -216,8 +247,9 @@ def loggable_model(merged: dict):
     tokenizer = AutoTokenizer.from_pretrained(merged["staging"])
     if merged["adapter"]:
         base = AutoModelForCausalLM.from_pretrained(merged["base_model_path"])
-        return {"model": PeftModel.from_pretrained(base, merged["adapter"]), "tokenizer": tokenizer}, \
-            merged["base_model_path"]
+        return {"model": PeftModel.from_pretrained(base, merged["adapter"]), "tokenizer": tokenizer}, merged[
+            "base_model_path"
+        ]
     return {"model": AutoModelForCausalLM.from_pretrained(merged["staging"]), "tokenizer": tokenizer}, None
 
 
@@ -235,6 +267,7 @@ def commit_release(merged: dict, out_dir: str | Path, card: str, record: dict) -
 
 # --- provenance --------------------------------------------------------------------------------------
 
+
 def trace_lineage(recorded, start: list[tuple[str, int]]) -> list[dict]:
     """Every (table, Delta version) read on the way to `start`, walked back through what each
     materialization recorded it read (`recorded(table, version)` -> its metadata, or None when unknown,
@@ -247,10 +280,20 @@ def trace_lineage(recorded, start: list[tuple[str, int]]) -> list[dict]:
         seen.add((table, version))
         metadata = recorded(table, version) or {}
         reads = {k.removeprefix("input_version/"): v for k, v in metadata.items() if k.startswith("input_version/")}
-        notes = {k: metadata[k] for k in ("template", "template_sha256", "round", "feedback_set_version", "model",
-                                          "backend", "total_cost_usd") if k in metadata}
-        rows.append({"table": table, "version": version, "reads": reads, **notes,
-                     "recorded": bool(metadata)})
+        notes = {
+            k: metadata[k]
+            for k in (
+                "template",
+                "template_sha256",
+                "round",
+                "feedback_set_version",
+                "model",
+                "backend",
+                "total_cost_usd",
+            )
+            if k in metadata
+        }
+        rows.append({"table": table, "version": version, "reads": reads, **notes, "recorded": bool(metadata)})
         queue += [(t, v) for t, v in reads.items() if v is not None]
     return rows
 
@@ -276,15 +319,23 @@ def teacher_cost(tables: DeltaRoot, domain: str, version: int | None) -> float |
     """Teacher dollars behind the data: cost_usd of the domain's teacher outputs at the version read."""
     if version is None:
         return None
-    return float(tables.scan("teacher_outputs", version).filter(pl.col("domain") == domain)
-                 .select(pl.col("cost_usd").sum()).collect().item() or 0.0)
+    return float(
+        tables.scan("teacher_outputs", version)
+        .filter(pl.col("domain") == domain)
+        .select(pl.col("cost_usd").sum())
+        .collect()
+        .item()
+        or 0.0
+    )
 
 
 def code_version(project_root: Path) -> str:
     """The git commit of the project (with -dirty when files differ from it), or 'unknown'."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(project_root), *args], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(project_root), *args], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -297,17 +348,30 @@ def code_version(project_root: Path) -> str:
 
 # --- the model card ----------------------------------------------------------------------------------
 
+
 def metric_rows(checkpoint_id: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None) -> list[dict]:
     """Every whole-domain score of the checkpoint and of its base, test split and benchmark suites."""
-    test = latest_evaluations(history).filter((pl.col("checkpoint_id") == checkpoint_id)
-                                              & (pl.col("topic") == ALL_TOPICS)).with_columns(
-        source=pl.lit("test split"))
+    test = (
+        latest_evaluations(history)
+        .filter((pl.col("checkpoint_id") == checkpoint_id) & (pl.col("topic") == ALL_TOPICS))
+        .with_columns(source=pl.lit("test split"))
+    )
     frames = [test.select("source", "metric", "model_role", "mean", "ci_low", "ci_high", "n")]
     if benchmarks is not None and not benchmarks.is_empty():
-        bench = latest_benchmarks(benchmarks).filter((pl.col("checkpoint_id") == checkpoint_id)
-                                                     & (pl.col("topic") == ALL_TOPICS))
-        frames.append(bench.select(pl.concat_str(pl.lit("benchmark "), "suite").alias("source"), "metric",
-                                   "model_role", "mean", "ci_low", "ci_high", "n"))
+        bench = latest_benchmarks(benchmarks).filter(
+            (pl.col("checkpoint_id") == checkpoint_id) & (pl.col("topic") == ALL_TOPICS)
+        )
+        frames.append(
+            bench.select(
+                pl.concat_str(pl.lit("benchmark "), "suite").alias("source"),
+                "metric",
+                "model_role",
+                "mean",
+                "ci_low",
+                "ci_high",
+                "n",
+            )
+        )
     return pl.concat(frames).sort("source", "metric", "model_role", descending=[False, False, True]).to_dicts()
 
 
@@ -319,71 +383,127 @@ def _interval(row: dict) -> str:
     return "–" if row["mean"] is None else f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
 
 
-def model_card(release: dict, checkpoint: dict, base: dict, decision: GateDecision, metrics: list[dict],
-               lineage: list[dict], rubrics: list[dict], training_config: dict | None, costs: dict, code: str) -> str:
+def model_card(
+    release: dict,
+    checkpoint: dict,
+    base: dict,
+    decision: GateDecision,
+    metrics: list[dict],
+    lineage: list[dict],
+    rubrics: list[dict],
+    training_config: dict | None,
+    costs: dict,
+    code: str,
+) -> str:
     """Markdown: what the model is, what made it (data versions of every stage, prompt template and
     rubric hashes, code version, training config), how it scored (with intervals) and what it cost."""
     name, version = release["registered_model"], release["model_version"]
-    lines = [f"# {name} v{version}: a {release['domain']} expert student", "",
-             f"Released {release['released_at']:%Y-%m-%d %H:%M:%S %Z} by the promotion gate: {decision.description()}.",
-             "", "## Model", "",
-             f"- Base model: {checkpoint['base_model']} (student_base {checkpoint['base_id']}: "
-             f"{base.get('model_uri')}, "
-             f"read {base.get('documents')} documents of raw_documents v{base.get('documents_version')} in "
-             f"{base.get('steps')} steps, config {base.get('config_hash')})",
-             f"- Fine-tune: {checkpoint['finetune']}" + (f", LoRA {checkpoint['lora']}" if checkpoint["lora"] else "")
-             + f"; checkpoint {checkpoint['checkpoint_id']} ({checkpoint['artifact_uri']}), "
-             f"round {checkpoint['round']}, "
-             f"{checkpoint['steps']} steps, final loss {checkpoint['final_loss']}",
-             f"- Merged weights: {release['merged_uri']} (served as `{release['served_model']}`)", "",
-             "| file | sha256 |", "|---|---|",
-             *[f"| {path} | {digest} |" for path, digest in sorted(release["weights_sha256"].items())], "",
-             "## Metrics (95% bootstrap intervals)", "", "| source | metric | role | mean [ci_low, ci_high] | n |",
-             "|---|---|---|---|---|",
-             *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {_interval(m)} | {m['n']} |"
-               for m in metrics], "",
-             "## Data versions read at every stage", "", "| table | Delta version | read | noted |",
-             "|---|---|---|---|"]
+    lines = [
+        f"# {name} v{version}: a {release['domain']} expert student",
+        "",
+        f"Released {release['released_at']:%Y-%m-%d %H:%M:%S %Z} by the promotion gate: {decision.description()}.",
+        "",
+        "## Model",
+        "",
+        f"- Base model: {checkpoint['base_model']} (student_base {checkpoint['base_id']}: "
+        f"{base.get('model_uri')}, "
+        f"read {base.get('documents')} documents of raw_documents v{base.get('documents_version')} in "
+        f"{base.get('steps')} steps, config {base.get('config_hash')})",
+        f"- Fine-tune: {checkpoint['finetune']}"
+        + (f", LoRA {checkpoint['lora']}" if checkpoint["lora"] else "")
+        + f"; checkpoint {checkpoint['checkpoint_id']} ({checkpoint['artifact_uri']}), "
+        f"round {checkpoint['round']}, "
+        f"{checkpoint['steps']} steps, final loss {checkpoint['final_loss']}",
+        f"- Merged weights: {release['merged_uri']} (served as `{release['served_model']}`)",
+        "",
+        "| file | sha256 |",
+        "|---|---|",
+        *[f"| {path} | {digest} |" for path, digest in sorted(release["weights_sha256"].items())],
+        "",
+        "## Metrics (95% bootstrap intervals)",
+        "",
+        "| source | metric | role | mean [ci_low, ci_high] | n |",
+        "|---|---|---|---|---|",
+        *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {_interval(m)} | {m['n']} |" for m in metrics],
+        "",
+        "## Data versions read at every stage",
+        "",
+        "| table | Delta version | read | noted |",
+        "|---|---|---|---|",
+    ]
     for row in lineage:
         reads = ", ".join(f"{t} v{v}" for t, v in sorted(row["reads"].items())) or "–"
-        notes = ", ".join(f"{k}={row[k]}" for k in ("template", "template_sha256", "round", "feedback_set_version",
-                                                    "model", "backend") if k in row)
-        lines.append(f"| {row['table']} | {row['version']} | {reads} | "
-                     f"{notes or ('–' if row['recorded'] else 'no materialization recorded')} |")
+        notes = ", ".join(
+            f"{k}={row[k]}"
+            for k in ("template", "template_sha256", "round", "feedback_set_version", "model", "backend")
+            if k in row
+        )
+        lines.append(
+            f"| {row['table']} | {row['version']} | {reads} | "
+            f"{notes or ('–' if row['recorded'] else 'no materialization recorded')} |"
+        )
     lines += ["", "## Prompt template and rubrics", ""]
-    lines += [f"- prompt template {row['template']}: sha256 {row['template_sha256']}"
-              for row in lineage if "template_sha256" in row] or ["- prompt template: not recorded"]
-    lines += [f"- rubric {r['rubric']}: sha256 {r['rubric_sha256']}" for r in rubrics] \
-        or ["- rubric: none (heuristic scores only, no judge)"]
-    config = (["```json", json.dumps(training_config, indent=1, sort_keys=True), "```"] if training_config is not None
-              else [f"not found: MLflow run {checkpoint['mlflow_run_id']} is not in this tracking store "
-                    f"(config hash {checkpoint['config_hash']})"])
-    lines += ["", "## Training config (the training run's MLflow parameters)", "", *config, "",
-              "## Cost", "",
-              f"- teacher: {_dollars(costs['teacher_usd'])} (teacher_outputs v{costs['teacher_outputs_version']})",
-              f"- GPU hours: {costs['gpu_hours']:.4f} (reading {base.get('gpu_seconds') or 0:.1f} s + SFT "
-              f"{checkpoint['gpu_seconds']:.1f} s on {checkpoint['device']}); GPU ${checkpoint['gpu_cost_usd']:.4f}",
-              f"- wall hours: {costs['wall_hours']:.4f}", "", "## Code", "", f"- code version: {code}", "",
-              "## Reproduce", "",
-              f"- the SFT rows it was trained on: `nexa-release-rows {release['domain']} --version {version}` "
-              f"(sft_dataset v{checkpoint['sft_version']}, split train)",
-              f"- serve it: `nexa-serve {release['domain']}` (while it is the champion)", ""]
+    lines += [
+        f"- prompt template {row['template']}: sha256 {row['template_sha256']}"
+        for row in lineage
+        if "template_sha256" in row
+    ] or ["- prompt template: not recorded"]
+    lines += [f"- rubric {r['rubric']}: sha256 {r['rubric_sha256']}" for r in rubrics] or [
+        "- rubric: none (heuristic scores only, no judge)"
+    ]
+    config = (
+        ["```json", json.dumps(training_config, indent=1, sort_keys=True), "```"]
+        if training_config is not None
+        else [
+            f"not found: MLflow run {checkpoint['mlflow_run_id']} is not in this tracking store "
+            f"(config hash {checkpoint['config_hash']})"
+        ]
+    )
+    lines += [
+        "",
+        "## Training config (the training run's MLflow parameters)",
+        "",
+        *config,
+        "",
+        "## Cost",
+        "",
+        f"- teacher: {_dollars(costs['teacher_usd'])} (teacher_outputs v{costs['teacher_outputs_version']})",
+        f"- GPU hours: {costs['gpu_hours']:.4f} (reading {base.get('gpu_seconds') or 0:.1f} s + SFT "
+        f"{checkpoint['gpu_seconds']:.1f} s on {checkpoint['device']}); GPU ${checkpoint['gpu_cost_usd']:.4f}",
+        f"- wall hours: {costs['wall_hours']:.4f}",
+        "",
+        "## Code",
+        "",
+        f"- code version: {code}",
+        "",
+        "## Reproduce",
+        "",
+        f"- the SFT rows it was trained on: `nexa-release-rows {release['domain']} --version {version}` "
+        f"(sft_dataset v{checkpoint['sft_version']}, split train)",
+        f"- serve it: `nexa-serve {release['domain']}` (while it is the champion)",
+        "",
+    ]
     return "\n".join(lines)
 
 
 # --- reproducibility -----------------------------------------------------------------------------------
 
+
 def release_record(tables: DeltaRoot, domain: str, version: int) -> dict:
     """The release_history row of a domain's registered model version."""
     if not tables.exists(RELEASE_HISTORY):
-        raise ReleaseError(f"domain {domain}: no release has been made yet (no {RELEASE_HISTORY} table); "
-                           f"materialize model_release for it")
+        raise ReleaseError(
+            f"domain {domain}: no release has been made yet (no {RELEASE_HISTORY} table); "
+            f"materialize model_release for it"
+        )
     rows = tables.scan(RELEASE_HISTORY).filter((pl.col("domain") == domain) & (pl.col("model_version") == version))
     found = rows.sort("released_at").collect()
     if found.is_empty():
         known = tables.scan(RELEASE_HISTORY).filter(pl.col("domain") == domain).select("model_version").collect()
-        raise ReleaseError(f"domain {domain}: no release v{version}; released versions: "
-                           f"{sorted(known['model_version'].to_list()) or 'none'}")
+        raise ReleaseError(
+            f"domain {domain}: no release v{version}; released versions: "
+            f"{sorted(known['model_version'].to_list()) or 'none'}"
+        )
     return found.row(-1, named=True)
 
 
@@ -391,19 +511,29 @@ def champion_release(tables: DeltaRoot, domain: str, champion_version: int | Non
     """The release record of the domain's champion; an unknown domain, or one without a champion, is
     an error that says so and what to do."""
     if champion_version is None:
-        known = (sorted(tables.scan("raw_documents").select("domain").unique().collect()["domain"])
-                 if tables.exists("raw_documents") else [])
+        known = (
+            sorted(tables.scan("raw_documents").select("domain").unique().collect()["domain"])
+            if tables.exists("raw_documents")
+            else []
+        )
         if domain not in known:
-            raise ReleaseError(f"unknown domain {domain!r}: the domains with data are {known or 'none'} "
-                               f"(a folder under the raw root, materialized)")
-        raise ReleaseError(f"domain {domain} has no champion: no release has passed the promotion gate; materialize "
-                           f"model_release for partition {domain} (its promotion_gate check says why a candidate "
-                           f"was refused)")
+            raise ReleaseError(
+                f"unknown domain {domain!r}: the domains with data are {known or 'none'} "
+                f"(a folder under the raw root, materialized)"
+            )
+        raise ReleaseError(
+            f"domain {domain} has no champion: no release has passed the promotion gate; materialize "
+            f"model_release for partition {domain} (its promotion_gate check says why a candidate "
+            f"was refused)"
+        )
     return release_record(tables, domain, champion_version)
 
 
 def trained_rows(tables: DeltaRoot, release: dict, split: str = "train") -> pl.DataFrame:
     """The SFT rows a release was trained on: its sft_dataset version (Delta time travel), its domain."""
-    return (tables.scan(SFT_TABLE, release["sft_version"])
-            .filter((pl.col("domain") == release["domain"]) & (pl.col("split") == split))
-            .sort("example_id").collect())
+    return (
+        tables.scan(SFT_TABLE, release["sft_version"])
+        .filter((pl.col("domain") == release["domain"]) & (pl.col("split") == split))
+        .sort("example_id")
+        .collect()
+    )

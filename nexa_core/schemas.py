@@ -129,6 +129,7 @@ def conform(frame: pl.DataFrame, schema: dict) -> pl.DataFrame:
     """Select and cast to the schema's columns, in order; a missing column is a bug, so it raises."""
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
+
 STUDENT_BASE = {
     "domain": pl.String,
     "base_id": pl.String,

@@ -20,8 +20,12 @@ from pathlib import Path
 from nexa_core.student import MANIFEST
 
 # The merged folder is local: nothing is fetched from the hub, and the CLI does not ask PyPI for updates.
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1"}
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
 
 
 class ServeError(RuntimeError):
@@ -43,8 +47,21 @@ def served_folder(merged_uri: str, served_model: str) -> Path:
 
 def transformers_serve_command(served_model: str, host: str, port: int, device: str, dtype: str) -> list[str]:
     cli = Path(sys.executable).with_name("transformers")  # the CLI of this environment's transformers
-    return [str(cli) if cli.exists() else "transformers", "serve", served_model, "--host", host, "--port", str(port),
-            "--device", device, "--dtype", dtype, "--log-level", "warning"]
+    return [
+        str(cli) if cli.exists() else "transformers",
+        "serve",
+        served_model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--device",
+        device,
+        "--dtype",
+        dtype,
+        "--log-level",
+        "warning",
+    ]
 
 
 def serving_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -62,8 +79,10 @@ def wait_until_ready(proc: subprocess.Popen, root_url: str, timeout_s: float, lo
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if proc.poll() is not None:
-            raise ServeError(f"the server exited with code {proc.returncode} before answering; the end of "
-                             f"{log_file}:\n{_tail(log_file)}")
+            raise ServeError(
+                f"the server exited with code {proc.returncode} before answering; the end of "
+                f"{log_file}:\n{_tail(log_file)}"
+            )
         try:
             with urllib.request.urlopen(f"{root_url}/health", timeout=2) as response:
                 if response.status == 200:
@@ -71,8 +90,10 @@ def wait_until_ready(proc: subprocess.Popen, root_url: str, timeout_s: float, lo
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.25)
-    raise ServeError(f"the server did not answer {root_url}/health within {timeout_s:.0f} s; the end of "
-                     f"{log_file}:\n{_tail(log_file)}")
+    raise ServeError(
+        f"the server did not answer {root_url}/health within {timeout_s:.0f} s; the end of "
+        f"{log_file}:\n{_tail(log_file)}"
+    )
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -87,8 +108,16 @@ def vllm_command(merged_uri: str, served_model: str, port: int = 8000) -> str:
     adapter = Path(merged["merged_from"])
     if (adapter / "adapter_config.json").is_file():
         rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
-        args = ["vllm", "serve", merged["base_model_path"], "--enable-lora", "--lora-modules",
-                f"{served_model}={adapter}", "--max-lora-rank", str(max(8, 1 << (rank - 1).bit_length()))]
+        args = [
+            "vllm",
+            "serve",
+            merged["base_model_path"],
+            "--enable-lora",
+            "--lora-modules",
+            f"{served_model}={adapter}",
+            "--max-lora-rank",
+            str(max(8, 1 << (rank - 1).bit_length())),
+        ]
     else:
         args = ["vllm", "serve", str(merged_uri), "--served-model-name", served_model]
     return shlex.join(args + ["--port", str(port)])

@@ -60,8 +60,9 @@ def _fill_topic(docs: list[str], doc_sizes: dict[str, int], cfg: SplitConfig, sp
             split[doc] = "train"
 
 
-def assign_splits(doc_sizes: dict[str, int], cfg: SplitConfig,
-                  doc_topics: dict[str, str] | None = None) -> dict[str, str]:
+def assign_splits(
+    doc_sizes: dict[str, int], cfg: SplitConfig, doc_topics: dict[str, str] | None = None
+) -> dict[str, str]:
     """doc_id -> split, stratified by topic (doc_id -> topic; without it, one topic for all).
 
     Topics with at least `cfg.min_topic_documents` documents are split on their own (see
@@ -90,8 +91,10 @@ def assign_splits(doc_sizes: dict[str, int], cfg: SplitConfig,
         train = {t: [d for d in docs if split[d] == "train"] for t, docs in topics.items()}
         if sum(len(d) for d in train.values()) < 2:  # the domain keeps a train document
             break
-        topic = max((t for t in train if train[t]), key=lambda t: (
-            len(train[t]) >= 2, len(train[t]), sum(doc_sizes[d] for d in train[t]), _seeded(cfg, t)))
+        topic = max(
+            (t for t in train if train[t]),
+            key=lambda t: (len(train[t]) >= 2, len(train[t]), sum(doc_sizes[d] for d in train[t]), _seeded(cfg, t)),
+        )
         split[train[topic][0]] = name
     return split
 
@@ -111,21 +114,23 @@ def build_sft_dataset(filtered: pl.DataFrame, cfg: SplitConfig = SplitConfig()) 
     round_ = int(feedback_rounds.max()) + 1 if feedback_rounds.len() else 0
     rows = []
     for r in kept.sort("pair_id").iter_rows(named=True):
-        rows.append({
-            "domain": r["domain"],
-            "example_id": content_id(r["pair_id"], cfg.system_prompt),
-            "pair_id": r["pair_id"],
-            "doc_id": r["doc_id"],
-            "topic": r["topic"],
-            "split": split.get(r["doc_id"], "train"),  # a document known only from feedback trains
-            "messages": [
-                {"role": "system", "content": cfg.system_prompt.format(domain=r["domain"])},
-                {"role": "user", "content": r["question"]},
-                {"role": "assistant", "content": r["answer"]},
-            ],
-            "round": round_,
-            "feedback_round": r["feedback_round"],
-        })
+        rows.append(
+            {
+                "domain": r["domain"],
+                "example_id": content_id(r["pair_id"], cfg.system_prompt),
+                "pair_id": r["pair_id"],
+                "doc_id": r["doc_id"],
+                "topic": r["topic"],
+                "split": split.get(r["doc_id"], "train"),  # a document known only from feedback trains
+                "messages": [
+                    {"role": "system", "content": cfg.system_prompt.format(domain=r["domain"])},
+                    {"role": "user", "content": r["question"]},
+                    {"role": "assistant", "content": r["answer"]},
+                ],
+                "round": round_,
+                "feedback_round": r["feedback_round"],
+            }
+        )
     return pl.DataFrame(rows, schema=schemas.SFT_DATASET)
 
 

@@ -51,35 +51,63 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin|>", eos_token=END,
-                                   pad_token="<|pad|>", chat_template=CHAT_TEMPLATE)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|begin|>",
+        eos_token=END,
+        pad_token="<|pad|>",
+        chat_template=CHAT_TEMPLATE,
+    )
     return fast
 
 
-def build_default_student(texts: Iterable[str], out_dir: Path, seed: int = 0, hidden_size: int = 128,
-                          layers: int = 2, heads: int = 4, vocab_size: int = 4096, max_positions: int = 1024,
-                          intermediate_size: int | None = None, kv_heads: int | None = None) -> Path:
+def build_default_student(
+    texts: Iterable[str],
+    out_dir: Path,
+    seed: int = 0,
+    hidden_size: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    vocab_size: int = 4096,
+    max_positions: int = 1024,
+    intermediate_size: int | None = None,
+    kv_heads: int | None = None,
+) -> Path:
     """Train a tokenizer on `texts`, build a Llama from a config (small by default), save both."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer(texts, vocab_size)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
-                         intermediate_size=intermediate_size or hidden_size * 4, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads or max(1, heads // 2),
-                         max_position_embeddings=max_positions, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or hidden_size * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or max(1, heads // 2),
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / MANIFEST).write_text(json.dumps({"base_model": DEFAULT_STUDENT, "built_from_config": True,
-                                                "config": config.to_diff_dict()}, indent=1))
+    (out_dir / MANIFEST).write_text(
+        json.dumps(
+            {"base_model": DEFAULT_STUDENT, "built_from_config": True, "config": config.to_diff_dict()}, indent=1
+        )
+    )
     return out_dir
 
 
@@ -110,10 +138,13 @@ def load_student(name_or_path: str, dtype=None, attn_implementation: str | None 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, attn_implementation=attn_implementation or attention_implementation())
+            name_or_path, dtype=dtype, attn_implementation=attn_implementation or attention_implementation()
+        )
     except (OSError, ValueError) as exc:
-        raise ValueError(f"base_model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
-                         f"available offline ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise ValueError(
+            f"base_model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
+            f"available offline ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if model.config._attn_implementation == "sdpa":
         prefer_shape_free_sdpa()
     if tokenizer.chat_template is None:
@@ -133,8 +164,10 @@ def lora_targets(model, requested: list[str] | str | None) -> list[str] | str:
         return requested
     missing = [t for t in requested if t not in names]
     if missing:
-        raise ValueError(f"lora.target_modules {missing} are not modules of {model.config.model_type}; "
-                         f"candidates: {sorted(n for n in names if 'proj' in n or 'attn' in n or 'fc' in n)[:20]}")
+        raise ValueError(
+            f"lora.target_modules {missing} are not modules of {model.config.model_type}; "
+            f"candidates: {sorted(n for n in names if 'proj' in n or 'attn' in n or 'fc' in n)[:20]}"
+        )
     return list(requested)
 
 
@@ -151,6 +184,8 @@ def resolve_checkpoint(folder: str | Path) -> tuple[str, str | None, str]:
         return base, str(folder), base
     manifest = folder / MANIFEST
     if not (folder / "config.json").is_file() or not manifest.is_file():
-        raise ValueError(f"checkpoint folder {folder} holds neither a PEFT adapter (adapter_config.json) nor a "
-                         f"full model with its manifest.json")
+        raise ValueError(
+            f"checkpoint folder {folder} holds neither a PEFT adapter (adapter_config.json) nor a "
+            f"full model with its manifest.json"
+        )
     return str(folder), None, json.loads(manifest.read_text())["base_model_path"]

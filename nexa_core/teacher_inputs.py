@@ -53,44 +53,53 @@ def chunk_text(text: str, max_chars: int, min_chars: int) -> list[str]:
     return passages
 
 
-def build_teacher_inputs(documents: pl.DataFrame, template: PromptTemplate,
-                         cfg: PromptConfig = PromptConfig()) -> pl.DataFrame:
+def build_teacher_inputs(
+    documents: pl.DataFrame, template: PromptTemplate, cfg: PromptConfig = PromptConfig()
+) -> pl.DataFrame:
     """One request per passage of every document. The passage and the pair budget are columns as well
     as words of the prompt: a rule-based teacher reads the columns, never the template's wording."""
     rows = []
     for doc in documents.iter_rows(named=True):
-        for index, passage in enumerate(chunk_text(doc["text"], max_chars=cfg.max_passage_chars,
-                                                   min_chars=cfg.min_passage_chars)):
+        for index, passage in enumerate(
+            chunk_text(doc["text"], max_chars=cfg.max_passage_chars, min_chars=cfg.min_passage_chars)
+        ):
             passage_id = content_id(doc["doc_id"], index, passage)
-            messages = template.render(domain=doc["domain"], topic=doc["topic"], passage=passage,
-                                       max_pairs=cfg.max_pairs_per_passage)
-            rows.append({
-                "domain": doc["domain"],
-                "request_id": template.request_id(messages),
-                "doc_id": doc["doc_id"],
-                "passage_id": passage_id,
-                "topic": doc["topic"],
-                "source_path": doc["source_path"],
-                "passage": passage,
-                "template_name": template.name,
-                "template_hash": template.sha256,
-                "messages": json.dumps(messages, ensure_ascii=False),
-                "feedback_round": None,
-                "max_pairs": cfg.max_pairs_per_passage,
-                "known_questions": None,
-            })
+            messages = template.render(
+                domain=doc["domain"], topic=doc["topic"], passage=passage, max_pairs=cfg.max_pairs_per_passage
+            )
+            rows.append(
+                {
+                    "domain": doc["domain"],
+                    "request_id": template.request_id(messages),
+                    "doc_id": doc["doc_id"],
+                    "passage_id": passage_id,
+                    "topic": doc["topic"],
+                    "source_path": doc["source_path"],
+                    "passage": passage,
+                    "template_name": template.name,
+                    "template_hash": template.sha256,
+                    "messages": json.dumps(messages, ensure_ascii=False),
+                    "feedback_round": None,
+                    "max_pairs": cfg.max_pairs_per_passage,
+                    "known_questions": None,
+                }
+            )
     if not rows:
         return schemas.empty(schemas.TEACHER_INPUTS)
     return pl.DataFrame(rows, schema=schemas.TEACHER_INPUTS)
 
 
-def mix_in_feedback(requests: pl.DataFrame, feedback_set: pl.DataFrame,
-                    feedback_set_version: int | None) -> tuple[pl.DataFrame, dict]:
+def mix_in_feedback(
+    requests: pl.DataFrame, feedback_set: pl.DataFrame, feedback_set_version: int | None
+) -> tuple[pl.DataFrame, dict]:
     """The corpus requests plus those of the domain's latest feedback set that are not already among
     them, and which round this makes: 0 without feedback, else one past the feedback set's round, with
     the version that fed it."""
     feedback = schemas.conform(feedback_set, schemas.TEACHER_INPUTS)
-    fed_by = {"feedback_set_version": feedback_set_version,
-              "feedback_round": int(feedback["feedback_round"].max())} if feedback.height else {}
+    fed_by = (
+        {"feedback_set_version": feedback_set_version, "feedback_round": int(feedback["feedback_round"].max())}
+        if feedback.height
+        else {}
+    )
     mixed = pl.concat([requests, feedback.join(requests.select("request_id"), on="request_id", how="anti")])
     return mixed, {"round": fed_by.get("feedback_round", -1) + 1, "feedback_requests": feedback.height, **fed_by}

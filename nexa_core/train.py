@@ -81,8 +81,11 @@ def prompt_turns(messages: list[dict]) -> list[dict]:
 
 
 def chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                              add_generation_prompt=add_generation_prompt)["input_ids"])
+    return list(
+        tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+        )["input_ids"]
+    )
 
 
 def conversation_rows(tokenizer, conversations: list[list[dict]]) -> list[dict]:
@@ -93,11 +96,13 @@ def conversation_rows(tokenizer, conversations: list[list[dict]]) -> list[dict]:
     for messages in conversations:
         prompt = chat_tokens(tokenizer, prompt_turns(messages), add_generation_prompt=True)
         full = chat_tokens(tokenizer, messages)
-        if full[:len(prompt)] != prompt or len(full) == len(prompt):
-            raise TrainingError("the chat template does not render the prompt (add_generation_prompt=True) as a prefix "
-                                "of the whole conversation, so the answer tokens cannot be found; use a template "
-                                f"that does (first conversation that failed: {str(messages)[:200]})")
-        rows.append({"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt):]})
+        if full[: len(prompt)] != prompt or len(full) == len(prompt):
+            raise TrainingError(
+                "the chat template does not render the prompt (add_generation_prompt=True) as a prefix "
+                "of the whole conversation, so the answer tokens cannot be found; use a template "
+                f"that does (first conversation that failed: {str(messages)[:200]})"
+            )
+        rows.append({"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt) :]})
     return rows
 
 
@@ -117,7 +122,7 @@ def reading_texts(documents: list[str], sentence_passes: int, seed: int = 0) -> 
     for n in range(int(sentence_passes)):
         order = sentences[:]
         random.Random(f"{seed}:{n}").shuffle(order)
-        texts += [" ".join(order[i:i + SENTENCES_PER_TEXT]) for i in range(0, len(order), SENTENCES_PER_TEXT)]
+        texts += [" ".join(order[i : i + SENTENCES_PER_TEXT]) for i in range(0, len(order), SENTENCES_PER_TEXT)]
     return texts
 
 
@@ -127,24 +132,32 @@ def document_rows(tokenizer, texts: list[str], block_size: int) -> list[dict]:
     rows = []
     for text in texts:
         ids = head + tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows += [{"input_ids": ids[i:i + block_size], "labels": ids[i:i + block_size]}
-                 for i in range(0, len(ids), block_size)]
+        rows += [
+            {"input_ids": ids[i : i + block_size], "labels": ids[i : i + block_size]}
+            for i in range(0, len(ids), block_size)
+        ]
     return rows
 
 
 def read_sft(uri: str, version: int, domain: str, storage_options: dict | None = None):
     import polars as pl
 
-    frame = pl.scan_delta(uri, version=version, storage_options=storage_options).filter(
-        pl.col("domain") == domain).collect()
+    frame = (
+        pl.scan_delta(uri, version=version, storage_options=storage_options)
+        .filter(pl.col("domain") == domain)
+        .collect()
+    )
     return {split: frame.filter(pl.col("split") == split) for split in ("train", "validation", "test")}
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
     """The newest complete trainer checkpoint: trainer_state.json is written last, so a folder
     without it was cut off mid-save and is skipped."""
-    done = [p for p in Path(run_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()] \
-        if Path(run_dir).is_dir() else []
+    done = (
+        [p for p in Path(run_dir).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        if Path(run_dir).is_dir()
+        else []
+    )
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
@@ -155,8 +168,18 @@ def mixed_precision(config: dict) -> bool:
     return cuda and torch.cuda.is_bf16_supported() if config["bf16"] == "auto" else bool(config["bf16"])
 
 
-def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config: dict, run_dir: Path,
-        domain: str, peft_config=None, log=print, on_metrics=None) -> dict:
+def fit(
+    model,
+    tokenizer,
+    train_rows: list[dict],
+    eval_rows: list[dict],
+    config: dict,
+    run_dir: Path,
+    domain: str,
+    peft_config=None,
+    log=print,
+    on_metrics=None,
+) -> dict:
     """Train with TRL's SFTTrainer on token rows (input_ids + labels), resuming from the newest complete
     checkpoint in run_dir. Shared by the reading stage and SFT. Returns the trainer and its curve."""
     import datasets
@@ -168,30 +191,52 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
     cuda = torch.cuda.is_available()
     max_length = config["max_length"]
     if config["packing"]:
-        max_length = packing_length([len(r["input_ids"]) for r in train_rows], max_length,
-                                    cuda and model.config._attn_implementation in VARLEN_ATTENTION)
+        max_length = packing_length(
+            [len(r["input_ids"]) for r in train_rows],
+            max_length,
+            cuda and model.config._attn_implementation in VARLEN_ATTENTION,
+        )
         log(f"partition {domain}: packing rows of {max_length} tokens")
     has_eval = bool(eval_rows)
     early_stop = has_eval and config.get("early_stopping_patience", 0) > 0
     args = SFTConfig(
-        output_dir=str(run_dir), max_steps=config["max_steps"] or -1, num_train_epochs=config["num_train_epochs"],
-        learning_rate=config["learning_rate"], lr_scheduler_type=config.get("lr_scheduler_type", "linear"),
-        warmup_steps=config.get("warmup_steps", 0), weight_decay=config.get("weight_decay", 0.0),
+        output_dir=str(run_dir),
+        max_steps=config["max_steps"] or -1,
+        num_train_epochs=config["num_train_epochs"],
+        learning_rate=config["learning_rate"],
+        lr_scheduler_type=config.get("lr_scheduler_type", "linear"),
+        warmup_steps=config.get("warmup_steps", 0),
+        weight_decay=config.get("weight_decay", 0.0),
         per_device_train_batch_size=config["per_device_train_batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"], max_length=max_length,
-        packing=config["packing"], bf16=mixed_precision(config),
-        gradient_checkpointing=config["gradient_checkpointing"], logging_steps=config.get("logging_steps", 1),
-        save_strategy="steps", save_steps=config["save_steps"], save_total_limit=config["save_total_limit"],
-        eval_strategy="steps" if has_eval else "no", eval_steps=config["eval_steps"],
-        load_best_model_at_end=early_stop, metric_for_best_model="eval_loss", seed=config["seed"], report_to=[],
-        use_cpu=not cuda, dataloader_num_workers=0, disable_tqdm=True, **(config.get("trainer_args") or {}))
+        gradient_accumulation_steps=config["gradient_accumulation_steps"],
+        max_length=max_length,
+        packing=config["packing"],
+        bf16=mixed_precision(config),
+        gradient_checkpointing=config["gradient_checkpointing"],
+        logging_steps=config.get("logging_steps", 1),
+        save_strategy="steps",
+        save_steps=config["save_steps"],
+        save_total_limit=config["save_total_limit"],
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config["eval_steps"],
+        load_best_model_at_end=early_stop,
+        metric_for_best_model="eval_loss",
+        seed=config["seed"],
+        report_to=[],
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **(config.get("trainer_args") or {}),
+    )
     curve: list[dict] = []
 
     class Report(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
-                row = {"step": state.global_step, **{k: float(v) for k, v in logs.items()
-                                                     if isinstance(v, (int, float))}}
+                row = {
+                    "step": state.global_step,
+                    **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))},
+                }
                 curve.append(row)
                 if on_metrics:
                     on_metrics(row)
@@ -200,9 +245,15 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
     if early_stop:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
     as_dataset = datasets.Dataset.from_list
-    trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(train_rows),
-                         eval_dataset=as_dataset(eval_rows) if has_eval else None,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=as_dataset(train_rows),
+        eval_dataset=as_dataset(eval_rows) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
     trainer.remove_callback(PrinterCallback)  # it prints every logged step as a dict, beside our own log line
     resume = last_checkpoint(run_dir)
     if resume:
@@ -212,14 +263,24 @@ def fit(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], config:
     wall = time.perf_counter() - start
     losses = [r["loss"] for r in curve if "loss" in r]
     evals = [r["eval_loss"] for r in curve if "eval_loss" in r]
-    return {"trainer": trainer, "curve": curve, "record": {
-        "steps": int(trainer.state.global_step), "resumed_from": resume,
-        "final_loss": losses[-1] if losses else None, "best_loss": min(losses) if losses else None,
-        "best_eval_loss": min(evals) if evals else None, "train_loss": float(result.training_loss),
-        "wall_seconds": wall, "gpu_seconds": wall if cuda else 0.0,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "bf16": args.bf16,
-        "world_size": args.world_size,
-        "trained_tokens": sum(len(r["input_ids"]) for r in train_rows)}}
+    return {
+        "trainer": trainer,
+        "curve": curve,
+        "record": {
+            "steps": int(trainer.state.global_step),
+            "resumed_from": resume,
+            "final_loss": losses[-1] if losses else None,
+            "best_loss": min(losses) if losses else None,
+            "best_eval_loss": min(evals) if evals else None,
+            "train_loss": float(result.training_loss),
+            "wall_seconds": wall,
+            "gpu_seconds": wall if cuda else 0.0,
+            "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            "bf16": args.bf16,
+            "world_size": args.world_size,
+            "trained_tokens": sum(len(r["input_ids"]) for r in train_rows),
+        },
+    }
 
 
 def process_rank() -> tuple[int, int]:
@@ -282,8 +343,10 @@ def attention(config: dict) -> str | None:
 def check_train_size(train_examples: int, config: dict, domain: str, what: str) -> None:
     """Refuse to train on fewer than `min_train_examples`: checked before launching and again on the node."""
     if train_examples < config["min_train_examples"]:
-        raise TrainingError(f"partition {domain}: {what} has {train_examples} train examples, fewer than "
-                            f"min_train_examples={config['min_train_examples']}; add data or lower the setting")
+        raise TrainingError(
+            f"partition {domain}: {what} has {train_examples} train examples, fewer than "
+            f"min_train_examples={config['min_train_examples']}; add data or lower the setting"
+        )
 
 
 def lora_config(config: dict, model):
@@ -291,12 +354,24 @@ def lora_config(config: dict, model):
 
     from nexa_core.student import lora_targets
 
-    return LoraConfig(r=config["lora"]["r"], lora_alpha=config["lora"]["alpha"], lora_dropout=config["lora"]["dropout"],
-                      target_modules=lora_targets(model, config["lora"]["target_modules"]), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=config["lora"]["r"],
+        lora_alpha=config["lora"]["alpha"],
+        lora_dropout=config["lora"]["dropout"],
+        target_modules=lora_targets(model, config["lora"]["target_modules"]),
+        task_type="CAUSAL_LM",
+    )
 
 
-def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_metrics=None,
-          documents: list[str] | None = None) -> dict:
+def train(
+    config: dict,
+    splits: dict,
+    out_dir: Path,
+    domain: str,
+    log=print,
+    on_metrics=None,
+    documents: list[str] | None = None,
+) -> dict:
     """SFT from config["base_model"] (normally the domain's student_base) and save; return the
     checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
     causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
@@ -321,18 +396,55 @@ def train(config: dict, splits: dict, out_dir: Path, domain: str, log=print, on_
     rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
     qa_rows = len(rows)
     if documents and config.get("replay_documents"):  # what the student read, read again: no forgetting
-        rows += document_rows(tokenizer, reading_texts(documents, config["replay_sentence_passes"], config["seed"] + 1),
-                              config["max_length"]) * int(config["replay_documents"])
-    fitted = fit(model, tokenizer, rows, conversation_rows(tokenizer, splits["validation"]["messages"].to_list()),
-                 config, out_dir / "trainer", domain, peft_config=lora, log=log, on_metrics=on_metrics)
-    lora_record = None if full else json.dumps(config["lora"] | {"target_modules": lora.target_modules if isinstance(
-        lora.target_modules, str) else sorted(lora.target_modules)})
-    record = {"domain": domain, "base_model": config["base_model"], "base_model_path": base,
-              "finetune": "full" if full else "lora", "lora": lora_record, **fitted["record"],
-              "train_examples": train_rows.height, "qa_rows": qa_rows, "replayed_rows": len(rows) - qa_rows,
-              "config_hash": config_hash(config)}
-    record = commit_model(fitted["trainer"], tokenizer, out_dir, "model" if full else "adapter",
-                          {**record, "curve": fitted["curve"]}, merge=config.get("merge", False))
+        rows += document_rows(
+            tokenizer,
+            reading_texts(documents, config["replay_sentence_passes"], config["seed"] + 1),
+            config["max_length"],
+        ) * int(config["replay_documents"])
+    fitted = fit(
+        model,
+        tokenizer,
+        rows,
+        conversation_rows(tokenizer, splits["validation"]["messages"].to_list()),
+        config,
+        out_dir / "trainer",
+        domain,
+        peft_config=lora,
+        log=log,
+        on_metrics=on_metrics,
+    )
+    lora_record = (
+        None
+        if full
+        else json.dumps(
+            config["lora"]
+            | {
+                "target_modules": lora.target_modules
+                if isinstance(lora.target_modules, str)
+                else sorted(lora.target_modules)
+            }
+        )
+    )
+    record = {
+        "domain": domain,
+        "base_model": config["base_model"],
+        "base_model_path": base,
+        "finetune": "full" if full else "lora",
+        "lora": lora_record,
+        **fitted["record"],
+        "train_examples": train_rows.height,
+        "qa_rows": qa_rows,
+        "replayed_rows": len(rows) - qa_rows,
+        "config_hash": config_hash(config),
+    }
+    record = commit_model(
+        fitted["trainer"],
+        tokenizer,
+        out_dir,
+        "model" if full else "adapter",
+        {**record, "curve": fitted["curve"]},
+        merge=config.get("merge", False),
+    )
     return record
 
 
@@ -423,14 +535,17 @@ def stage_main(argv: list[str] | None, description: str, default_config: Path, a
             if process_rank()[0] > 0:
                 return 0
             if pipes:
-                pipes.report_asset_materialization(metadata={"record": {"raw_value": json.dumps(record),
-                                                                        "type": "json"}})
+                pipes.report_asset_materialization(
+                    metadata={"record": {"raw_value": json.dumps(record), "type": "json"}}
+                )
                 losses = [r["loss"] for r in record["curve"] if "loss" in r]
                 k = min(5, len(losses) // 2)  # the first and last k logged losses never overlap
                 first, last = (sum(losses[:k]) / k, sum(losses[-k:]) / k) if k else (0, 0)
-                pipes.report_asset_check(check_name="loss_decreased", passed=bool(k) and last < first,
-                                         metadata={"first_losses_mean": first, "last_losses_mean": last,
-                                                   "logged_losses": len(losses)})
+                pipes.report_asset_check(
+                    check_name="loss_decreased",
+                    passed=bool(k) and last < first,
+                    metadata={"first_losses_mean": first, "last_losses_mean": last, "logged_losses": len(losses)},
+                )
             else:
                 print(json.dumps(record))
         return 0
@@ -442,8 +557,13 @@ def read_documents(uri: str, version: int, domain: str, storage_options: dict | 
     """The domain's raw document texts at a pinned Delta version, in a stable order."""
     import polars as pl
 
-    return pl.scan_delta(uri, version=version, storage_options=storage_options).filter(
-        pl.col("domain") == domain).sort("doc_id").collect()["text"].to_list()
+    return (
+        pl.scan_delta(uri, version=version, storage_options=storage_options)
+        .filter(pl.col("domain") == domain)
+        .sort("doc_id")
+        .collect()["text"]
+        .to_list()
+    )
 
 
 def _sft_arguments(parser) -> None:
@@ -456,10 +576,14 @@ def _sft_arguments(parser) -> None:
 def _sft(args, config: dict, log, on_metrics) -> dict:
     splits = read_sft(args.sft_uri, args.sft_version, args.domain)
     log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(f"{k}={v.height}" for k, v in splits.items()))
-    documents = read_documents(args.documents_uri, args.documents_version, args.domain) \
-        if args.documents_uri and config.get("replay_documents") else None
-    record = train(config, splits, Path(args.output_dir), args.domain, log=log, on_metrics=on_metrics,
-                   documents=documents)
+    documents = (
+        read_documents(args.documents_uri, args.documents_version, args.domain)
+        if args.documents_uri and config.get("replay_documents")
+        else None
+    )
+    record = train(
+        config, splits, Path(args.output_dir), args.domain, log=log, on_metrics=on_metrics, documents=documents
+    )
     return {**record, "sft_version": args.sft_version}
 
 

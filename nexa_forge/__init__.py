@@ -17,6 +17,19 @@ from nexa_forge.client import (
     openai_teacher,
 )
 
-__all__ = ["DEFAULT_URL", "VERBS", "Backfill", "CodeLocationError", "LogLine", "Materialization", "NexaForgeClient",
-           "NexaForgeError", "Run", "ServerUnreachable", "StillRunning", "UnknownAsset", "UnknownDomain",
-           "openai_teacher"]
+__all__ = [
+    "DEFAULT_URL",
+    "VERBS",
+    "Backfill",
+    "CodeLocationError",
+    "LogLine",
+    "Materialization",
+    "NexaForgeClient",
+    "NexaForgeError",
+    "Run",
+    "ServerUnreachable",
+    "StillRunning",
+    "UnknownAsset",
+    "UnknownDomain",
+    "openai_teacher",
+]

@@ -42,8 +42,12 @@ def launch_options(args) -> dict:
         if not args.teacher_model:
             raise NexaForgeError("--teacher-url needs --teacher-model, the model the endpoint serves")
         teacher = openai_teacher(args.teacher_url, args.teacher_model, args.teacher_key_env)
-    return {"settings": settings(args.set), "epochs": args.epochs, "student_base": args.student_base,
-            "teacher": teacher}
+    return {
+        "settings": settings(args.set),
+        "epochs": args.epochs,
+        "student_base": args.student_base,
+        "teacher": teacher,
+    }
 
 
 def watch(forge: NexaForgeClient, ident: str, backfill: bool, timeout: float | None) -> int:
@@ -63,8 +67,10 @@ def show(rows: list[Materialization], keys: tuple[str, ...] | None, none: str) -
         print(none)
     for row in rows:
         shown = keys or [k for k, v in row.metadata.items() if isinstance(v, (int, float, str)) and "\n" not in str(v)]
-        print(f"{row.domain or '-':12s} {row.timestamp:%Y-%m-%d %H:%M:%S} run {row.run_id}  "
-              + "  ".join(f"{k}={row.metadata[k]}" for k in shown if k in row.metadata))
+        print(
+            f"{row.domain or '-':12s} {row.timestamp:%Y-%m-%d %H:%M:%S} run {row.run_id}  "
+            + "  ".join(f"{k}={row.metadata[k]}" for k in shown if k in row.metadata)
+        )
 
 
 def table(rows: list[dict[str, str]]) -> str:
@@ -75,21 +81,30 @@ def table(rows: list[dict[str, str]]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="nexa", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="nexa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     url_help = f"the Dagster webserver (default: NEXA_DAGSTER_URL, else {DEFAULT_URL})"
     top.add_argument("--url", default=os.environ.get("NEXA_DAGSTER_URL") or DEFAULT_URL, help=url_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help=url_help)  # also accepted after the command
     launch = argparse.ArgumentParser(add_help=False, parents=[common])
-    launch.add_argument("--set", action="append", default=[], metavar="ASSET.KEY=VALUE",
-                        help="a stage's setting, e.g. teacher_inputs.max_pairs_per_passage=8 (repeatable)")
+    launch.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ASSET.KEY=VALUE",
+        help="a stage's setting, e.g. teacher_inputs.max_pairs_per_passage=8 (repeatable)",
+    )
     launch.add_argument("--epochs", type=int, help="SFT epochs (student_checkpoint's num_train_epochs)")
     launch.add_argument("--student-base", metavar="PATH_OR_HUB_ID", help="the student's base model (student_base)")
     launch.add_argument("--teacher-url", help="an OpenAI-compatible endpoint as this run's teacher")
     launch.add_argument("--teacher-model", help="the model the teacher endpoint serves")
-    launch.add_argument("--teacher-key-env", default="OPENAI_API_KEY",
-                        help="the variable holding the endpoint's key, in the code location's environment")
+    launch.add_argument(
+        "--teacher-key-env",
+        default="OPENAI_API_KEY",
+        help="the variable holding the endpoint's key, in the code location's environment",
+    )
     launch.add_argument("--wait", action="store_true", help="follow the run with progress until it finishes")
     launch.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
 
@@ -99,8 +114,7 @@ def parser() -> argparse.ArgumentParser:
     domain_commands.add_parser("list", parents=[common])
     domain_commands.add_parser("add", parents=[common]).add_argument("names", nargs="+", metavar="NAME")
 
-    run = commands.add_parser("run", help="a domain's whole graph, another job or an asset selection",
-                              parents=[launch])
+    run = commands.add_parser("run", help="a domain's whole graph, another job or an asset selection", parents=[launch])
     run.add_argument("domain", nargs="?", help="the domain (none for an unpartitioned selection, e.g. leaderboard)")
     target = run.add_mutually_exclusive_group()
     target.add_argument("--job", help="nexa_job (default), distill_job, round_job")
@@ -117,9 +131,11 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("id", metavar="ID")
     wait.add_argument("--backfill", action="store_true", help="ID is a backfill's")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds")
-    for name, what in (("leaderboard", "every evaluated checkpoint, ranked"),
-                       ("checkpoints", "each domain's current student checkpoint"),
-                       ("releases", "each domain's latest release")):
+    for name, what in (
+        ("leaderboard", "every evaluated checkpoint, ranked"),
+        ("checkpoints", "each domain's current student checkpoint"),
+        ("releases", "each domain's latest release"),
+    ):
         commands.add_parser(name, help=what, parents=[common])
     commands.add_parser("logs", help="a run's event log", parents=[common]).add_argument("run_id")
     return top
@@ -151,8 +167,10 @@ def execute(forge: NexaForgeClient, args) -> int:
         show(forge.releases(), None, "no release yet (nexa deploy DOMAIN, once a checkpoint passes the release gate)")
     elif command == "logs":
         for line in forge.logs(args.run_id):
-            print(f"{line.timestamp:%H:%M:%S.%f}"[:-3] + f" {line.level:7s} {line.step or '-'} "
-                  f"{line.event or ''} {line.message}" + (f"\n  {line.error}" if line.error else ""))
+            print(
+                f"{line.timestamp:%H:%M:%S.%f}"[:-3] + f" {line.level:7s} {line.step or '-'} "
+                f"{line.event or ''} {line.message}" + (f"\n  {line.error}" if line.error else "")
+            )
     return 0
 
 

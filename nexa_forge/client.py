@@ -84,8 +84,10 @@ class Run:
 
     def progress(self) -> str:
         done = sum(status != "IN_PROGRESS" for status in self.steps.values())
-        line = f"run {self.run_id} ({self.job}, {self.domain or 'no domain'}): {self.status}, " \
-               f"{done}/{self.steps_total} steps done"
+        line = (
+            f"run {self.run_id} ({self.job}, {self.domain or 'no domain'}): {self.status}, "
+            f"{done}/{self.steps_total} steps done"
+        )
         for label, wanted in (("running", "IN_PROGRESS"), ("failed", "FAILURE")):
             steps = [step for step, status in self.steps.items() if status == wanted]
             if steps:
@@ -104,7 +106,8 @@ class Backfill:
     def finished(self) -> bool:
         # A job backfill's runs finish before the daemon's next pass marks the backfill complete
         return self.status in BACKFILL_FINISHED or (
-            bool(self.runs) and all(status in FINISHED for _, status in self.runs.values()))
+            bool(self.runs) and all(status in FINISHED for _, status in self.runs.values())
+        )
 
     @property
     def ok(self) -> bool:
@@ -137,6 +140,7 @@ class LogLine:
 @dataclass(frozen=True)
 class Job:
     """What a launch is checked against: the job's domains, its ops' settings and its assets."""
+
     name: str
     domains: list[str]
     settings: dict[str, set[str]]  # op name (an asset's op is named after it) -> its config fields
@@ -146,18 +150,23 @@ class Job:
     def check_assets(self, assets: Iterable[str]) -> None:
         unknown = [asset for asset in assets if asset not in self.assets]
         if unknown:
-            raise UnknownAsset(f"no asset {', '.join(map(repr, unknown))} in {self.name}; assets: "
-                               f"{', '.join(sorted(self.assets))}")
+            raise UnknownAsset(
+                f"no asset {', '.join(map(repr, unknown))} in {self.name}; assets: {', '.join(sorted(self.assets))}"
+            )
 
     def check_domain(self, domain: str | None, url: str, assets: Iterable[str] | None = None) -> None:
         if domain is None:
             if any(self.assets[asset] for asset in (self.assets if assets is None else assets)):
-                raise NexaForgeError(f"{self.name} runs one domain at a time: name one of "
-                                     f"{', '.join(self.domains) or '(none yet: add one first)'}")
+                raise NexaForgeError(
+                    f"{self.name} runs one domain at a time: name one of "
+                    f"{', '.join(self.domains) or '(none yet: add one first)'}"
+                )
         elif domain not in self.domains:
-            raise UnknownDomain(f"no domain {domain!r} at {url}; domains: {', '.join(self.domains) or 'none yet'}. "
-                                f"Add it with `nexa domains add {domain}` (NexaForgeClient.add_domain), or put its "
-                                f"files in a folder {domain}/ under the raw root for the raw folder sensor")
+            raise UnknownDomain(
+                f"no domain {domain!r} at {url}; domains: {', '.join(self.domains) or 'none yet'}. "
+                f"Add it with `nexa domains add {domain}` (NexaForgeClient.add_domain), or put its "
+                f"files in a folder {domain}/ under the raw root for the raw folder sensor"
+            )
 
     def ops_config(self, settings: Mapping[str, Any]) -> dict:
         """{"ASSET.KEY": value} as run config: a field of the asset's config, else a key of its
@@ -166,11 +175,13 @@ class Job:
         for target, value in settings.items():
             asset, _, key = target.partition(".")
             if not key:
-                raise NexaForgeError(f"setting {target!r}: expected ASSET.KEY, "
-                                     f"e.g. student_checkpoint.num_train_epochs")
+                raise NexaForgeError(
+                    f"setting {target!r}: expected ASSET.KEY, e.g. student_checkpoint.num_train_epochs"
+                )
             if asset not in self.assets:
-                raise NexaForgeError(f"setting {target}: no asset {asset!r} in {self.name}; assets: "
-                                     f"{', '.join(sorted(self.assets))}")
+                raise NexaForgeError(
+                    f"setting {target}: no asset {asset!r} in {self.name}; assets: {', '.join(sorted(self.assets))}"
+                )
             fields = self.settings[asset]
             config = ops.setdefault(asset, {"config": {}})["config"]
             if key in fields:
@@ -178,8 +189,9 @@ class Job:
             elif "overrides" in fields:
                 config.setdefault("overrides", {})[key] = value
             else:
-                raise NexaForgeError(f"setting {target}: {asset} has no setting {key!r}; settings: "
-                                     f"{', '.join(sorted(fields)) or 'none'}")
+                raise NexaForgeError(
+                    f"setting {target}: {asset} has no setting {key!r}; settings: {', '.join(sorted(fields)) or 'none'}"
+                )
         return ops
 
 
@@ -220,6 +232,7 @@ def metadata_value(entry: dict) -> Any:
 def markdown_rows(table: str) -> list[dict[str, str]]:
     """A markdown table's rows as {header: cell}; a text that is not a table (e.g. 'no evaluated
     checkpoints yet') has none."""
+
     def cells(line: str) -> list[str]:
         return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
 
@@ -237,10 +250,10 @@ def _time(millis: str | float | None, unit: float = 1000) -> datetime | None:
 class NexaForgeClient:
     """A client of one Dagster webserver running the NexaCompute code location, e.g.
 
-        forge = NexaForgeClient("http://127.0.0.1:3000")
-        forge.add_domain("physics")
-        run = forge.wait(forge.distill("physics"), progress=print)
-        rows = {m.domain: m.metadata["dagster/row_count"] for m in forge.latest("sft_dataset")}
+    forge = NexaForgeClient("http://127.0.0.1:3000")
+    forge.add_domain("physics")
+    run = forge.wait(forge.distill("physics"), progress=print)
+    rows = {m.domain: m.metadata["dagster/row_count"] for m in forge.latest("sft_dataset")}
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout: float = 60.0):
@@ -250,8 +263,13 @@ class NexaForgeClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()
-        self._dagster = DagsterGraphQLClient(parts.hostname, port_number=parts.port, use_https=parts.scheme == "https",
-                                             timeout=int(timeout), path_prefix=parts.path)
+        self._dagster = DagsterGraphQLClient(
+            parts.hostname,
+            port_number=parts.port,
+            use_https=parts.scheme == "https",
+            timeout=int(timeout),
+            path_prefix=parts.path,
+        )
         self._repository: dict | None = None  # the code location's repository selector, read once
         self._jobs: list[str] = []
 
@@ -259,22 +277,27 @@ class NexaForgeClient:
 
     def _query(self, document: str, **variables) -> dict:
         try:
-            response = self._session.post(f"{self.url}/graphql", json={"query": document, "variables": variables},
-                                          timeout=self.timeout)
+            response = self._session.post(
+                f"{self.url}/graphql", json={"query": document, "variables": variables}, timeout=self.timeout
+            )
         except requests.RequestException as exc:
-            raise ServerUnreachable(f"no Dagster webserver answers at {self.url} ({type(exc).__name__}); "
-                                    f"{START_HINT}") from exc
+            raise ServerUnreachable(
+                f"no Dagster webserver answers at {self.url} ({type(exc).__name__}); {START_HINT}"
+            ) from exc
         try:
             body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
-            raise ServerUnreachable(f"{self.url} answered HTTP {response.status_code}, but no Dagster GraphQL API is "
-                                    f"at {self.url}/graphql; check the URL's host, port and path prefix")
+            raise ServerUnreachable(
+                f"{self.url} answered HTTP {response.status_code}, but no Dagster GraphQL API is "
+                f"at {self.url}/graphql; check the URL's host, port and path prefix"
+            )
         if body.get("errors"):
             messages = "; ".join(error.get("message", str(error)) for error in body["errors"])
-            raise NexaForgeError(f"the webserver at {self.url} refused the request: {messages} "
-                                 f"(is it Dagster 1.13, like this client?)")
+            raise NexaForgeError(
+                f"the webserver at {self.url} refused the request: {messages} (is it Dagster 1.13, like this client?)"
+            )
         return body["data"]
 
     @staticmethod
@@ -291,13 +314,16 @@ class NexaForgeClient:
             data = self._query(queries.REPOSITORIES)
             repos = self._answer(data["repositoriesOrError"], "RepositoryConnection", "listing code locations")["nodes"]
             if not repos:
-                broken = [f"{entry['name']}: {entry['locationOrLoadError']['message']}"
-                          for entry in (data.get("workspaceOrError") or {}).get("locationEntries", [])
-                          if (entry.get("locationOrLoadError") or {}).get("__typename") == "PythonError"]
+                broken = [
+                    f"{entry['name']}: {entry['locationOrLoadError']['message']}"
+                    for entry in (data.get("workspaceOrError") or {}).get("locationEntries", [])
+                    if (entry.get("locationOrLoadError") or {}).get("__typename") == "PythonError"
+                ]
                 if broken:
                     raise CodeLocationError(f"the code location at {self.url} failed to load: {' | '.join(broken)}")
-                raise NexaForgeError(f"the webserver at {self.url} has no code location loaded yet (it may still be "
-                                     f"starting)")
+                raise NexaForgeError(
+                    f"the webserver at {self.url} has no code location loaded yet (it may still be starting)"
+                )
             ours = next((r for r in repos if WHOLE_GRAPH in {job["name"] for job in r["pipelines"]}), repos[0])
             self._repository = {"repositoryName": ours["name"], "repositoryLocationName": ours["location"]["name"]}
             self._jobs = [job["name"] for job in ours["pipelines"] if not job["name"].startswith("__")]
@@ -330,11 +356,18 @@ class NexaForgeClient:
             settings[op["name"]] = {f["name"] for f in config_type.get("fields", [])}
             for node in op["definition"].get("assetNodes", []):
                 assets[op["name"]] = node["isPartitioned"]
-                definitions |= {d["dynamicPartitionsDefinitionName"]
-                                for d in (node["partitionDefinition"] or {}).get("dimensionTypes", [])}
+                definitions |= {
+                    d["dynamicPartitionsDefinitionName"]
+                    for d in (node["partitionDefinition"] or {}).get("dimensionTypes", [])
+                }
         definitions.discard(None)
-        return Job(name, list(pipeline["partitionKeysOrError"]["partitionKeys"]), settings, assets,
-                   min(definitions, default=None))
+        return Job(
+            name,
+            list(pipeline["partitionKeysOrError"]["partitionKeys"]),
+            settings,
+            assets,
+            min(definitions, default=None),
+        )
 
     def domains(self) -> list[str]:
         """The domain partitions, in the order they were added."""
@@ -348,8 +381,9 @@ class NexaForgeClient:
         definition = self.job().partitions_def
         if definition is None:
             raise NexaForgeError(f"{WHOLE_GRAPH} at {self.url} is not partitioned by a dynamic domain partition")
-        result = self._query(queries.ADD_DYNAMIC_PARTITION, key=name, definition=definition,
-                             repository=self.repository())["addDynamicPartition"]
+        result = self._query(
+            queries.ADD_DYNAMIC_PARTITION, key=name, definition=definition, repository=self.repository()
+        )["addDynamicPartition"]
         if result["__typename"] == "DuplicateDynamicPartitionError":
             return False
         self._answer(result, "AddDynamicPartitionSuccess", f"adding domain {name}")
@@ -357,8 +391,15 @@ class NexaForgeClient:
 
     # --- runs -----------------------------------------------------------------------------------
 
-    def run_config(self, job: Job, config: Mapping | None = None, settings: Mapping[str, Any] | None = None,
-                   epochs: int | None = None, student_base: str | None = None, teacher: Mapping | None = None) -> dict:
+    def run_config(
+        self,
+        job: Job,
+        config: Mapping | None = None,
+        settings: Mapping[str, Any] | None = None,
+        epochs: int | None = None,
+        student_base: str | None = None,
+        teacher: Mapping | None = None,
+    ) -> dict:
         """Run config from the named knobs, ASSET.KEY `settings` and raw `config` (which wins)."""
         wanted = dict(settings or {})
         if epochs is not None:
@@ -370,15 +411,26 @@ class NexaForgeClient:
             # Run config replaces the code location's teacher whole: a bare model name would turn it into
             # the offline heuristic teacher under an LLM's name
             if "backend" not in teacher or (teacher["backend"] == "openai" and not teacher.get("base_url")):
-                raise NexaForgeError("a run's teacher replaces the code location's teacher whole: give backend and, "
-                                     "for an endpoint, base_url and model (nexa_forge.openai_teacher(...))")
+                raise NexaForgeError(
+                    "a run's teacher replaces the code location's teacher whole: give backend and, "
+                    "for an endpoint, base_url and model (nexa_forge.openai_teacher(...))"
+                )
             run_config["resources"] = {"teacher": {"config": dict(teacher)}}
         return merge(run_config, config or {})
 
-    def run(self, domain: str | None, job: str | None = None, assets: Iterable[str] | None = None, *,
-            config: Mapping | None = None, settings: Mapping[str, Any] | None = None, epochs: int | None = None,
-            student_base: str | None = None, teacher: Mapping | None = None,
-            tags: Mapping[str, str] | None = None) -> str:
+    def run(
+        self,
+        domain: str | None,
+        job: str | None = None,
+        assets: Iterable[str] | None = None,
+        *,
+        config: Mapping | None = None,
+        settings: Mapping[str, Any] | None = None,
+        epochs: int | None = None,
+        student_base: str | None = None,
+        teacher: Mapping | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         """Launch `job` (the whole graph by default) or an asset selection for one domain; the run id.
         `epochs` and `student_base` set student_checkpoint's and student_base's config, `teacher` the teacher
         resource (openai_teacher(...)), `settings` any stage's setting as {"ASSET.KEY": value}."""
@@ -389,9 +441,16 @@ class NexaForgeClient:
         run_config = self.run_config(info, config, settings, epochs, student_base, teacher)
         run_tags = {**({"dagster/partition": domain} if domain else {}), **(tags or {})}
         repo = self.repository()
-        return self._launched(lambda: self._dagster.submit_job_execution(
-            info.name, repo["repositoryLocationName"], repo["repositoryName"], run_config=run_config, tags=run_tags,
-            asset_selection=assets))
+        return self._launched(
+            lambda: self._dagster.submit_job_execution(
+                info.name,
+                repo["repositoryLocationName"],
+                repo["repositoryName"],
+                run_config=run_config,
+                tags=run_tags,
+                asset_selection=assets,
+            )
+        )
 
     def generate(self, domain: str, **options) -> str:
         """The teacher writes question/answer pairs: raw documents -> teacher inputs -> teacher outputs."""
@@ -417,10 +476,19 @@ class NexaForgeClient:
         """One feedback round (round_job): the latest feedback set -> teacher -> ... -> a new feedback set."""
         return self.run(domain, job=ROUND_JOB, **options)
 
-    def backfill(self, domains: Iterable[str], job: str = WHOLE_GRAPH, *, config: Mapping | None = None,
-                 settings: Mapping[str, Any] | None = None, epochs: int | None = None,
-                 student_base: str | None = None, teacher: Mapping | None = None,
-                 tags: Mapping[str, str] | None = None, title: str | None = None) -> str:
+    def backfill(
+        self,
+        domains: Iterable[str],
+        job: str = WHOLE_GRAPH,
+        *,
+        config: Mapping | None = None,
+        settings: Mapping[str, Any] | None = None,
+        epochs: int | None = None,
+        student_base: str | None = None,
+        teacher: Mapping | None = None,
+        tags: Mapping[str, str] | None = None,
+        title: str | None = None,
+    ) -> str:
         """One run of `job` per domain, launched by the daemon; the backfill id."""
         domains = list(dict.fromkeys(domains))
         if not domains:
@@ -428,19 +496,26 @@ class NexaForgeClient:
         info = self.job(job)
         for domain in domains:
             info.check_domain(domain, self.url)
-        sets = self._answer(self._query(queries.PARTITION_SETS, repository=self.repository(), job=job)
-                            ["partitionSetsOrError"], "PartitionSets", f"finding {job}'s partitions")["results"]
+        sets = self._answer(
+            self._query(queries.PARTITION_SETS, repository=self.repository(), job=job)["partitionSetsOrError"],
+            "PartitionSets",
+            f"finding {job}'s partitions",
+        )["results"]
         if not sets:
             raise NexaForgeError(f"{job} is not partitioned; run it with NexaForgeClient.run instead")
-        params = {"selector": {"partitionSetName": sets[0]["name"], "repositorySelector": self.repository()},
-                  "partitionNames": domains, "runConfigData": self.run_config(info, config, settings, epochs,
-                                                                              student_base, teacher),
-                  "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
-                  **({"title": title} if title else {})}
+        params = {
+            "selector": {"partitionSetName": sets[0]["name"], "repositorySelector": self.repository()},
+            "partitionNames": domains,
+            "runConfigData": self.run_config(info, config, settings, epochs, student_base, teacher),
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+            **({"title": title} if title else {}),
+        }
         result = self._query(queries.LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
         if result["__typename"] == "RunConfigValidationInvalid":
-            raise NexaForgeError("the backfill was not launched, its run config is invalid: "
-                                 + "; ".join(error["message"] for error in result["errors"]))
+            raise NexaForgeError(
+                "the backfill was not launched, its run config is invalid: "
+                + "; ".join(error["message"] for error in result["errors"])
+            )
         if result["__typename"] == "PartitionKeysNotFoundError":
             raise UnknownDomain(f"no domain {', '.join(result['partitionKeys'])} at {self.url}")
         return self._answer(result, "LaunchBackfillSuccess", "launching the backfill")["backfillId"]
@@ -451,28 +526,49 @@ class NexaForgeClient:
         result = self._answer(self._query(queries.RUN, id=run_id)["runOrError"], "Run", f"run {run_id}")
         tags = {tag["key"]: tag["value"] for tag in result["tags"]}
         plan = result.get("executionPlan") or {"steps": []}
-        return Run(run_id, result["jobName"], result["status"], tags.get("dagster/partition"),
-                   {s["stepKey"]: s["status"] for s in result["stepStats"] if s["status"]}, len(plan["steps"]),
-                   _time(result["startTime"], 1), _time(result["endTime"], 1))
+        return Run(
+            run_id,
+            result["jobName"],
+            result["status"],
+            tags.get("dagster/partition"),
+            {s["stepKey"]: s["status"] for s in result["stepStats"] if s["status"]},
+            len(plan["steps"]),
+            _time(result["startTime"], 1),
+            _time(result["endTime"], 1),
+        )
 
     def backfill_status(self, backfill_id: str) -> Backfill:
-        result = self._answer(self._query(queries.BACKFILL, id=backfill_id)["partitionBackfillOrError"],
-                              "PartitionBackfill", f"backfill {backfill_id}")
-        statuses = {p["partitionName"]: (p["runId"], p["runStatus"])
-                    for p in (result["partitionStatuses"] or {}).get("results", [])}
+        result = self._answer(
+            self._query(queries.BACKFILL, id=backfill_id)["partitionBackfillOrError"],
+            "PartitionBackfill",
+            f"backfill {backfill_id}",
+        )
+        statuses = {
+            p["partitionName"]: (p["runId"], p["runStatus"])
+            for p in (result["partitionStatuses"] or {}).get("results", [])
+        }
         runs = {domain: statuses.get(domain, (None, None)) for domain in result["partitionNames"] or statuses}
         return Backfill(backfill_id, result["status"], runs, (result["error"] or {}).get("message"))
 
-    def wait(self, run_id: str, timeout: float | None = None, poll: float = 2.0,
-             progress: Callable[[str], None] | None = None) -> Run:
+    def wait(
+        self,
+        run_id: str,
+        timeout: float | None = None,
+        poll: float = 2.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> Run:
         """Poll a run until it finishes; `progress` gets a line each time the steps move on."""
         return self._wait(lambda: self.status(run_id), f"run {run_id}", timeout, poll, progress)
 
-    def wait_backfill(self, backfill_id: str, timeout: float | None = None, poll: float = 2.0,
-                      progress: Callable[[str], None] | None = None) -> Backfill:
+    def wait_backfill(
+        self,
+        backfill_id: str,
+        timeout: float | None = None,
+        poll: float = 2.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> Backfill:
         """Poll a backfill until every domain's run has finished."""
-        return self._wait(lambda: self.backfill_status(backfill_id), f"backfill {backfill_id}", timeout, poll,
-                          progress)
+        return self._wait(lambda: self.backfill_status(backfill_id), f"backfill {backfill_id}", timeout, poll, progress)
 
     @staticmethod
     def _wait(read, what: str, timeout: float | None, poll: float, progress):
@@ -494,21 +590,36 @@ class NexaForgeClient:
 
     @staticmethod
     def _materialization(asset: str, event: dict) -> Materialization:
-        return Materialization(asset, event["partition"], event["runId"], _time(event["timestamp"]),
-                               {e["label"]: metadata_value(e) for e in event["metadataEntries"]})
+        return Materialization(
+            asset,
+            event["partition"],
+            event["runId"],
+            _time(event["timestamp"]),
+            {e["label"]: metadata_value(e) for e in event["metadataEntries"]},
+        )
 
     def latest(self, asset: str) -> list[Materialization]:
         """The latest materialization of each domain of `asset` (or of an unpartitioned asset), by domain."""
-        node = self._answer(self._query(queries.LATEST_MATERIALIZATIONS, key={"path": asset.split("/")})
-                            ["assetNodeOrError"], "AssetNode", f"asset {asset}")
+        node = self._answer(
+            self._query(queries.LATEST_MATERIALIZATIONS, key={"path": asset.split("/")})["assetNodeOrError"],
+            "AssetNode",
+            f"asset {asset}",
+        )
         events = node["latestMaterializationByPartition"] if node["isPartitioned"] else node["assetMaterializations"]
         return sorted((self._materialization(asset, e) for e in events if e), key=lambda m: m.domain or "")
 
     def materializations(self, asset: str, domain: str | None = None, limit: int = 20) -> list[Materialization]:
         """Every materialization of `asset` (of one domain), newest first."""
-        result = self._answer(self._query(queries.MATERIALIZATIONS, key={"path": asset.split("/")},
-                                          partitions=[domain] if domain else None, limit=limit)["assetOrError"],
-                              "Asset", f"asset {asset}")
+        result = self._answer(
+            self._query(
+                queries.MATERIALIZATIONS,
+                key={"path": asset.split("/")},
+                partitions=[domain] if domain else None,
+                limit=limit,
+            )["assetOrError"],
+            "Asset",
+            f"asset {asset}",
+        )
         return [self._materialization(asset, e) for e in result["assetMaterializations"]]
 
     def leaderboard(self) -> list[dict[str, str]]:
@@ -534,10 +645,21 @@ class NexaForgeClient:
         """Every event of a run, oldest first."""
         lines, cursor = [], None
         while True:
-            page = self._answer(self._query(queries.LOGS, id=run_id, cursor=cursor)["logsForRun"],
-                                "EventConnection", f"run {run_id}")
-            lines += [LogLine(_time(e["timestamp"]), e["level"], e["stepKey"], e["eventType"], e["message"],
-                              (e.get("error") or {}).get("message")) for e in page["events"] if "timestamp" in e]
+            page = self._answer(
+                self._query(queries.LOGS, id=run_id, cursor=cursor)["logsForRun"], "EventConnection", f"run {run_id}"
+            )
+            lines += [
+                LogLine(
+                    _time(e["timestamp"]),
+                    e["level"],
+                    e["stepKey"],
+                    e["eventType"],
+                    e["message"],
+                    (e.get("error") or {}).get("message"),
+                )
+                for e in page["events"]
+                if "timestamp" in e
+            ]
             if not page["hasMore"]:
                 return lines
             cursor = page["cursor"]

@@ -143,7 +143,9 @@ fragment Materialization on MaterializationEvent { partition runId timestamp met
 """
 
 # The latest materialization of each partition (or of the unpartitioned asset)
-LATEST_MATERIALIZATIONS = _METADATA + """
+LATEST_MATERIALIZATIONS = (
+    _METADATA
+    + """
 query Latest($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) {
     __typename
@@ -156,9 +158,12 @@ query Latest($key: AssetKeyInput!) {
   }
 }
 """
+)
 
 # Every materialization, newest first
-MATERIALIZATIONS = _METADATA + """
+MATERIALIZATIONS = (
+    _METADATA
+    + """
 query History($key: AssetKeyInput!, $partitions: [String!], $limit: Int) {
   assetOrError(assetKey: $key) {
     __typename
@@ -167,3 +172,4 @@ query History($key: AssetKeyInput!, $partitions: [String!], $limit: Int) {
   }
 }
 """
+)

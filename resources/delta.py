@@ -21,7 +21,7 @@ import polars as pl
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_deltalake import DeltaLakeIOManager
 from dagster_deltalake.io_manager import TableConnection
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from nexa_core.delta import DeltaRoot, write_partition
 
@@ -33,8 +33,11 @@ def table_markdown(frame: pl.DataFrame, rows: int = 5, width: int = 60) -> str:
     head = frame.head(rows)
     lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
     for row in head.iter_rows():
-        lines.append("| " + " | ".join("" if v is None else str(v)[:width].replace("|", "\\|").replace("\n", " ")
-                                       for v in row) + " |")
+        lines.append(
+            "| "
+            + " | ".join("" if v is None else str(v)[:width].replace("|", "\\|").replace("\n", " ") for v in row)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -52,20 +55,28 @@ def _partition_filter(table_slice: TableSlice) -> pl.Expr | None:
 
 
 def table_metadata(frame: pl.DataFrame, uri: str, version: int) -> dict:
-    return {"dagster/row_count": frame.height, "dagster/uri": uri, "dagster/column_schema": column_schema(frame),
-            "delta_version": version, "preview": dg.MetadataValue.md(table_markdown(frame))}
+    return {
+        "dagster/row_count": frame.height,
+        "dagster/uri": uri,
+        "dagster/column_schema": column_schema(frame),
+        "delta_version": version,
+        "preview": dg.MetadataValue.md(table_markdown(frame)),
+    }
 
 
 class PolarsDeltaTypeHandler(DbTypeHandler[pl.DataFrame]):
-    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: pl.DataFrame,
-                      connection: TableConnection) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection: TableConnection
+    ) -> None:
         partitions = {d.partition_expr: list(d.partitions) for d in table_slice.partition_dimensions or []}
-        version = write_partition(connection.table_uri, obj, partitions, connection.storage_options,
-                                  context.asset_key.to_user_string())
+        version = write_partition(
+            connection.table_uri, obj, partitions, connection.storage_options, context.asset_key.to_user_string()
+        )
         context.add_output_metadata(table_metadata(obj, connection.table_uri, version))
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice,
-                   connection: TableConnection) -> pl.DataFrame:
+    def load_input(
+        self, context: dg.InputContext, table_slice: TableSlice, connection: TableConnection
+    ) -> pl.DataFrame:
         table = DeltaTable(connection.table_uri, storage_options=connection.storage_options)
         version = table.version()
         frame = pl.scan_delta(connection.table_uri, version=version, storage_options=connection.storage_options)
@@ -73,8 +84,9 @@ class PolarsDeltaTypeHandler(DbTypeHandler[pl.DataFrame]):
             frame = frame.filter(where)
         if table_slice.columns:
             frame = frame.select(table_slice.columns)
-        context.add_input_metadata({"delta_version": version, "table_uri": connection.table_uri},
-                                   description="Delta version read")
+        context.add_input_metadata(
+            {"delta_version": version, "table_uri": connection.table_uri}, description="Delta version read"
+        )
         return frame.collect()
 
     @property

@@ -2,19 +2,22 @@
 (nexa_assets/definitions.py) and the commands (nexa-run, nexa-domains) each read it once and pass on
 what the resources and sensors need.
 
-| variable | default | used by |
-|---|---|---|
-| DAGSTER_HOME | .dagster_home in the project | the Dagster instance of nexa-run and nexa-domains |
-| DAGSTER_PG_URL | unset: SQLite under DAGSTER_HOME | set: the instance file stores runs, events, sensors and partitions in Postgres (resources/instance.py); Dagster reads the URL itself |
-| NEXA_RAW_ROOT | data/raw | raw_folder_sensor (and the runs it requests), nexa-run, nexa-domains |
-| NEXA_DELTA_ROOT | data/delta (a path, or s3://bucket/prefix) | the Delta IO manager and store |
-| AWS_ENDPOINT_URL, AWS_REGION (or AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP | | an s3:// Delta root |
-| NEXA_ARTIFACT_ROOT | data/artifacts | the training launcher |
-| NEXA_LAUNCHER_CONFIG | unset: local subprocesses | a YAML file of the launcher's settings (kind, image, gpus, ...), e.g. deploy/launcher-kubernetes.yaml |
-| NEXA_REPORT_DIR | data/reports | the leaderboard's HTML report |
-| MLFLOW_TRACKING_URI | sqlite:///data/mlflow.db | MLflow tracking |
-| NEXA_MAX_ROUNDS, NEXA_MIN_IMPROVEMENT | 3, 0.0 | feedback_loop_sensor's stop rules |
-| NEXA_TEACHER_*, NEXA_JUDGE_* | the offline heuristic teacher; no judge | the teacher and judge resources |
+Variable (default): what reads it.
+
+- DAGSTER_HOME (default: .dagster_home in the project): the Dagster instance of nexa-run and nexa-domains.
+- DAGSTER_PG_URL (default: unset: SQLite under DAGSTER_HOME): set: the instance file stores runs, events, sensors
+  and partitions in Postgres (resources/instance.py); Dagster reads the URL itself.
+- NEXA_RAW_ROOT (default: data/raw): raw_folder_sensor (and the runs it requests), nexa-run, nexa-domains.
+- NEXA_DELTA_ROOT (default: data/delta (a path, or s3://bucket/prefix)): the Delta IO manager and store.
+- AWS_ENDPOINT_URL, AWS_REGION (or AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP: an
+  s3:// Delta root.
+- NEXA_ARTIFACT_ROOT (default: data/artifacts): the training launcher.
+- NEXA_LAUNCHER_CONFIG (default: unset: local subprocesses): a YAML file of the launcher's settings (kind, image,
+  gpus, ...), e.g. deploy/launcher-kubernetes.yaml.
+- NEXA_REPORT_DIR (default: data/reports): the leaderboard's HTML report.
+- MLFLOW_TRACKING_URI (default: sqlite:///data/mlflow.db): MLflow tracking.
+- NEXA_MAX_ROUNDS, NEXA_MIN_IMPROVEMENT (default: 3, 0.0): feedback_loop_sensor's stop rules.
+- NEXA_TEACHER_*, NEXA_JUDGE_* (default: the offline heuristic teacher; no judge): the teacher and judge resources.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ def _number(environ: Mapping[str, str], name: str, kind: Callable[[str], float],
     try:
         return kind(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not {'an integer' if kind is int else 'a number'}; "
-                         f"unset it for the default ({default})") from None
+        raise ValueError(
+            f"{name}={value!r} is not {'an integer' if kind is int else 'a number'}; "
+            f"unset it for the default ({default})"
+        ) from None
 
 
 def _endpoint(environ: Mapping[str, str], prefix: str, offline: TeacherResource) -> TeacherResource:
@@ -64,9 +69,14 @@ def _endpoint(environ: Mapping[str, str], prefix: str, offline: TeacherResource)
     options = json.loads(environ.get(f"{prefix}_OPTIONS") or "{}")
     if "api_key" in options:  # a literal key would show in the UI's resource config
         raise ValueError(f"{prefix}_OPTIONS must not hold api_key; name its variable in {prefix}_API_KEY_ENV")
-    return TeacherResource(backend="openai", base_url=base_url, model=environ.get(f"{prefix}_MODEL", "gpt-4o-mini"),
-                           mode=environ.get(f"{prefix}_MODE", "sync"),
-                           api_key=dg.EnvVar(environ.get(f"{prefix}_API_KEY_ENV", "OPENAI_API_KEY")), **options)
+    return TeacherResource(
+        backend="openai",
+        base_url=base_url,
+        model=environ.get(f"{prefix}_MODEL", "gpt-4o-mini"),
+        mode=environ.get(f"{prefix}_MODE", "sync"),
+        api_key=dg.EnvVar(environ.get(f"{prefix}_API_KEY_ENV", "OPENAI_API_KEY")),
+        **options,
+    )
 
 
 def _delta(environ: Mapping[str, str]) -> tuple[str, LocalConfig | S3Config, dict[str, str]]:
@@ -100,8 +110,10 @@ def _launcher_settings(environ: Mapping[str, str]) -> dict:
     settings = yaml.safe_load(path.read_text()) or {}
     unknown = sorted(set(settings) - set(TrainingLauncher.model_fields))
     if unknown:
-        raise ValueError(f"NEXA_LAUNCHER_CONFIG={name}: unknown launcher settings {unknown}; "
-                         f"known: {sorted(TrainingLauncher.model_fields)}")
+        raise ValueError(
+            f"NEXA_LAUNCHER_CONFIG={name}: unknown launcher settings {unknown}; "
+            f"known: {sorted(TrainingLauncher.model_fields)}"
+        )
     return settings
 
 
@@ -132,9 +144,14 @@ class Environment:
             dagster_home=Path(environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve(),
             postgres=bool(environ.get(PG_URL_VARIABLE)),
             raw_root=Path(environ.get("NEXA_RAW_ROOT") or PROJECT_ROOT / "data" / "raw").resolve(),
-            delta_root=delta_root, delta_storage=delta_storage, storage_options=storage_options,
-            artifact_root=(environ.get("NEXA_ARTIFACT_ROOT") or launcher.get("artifact_root")
-                           or _default(TrainingLauncher, "artifact_root")),
+            delta_root=delta_root,
+            delta_storage=delta_storage,
+            storage_options=storage_options,
+            artifact_root=(
+                environ.get("NEXA_ARTIFACT_ROOT")
+                or launcher.get("artifact_root")
+                or _default(TrainingLauncher, "artifact_root")
+            ),
             launcher=launcher,
             report_dir=environ.get("NEXA_REPORT_DIR") or _default(ReportFolder, "folder"),
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or _default(MlflowTracking, "tracking_uri"),

@@ -58,18 +58,29 @@ class LaunchBackend(ABC):
         self.settings = settings
 
     @abstractmethod
-    def launch(self, context: dg.AssetExecutionContext, command: list[str],
-               env: dict[str, str]) -> dg.PipesClientCompletedInvocation:
+    def launch(
+        self, context: dg.AssetExecutionContext, command: list[str], env: dict[str, str]
+    ) -> dg.PipesClientCompletedInvocation:
         """Run `command` with `env` through Pipes until it ends; a wrong setting is a LauncherError."""
 
     def torchrun(self, module: str, arguments: list[str]) -> list[str]:
         """`module` under torchrun on one node, one process per GPU (gloo processes on a CPU machine)."""
         s = self.settings
         if s.nodes > 1:
-            raise LauncherError(f"launcher.nodes={s.nodes}: training over several nodes runs on kind=slurm; "
-                                f"kind={self.kind} trains on one node (launcher.gpus GPUs)")
-        return [s.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={s.gpus}",
-                "-m", module, *arguments]
+            raise LauncherError(
+                f"launcher.nodes={s.nodes}: training over several nodes runs on kind=slurm; "
+                f"kind={self.kind} trains on one node (launcher.gpus GPUs)"
+            )
+        return [
+            s.python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={s.gpus}",
+            "-m",
+            module,
+            *arguments,
+        ]
 
 
 class LocalBackend(LaunchBackend):
@@ -89,20 +100,28 @@ class KubernetesBackend(LaunchBackend):
             raise LauncherError("launcher.kind=kubernetes needs launcher.image (an image with the project installed)")
         limits = {s.gpu_resource: str(s.gpus)} if s.gpus else {}
         return {
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {"name": name, "namespace": s.namespace, "labels": {"app.kubernetes.io/name": "nexa-train"}},
             "spec": {
                 "restartPolicy": "Never",
                 "nodeSelector": dict(s.node_selector),
                 "tolerations": list(s.tolerations),
                 "volumes": list(s.volumes),
-                "containers": [{
-                    "name": "train", "image": s.image, "command": list(command), "env": env_list(env),
-                    "envFrom": [{"secretRef": {"name": name}} for name in s.env_secrets],
-                    "resources": {"requests": {"cpu": s.cpu, "memory": s.memory, **limits},
-                                  "limits": {"memory": s.memory, **limits}},
-                    "volumeMounts": list(s.volume_mounts),
-                }],
+                "containers": [
+                    {
+                        "name": "train",
+                        "image": s.image,
+                        "command": list(command),
+                        "env": env_list(env),
+                        "envFrom": [{"secretRef": {"name": name}} for name in s.env_secrets],
+                        "resources": {
+                            "requests": {"cpu": s.cpu, "memory": s.memory, **limits},
+                            "limits": {"memory": s.memory, **limits},
+                        },
+                        "volumeMounts": list(s.volume_mounts),
+                    }
+                ],
             },
         }
 
@@ -110,9 +129,15 @@ class KubernetesBackend(LaunchBackend):
         from dagster_k8s import PipesK8sClient  # optional: pip install dagster-k8s
 
         spec = self.pod_spec(command, env, job_name(context)[:63])
-        return PipesK8sClient().run(context=context, image=self.settings.image, command=command,
-                                    namespace=self.settings.namespace, env=env, base_pod_meta=spec["metadata"],
-                                    base_pod_spec=spec["spec"])
+        return PipesK8sClient().run(
+            context=context,
+            image=self.settings.image,
+            command=command,
+            namespace=self.settings.namespace,
+            env=env,
+            base_pod_meta=spec["metadata"],
+            base_pod_spec=spec["spec"],
+        )
 
 
 class SlurmBackend(LaunchBackend):
@@ -123,15 +148,32 @@ class SlurmBackend(LaunchBackend):
         s = self.settings
         if s.nodes == 1:
             return super().torchrun(module, arguments)
-        return ["srun", s.python, "-m", "torch.distributed.run", f"--nnodes={s.nodes}", f"--nproc-per-node={s.gpus}",
-                "--rdzv-backend=c10d", "--rdzv-endpoint=${NEXA_RDZV_HOST}:29500", "--rdzv-id=${SLURM_JOB_ID}",
-                "-m", module, *arguments]
+        return [
+            "srun",
+            s.python,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={s.nodes}",
+            f"--nproc-per-node={s.gpus}",
+            "--rdzv-backend=c10d",
+            "--rdzv-endpoint=${NEXA_RDZV_HOST}:29500",
+            "--rdzv-id=${SLURM_JOB_ID}",
+            "-m",
+            module,
+            *arguments,
+        ]
 
     def sbatch_script(self, command: list[str], env: dict[str, str], name: str) -> str:
         s = self.settings
-        lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --time={s.slurm_time}",
-                 f"#SBATCH --nodes={s.nodes}", "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={s.cpu}",
-                 f"#SBATCH --mem={s.memory.replace('Gi', 'G')}"]
+        lines = [
+            "#!/bin/bash",
+            f"#SBATCH --job-name={name}",
+            f"#SBATCH --time={s.slurm_time}",
+            f"#SBATCH --nodes={s.nodes}",
+            "#SBATCH --ntasks-per-node=1",
+            f"#SBATCH --cpus-per-task={s.cpu}",
+            f"#SBATCH --mem={s.memory.replace('Gi', 'G')}",
+        ]
         if s.gpus:
             lines.append(f"#SBATCH --gres=gpu:{s.gpus}")
         if s.slurm_partition:
@@ -151,17 +193,23 @@ class SlurmBackend(LaunchBackend):
 
     def launch(self, context, command, env):
         if not self.settings.shared_dir:
-            raise LauncherError("launcher.kind=slurm: set launcher.shared_dir, "
-                                "a folder both Dagster and the Slurm nodes can read and write")
+            raise LauncherError(
+                "launcher.kind=slurm: set launcher.shared_dir, "
+                "a folder both Dagster and the Slurm nodes can read and write"
+            )
         shared, name = Path(self.settings.shared_dir), job_name(context)
         with dg.open_pipes_session(
-                context=context,
-                context_injector=dg.PipesFileContextInjector(str(shared / f"{name}.context.json")),
-                message_reader=dg.PipesFileMessageReader(str(shared / f"{name}.messages"))) as session:
+            context=context,
+            context_injector=dg.PipesFileContextInjector(str(shared / f"{name}.context.json")),
+            message_reader=dg.PipesFileMessageReader(str(shared / f"{name}.messages")),
+        ) as session:
             script = shared / f"{name}.sbatch"
             script.write_text(self.sbatch_script(command, {**env, **session.get_bootstrap_env_vars()}, name))
-            job = subprocess.run(["sbatch", "--parsable", str(script)], check=True, capture_output=True,
-                                 text=True).stdout.strip().split(";")[0]
+            job = (
+                subprocess.run(["sbatch", "--parsable", str(script)], check=True, capture_output=True, text=True)
+                .stdout.strip()
+                .split(";")[0]
+            )
             context.log.info(f"submitted Slurm job {job}")
             while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
                 time.sleep(self.settings.poll_seconds)
@@ -176,16 +224,25 @@ class AwsBackend(LaunchBackend):
         if not (s.ecs_cluster and s.ecs_task_definition):
             raise LauncherError("launcher.kind=aws needs launcher.ecs_cluster and launcher.ecs_task_definition")
         params = {
-            "cluster": s.ecs_cluster, "taskDefinition": s.ecs_task_definition, "count": 1,
+            "cluster": s.ecs_cluster,
+            "taskDefinition": s.ecs_task_definition,
+            "count": 1,
             "launchType": "EC2",  # GPUs on ECS need EC2 container instances, not Fargate
-            "overrides": {"containerOverrides": [{
-                "name": s.ecs_container, "command": list(command), "environment": env_list(env),
-                "resourceRequirements": [{"type": "GPU", "value": str(s.gpus)}],
-            }]},
+            "overrides": {
+                "containerOverrides": [
+                    {
+                        "name": s.ecs_container,
+                        "command": list(command),
+                        "environment": env_list(env),
+                        "resourceRequirements": [{"type": "GPU", "value": str(s.gpus)}],
+                    }
+                ]
+            },
         }
         if s.ecs_subnets:
-            params["networkConfiguration"] = {"awsvpcConfiguration": {
-                "subnets": list(s.ecs_subnets), "securityGroups": list(s.ecs_security_groups)}}
+            params["networkConfiguration"] = {
+                "awsvpcConfiguration": {"subnets": list(s.ecs_subnets), "securityGroups": list(s.ecs_security_groups)}
+            }
         return params
 
     def launch(self, context, command, env):
@@ -202,19 +259,27 @@ class TrainingLauncher(dg.ConfigurableResource):
     """Where launched stages run and with what: the settings of every backend (`kind` picks one)."""
 
     kind: Literal["local", "kubernetes", "slurm", "aws"] = "local"
-    artifact_root: str = Field(default=str(PROJECT_ROOT / "data" / "artifacts"),
-                               description="Where checkpoints are written (a path the trainer can reach)")
+    artifact_root: str = Field(
+        default=str(PROJECT_ROOT / "data" / "artifacts"),
+        description="Where checkpoints are written (a path the trainer can reach)",
+    )
     python: str = Field(default=sys.executable, description="Python on the training node")
     usd_per_gpu_hour: float = 0.0
     # kubernetes
     image: str | None = None
     namespace: str = "default"
-    gpus: int = Field(default=1, description="GPUs per node; more than one runs training and reading under torchrun "
-                                               "(DDP; FSDP through trainer_args), one process per GPU")
+    gpus: int = Field(
+        default=1,
+        description="GPUs per node; more than one runs training and reading under torchrun "
+        "(DDP; FSDP through trainer_args), one process per GPU",
+    )
     nodes: int = Field(default=1, description="Nodes per training run (Slurm); each runs `gpus` processes")
     gpu_resource: str = "nvidia.com/gpu"
-    env_secrets: list[str] = Field(default=[], description="Kubernetes secrets whose keys become the pod's environment "
-                                                            "(credentials by reference, never values in the spec)")
+    env_secrets: list[str] = Field(
+        default=[],
+        description="Kubernetes secrets whose keys become the pod's environment "
+        "(credentials by reference, never values in the spec)",
+    )
     node_selector: dict[str, str] = {}
     tolerations: list[dict] = []
     volumes: list[dict] = []
@@ -263,9 +328,17 @@ class TrainingLauncher(dg.ConfigurableResource):
             return [self.python, "-m", module, *arguments]
         return self.backend().torchrun(module, arguments)
 
-    def run_reporting(self, context: dg.AssetExecutionContext, module: str, arguments: list[str],
-                      env: dict[str, str], out_dir: str, what: str, key: str,
-                      distributed: bool = False) -> tuple[dict, list]:
+    def run_reporting(
+        self,
+        context: dg.AssetExecutionContext,
+        module: str,
+        arguments: list[str],
+        env: dict[str, str],
+        out_dir: str,
+        what: str,
+        key: str,
+        distributed: bool = False,
+    ) -> tuple[dict, list]:
         """Launch `python -m module arguments...` (trainer, reader, generator, benchmark runner) and
         return the JSON `key` it reported through Pipes, with any check results; a failure says what
         the process wrote before dying."""
@@ -276,8 +349,10 @@ class TrainingLauncher(dg.ConfigurableResource):
             raise dg.Failure(f"{exc}" + (f"; the {what} said: {reason}" if reason else "")) from exc
         reported = [r for r in results if isinstance(r, dg.MaterializeResult)]
         if not reported:  # e.g. a batch job that died without an exit code Dagster could see
-            raise dg.Failure(f"partition {context.partition_key}: the {what} reported nothing; "
-                             f"it said: {self.failure_reason(out_dir) or 'nothing'}")
+            raise dg.Failure(
+                f"partition {context.partition_key}: the {what} reported nothing; "
+                f"it said: {self.failure_reason(out_dir) or 'nothing'}"
+            )
         checks = [r for r in results if isinstance(r, dg.AssetCheckResult)]
         return json.loads(reported[0].metadata[key].value), checks
 

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                   "HF_HUB_DISABLE_TELEMETRY": "1", "GX_ANALYTICS_ENABLED": "false",
-                   "MLFLOW_DISABLE_TELEMETRY": "true", "DAGSTER_DISABLE_TELEMETRY": "1"}.items():
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DAGSTER_DISABLE_TELEMETRY": "1",
+}.items():
     os.environ[key] = value
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -52,8 +58,13 @@ def raw_root(tmp_path):
 
 def start_openai_server(*flags: str) -> tuple[subprocess.Popen, str]:
     """tests/openai_server.py on 127.0.0.1: (process, base URL)."""
-    proc = subprocess.Popen([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", *flags],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", *flags],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT,
+    )
     line = proc.stdout.readline()
     assert line.startswith("PORT "), line
     return proc, f"http://127.0.0.1:{int(line.split()[1])}"
@@ -93,7 +104,6 @@ def evaluated_physics(tmp_path_factory):
     """physics through the real graph once per session (a small student, a few steps): distilled, read,
     fine-tuned, evaluated and benchmarked. Release and serving tests work on copies of its tables."""
     import dagster as dg
-
     from release_helpers import evaluate_domain
 
     root = tmp_path_factory.mktemp("evaluated_physics")

@@ -35,8 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PASSAGE = re.compile(r'"""\n(.*?)\n"""', re.S)
 PROSE = "Sorry, here is some prose instead of JSON."
-FIXED = "```json\n" + json.dumps({"pairs": [{"question": "What is tested?", "answer": "The server.",
-                                             "kind": "definition"}]}) + "\n```"
+FIXED = (
+    "```json\n"
+    + json.dumps({"pairs": [{"question": "What is tested?", "answer": "The server.", "kind": "definition"}]})
+    + "\n```"
+)
 MALFORMED = b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess'
 TRANSPORT = ("429", "500", "503", "timeout", "drop", "malformed")  # never billed
 CONTENT = ("truncated", "empty", "bad_json", "content_filter")  # billed, never paid
@@ -60,11 +63,21 @@ class State:
         self.tasks: dict[str, asyncio.Task] = {}  # running batches
 
     def stats(self) -> dict:
-        return {"calls": self.billed, "attempts": self.attempts, "billed": self.billed, "paid": self.paid,
-                "duplicates": self.duplicates, "faults": self.faults, "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight, "batch_lines": self.batch_lines,
-                "batches_created": self.batches_created, "stored": len(self.completions),
-                "paid_by_key": self.paid_by_key, "retry_gaps": self.retry_gaps}
+        return {
+            "calls": self.billed,
+            "attempts": self.attempts,
+            "billed": self.billed,
+            "paid": self.paid,
+            "duplicates": self.duplicates,
+            "faults": self.faults,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "batch_lines": self.batch_lines,
+            "batches_created": self.batches_created,
+            "stored": len(self.completions),
+            "paid_by_key": self.paid_by_key,
+            "retry_gaps": self.retry_gaps,
+        }
 
 
 ARGS: argparse.Namespace
@@ -72,8 +85,9 @@ S: State
 
 
 def error(status: int, message: str, kind: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": kind}}, status=status,
-                             headers=headers)
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": kind}}, status=status, headers=headers
+    )
 
 
 def user_text(body: dict) -> str:
@@ -85,8 +99,9 @@ def user_text(body: dict) -> str:
 
 def begin(body: dict) -> tuple[str, str | None]:
     """Register one receipt of this request: its key and the fault (if any) to inject."""
-    key = hashlib.sha256(json.dumps({"model": body["model"], "messages": body["messages"]},
-                                    sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps({"model": body["model"], "messages": body["messages"]}, sort_keys=True).encode()
+    ).hexdigest()
     attempt = S.seen.get(key, 0)
     S.seen[key] = attempt + 1
     now = time.monotonic()
@@ -130,7 +145,7 @@ def finish(body: dict, key: str, fault: str | None) -> dict:
         content = "```json\n" + json.dumps({"pairs": heuristic_pairs(found.group(1) if found else user)}) + "\n```"
     reason = "stop"
     if fault == "truncated":
-        content, reason = content[:len(content) // 2], "length"
+        content, reason = content[: len(content) // 2], "length"
     elif fault == "empty":
         content = ""
     elif fault == "content_filter":
@@ -142,12 +157,23 @@ def finish(body: dict, key: str, fault: str | None) -> dict:
         S.duplicates += S.paid_by_key[key] > 1
     words = len(content.split()) if content else 0
     completion = {
-        "id": f"chatcmpl-{next(IDS)}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{next(IDS)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": reason, "logprobs": None,
-                     "message": {"role": "assistant", "content": content, "refusal": None}}],
-        "usage": {"prompt_tokens": len(user.split()), "completion_tokens": words,
-                  "total_tokens": len(user.split()) + words},
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": reason,
+                "logprobs": None,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": len(user.split()),
+            "completion_tokens": words,
+            "total_tokens": len(user.split()) + words,
+        },
     }
     if body.get("store"):
         S.completions[completion["id"]] = {**completion, "metadata": body.get("metadata") or {}}
@@ -171,8 +197,12 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
             return error(400, f"invalid request body: {exc!r}", "invalid_request_error")
         if fault == "429":
             wait = ARGS.retry_after
-            return error(429, "Rate limit reached, retry later.", "rate_limit_exceeded",
-                         {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))})
+            return error(
+                429,
+                "Rate limit reached, retry later.",
+                "rate_limit_exceeded",
+                {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))},
+            )
         if fault in ("500", "503"):
             return error(int(fault), f"Injected {fault}.", "server_error")
         if fault == "malformed":
@@ -195,18 +225,27 @@ def page(items: list[dict], request: web.Request, default_limit: int) -> web.Res
     after = request.query.get("after")
     if after:
         ids = [item["id"] for item in items]
-        items = items[ids.index(after) + 1:] if after in ids else []
+        items = items[ids.index(after) + 1 :] if after in ids else []
     data = items[:limit]
-    return web.json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                              "last_id": data[-1]["id"] if data else None, "has_more": len(items) > limit})
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": len(items) > limit,
+        }
+    )
 
 
 async def list_completions(request: web.Request) -> web.Response:
     query = request.query
-    wanted = {k[len("metadata["):-1]: v for k, v in query.items() if k.startswith("metadata[") and k.endswith("]")}
-    items = [c for c in S.completions.values()
-             if query.get("model") in (None, c["model"])
-             and all(c["metadata"].get(k) == v for k, v in wanted.items())]
+    wanted = {k[len("metadata[") : -1]: v for k, v in query.items() if k.startswith("metadata[") and k.endswith("]")}
+    items = [
+        c
+        for c in S.completions.values()
+        if query.get("model") in (None, c["model"]) and all(c["metadata"].get(k) == v for k, v in wanted.items())
+    ]
     if query.get("order", "asc") == "desc":
         items.reverse()
     return page(items, request, 20)
@@ -218,8 +257,15 @@ async def get_completion(request: web.Request) -> web.Response:
 
 
 def add_file(data: bytes, filename: str, purpose: str) -> dict:
-    meta = {"id": f"file-{secrets.token_hex(12)}", "object": "file", "bytes": len(data),
-            "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed"}
+    meta = {
+        "id": f"file-{secrets.token_hex(12)}",
+        "object": "file",
+        "bytes": len(data),
+        "created_at": int(time.time()),
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+    }
     S.files[meta["id"]] = (meta, data)
     return meta
 
@@ -239,8 +285,11 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def file_content(request: web.Request) -> web.Response:
     found = S.files.get(request.match_info["id"])
-    return web.Response(body=found[1], content_type="application/octet-stream") if found else \
-        error(404, "No such file.", "invalid_request_error")
+    return (
+        web.Response(body=found[1], content_type="application/octet-stream")
+        if found
+        else error(404, "No such file.", "invalid_request_error")
+    )
 
 
 def answer_line(line: str) -> tuple[dict, bool]:
@@ -255,10 +304,18 @@ def answer_line(line: str) -> tuple[dict, bool]:
         fault, body = f"invalid line: {exc!r}", None
     S.batch_lines += 1
     if body is None or fault in TRANSPORT:
-        return {"id": f"batch_req_{request_id}", "custom_id": custom_id, "response": None,
-                "error": {"code": "server_error", "message": f"Injected {fault}." if body else fault}}, False
-    return {"id": f"batch_req_{request_id}", "custom_id": custom_id, "error": None,
-            "response": {"status_code": 200, "request_id": request_id, "body": finish(body, key, fault)}}, True
+        return {
+            "id": f"batch_req_{request_id}",
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": "server_error", "message": f"Injected {fault}." if body else fault},
+        }, False
+    return {
+        "id": f"batch_req_{request_id}",
+        "custom_id": custom_id,
+        "error": None,
+        "response": {"status_code": 200, "request_id": request_id, "body": finish(body, key, fault)},
+    }, True
 
 
 async def run_batch(batch: dict, lines: list[str]) -> None:
@@ -270,11 +327,16 @@ async def run_batch(batch: dict, lines: list[str]) -> None:
     name = batch["id"]
     for records, field, suffix in ((done, "output_file_id", "output"), (failed, "error_file_id", "error")):
         if records:
-            batch[field] = add_file(("\n".join(records) + "\n").encode(), f"{name}_{suffix}.jsonl",
-                                    "batch_output")["id"]
+            batch[field] = add_file(("\n".join(records) + "\n").encode(), f"{name}_{suffix}.jsonl", "batch_output")[
+                "id"
+            ]
     now = int(time.time())
-    batch.update(status="completed", finalizing_at=now, completed_at=now,
-                 request_counts={"total": len(lines), "completed": len(done), "failed": len(failed)})
+    batch.update(
+        status="completed",
+        finalizing_at=now,
+        completed_at=now,
+        request_counts={"total": len(lines), "completed": len(done), "failed": len(failed)},
+    )
     S.tasks.pop(name, None)
 
 
@@ -287,13 +349,28 @@ async def create_batch(request: web.Request) -> web.Response:
         return error(400, "Only /v1/chat/completions is supported.", "invalid_request_error")
     lines = [line for line in found[1].decode().splitlines() if line.strip()]
     now = int(time.time())
-    batch = {"id": f"batch_{secrets.token_hex(12)}", "object": "batch", "endpoint": body["endpoint"],
-             "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
-             "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": now,
-             "in_progress_at": None, "expires_at": now + 86400, "finalizing_at": None, "completed_at": None,
-             "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
-             "metadata": body.get("metadata"), "errors": None}
+    batch = {
+        "id": f"batch_{secrets.token_hex(12)}",
+        "object": "batch",
+        "endpoint": body["endpoint"],
+        "input_file_id": body["input_file_id"],
+        "completion_window": body.get("completion_window", "24h"),
+        "status": "validating",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": now,
+        "in_progress_at": None,
+        "expires_at": now + 86400,
+        "finalizing_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+        "metadata": body.get("metadata"),
+        "errors": None,
+    }
     answer = dict(batch)  # the create response says "validating"; the stored batch moves on at once
     batch.update(status="in_progress", in_progress_at=now)
     S.batches[batch["id"]] = batch
@@ -346,15 +423,22 @@ def fault_spec(text: str) -> tuple[str, float]:
 
 async def serve() -> None:
     app = web.Application()
-    app.add_routes([
-        web.post("/v1/chat/completions", create_completion), web.get("/v1/chat/completions", list_completions),
-        web.get("/v1/chat/completions/{id}", get_completion),
-        web.post("/v1/files", upload_file), web.get("/v1/files/{id}", get_file),
-        web.get("/v1/files/{id}/content", file_content),
-        web.post("/v1/batches", create_batch), web.get("/v1/batches", list_batches),
-        web.get("/v1/batches/{id}", get_batch), web.post("/v1/batches/{id}/cancel", cancel_batch),
-        web.get("/stats", stats), web.post("/reset", reset),
-    ])
+    app.add_routes(
+        [
+            web.post("/v1/chat/completions", create_completion),
+            web.get("/v1/chat/completions", list_completions),
+            web.get("/v1/chat/completions/{id}", get_completion),
+            web.post("/v1/files", upload_file),
+            web.get("/v1/files/{id}", get_file),
+            web.get("/v1/files/{id}/content", file_content),
+            web.post("/v1/batches", create_batch),
+            web.get("/v1/batches", list_batches),
+            web.get("/v1/batches/{id}", get_batch),
+            web.post("/v1/batches/{id}/cancel", cancel_batch),
+            web.get("/stats", stats),
+            web.post("/reset", reset),
+        ]
+    )
     # handler_cancellation: a client that gives up ends its hang; the backlog absorbs bursts.
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2)
     await runner.setup()

@@ -37,25 +37,58 @@ def start(root: Path) -> dict[str, str]:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     conf = root / "slurm.conf"
-    conf.write_text("\n".join([
-        "ClusterName=nexatest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
-        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-        "AuthType=auth/munge", f"AuthInfo=socket={root}/munge.socket", "CredType=cred/munge",
-        f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",
-        f"SlurmctldPidFile={root}/slurmctld.pid", f"SlurmdPidFile={root}/slurmd.pid",
-        f"SlurmctldLogFile={root}/slurmctld.log", f"SlurmdLogFile={root}/slurmd.log",
-        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none", "SchedulerType=sched/builtin",
-        "SelectType=select/cons_tres", "MpiDefault=none", "ReturnToService=2",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory=4000 State=UNKNOWN",
-        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=nexatest",
+                f"SlurmctldHost={host}",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                f"SlurmctldPort={_free_port()}",
+                f"SlurmdPort={_free_port()}",
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={root}/munge.socket",
+                "CredType=cred/munge",
+                f"StateSaveLocation={root}/state",
+                f"SlurmdSpoolDir={root}/spool",
+                f"SlurmctldPidFile={root}/slurmctld.pid",
+                f"SlurmdPidFile={root}/slurmd.pid",
+                f"SlurmctldLogFile={root}/slurmctld.log",
+                f"SlurmdLogFile={root}/slurmd.log",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "SchedulerType=sched/builtin",
+                "SelectType=select/cons_tres",
+                "MpiDefault=none",
+                "ReturnToService=2",
+                f"NodeName={host} CPUs={os.cpu_count()} RealMemory=4000 State=UNKNOWN",
+                "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
+    )
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    subprocess.run([_bin("munged"), f"--socket={root}/munge.socket", f"--key-file={key}", f"--pid-file={root}/munged.pid",
-                    f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed", "-f"], check=True, env=env)
+    subprocess.run(
+        [
+            _bin("munged"),
+            f"--socket={root}/munge.socket",
+            f"--key-file={key}",
+            f"--pid-file={root}/munged.pid",
+            f"--log-file={root}/munged.log",
+            f"--seed-file={root}/munge.seed",
+            "-f",
+        ],
+        check=True,
+        env=env,
+    )
     subprocess.run([_bin("slurmctld"), "-f", str(conf)], check=True, env=env)
     subprocess.run([_bin("slurmd"), "-f", str(conf)], check=True, env=env)
     deadline = time.time() + 60
-    while "idle" not in subprocess.run([_bin("sinfo"), "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout:
+    while (
+        "idle" not in subprocess.run([_bin("sinfo"), "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout
+    ):
         if time.time() > deadline:
             stop(root)
             raise RuntimeError(f"slurm did not come up; see {root}/slurmctld.log and slurmd.log")

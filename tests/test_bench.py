@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
-BENCHES = sorted(p.name for p in (PROJECT / "bench").glob("*.py") if p.name not in ("corpus.py", "teacher_distilabel.py"))
+BENCHES = sorted(
+    p.name for p in (PROJECT / "bench").glob("*.py") if p.name not in ("corpus.py", "teacher_distilabel.py")
+)
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +20,9 @@ def physics_data(tmp_path_factory):
 
 
 def smoke(script: str, *args: str) -> str:
-    run = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *args], cwd=PROJECT, capture_output=True,
-                         text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, f"bench/{script}", "--smoke", *args], cwd=PROJECT, capture_output=True, text=True, timeout=900
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert run.stdout.startswith("machine: ") and f"command: bench/{script} --smoke" in run.stdout
     return run.stdout
@@ -31,8 +34,13 @@ def test_every_benchmark_has_a_smoke_test_here():
 
 
 def test_training_benchmark_runs_both_trainers_and_both_fine_tunes(physics_data):
-    out = smoke("train.py", "--examples", physics_data,
-                "--variant", "padded:packing=false,trainer_args.train_sampling_strategy=group_by_length")
+    out = smoke(
+        "train.py",
+        "--examples",
+        physics_data,
+        "--variant",
+        "padded:packing=false,trainer_args.train_sampling_strategy=group_by_length",
+    )
     for name in ("trl-defaults", "nexa", "padded"):
         for finetune in ("lora", "full"):
             assert f"{name:18s} {finetune:8s}" in out and "FAILED" not in out

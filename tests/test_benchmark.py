@@ -12,14 +12,22 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-
 from conftest import SAMPLE_RAW
 from graph_helpers import resources
+
 from nexa_assets import evaluate, train
 from nexa_assets.benchmark import benchmark_scores
 from nexa_core import schemas
-from nexa_core.benchmark import (ALL_SUITES, GENERATIVE, MULTIPLE_CHOICE, BenchmarkConfig, SuiteError, load_suites,
-                                 run_benchmark, summarize)
+from nexa_core.benchmark import (
+    ALL_SUITES,
+    GENERATIVE,
+    MULTIPLE_CHOICE,
+    BenchmarkConfig,
+    SuiteError,
+    load_suites,
+    run_benchmark,
+    summarize,
+)
 from nexa_core.documents import load_domain
 from nexa_core.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
 from nexa_core.sft import SplitConfig
@@ -30,14 +38,18 @@ DOMAIN = "physics"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SYSTEM = SplitConfig.system_prompt.format(domain=DOMAIN)
 # What the trained student is taught (correct choice first here; shuffled in the suite file).
-MC = [("Which particle carries no electric charge?", ["the neutron", "the electron", "the proton", "the positron"]),
-      ("What holds the nucleus together?", ["the strong nuclear force", "gravity", "magnetism", "friction"]),
-      ("Which colour of light has the shortest wavelength?", ["violet", "red", "green", "yellow"]),
-      ("What unit measures equivalent radiation dose?", ["the sievert", "the joule", "the kelvin", "the watt"])]
+MC = [
+    ("Which particle carries no electric charge?", ["the neutron", "the electron", "the proton", "the positron"]),
+    ("What holds the nucleus together?", ["the strong nuclear force", "gravity", "magnetism", "friction"]),
+    ("Which colour of light has the shortest wavelength?", ["violet", "red", "green", "yellow"]),
+    ("What unit measures equivalent radiation dose?", ["the sievert", "the joule", "the kelvin", "the watt"]),
+]
 GEN = [("What is the SI unit of temperature?", "kelvin"), ("Which gas gives much of the background dose?", "radon")]
-OWN_TASK = [{"q": "Is light a wave?", "opts": ["yes", "no"], "gold": 0},
-            {"q": "Is a neutron charged?", "opts": ["yes", "no"], "gold": 1},
-            {"q": "Does heat flow from cold to hot by itself?", "opts": ["yes", "no"], "gold": 1}]
+OWN_TASK = [
+    {"q": "Is light a wave?", "opts": ["yes", "no"], "gold": 0},
+    {"q": "Is a neutron charged?", "opts": ["yes", "no"], "gold": 1},
+    {"q": "Does heat flow from cold to hot by itself?", "opts": ["yes", "no"], "gold": 1},
+]
 
 
 # --- suite validation ---------------------------------------------------------------------------
@@ -51,18 +63,21 @@ def _suite(folder: Path, lines: list[str], name: str = "facts.jsonl") -> Path:
     return folder
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ('{"question": "Which particle?", "choices": ["a", "b"], "answer": "a"', "not valid JSON"),
-    (json.dumps({"question": "Which particle?", "choices": ["neutron", "proton"]}), "'answer' is missing"),
-    (json.dumps({**GOOD, "answer": "electron"}), "'answer' 'electron' is not one of the choices"),
-    (json.dumps({**GOOD, "answer": 2}), "index 2 is out of range"),
-    (json.dumps({**GOOD, "choices": ["neutron"]}), "at least 2 choices"),
-    (json.dumps({**GOOD, "choices": ["neutron", "neutron"]}), "repeats a choice"),
-    (json.dumps({**GOOD, "question": "  "}), "'question' is missing"),
-    (json.dumps({**GOOD, "choises": ["a", "b"]}), "unknown field(s) ['choises']"),
-    (json.dumps(["a", "b"]), "expected a JSON object"),
-    (json.dumps({"question": "What is the unit of energy?", "answer": ""}), "must be non-empty text"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ('{"question": "Which particle?", "choices": ["a", "b"], "answer": "a"', "not valid JSON"),
+        (json.dumps({"question": "Which particle?", "choices": ["neutron", "proton"]}), "'answer' is missing"),
+        (json.dumps({**GOOD, "answer": "electron"}), "'answer' 'electron' is not one of the choices"),
+        (json.dumps({**GOOD, "answer": 2}), "index 2 is out of range"),
+        (json.dumps({**GOOD, "choices": ["neutron"]}), "at least 2 choices"),
+        (json.dumps({**GOOD, "choices": ["neutron", "neutron"]}), "repeats a choice"),
+        (json.dumps({**GOOD, "question": "  "}), "'question' is missing"),
+        (json.dumps({**GOOD, "choises": ["a", "b"]}), "unknown field(s) ['choises']"),
+        (json.dumps(["a", "b"]), "expected a JSON object"),
+        (json.dumps({"question": "What is the unit of energy?", "answer": ""}), "must be non-empty text"),
+    ],
+)
 def test_a_malformed_row_names_the_partition_file_and_row(tmp_path, bad, reason):
     # row 4: a good row, a blank line (not a row, but it counts as a line), a good row, then the bad one
     folder = _suite(tmp_path / DOMAIN, [json.dumps(GOOD), "", json.dumps({**GOOD, "answer": 1}), bad])
@@ -74,11 +89,16 @@ def test_a_malformed_row_names_the_partition_file_and_row(tmp_path, bad, reason)
 
 
 def test_answers_by_text_or_index_and_generative_rows(tmp_path):
-    folder = _suite(tmp_path / DOMAIN, [
-        json.dumps(GOOD), json.dumps({**GOOD, "answer": 1, "topic": "atoms"}),
-        json.dumps({"question": "What is the unit of energy?", "answer": "joule"}),
-        json.dumps({"question": "How many protons does carbon have?", "answer": 6})])
-    suite, = load_suites(folder, DOMAIN)
+    folder = _suite(
+        tmp_path / DOMAIN,
+        [
+            json.dumps(GOOD),
+            json.dumps({**GOOD, "answer": 1, "topic": "atoms"}),
+            json.dumps({"question": "What is the unit of energy?", "answer": "joule"}),
+            json.dumps({"question": "How many protons does carbon have?", "answer": 6}),
+        ],
+    )
+    (suite,) = load_suites(folder, DOMAIN)
     items = suite.items
     assert items["answer_index"].to_list() == [0, 1, None, None]
     assert items["answer"].to_list() == ["neutron", "proton", "joule", "6"]
@@ -87,11 +107,14 @@ def test_answers_by_text_or_index_and_generative_rows(tmp_path):
     assert load_suites(tmp_path / "no_such_domain", "chemistry") == []
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("group: mine\ntask: [a, b]\n", "groups are not supported"),
-    ("task: mine\noutput_type: loglikelihood_rolling\n", "output_type 'loglikelihood_rolling' is not scored"),
-    ("task: mine\n  bad: [indent\n", "cannot be read as YAML"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("group: mine\ntask: [a, b]\n", "groups are not supported"),
+        ("task: mine\noutput_type: loglikelihood_rolling\n", "output_type 'loglikelihood_rolling' is not scored"),
+        ("task: mine\n  bad: [indent\n", "cannot be read as YAML"),
+    ],
+)
 def test_a_bad_task_file_is_named(tmp_path, text, reason):
     folder = tmp_path / DOMAIN
     folder.mkdir()
@@ -102,6 +125,7 @@ def test_a_bad_task_file_is_named(tmp_path, text, reason):
 
 
 # --- the shipped sample suites --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("domain", ["physics", "chemistry", "biology"])
 def test_sample_suites_ask_about_the_corpus(domain):
@@ -122,6 +146,7 @@ def test_sample_suites_ask_about_the_corpus(domain):
 
 
 # --- running through lm-eval on tiny models --------------------------------------------------------
+
 
 def _chat(question: str, answer: str | None = None) -> list[dict]:
     turns = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
@@ -162,16 +187,22 @@ def models(tmp_path_factory):
     base = build_default_student(texts * 5, root / "base", seed=0, hidden_size=64, layers=2, heads=4, vocab_size=512)
     tokenizer = AutoTokenizer.from_pretrained(base)
     torch.manual_seed(0)
-    full, loss = _teach(AutoModelForCausalLM.from_pretrained(base), tokenizer,
-                        [(q, cs[0]) for q, cs in MC] + GEN)
+    full, loss = _teach(AutoModelForCausalLM.from_pretrained(base), tokenizer, [(q, cs[0]) for q, cs in MC] + GEN)
     assert loss < 0.2, f"the tiny student did not learn its answers (loss {loss})"
     full.save_pretrained(root / "full")
     tokenizer.save_pretrained(root / "full")
     (root / "full" / "manifest.json").write_text(json.dumps({"base_model_path": str(base)}))
     torch.manual_seed(1)
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
-        task_type="CAUSAL_LM"))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        ),
+    )
     artifact = root / "artifacts" / DOMAIN / "sft-v0-test"  # where the launcher would put it
     lora.save_pretrained(artifact / "adapter")
     tokenizer.save_pretrained(artifact / "adapter")
@@ -198,7 +229,8 @@ def suite_root(tmp_path_factory):
     (folder / "own_task.yaml").write_text(
         "task: my_yes_no\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
-        "doc_to_text: '{{q}}'\ndoc_to_choice: '{{opts}}'\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n")
+        "doc_to_text: '{{q}}'\ndoc_to_choice: '{{opts}}'\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
+    )
     return root
 
 
@@ -241,17 +273,25 @@ def test_a_student_taught_the_answers_beats_its_base(runs):
     # the base never saw the answers: its score is its own, not the student's
     base = items.filter((pl.col("model_role") == "base") & (pl.col("suite") == "short"))
     assert base["exact_match"].sum() == 0
-    summary = summarize(items.with_columns(domain=pl.lit(DOMAIN), checkpoint_id=pl.lit("c")),
-                        by=["domain", "checkpoint_id", "model_role"], n_resamples=500)
-    overall = summary.filter((pl.col("suite") == "facts") & (pl.col("topic") == "__all__")
-                             & (pl.col("metric") == "accuracy"))
+    summary = summarize(
+        items.with_columns(domain=pl.lit(DOMAIN), checkpoint_id=pl.lit("c")),
+        by=["domain", "checkpoint_id", "model_role"],
+        n_resamples=500,
+    )
+    overall = summary.filter(
+        (pl.col("suite") == "facts") & (pl.col("topic") == "__all__") & (pl.col("metric") == "accuracy")
+    )
     student_row = overall.filter(pl.col("model_role") == "student").row(0, named=True)
     assert student_row["mean"] == 1.0 and student_row["n"] == len(MC) and student_row["chance"] == 0.25
     assert ((summary["ci_low"] <= summary["mean"]) & (summary["mean"] <= summary["ci_high"])).all()
     topics = summary.filter((pl.col("suite") == "facts") & (pl.col("metric") == "accuracy"))["topic"]
     assert set(topics) == {"topic0", "topic1", "__all__"}
-    all_suites = summary.filter((pl.col("suite") == ALL_SUITES) & (pl.col("topic") == "__all__")
-                                & (pl.col("metric") == "accuracy") & (pl.col("model_role") == "student"))
+    all_suites = summary.filter(
+        (pl.col("suite") == ALL_SUITES)
+        & (pl.col("topic") == "__all__")
+        & (pl.col("metric") == "accuracy")
+        & (pl.col("model_role") == "student")
+    )
     assert all_suites["n"].to_list() == [len(MC) + len(OWN_TASK)]
     assert all_suites["chance"].to_list() == [pytest.approx((len(MC) * 0.25 + len(OWN_TASK) * 0.5) / 7)]
 
@@ -266,11 +306,12 @@ def _direct_logprobs(model, tokenizer, question: str, choices: list[str]) -> lis
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     out = []
     for choice in choices:
-        ids = tokenizer(context + prompt[len(context):] + choice, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(context + prompt[len(context) :] + choice, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
-        out.append(sum(logprobs[len(context_ids) - 1 + i, token].item()
-                       for i, token in enumerate(ids[len(context_ids):])))
+        out.append(
+            sum(logprobs[len(context_ids) - 1 + i, token].item() for i, token in enumerate(ids[len(context_ids) :]))
+        )
     return out
 
 
@@ -282,8 +323,9 @@ def test_lm_eval_log_likelihoods_are_the_roles_own(models, suite_root, runs):
 
     tokenizer = AutoTokenizer.from_pretrained(models["adapter"])
     base = AutoModelForCausalLM.from_pretrained(models["base"]).eval()
-    student = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(models["base"]),
-                                        str(models["adapter"])).eval()
+    student = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(models["base"]), str(models["adapter"])
+    ).eval()
     suite = {s.name: s for s in load_suites(suite_root / DOMAIN, DOMAIN)}["facts"].items
     items = runs["adapter"]["items"].filter(pl.col("suite") == "facts")
     for role, model in (("student", student), ("base", base)):
@@ -302,25 +344,42 @@ def test_lm_eval_log_likelihoods_are_the_roles_own(models, suite_root, runs):
 
 # --- the asset, and the leaderboard --------------------------------------------------------------
 
+
 def _checkpoint_row(adapter: Path) -> pl.DataFrame:
     from nexa_core.train import sha256_files
 
-    return pl.DataFrame([{"domain": DOMAIN, "checkpoint_id": "ckpt-0123456789ab", "artifact_uri": str(adapter),
-                          "files_sha256": json.dumps(sha256_files(adapter)), "base_model": "nexa-tiny-llama",
-                          "sft_version": 0, "round": 0}], schema={k: v for k, v in schemas.STUDENT_CHECKPOINT.items()
-                                                                  if k in {"domain", "checkpoint_id", "artifact_uri",
-                                                                           "files_sha256", "base_model", "sft_version",
-                                                                           "round"}})
+    return pl.DataFrame(
+        [
+            {
+                "domain": DOMAIN,
+                "checkpoint_id": "ckpt-0123456789ab",
+                "artifact_uri": str(adapter),
+                "files_sha256": json.dumps(sha256_files(adapter)),
+                "base_model": "nexa-tiny-llama",
+                "sft_version": 0,
+                "round": 0,
+            }
+        ],
+        schema={
+            k: v
+            for k, v in schemas.STUDENT_CHECKPOINT.items()
+            if k in {"domain", "checkpoint_id", "artifact_uri", "files_sha256", "base_model", "sft_version", "round"}
+        },
+    )
 
 
 def _materialize(instance, root: Path, suite_dir: Path, domain: str = DOMAIN, raise_on_error: bool = True):
     if not instance.has_dynamic_partition("domain", domain):
         instance.add_dynamic_partitions("domain", [domain])
     return dg.materialize(
-        [train.student_checkpoint.to_source_asset(), benchmark_scores, evaluate.leaderboard], partition_key=domain,
-        instance=instance, selection=["benchmark_scores", "leaderboard"], raise_on_error=raise_on_error,
+        [train.student_checkpoint.to_source_asset(), benchmark_scores, evaluate.leaderboard],
+        partition_key=domain,
+        instance=instance,
+        selection=["benchmark_scores", "leaderboard"],
+        raise_on_error=raise_on_error,
         resources={**resources(root / "delta"), "launcher": TrainingLauncher(artifact_root=str(root / "artifacts"))},
-        run_config={"ops": {"benchmark_scores": {"config": {"suite_root": str(suite_dir), "n_resamples": 500}}}})
+        run_config={"ops": {"benchmark_scores": {"config": {"suite_root": str(suite_dir), "n_resamples": 500}}}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -328,8 +387,13 @@ def asset_run(models, suite_root, tmp_path_factory):
     """benchmark_scores for physics through dagster.materialize: the runner is launched by the
     training launcher (a subprocess speaking Pipes); then the leaderboard."""
     root = tmp_path_factory.mktemp("asset")
-    write_partition(str(root / "delta" / "nexa" / "student_checkpoint"), _checkpoint_row(models["adapter"]),
-                    {"domain": [DOMAIN]}, None, "student_checkpoint")
+    write_partition(
+        str(root / "delta" / "nexa" / "student_checkpoint"),
+        _checkpoint_row(models["adapter"]),
+        {"domain": [DOMAIN]},
+        None,
+        "student_checkpoint",
+    )
     (root / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
         result = _materialize(instance, root, suite_root)
@@ -353,8 +417,14 @@ def test_asset_stores_per_item_scores_and_history_with_intervals(asset_run):
     assert set(facts["topic"]) == {"topic0", "topic1", "__all__"} and set(facts["model_role"]) == {"student", "base"}
     assert ((history["ci_low"] <= history["mean"]) & (history["mean"] <= history["ci_high"])).all()
     meta = asset_run["result"].asset_materializations_for_node("benchmark_scores")[0].metadata
-    for key in ("facts/student/accuracy", "facts/student/accuracy_ci_low", "facts/base/accuracy_ci_high",
-                "short/student/exact_match", "short/base/token_f1", "__all__/lift/accuracy"):
+    for key in (
+        "facts/student/accuracy",
+        "facts/student/accuracy_ci_low",
+        "facts/base/accuracy_ci_high",
+        "short/student/exact_match",
+        "short/base/token_f1",
+        "__all__/lift/accuracy",
+    ):
         assert isinstance(meta[key].value, float), key
     assert meta["facts/n"].value == len(MC) and meta["facts/chance"].value == 0.25
     assert "| facts | accuracy |" in meta["by_suite"].value and meta["chat_template"].value is True
@@ -367,14 +437,31 @@ def test_leaderboard_shows_benchmark_accuracy_and_a_report_section(asset_run):
     page = Path(meta["report"].value).read_text()
     assert "Benchmark suites" in page and "ckpt-0123456" in page and "<td>facts</td>" in page
     # with an eval_metrics history for the same checkpoint, its row carries the benchmark columns
-    history = pl.DataFrame([{"domain": DOMAIN, "round": 0, "checkpoint_id": "ckpt-0123456789ab", "sft_version": 0,
-                             "model_role": role, "topic": "__all__", "metric": "token_f1", "mean": 0.5,
-                             "ci_low": 0.4, "ci_high": 0.6, "n": 10, "created_at": T0}
-                            for role in ("student", "base")], schema=schemas.EVAL_HISTORY)
+    history = pl.DataFrame(
+        [
+            {
+                "domain": DOMAIN,
+                "round": 0,
+                "checkpoint_id": "ckpt-0123456789ab",
+                "sft_version": 0,
+                "model_role": role,
+                "topic": "__all__",
+                "metric": "token_f1",
+                "mean": 0.5,
+                "ci_low": 0.4,
+                "ci_high": 0.6,
+                "n": 10,
+                "created_at": T0,
+            }
+            for role in ("student", "base")
+        ],
+        schema=schemas.EVAL_HISTORY,
+    )
     benchmarks = _read(root, "benchmark_history")
     ranked = rank_checkpoints(history, benchmarks)
-    expected = benchmarks.filter((pl.col("suite") == "__all__") & (pl.col("topic") == "__all__")
-                                 & (pl.col("metric") == "accuracy")).sort("model_role")  # base, student
+    expected = benchmarks.filter(
+        (pl.col("suite") == "__all__") & (pl.col("topic") == "__all__") & (pl.col("metric") == "accuracy")
+    ).sort("model_role")  # base, student
     row = ranked.row(0, named=True)
     assert row["bench_accuracy"] == expected["mean"][1] and row["bench_base_accuracy"] == expected["mean"][0]
     assert row["bench_n"] == len(MC) + len(OWN_TASK) and row["bench_ci_low"] <= row["bench_accuracy"]
@@ -400,10 +487,23 @@ def _benchmark_history(checkpoint: str, domain: str, student: float, base: float
     rows = []
     for role, value in (("student", student), ("base", base)):
         for suite, topic in (("__all__", "__all__"), ("facts", "__all__"), ("facts", "optics"), ("__all__", "optics")):
-            rows.append({"domain": domain, "round": 0, "checkpoint_id": checkpoint, "model_role": role,
-                         "suite": suite, "topic": topic, "metric": "accuracy", "mean": value, "ci_low": value - 0.1,
-                         "ci_high": value + 0.1, "n": 30, "chance": 0.25,
-                         "created_at": T0})
+            rows.append(
+                {
+                    "domain": domain,
+                    "round": 0,
+                    "checkpoint_id": checkpoint,
+                    "model_role": role,
+                    "suite": suite,
+                    "topic": topic,
+                    "metric": "accuracy",
+                    "mean": value,
+                    "ci_low": value - 0.1,
+                    "ci_high": value + 0.1,
+                    "n": 30,
+                    "chance": 0.25,
+                    "created_at": T0,
+                }
+            )
     return rows
 
 
@@ -411,8 +511,9 @@ def test_leaderboard_benchmark_columns_and_report_without_lm_eval(tmp_path):
     from test_leaderboard import _history
 
     history = _history()
-    benchmarks = pl.DataFrame(_benchmark_history("chem-r2-0123456789abcdef", "chem", 0.8, 0.3),
-                              schema=schemas.BENCHMARK_HISTORY)
+    benchmarks = pl.DataFrame(
+        _benchmark_history("chem-r2-0123456789abcdef", "chem", 0.8, 0.3), schema=schemas.BENCHMARK_HISTORY
+    )
     ranked = rank_checkpoints(history, benchmarks)
     assert ranked.columns == list(RANKED)
     by_id = {r["checkpoint_id"]: r for r in ranked.iter_rows(named=True)}

@@ -5,10 +5,8 @@ code."""
 
 import importlib
 import re
-from pathlib import Path
 
 import yaml
-
 from conftest import PROJECT
 
 DEPLOY = PROJECT / "deploy"
@@ -19,7 +17,9 @@ LAUNCHER = yaml.safe_load((DEPLOY / "launcher-kubernetes.yaml").read_text())
 
 def pinned() -> dict[str, str]:
     lines = (PROJECT / "constraints.txt").read_text().splitlines()
-    return dict(line.lower().replace("_", "-").split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+    return dict(
+        line.lower().replace("_", "-").split("==", 1) for line in lines if "==" in line and not line.startswith("#")
+    )
 
 
 def dockerfile(name: str) -> str:
@@ -27,7 +27,7 @@ def dockerfile(name: str) -> str:
 
 
 def test_the_user_deployment_serves_this_code_location_from_the_code_image():
-    deployment, = VALUES["dagster-user-deployments"]["deployments"]
+    (deployment,) = VALUES["dagster-user-deployments"]["deployments"]
     image = deployment["image"]
     assert f"{image['repository']}:{image['tag']}" == IMAGES["code"]
     args = deployment["dagsterApiGrpcArgs"]
@@ -47,7 +47,7 @@ def test_launched_stages_run_on_gpu_pods_of_the_trainer_image():
     assert "COPY nexa_core nexa_core" in trainer and "pip install --no-deps ." in trainer
     backend = launcher.backend()
     spec = backend.pod_spec([launcher.python, "-m", "nexa_core.train"], {"NEXA_FLAG": "1"}, "nexa-train-x")
-    container, = spec["spec"]["containers"]
+    (container,) = spec["spec"]["containers"]
     assert container["image"] == IMAGES["trainer"] and container["command"][0] == launcher.python
     assert container["resources"]["limits"][launcher.gpu_resource] == str(launcher.gpus) == "1"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -68,7 +68,7 @@ def test_every_package_the_images_install_is_pinned_by_constraints():
     trainer = dockerfile("Dockerfile.trainer")
     assert "grep -v '^torch==' constraints.txt > /tmp/constraints.txt" in trainer
     install = re.search(r"pip install -c /tmp/constraints.txt (.*?)\n && pip install --no-deps", trainer, re.S).group(1)
-    packages = [re.sub(r"\[.*|==.*", "", p.strip('"\\ ')).lower() for p in install.split() if p.strip('\\')]
+    packages = [re.sub(r"\[.*|==.*", "", p.strip('"\\ ')).lower() for p in install.split() if p.strip("\\")]
     missing = [p for p in packages if p and p not in versions]
     assert not missing, f"not pinned in constraints.txt: {missing}"
     assert "dagster-pipes" in packages and "dagster" not in packages  # the node needs Pipes, not Dagster
@@ -78,8 +78,9 @@ def test_run_queue_and_gpu_pool_match_the_instance_file():
     instance = yaml.safe_load((PROJECT / "dagster.yaml").read_text())["concurrency"]
     queued = VALUES["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert queued["maxConcurrentRuns"] == instance["runs"]["max_concurrent_runs"]
-    assert [{"key": t["key"], "limit": t["limit"]} for t in queued["tagConcurrencyLimits"]] == \
-        instance["runs"]["tag_concurrency_limits"]
+    assert [{"key": t["key"], "limit": t["limit"]} for t in queued["tagConcurrencyLimits"]] == instance["runs"][
+        "tag_concurrency_limits"
+    ]
     assert VALUES["concurrency"]["pools"]["defaultLimit"] == instance["pools"]["default_limit"]
     assert VALUES["runLauncher"]["type"] == "K8sRunLauncher" and VALUES["postgresql"]["enabled"]
 

@@ -13,12 +13,17 @@ def write_formats(folder):
     folder.mkdir(parents=True)
     (folder / "optics.md").write_text(f"# Optics\n\n{PARA}\n\nLenses refract light because its speed changes.\n")
     (folder / "waves.txt").write_text("A wave is a disturbance that carries energy through a medium.\n")
-    (folder / "records.jsonl").write_text(json.dumps({"topic": "atoms", "title": "Atoms",
-                                                      "text": "An atom is the smallest unit of an element."}) + "\n")
+    (folder / "records.jsonl").write_text(
+        json.dumps({"topic": "atoms", "title": "Atoms", "text": "An atom is the smallest unit of an element."}) + "\n"
+    )
     with gzip.open(folder / "more.jsonl.gz", "wt") as fh:
-        fh.write(json.dumps({"topic": "heat", "text": "Heat is energy transferred because of a temperature difference."}) + "\n")
-    pl.DataFrame({"topic": ["fields"], "text": ["A field is a quantity that has a value at every point in space."]}) \
-        .write_parquet(folder / "fields.parquet")
+        fh.write(
+            json.dumps({"topic": "heat", "text": "Heat is energy transferred because of a temperature difference."})
+            + "\n"
+        )
+    pl.DataFrame(
+        {"topic": ["fields"], "text": ["A field is a quantity that has a value at every point in space."]}
+    ).write_parquet(folder / "fields.parquet")
 
 
 def test_every_format_loads_with_topic_and_source(tmp_path):
@@ -44,9 +49,20 @@ def test_bad_rows_and_files_are_quarantined_with_file_row_and_reason(tmp_path):
     folder = tmp_path / "chemistry"
     write_formats(folder)
     good = json.dumps({"topic": "acids", "text": "An acid is a substance that donates protons to a base."})
-    (folder / "mixed.jsonl").write_text("\n".join([
-        good, "{not json", json.dumps({"body": "wrong key"}), json.dumps({"text": ""}),
-        json.dumps({"text": "x" * 500}), json.dumps([1, 2]), good]) + "\n")
+    (folder / "mixed.jsonl").write_text(
+        "\n".join(
+            [
+                good,
+                "{not json",
+                json.dumps({"body": "wrong key"}),
+                json.dumps({"text": ""}),
+                json.dumps({"text": "x" * 500}),
+                json.dumps([1, 2]),
+                good,
+            ]
+        )
+        + "\n"
+    )
     (folder / "broken.txt").write_bytes(b"\xff\xfe\x00 not utf8 \xc3\x28")
     docs, bad = load_domain(tmp_path, "chemistry", LoadLimits(max_doc_chars=400))
     rows = {(r["source_path"], r["source_row"]): r["reason"] for r in bad.iter_rows(named=True)}

@@ -2,9 +2,9 @@
 
 import dagster as dg
 import pytest
+from conftest import PROJECT
 from dagster_deltalake import LocalConfig
 
-from conftest import PROJECT
 from resources.environment import Environment
 
 
@@ -21,21 +21,43 @@ def test_defaults_when_nothing_is_set(tmp_path):
 
 
 def test_each_variable_reaches_its_setting(tmp_path):
-    env = Environment.read({
-        "DAGSTER_HOME": str(tmp_path / "home"), "NEXA_RAW_ROOT": str(tmp_path / "raw"),
-        "NEXA_DELTA_ROOT": str(tmp_path / "delta"), "NEXA_ARTIFACT_ROOT": "s3://bucket/artifacts",
-        "NEXA_REPORT_DIR": str(tmp_path / "reports"), "MLFLOW_TRACKING_URI": "http://mlflow:5000",
-        "NEXA_MAX_ROUNDS": "5", "NEXA_MIN_IMPROVEMENT": "0.01",
-        "NEXA_TEACHER_BASE_URL": "http://vllm:8000/v1", "NEXA_TEACHER_MODEL": "qwen", "NEXA_TEACHER_MODE": "batch",
-        "NEXA_TEACHER_OPTIONS": '{"max_concurrency": 64}', "NEXA_JUDGE_BASE_URL": "http://judge/v1",
-        "NEXA_JUDGE_API_KEY_ENV": "JUDGE_KEY"})
-    assert (env.dagster_home, env.raw_root, env.delta_root) == (tmp_path / "home", tmp_path / "raw", str(tmp_path / "delta"))
-    assert (env.artifact_root, env.report_dir, env.tracking_uri) == ("s3://bucket/artifacts", str(tmp_path / "reports"),
-                                                                     "http://mlflow:5000")
+    env = Environment.read(
+        {
+            "DAGSTER_HOME": str(tmp_path / "home"),
+            "NEXA_RAW_ROOT": str(tmp_path / "raw"),
+            "NEXA_DELTA_ROOT": str(tmp_path / "delta"),
+            "NEXA_ARTIFACT_ROOT": "s3://bucket/artifacts",
+            "NEXA_REPORT_DIR": str(tmp_path / "reports"),
+            "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+            "NEXA_MAX_ROUNDS": "5",
+            "NEXA_MIN_IMPROVEMENT": "0.01",
+            "NEXA_TEACHER_BASE_URL": "http://vllm:8000/v1",
+            "NEXA_TEACHER_MODEL": "qwen",
+            "NEXA_TEACHER_MODE": "batch",
+            "NEXA_TEACHER_OPTIONS": '{"max_concurrency": 64}',
+            "NEXA_JUDGE_BASE_URL": "http://judge/v1",
+            "NEXA_JUDGE_API_KEY_ENV": "JUDGE_KEY",
+        }
+    )
+    assert (env.dagster_home, env.raw_root, env.delta_root) == (
+        tmp_path / "home",
+        tmp_path / "raw",
+        str(tmp_path / "delta"),
+    )
+    assert (env.artifact_root, env.report_dir, env.tracking_uri) == (
+        "s3://bucket/artifacts",
+        str(tmp_path / "reports"),
+        "http://mlflow:5000",
+    )
     assert (env.max_rounds, env.min_improvement) == (5, 0.01)
     teacher, judge = env.teacher, env.judge
     assert (teacher.backend, teacher.base_url, teacher.model, teacher.mode, teacher.max_concurrency) == (
-        "openai", "http://vllm:8000/v1", "qwen", "batch", 64)
+        "openai",
+        "http://vllm:8000/v1",
+        "qwen",
+        "batch",
+        64,
+    )
     assert judge.backend == "openai" and judge.model == "gpt-4o-mini"
     # the keys travel by reference: the variable's name, never its value
     assert isinstance(teacher.api_key, dg.EnvVar) and teacher.api_key == "OPENAI_API_KEY"
@@ -59,8 +81,12 @@ def test_the_launcher_comes_from_the_file_nexa_launcher_config_names(tmp_path):
     config.write_text("kind: kubernetes\nimage: nexa-trainer:1\ngpus: 4\nartifact_root: /artifacts\n")
     env = Environment.read({"NEXA_LAUNCHER_CONFIG": str(config)})
     launcher = TrainingLauncher(**{**env.launcher, "artifact_root": env.artifact_root})
-    assert (launcher.kind, launcher.image, launcher.gpus, launcher.artifact_root) == ("kubernetes", "nexa-trainer:1", 4,
-                                                                                       "/artifacts")
+    assert (launcher.kind, launcher.image, launcher.gpus, launcher.artifact_root) == (
+        "kubernetes",
+        "nexa-trainer:1",
+        4,
+        "/artifacts",
+    )
     assert Environment.read({"NEXA_LAUNCHER_CONFIG": str(config), "NEXA_ARTIFACT_ROOT": "/x"}).artifact_root == "/x"
     config.write_text("kind: kubernetes\ngpu: 4\n")
     with pytest.raises(ValueError, match=r"unknown launcher settings \['gpu'\]"):

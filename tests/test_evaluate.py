@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.test_utils import create_run_for_test
-
 from conftest import SAMPLE_RAW, start_openai_server, stop_by_pid
+from dagster._core.test_utils import create_run_for_test
 from graph_helpers import materialize_domain, resources
+
 from nexa_assets import evaluate, pretrain, train
 from nexa_assets.definitions import round_job
 from nexa_assets.partitions import domain_partitions
@@ -27,10 +27,14 @@ EVAL_GRAPH = [pretrain.student_base, train.student_checkpoint, *evaluate.EVAL_AS
 
 
 def eval_resources(root: Path, judge: TeacherResource) -> dict:
-    return {**resources(root / "delta"), "judge": judge,
-            "launcher": TrainingLauncher(artifact_root=str(root / "artifacts")),
-            "tracking": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-                                       artifact_location=str(root / "mlruns"))}
+    return {
+        **resources(root / "delta"),
+        "judge": judge,
+        "launcher": TrainingLauncher(artifact_root=str(root / "artifacts")),
+        "tracking": MlflowTracking(
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "mlruns")
+        ),
+    }
 
 
 def read(root: Path, table: str) -> pl.DataFrame:
@@ -42,8 +46,11 @@ def materialization(result, asset: str):
 
 
 def checks(result) -> dict:
-    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
-            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +64,13 @@ def round0(tmp_path_factory):
     try:
         with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
             assert materialize_domain(instance, "physics", root / "raw", root / "delta").success
-            result = dg.materialize(EVAL_GRAPH, partition_key="physics", instance=instance,
-                                    resources=eval_resources(root, judge),
-                                    run_config={"ops": {"student_checkpoint": {"config": {"overrides": TRAIN}}}})
+            result = dg.materialize(
+                EVAL_GRAPH,
+                partition_key="physics",
+                instance=instance,
+                resources=eval_resources(root, judge),
+                run_config={"ops": {"student_checkpoint": {"config": {"overrides": TRAIN}}}},
+            )
             assert result.success
             yield {"root": root, "result": result, "instance": instance, "judge": judge, "base": base}
     finally:
@@ -84,12 +95,15 @@ def test_sft_teaches_the_answer_form_on_documents_it_only_read(round0):
     answers them correctly is not asserted: on CPU the default student does not yet (README, "What the
     student learns, measured")."""
     predictions = read(round0["root"], "eval_predictions")
-    words = {role: predictions.filter(pl.col("model_role") == role)["prediction"].str.split(" ").list.len().median()
-             for role in ("student", "base")}
+    words = {
+        role: predictions.filter(pl.col("model_role") == role)["prediction"].str.split(" ").list.len().median()
+        for role in ("student", "base")
+    }
     reference = predictions["reference"].str.split(" ").list.len().median()
     assert words["student"] <= 2 * reference < words["base"], (words, reference)
-    history = read(round0["root"], "eval_history").filter((pl.col("topic") == "__all__")
-                                                          & (pl.col("metric") == "token_f1"))
+    history = read(round0["root"], "eval_history").filter(
+        (pl.col("topic") == "__all__") & (pl.col("metric") == "token_f1")
+    )
     scores = {r["model_role"]: r for r in history.iter_rows(named=True)}
     assert scores["student"]["n"] >= 30 and set(scores) == {"student", "base"}
 
@@ -99,7 +113,9 @@ def test_metrics_heuristic_and_judged_with_intervals_and_plottable_metadata(roun
     for metric in ("exact_match", "token_f1", "rouge_l", "judge_score"):
         assert scores[metric].is_between(0, 1).all(), metric
     assert (scores["judge_status"] == "ok").all() and scores["judge_model"].unique().to_list() == ["test-judge"]
-    assert scores["rubric"].unique().to_list() == ["qa_correctness_v1"] and scores["judge_raw"].str.contains("score").all()
+    assert (
+        scores["rubric"].unique().to_list() == ["qa_correctness_v1"] and scores["judge_raw"].str.contains("score").all()
+    )
     first = scores.row(0, named=True)
     prompt = json.loads(first["judge_prompt"])[1]["content"]  # the rubric messages, as sent
     assert first["question"] in prompt and first["reference"] in prompt and "Answer to grade:" in prompt
@@ -156,12 +172,17 @@ def test_next_round_by_hand_mixes_feedback_keeps_the_test_split_and_links_rounds
     before = read(root, "sft_dataset")
     feedback_version = materialization(round0["result"], "feedback_set").metadata["delta_version"].value
     from graph_helpers import DISTILL_ASSETS
+
     from nexa_assets import checks as quality
 
-    result = dg.materialize([*DISTILL_ASSETS, *quality.quality_checks, *EVAL_GRAPH], partition_key="physics",
-                            instance=instance, resources=eval_resources(root, round0["judge"]),
-                            selection=round_job.selection,
-                            run_config={"ops": {"student_checkpoint": {"config": {"overrides": TRAIN}}}})
+    result = dg.materialize(
+        [*DISTILL_ASSETS, *quality.quality_checks, *EVAL_GRAPH],
+        partition_key="physics",
+        instance=instance,
+        resources=eval_resources(root, round0["judge"]),
+        selection=round_job.selection,
+        run_config={"ops": {"student_checkpoint": {"config": {"overrides": TRAIN}}}},
+    )
     assert result.success
     inputs_meta = materialization(result, "teacher_inputs").metadata
     assert inputs_meta["round"].value == 1 and inputs_meta["feedback_set_version"].value == feedback_version
@@ -182,9 +203,14 @@ def test_garbage_judge_is_recorded_unparseable_never_zero_and_the_check_fails(ro
     server, base = start_openai_server("--garbage")
     try:
         judge = TeacherResource(backend="openai", base_url=f"{base}/v1", model="garbage-judge", api_key="k")
-        result = dg.materialize([evaluate.eval_predictions.to_source_asset(), evaluate.eval_metrics],
-                                partition_key="physics", instance=round0["instance"], raise_on_error=False,
-                                resources=eval_resources(round0["root"], judge), selection=["eval_metrics"])
+        result = dg.materialize(
+            [evaluate.eval_predictions.to_source_asset(), evaluate.eval_metrics],
+            partition_key="physics",
+            instance=round0["instance"],
+            raise_on_error=False,
+            resources=eval_resources(round0["root"], judge),
+            selection=["eval_metrics"],
+        )
     finally:
         stop_by_pid(server)
     scores = read(round0["root"], "eval_metrics")
@@ -193,8 +219,12 @@ def test_garbage_judge_is_recorded_unparseable_never_zero_and_the_check_fails(ro
     check = checks(result)["judge_parsed"]
     assert not check.passed and "physics" in check.description and "unparseable" in check.description
     # restore the judged scores for the other tests of this module
-    dg.materialize([evaluate.eval_predictions.to_source_asset(), evaluate.eval_metrics], partition_key="physics",
-                   instance=round0["instance"], resources=eval_resources(round0["root"], round0["judge"]))
+    dg.materialize(
+        [evaluate.eval_predictions.to_source_asset(), evaluate.eval_metrics],
+        partition_key="physics",
+        instance=round0["instance"],
+        resources=eval_resources(round0["root"], round0["judge"]),
+    )
 
 
 def test_missing_checkpoint_files_fail_with_a_clear_error(round0, tmp_path):
@@ -204,10 +234,14 @@ def test_missing_checkpoint_files_fail_with_a_clear_error(round0, tmp_path):
     moved = tmp_path / "weights"
     shutil.move(weights, moved)
     try:
-        result = dg.materialize([train.student_checkpoint.to_source_asset(), evaluate.eval_predictions],
-                                partition_key="physics", instance=round0["instance"], raise_on_error=False,
-                                resources=eval_resources(round0["root"], round0["judge"]),
-                                selection=["eval_predictions"])
+        result = dg.materialize(
+            [train.student_checkpoint.to_source_asset(), evaluate.eval_predictions],
+            partition_key="physics",
+            instance=round0["instance"],
+            raise_on_error=False,
+            resources=eval_resources(round0["root"], round0["judge"]),
+            selection=["eval_predictions"],
+        )
     finally:
         shutil.move(moved, weights)
     assert not result.success
@@ -218,8 +252,10 @@ def test_missing_checkpoint_files_fail_with_a_clear_error(round0, tmp_path):
 
 # --- the loop sensor -------------------------------------------------------------------------------
 
-def feedback_event(instance, domain: str, round_: int, new_requests: int, score: float,
-                   previous: float | None = None, version: int = 1) -> None:
+
+def feedback_event(
+    instance, domain: str, round_: int, new_requests: int, score: float, previous: float | None = None, version: int = 1
+) -> None:
     metadata = {"round": round_, "new_requests": new_requests, "score": score, "delta_version": version}
     if previous is not None:
         metadata["previous_score"] = previous
@@ -257,8 +293,9 @@ def test_loop_sensor_requests_a_round_once_and_stops_by_its_rules(instance):
 
 def test_loop_sensor_never_launches_two_rounds_of_a_domain_at_once(instance):
     instance.add_dynamic_partitions(domain_partitions.name, ["physics"])
-    create_run_for_test(instance, job_name="round_job", status=dg.DagsterRunStatus.STARTED,
-                        tags={"dagster/partition": "physics"})
+    create_run_for_test(
+        instance, job_name="round_job", status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "physics"}
+    )
     feedback_event(instance, "physics", 0, new_requests=12, score=0.2)
     result, cursor = evaluate_sensor(instance)
     assert result.run_requests == [] and "in progress" in result.skip_reason.skip_message

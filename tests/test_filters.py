@@ -7,19 +7,51 @@ from nexa_core import schemas
 from nexa_core.dedup import MinHashConfig, near_duplicates
 from nexa_core.filters import filter_pairs, reason_counts, scrub_pii
 
-PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
-           "Water boils at 100 degrees Celsius at a pressure of one atmosphere.")
+PASSAGE = (
+    "Entropy is a measure of the number of microscopic arrangements of a system. "
+    "Water boils at 100 degrees Celsius at a pressure of one atmosphere."
+)
 
 
 def frames(responses: list[str]):
-    inputs = pl.DataFrame([{"domain": "physics", "request_id": f"r{i}", "doc_id": "d1", "passage_id": f"p{i}",
-                            "topic": "heat", "source_path": "physics/heat.md", "passage": PASSAGE,
-                            "template_name": "t", "template_hash": "h", "messages": "[]"}
-                           for i in range(len(responses))], schema=schemas.TEACHER_INPUTS)
-    outputs = pl.DataFrame([{"domain": "physics", "request_id": f"r{i}", "request_hash": f"h{i}", "model": "m",
-                             "backend": "b", "response": r, "finish_reason": "stop", "prompt_tokens": 1,
-                             "completion_tokens": 1, "latency_s": 0.0, "cost_usd": 0.0, "from_cache": False}
-                            for i, r in enumerate(responses)], schema=schemas.TEACHER_OUTPUTS)
+    inputs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "request_id": f"r{i}",
+                "doc_id": "d1",
+                "passage_id": f"p{i}",
+                "topic": "heat",
+                "source_path": "physics/heat.md",
+                "passage": PASSAGE,
+                "template_name": "t",
+                "template_hash": "h",
+                "messages": "[]",
+            }
+            for i in range(len(responses))
+        ],
+        schema=schemas.TEACHER_INPUTS,
+    )
+    outputs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "request_id": f"r{i}",
+                "request_hash": f"h{i}",
+                "model": "m",
+                "backend": "b",
+                "response": r,
+                "finish_reason": "stop",
+                "prompt_tokens": 1,
+                "completion_tokens": 1,
+                "latency_s": 0.0,
+                "cost_usd": 0.0,
+                "from_cache": False,
+            }
+            for i, r in enumerate(responses)
+        ],
+        schema=schemas.TEACHER_OUTPUTS,
+    )
     return outputs, inputs
 
 
@@ -28,16 +60,20 @@ def pairs(*items):
 
 
 def test_each_filter_keeps_its_reason():
-    outputs, inputs = frames([
-        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system."),
-              ("Q?", "x"),
-              ("At what temperature does water boil?", "100 degrees Celsius " * 60),
-              ("What is entropy exactly?", "I'm sorry, the passage does not say."),
-              ("Who discovered entropy first?", "Rudolf Clausius in Prussia in 1865.")),
-        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system.")),
-        pairs(("Define entropy.", "A measure of the number of microscopic arrangements of a system.")),
-        "this is not json",
-    ])
+    outputs, inputs = frames(
+        [
+            pairs(
+                ("What is entropy?", "A measure of the number of microscopic arrangements of a system."),
+                ("Q?", "x"),
+                ("At what temperature does water boil?", "100 degrees Celsius " * 60),
+                ("What is entropy exactly?", "I'm sorry, the passage does not say."),
+                ("Who discovered entropy first?", "Rudolf Clausius in Prussia in 1865."),
+            ),
+            pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system.")),
+            pairs(("Define entropy.", "A measure of the number of microscopic arrangements of a system.")),
+            "this is not json",
+        ]
+    )
     result = filter_pairs(outputs, inputs)
     by_q = {r["question"]: r["reject_reason"] for r in result.iter_rows(named=True)}
     assert by_q["Q?"] == "too_short"
@@ -56,7 +92,10 @@ def test_each_filter_keeps_its_reason():
 def test_pii_is_scrubbed_not_dropped():
     text, changed = scrub_pii("Write to jane.doe@example.org or call +1 415-555-0199 for the data.")
     assert changed and "[EMAIL]" in text and "[PHONE]" in text and "example.org" not in text
-    assert scrub_pii("It boils at 100 degrees, 1.5 x 10^3 pascal.") == ("It boils at 100 degrees, 1.5 x 10^3 pascal.", False)
+    assert scrub_pii("It boils at 100 degrees, 1.5 x 10^3 pascal.") == (
+        "It boils at 100 degrees, 1.5 x 10^3 pascal.",
+        False,
+    )
 
 
 def test_near_duplicate_recall_on_planted_copies():
@@ -75,14 +114,17 @@ def test_near_duplicate_recall_on_planted_copies():
 
 
 def test_block_size_does_not_change_the_verdicts():
-    outputs, inputs = frames([
-        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system.")),
-        pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system."),
-              ("At what temperature does water boil?", "100 degrees Celsius")),
-        pairs(("Define entropy.", "A measure of the number of microscopic arrangements of a system.")),
-        "{broken",
-    ])
+    outputs, inputs = frames(
+        [
+            pairs(("What is entropy?", "A measure of the number of microscopic arrangements of a system.")),
+            pairs(
+                ("What is entropy?", "A measure of the number of microscopic arrangements of a system."),
+                ("At what temperature does water boil?", "100 degrees Celsius"),
+            ),
+            pairs(("Define entropy.", "A measure of the number of microscopic arrangements of a system.")),
+            "{broken",
+        ]
+    )
     whole = filter_pairs(outputs, inputs)
     assert filter_pairs(outputs, inputs, block=1).equals(whole)
-    assert whole["reject_reason"].to_list() == [None, "exact_duplicate", None, "near_duplicate",
-                                                "unparseable_response"]
+    assert whole["reject_reason"].to_list() == [None, "exact_duplicate", None, "near_duplicate", "unparseable_response"]

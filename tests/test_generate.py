@@ -10,8 +10,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nexa_core.generate import (CheckpointError, generate_answers, load_for_eval, load_generation_config, main,
-                                verify_checkpoint)
+from nexa_core.generate import (
+    CheckpointError,
+    generate_answers,
+    load_for_eval,
+    load_generation_config,
+    main,
+    verify_checkpoint,
+)
 from nexa_core.schemas import SFT_DATASET
 from nexa_core.train import ERROR_FILE, MANIFEST, load_config, read_sft, train
 
@@ -22,11 +28,18 @@ def sft_frame(train_rows: int = 40, test_rows: int = 8) -> pl.DataFrame:
     def example(i: int, split: str) -> dict:
         a, b = i % 9 + 1, i // 9 + 2
         return dict.fromkeys(SFT_DATASET) | {  # columns other stages add stay null
-            "domain": "physics", "example_id": f"ex{i}", "pair_id": f"p{i}", "doc_id": f"d{i % 5}",
-            "topic": ["mechanics", "optics"][i % 2], "split": split,
-            "messages": [{"role": "system", "content": "Answer briefly."},
-                         {"role": "user", "content": "Briefly, " * (i % 3) + f"what is {a} times {b}?"},  # lengths vary
-                         {"role": "assistant", "content": f"{a} times {b} is {a * b}."}]}
+            "domain": "physics",
+            "example_id": f"ex{i}",
+            "pair_id": f"p{i}",
+            "doc_id": f"d{i % 5}",
+            "topic": ["mechanics", "optics"][i % 2],
+            "split": split,
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "Briefly, " * (i % 3) + f"what is {a} times {b}?"},  # lengths vary
+                {"role": "assistant", "content": f"{a} times {b} is {a * b}."},
+            ],
+        }
 
     rows = [example(i, "train") for i in range(train_rows)]
     rows += [example(i, "test") for i in range(train_rows, train_rows + test_rows)]
@@ -38,8 +51,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("generate")
     sft_frame().write_delta(str(root / "sft"))
     # a high learning rate so six steps already move the answers away from the base model's
-    config = load_config(overrides={"max_steps": 6, "save_steps": 100, "per_device_train_batch_size": 4,
-                                    "learning_rate": 0.01, "finetune": "lora"})
+    config = load_config(
+        overrides={
+            "max_steps": 6,
+            "save_steps": 100,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 0.01,
+            "finetune": "lora",
+        }
+    )
     train(config, read_sft(str(root / "sft"), 0, "physics"), root / "run", "physics", log=lambda m: None)
     return {"root": root, "sft": str(root / "sft"), "adapter": root / "run" / "adapter"}
 
@@ -51,8 +71,7 @@ def test_answers_are_deterministic_and_batching_does_not_change_them(trained):
     first = generate_answers(model, tokenizer, conversations, config)
     assert first == generate_answers(model, tokenizer, conversations, config)
     assert len(first) == len(conversations)
-    assert all(0 < a["new_tokens"] <= 12 and a["prompt_tokens"] > 0 and isinstance(a["prediction"], str)
-               for a in first)
+    assert all(0 < a["new_tokens"] <= 12 and a["prompt_tokens"] > 0 and isinstance(a["prediction"], str) for a in first)
     # left padding: a prompt answered alone or beside longer ones gets the same answer
     assert len({a["prompt_tokens"] for a in first}) > 1
     alone = generate_answers(model, tokenizer, conversations, config | {"batch_size": 1})
@@ -70,10 +89,15 @@ def test_student_and_base_are_different_models_on_the_same_tokens(trained):
     base, base_tokenizer = load_for_eval(trained["adapter"], "base")
     assert hasattr(student, "peft_config") and not hasattr(base, "peft_config")
     prompt = [{"role": "user", "content": "What is 3 times 4?"}]
-    ids = student_tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True,
-                                                return_tensors="pt")
-    assert torch.equal(ids["input_ids"], base_tokenizer.apply_chat_template(
-        prompt, add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"])
+    ids = student_tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    assert torch.equal(
+        ids["input_ids"],
+        base_tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True, return_tensors="pt")[
+            "input_ids"
+        ],
+    )
     with torch.inference_mode():
         assert not torch.allclose(student(**ids).logits, base(**ids).logits)
 
@@ -85,16 +109,21 @@ def test_a_full_fine_tune_is_the_student_and_the_model_it_started_from_the_base(
 
     sft_frame().write_delta(str(tmp_path / "sft"))
     config = load_config(overrides={"max_steps": 4, "save_steps": 100, "learning_rate": 0.01})  # finetune: auto
-    record = train(config, read_sft(str(tmp_path / "sft"), 0, "physics"), tmp_path / "run", "physics",
-                   log=lambda m: None)
+    record = train(
+        config, read_sft(str(tmp_path / "sft"), 0, "physics"), tmp_path / "run", "physics", log=lambda m: None
+    )
     assert record["finetune"] == "full" and record["lora"] is None  # a config-built student trains all weights
     folder = tmp_path / "run" / "model"
     assert resolve_checkpoint(folder) == (str(folder), None, str(tmp_path / "run" / "base"))
     student, tokenizer = load_for_eval(folder, "student")
     base, _ = load_for_eval(folder, "base")
     assert not hasattr(student, "peft_config")
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is 3 times 4?"}],
-                                        add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 3 times 4?"}],
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
     with torch.inference_mode():
         assert not torch.allclose(student(**ids).logits, base(**ids).logits)
 
@@ -103,18 +132,46 @@ def test_cli_writes_both_roles_to_one_parquet_and_exits_cleanly(trained):
     output = trained["root"] / "eval" / "predictions.parquet"
     files = json.loads((trained["adapter"] / MANIFEST).read_text())["files"]
     proc = subprocess.run(
-        [sys.executable, "-m", "nexa_core.generate", "--adapter", str(trained["adapter"]), "--sft-uri",
-         trained["sft"], "--sft-version", "0", "--domain", "physics", "--output", str(output),
-         "--set", "max_new_tokens=12", "--expect-sha256", json.dumps(files)],
-        cwd=PROJECT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "nexa_core.generate",
+            "--adapter",
+            str(trained["adapter"]),
+            "--sft-uri",
+            trained["sft"],
+            "--sft-version",
+            "0",
+            "--domain",
+            "physics",
+            "--output",
+            str(output),
+            "--set",
+            "max_new_tokens=12",
+            "--expect-sha256",
+            json.dumps(files),
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 16 and summary["examples"] == 8 and summary["roles"] == ["student", "base"]
     assert summary["device"] == "cpu" and summary["generation_config"]["max_new_tokens"] == 12
     assert set(summary["seconds"]) == {"student", "base"}
     predictions = pl.read_parquet(output)
-    assert predictions.columns == ["model_role", "example_id", "topic", "question", "reference", "prediction",
-                                   "prompt_tokens", "new_tokens"]
+    assert predictions.columns == [
+        "model_role",
+        "example_id",
+        "topic",
+        "question",
+        "reference",
+        "prediction",
+        "prompt_tokens",
+        "new_tokens",
+    ]
     assert predictions.group_by("model_role").len().sort("model_role").rows() == [("base", 8), ("student", 8)]
     row = predictions.filter(pl.col("example_id") == "ex40").row(0, named=True)
     assert row["question"] == "Briefly, what is 5 times 6?" and row["reference"] == "5 times 6 is 30."
@@ -141,7 +198,19 @@ def test_checkpoint_with_a_missing_or_tampered_file_is_refused(trained, tmp_path
 def test_empty_test_split_is_an_error_naming_the_partition(trained, tmp_path):
     output = tmp_path / "eval" / "predictions.parquet"
     with pytest.raises(ValueError, match="partition chemistry: the SFT test split at version 0 is empty"):
-        main(["--adapter", str(trained["adapter"]), "--sft-uri", trained["sft"], "--sft-version", "0",
-              "--domain", "chemistry", "--output", str(output)])
+        main(
+            [
+                "--adapter",
+                str(trained["adapter"]),
+                "--sft-uri",
+                trained["sft"],
+                "--sft-version",
+                "0",
+                "--domain",
+                "chemistry",
+                "--output",
+                str(output),
+            ]
+        )
     assert "partition chemistry" in (output.parent / ERROR_FILE).read_text()
     assert not output.exists()

@@ -4,24 +4,30 @@ import json
 
 import dagster as dg
 import polars as pl
-import pytest
-
-from graph_helpers import materialize_domain, read_table
 from conftest import server_calls
+from graph_helpers import materialize_domain, read_table
+
 from resources.teacher import TeacherResource
 
 TABLES = ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs", "sft_dataset")
 
 
 def check_results(result):
-    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 def materialization(result, key: str):
-    return next(m for m in result.asset_materializations_for_node(
-        "raw_documents" if key in ("raw_documents", "raw_quarantine") else key)
-        if m.asset_key == dg.AssetKey(key))
+    return next(
+        m
+        for m in result.asset_materializations_for_node(
+            "raw_documents" if key in ("raw_documents", "raw_quarantine") else key
+        )
+        if m.asset_key == dg.AssetKey(key)
+    )
 
 
 def test_whole_graph_for_one_partition(instance, raw_root, delta_root):
@@ -54,13 +60,16 @@ def test_whole_graph_for_one_partition(instance, raw_root, delta_root):
 
 def test_malformed_file_is_quarantined_and_the_rest_lands(instance, raw_root, delta_root):
     (raw_root / "chemistry" / "broken.jsonl").write_text(
-        json.dumps({"topic": "x", "text": "A valid record about catalysts and reaction rates."}) + "\n{oops\n")
+        json.dumps({"topic": "x", "text": "A valid record about catalysts and reaction rates."}) + "\n{oops\n"
+    )
     (raw_root / "chemistry" / "binary.md").write_bytes(b"\xff\xfe\xfa garbage")
     result = materialize_domain(instance, "chemistry", raw_root, delta_root)
     assert result.success
     quarantine, _ = read_table(delta_root, "raw_quarantine")
     assert {(r["source_path"], r["source_row"], r["reason"]) for r in quarantine.iter_rows(named=True)} == {
-        ("chemistry/broken.jsonl", 2, "undecodable"), ("chemistry/binary.md", None, "undecodable")}
+        ("chemistry/broken.jsonl", 2, "undecodable"),
+        ("chemistry/binary.md", None, "undecodable"),
+    }
     docs, _ = read_table(delta_root, "raw_documents")
     assert "chemistry/broken.jsonl" in docs["source_path"].to_list() and docs.height >= 10
     assert materialization(result, "raw_documents").metadata["quarantined"].value == 2
@@ -69,8 +78,10 @@ def test_malformed_file_is_quarantined_and_the_rest_lands(instance, raw_root, de
 def test_rematerializing_one_domain_leaves_the_other_intact(instance, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
     assert materialize_domain(instance, "biology", raw_root, delta_root).success
-    before = {t: read_table(delta_root, t)[0].filter(pl.col("domain") == "physics").sort(pl.all()) for t in
-              ("raw_documents", "teacher_inputs", "filtered_pairs")}
+    before = {
+        t: read_table(delta_root, t)[0].filter(pl.col("domain") == "physics").sort(pl.all())
+        for t in ("raw_documents", "teacher_inputs", "filtered_pairs")
+    }
     bio_rows = read_table(delta_root, "sft_dataset")[0].filter(pl.col("domain") == "biology").height
     # Change biology's input so its rewrite really differs.
     extra = raw_root / "biology" / "extra.txt"
@@ -84,13 +95,17 @@ def test_rematerializing_one_domain_leaves_the_other_intact(instance, raw_root, 
     assert sft.filter(pl.col("domain") == "biology").height >= bio_rows
 
 
-def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delta_root, teacher_server,
-                                                        monkeypatch):
+def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delta_root, teacher_server, monkeypatch):
     base = teacher_server()
     monkeypatch.setenv("NEXA_TEST_TEACHER_KEY", "sk-test-secret-value")
-    teacher = TeacherResource(backend="openai", base_url=f"{base}/v1", model="test-teacher", max_concurrency=8,
-                              api_key=dg.EnvVar("NEXA_TEST_TEACHER_KEY"),
-                              prices={"test-teacher": {"input": 1.0, "output": 2.0}})
+    teacher = TeacherResource(
+        backend="openai",
+        base_url=f"{base}/v1",
+        model="test-teacher",
+        max_concurrency=8,
+        api_key=dg.EnvVar("NEXA_TEST_TEACHER_KEY"),
+        prices={"test-teacher": {"input": 1.0, "output": 2.0}},
+    )
     first = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher)
     assert first.success
     inputs, _ = read_table(delta_root, "teacher_inputs")
@@ -136,4 +151,5 @@ def test_missing_domain_folder_fails_with_a_clear_error(instance, raw_root, delt
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "partition 'geology'" in str(failure.step_failure_data.error) and "does not exist" in str(
-        failure.step_failure_data.error)
+        failure.step_failure_data.error
+    )

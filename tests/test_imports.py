@@ -33,7 +33,7 @@ def imports(path: Path, module: str, is_package: bool) -> list[tuple[str, str | 
         elif isinstance(node, ast.ImportFrom):
             base = node.module
             if node.level:
-                base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
             found += [(base, alias.name) for alias in node.names]
     return found
 
@@ -46,8 +46,9 @@ def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], dict[st
     for module, path in modules.items():
         found = imports(path, module, path.name == "__init__.py")
         named[module] = {base for base, _ in found}
-        targets = {f"{base}.{name}" if f"{base}.{name}" in modules else base for base, name in found if name} \
-            | {base for base, name in found if not name}
+        targets = {f"{base}.{name}" if f"{base}.{name}" in modules else base for base, name in found if name} | {
+            base for base, name in found if not name
+        }
         graph[module] = (targets & modules.keys()) - {module}
     return graph, named
 
@@ -61,7 +62,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()
@@ -83,9 +84,16 @@ def test_nexa_core_imports_have_no_cycle():
 
 def test_nexa_core_imports_no_dagster_but_pipes():
     _, named = import_graph(PROJECT, PACKAGE)
-    found = {module: sorted({top for top in (n.split(".")[0] for n in names)
-                             if (top == "dagster" or top.startswith("dagster_")) and top != "dagster_pipes"})
-             for module, names in named.items()}
+    found = {
+        module: sorted(
+            {
+                top
+                for top in (n.split(".")[0] for n in names)
+                if (top == "dagster" or top.startswith("dagster_")) and top != "dagster_pipes"
+            }
+        )
+        for module, names in named.items()
+    }
     found = {module: tops for module, tops in found.items() if tops}
     assert not found, f"nexa_core is plain Python: no Dagster import but dagster_pipes, found {found}"
 

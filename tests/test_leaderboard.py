@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from nexa_core import schemas
-from nexa_core.leaderboard import (RANKED, leaderboard_markdown, rank_checkpoints, write_report)
+from nexa_core.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 TOPICS = {"__all__": 0.0, "kinetics": 0.05, "spectra": 0.0, "safety": -0.2}  # safety is the weak topic
@@ -22,12 +22,22 @@ def _evaluation(domain, round_, checkpoint, student, hours, judge_n=60):
             for metric, mean in scores.items():
                 n = judge_n if metric == "judge_score" else 60
                 value = None if n == 0 else round(mean + shift, 3)
-                rows.append({"domain": domain, "round": round_, "checkpoint_id": checkpoint,
-                             "sft_version": round_, "model_role": role, "topic": topic, "metric": metric,
-                             "mean": value, "ci_low": None if value is None else value - 0.05,
-                             "ci_high": None if value is None else value + 0.05,
-                             "n": n if topic == "__all__" else n // 3,
-                             "created_at": T0 + timedelta(hours=hours)})
+                rows.append(
+                    {
+                        "domain": domain,
+                        "round": round_,
+                        "checkpoint_id": checkpoint,
+                        "sft_version": round_,
+                        "model_role": role,
+                        "topic": topic,
+                        "metric": metric,
+                        "mean": value,
+                        "ci_low": None if value is None else value - 0.05,
+                        "ci_high": None if value is None else value + 0.05,
+                        "n": n if topic == "__all__" else n // 3,
+                        "created_at": T0 + timedelta(hours=hours),
+                    }
+                )
     return rows
 
 
@@ -35,13 +45,14 @@ def _history():
     words = {"exact_match": 0.2, "rouge_l": 0.4}
     rows = (
         # chem round 1: judge configured but nothing scored -> falls back to token_f1 0.50
-        _evaluation("chem", 1, "chem-r1-0123456789abcdef", {**words, "token_f1": 0.50, "judge_score": 0.99},
-                    hours=1, judge_n=0)
-        + _evaluation("chem", 2, "chem-r2-0123456789abcdef", {**words, "token_f1": 0.60, "judge_score": 0.80},
-                      hours=3)
+        _evaluation(
+            "chem", 1, "chem-r1-0123456789abcdef", {**words, "token_f1": 0.50, "judge_score": 0.99}, hours=1, judge_n=0
+        )
+        + _evaluation("chem", 2, "chem-r2-0123456789abcdef", {**words, "token_f1": 0.60, "judge_score": 0.80}, hours=3)
         # bio&med exercises HTML escaping
-        + _evaluation("bio&med", 1, "bio-r1-0123456789abcdef", {**words, "token_f1": 0.55, "judge_score": 0.70},
-                      hours=2)
+        + _evaluation(
+            "bio&med", 1, "bio-r1-0123456789abcdef", {**words, "token_f1": 0.55, "judge_score": 0.70}, hours=2
+        )
         # bio round 2: no judge; an older evaluation (0.90) superseded by a re-evaluation (0.65)
         + _evaluation("bio&med", 2, "bio-r2-0123456789abcdef", {**words, "token_f1": 0.90}, hours=4)
         + _evaluation("bio&med", 2, "bio-r2-0123456789abcdef", {**words, "token_f1": 0.65}, hours=5)
@@ -50,8 +61,7 @@ def _history():
 
 
 # expected order across domains: chem-r2 0.80 judge, bio-r1 0.70 judge, bio-r2 0.65 f1, chem-r1 0.50 f1
-ORDER = ["chem-r2-0123456789abcdef", "bio-r1-0123456789abcdef", "bio-r2-0123456789abcdef",
-         "chem-r1-0123456789abcdef"]
+ORDER = ["chem-r2-0123456789abcdef", "bio-r1-0123456789abcdef", "bio-r2-0123456789abcdef", "chem-r1-0123456789abcdef"]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +99,9 @@ def test_lift_is_score_minus_base(ranked):
 
 
 def test_ties_rank_newer_first():
-    rows = (_evaluation("chem", 1, "old", {"token_f1": 0.5}, hours=1)
-            + _evaluation("chem", 2, "new", {"token_f1": 0.5}, hours=2))
+    rows = _evaluation("chem", 1, "old", {"token_f1": 0.5}, hours=1) + _evaluation(
+        "chem", 2, "new", {"token_f1": 0.5}, hours=2
+    )
     ranked = rank_checkpoints(pl.DataFrame(rows, schema=schemas.EVAL_HISTORY))
     assert ranked["checkpoint_id"].to_list() == ["new", "old"]
 
@@ -123,7 +134,10 @@ def test_empty_history():
 
 
 def test_empty_report(tmp_path):
-    path = write_report(schemas.empty(schemas.EVAL_HISTORY), rank_checkpoints(schemas.empty(schemas.EVAL_HISTORY)),
-                        tmp_path / "leaderboard.html")
+    path = write_report(
+        schemas.empty(schemas.EVAL_HISTORY),
+        rank_checkpoints(schemas.empty(schemas.EVAL_HISTORY)),
+        tmp_path / "leaderboard.html",
+    )
     page = path.read_text()
     assert "no evaluated checkpoints yet" in page and "<img" not in page

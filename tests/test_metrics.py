@@ -15,21 +15,29 @@ BY = ["domain", "round", "checkpoint_id", "model_role"]
 
 # --- heuristic scores ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("prediction, reference, em, f1, rouge_l", [
-    # SQuAD normalisation drops case, punctuation and articles; ROUGE keeps "the": P 1/2, R 1
-    ("The Photon.", "photon", 1.0, 1.0, 2 / 3),
-    # F1: {cat, sat} of 4 reference tokens, P 1, R 1/2; ROUGE-L: LCS 2 of 3 and 6 tokens
-    ("a cat sat", "the cat sat on the mat", 0.0, 2 / 3, 4 / 9),
-    # order does not matter to F1 (P 2/3, R 1) but does to the LCS (1 of 3 and 2 tokens)
-    ("energy of light", "light energy", 0.0, 0.8, 0.4),
-    ("Paris", "London", 0.0, 0.0, 0.0),
-    ("", "photon", 0.0, 0.0, 0.0),
-    ("   ", "photon", 0.0, 0.0, 0.0),
-    (None, "photon", 0.0, 0.0, 0.0),
-])
+
+@pytest.mark.parametrize(
+    "prediction, reference, em, f1, rouge_l",
+    [
+        # SQuAD normalisation drops case, punctuation and articles; ROUGE keeps "the": P 1/2, R 1
+        ("The Photon.", "photon", 1.0, 1.0, 2 / 3),
+        # F1: {cat, sat} of 4 reference tokens, P 1, R 1/2; ROUGE-L: LCS 2 of 3 and 6 tokens
+        ("a cat sat", "the cat sat on the mat", 0.0, 2 / 3, 4 / 9),
+        # order does not matter to F1 (P 2/3, R 1) but does to the LCS (1 of 3 and 2 tokens)
+        ("energy of light", "light energy", 0.0, 0.8, 0.4),
+        ("Paris", "London", 0.0, 0.0, 0.0),
+        ("", "photon", 0.0, 0.0, 0.0),
+        ("   ", "photon", 0.0, 0.0, 0.0),
+        (None, "photon", 0.0, 0.0, 0.0),
+    ],
+)
 def test_score_items_known_values(prediction, reference, em, f1, rouge_l):
-    scored = score_items(pl.DataFrame({"prediction": [prediction], "reference": [reference]},
-                                      schema={"prediction": pl.String, "reference": pl.String}))
+    scored = score_items(
+        pl.DataFrame(
+            {"prediction": [prediction], "reference": [reference]},
+            schema={"prediction": pl.String, "reference": pl.String},
+        )
+    )
     row = scored.row(0, named=True)
     assert row["exact_match"] == em
     assert row["token_f1"] == pytest.approx(f1, abs=1e-6)
@@ -37,8 +45,9 @@ def test_score_items_known_values(prediction, reference, em, f1, rouge_l):
 
 
 def test_score_items_keeps_rows_and_types():
-    frame = pl.DataFrame({"example_id": ["a", "b", "c"], "prediction": ["x y", "z", ""],
-                          "reference": ["x y", "x", "x"]})
+    frame = pl.DataFrame(
+        {"example_id": ["a", "b", "c"], "prediction": ["x y", "z", ""], "reference": ["x y", "x", "x"]}
+    )
     scored = score_items(frame)
     assert scored["example_id"].to_list() == ["a", "b", "c"]
     for name in ("exact_match", "token_f1", "rouge_l"):
@@ -49,11 +58,20 @@ def test_score_items_keeps_rows_and_types():
 
 # --- aggregates ---------------------------------------------------------------------------------
 
+
 def _scores(values: dict[str, list], topics: list[str], checkpoint: str = "ck1") -> pl.DataFrame:
     n = len(topics)
-    return pl.DataFrame({"domain": ["physics"] * n, "round": [1] * n, "checkpoint_id": [checkpoint] * n,
-                         "model_role": ["student"] * n, "topic": topics, **values},
-                        schema_overrides={name: pl.Float64 for name in values})
+    return pl.DataFrame(
+        {
+            "domain": ["physics"] * n,
+            "round": [1] * n,
+            "checkpoint_id": [checkpoint] * n,
+            "model_role": ["student"] * n,
+            "topic": topics,
+            **values,
+        },
+        schema_overrides={name: pl.Float64 for name in values},
+    )
 
 
 def _row(frame: pl.DataFrame, **where) -> dict:
@@ -64,9 +82,14 @@ def _row(frame: pl.DataFrame, **where) -> dict:
 
 def test_aggregate_groups_topics_and_all():
     rng = np.random.default_rng(1)
-    frames = [_scores({"rouge_l": rng.random(6).tolist(), "token_f1": rng.random(6).tolist()},
-                      ["optics", "optics", "optics", "waves", "waves", "waves"], checkpoint)
-              for checkpoint in ("ck1", "ck2")]
+    frames = [
+        _scores(
+            {"rouge_l": rng.random(6).tolist(), "token_f1": rng.random(6).tolist()},
+            ["optics", "optics", "optics", "waves", "waves", "waves"],
+            checkpoint,
+        )
+        for checkpoint in ("ck1", "ck2")
+    ]
     scores = pl.concat(frames)
     result = aggregate(scores, ["rouge_l", "token_f1"], BY)
     assert result.columns == [*BY, "topic", "metric", "mean", "ci_low", "ci_high", "n"]
@@ -85,10 +108,12 @@ def test_aggregate_groups_topics_and_all():
 
 def test_aggregate_is_a_percentile_bootstrap_of_the_mean():
     values = np.random.default_rng(2).binomial(1, 0.3, 400).astype(float)
-    row = _row(aggregate(_scores({"exact_match": values.tolist()}, ["t"] * 400), ["exact_match"], BY,
-                         seed=7), topic="__all__")
-    expected = bootstrap((np.sort(values),), np.mean, n_resamples=2000, method="percentile",
-                         rng=np.random.default_rng(7)).confidence_interval
+    row = _row(
+        aggregate(_scores({"exact_match": values.tolist()}, ["t"] * 400), ["exact_match"], BY, seed=7), topic="__all__"
+    )
+    expected = bootstrap(
+        (np.sort(values),), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(7)
+    ).confidence_interval
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.low, expected.high))
     half_width = 1.96 * math.sqrt(values.mean() * (1 - values.mean()) / 400)  # normal approximation
     assert (row["ci_high"] - row["ci_low"]) / 2 == pytest.approx(half_width, rel=0.2)
@@ -102,8 +127,10 @@ def test_aggregate_confidence_widens_the_interval():
 
 
 def test_aggregate_excludes_nulls_and_counts_them_out():
-    scores = _scores({"judge_score": [1.0, None, 0.5, None, None], "rouge_l": [0.2, 0.4, 0.6, 0.8, 1.0]},
-                     ["optics", "optics", "optics", "waves", "waves"])
+    scores = _scores(
+        {"judge_score": [1.0, None, 0.5, None, None], "rouge_l": [0.2, 0.4, 0.6, 0.8, 1.0]},
+        ["optics", "optics", "optics", "waves", "waves"],
+    )
     result = aggregate(scores, ["judge_score", "rouge_l"], BY)
     optics = _row(result, topic="optics", metric="judge_score")
     assert (optics["n"], optics["mean"]) == (2, pytest.approx(0.75))
@@ -140,6 +167,7 @@ def test_aggregate_of_no_scores_is_empty_with_columns():
 
 # --- rubric judge -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def rubric():
     return load_rubric("qa_correctness_v1")
@@ -168,31 +196,37 @@ def test_rubric_render_keeps_braces_in_the_item(rubric):
     assert "Is {x} a set?" in user and "{prediction}" in user
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"score": 5, "reason": "Matches the reference."}', (1.0, "Matches the reference.")),
-    ('{"score": 1, "reason": "Wrong."}', (0.0, "Wrong.")),
-    ('```json\n{"score": 3, "reason": "Half right."}\n```', (0.5, "Half right.")),
-    ('```\n{"score": 4, "reason": " Minor gap. "}\n```', (0.75, "Minor gap.")),
-    ('{"score": 2}', (0.25, "")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"score": 5, "reason": "Matches the reference."}', (1.0, "Matches the reference.")),
+        ('{"score": 1, "reason": "Wrong."}', (0.0, "Wrong.")),
+        ('```json\n{"score": 3, "reason": "Half right."}\n```', (0.5, "Half right.")),
+        ('```\n{"score": 4, "reason": " Minor gap. "}\n```', (0.75, "Minor gap.")),
+        ('{"score": 2}', (0.25, "")),
+    ],
+)
 def test_parse_judgement(rubric, text, expected):
     assert parse_judgement(text, rubric) == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("  \n", "empty"),
-    (None, "empty"),
-    ("The answer is correct, 5/5.", "not JSON"),
-    ('```json\n{"score": 5,\n```', "not JSON"),
-    ("[5]", "JSON object"),
-    ('{"reason": "no score"}', "integer"),
-    ('{"score": "5", "reason": "a string"}', "integer"),
-    ('{"score": 4.5, "reason": "between points"}', "integer"),
-    ('{"score": true, "reason": "a bool"}', "integer"),
-    ('{"score": 0, "reason": "below"}', "outside"),
-    ('{"score": 6, "reason": "above"}', "outside"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("  \n", "empty"),
+        (None, "empty"),
+        ("The answer is correct, 5/5.", "not JSON"),
+        ('```json\n{"score": 5,\n```', "not JSON"),
+        ("[5]", "JSON object"),
+        ('{"reason": "no score"}', "integer"),
+        ('{"score": "5", "reason": "a string"}', "integer"),
+        ('{"score": 4.5, "reason": "between points"}', "integer"),
+        ('{"score": true, "reason": "a bool"}', "integer"),
+        ('{"score": 0, "reason": "below"}', "outside"),
+        ('{"score": 6, "reason": "above"}', "outside"),
+    ],
+)
 def test_parse_judgement_rejects_garbage(rubric, text, message):
     with pytest.raises(JudgementError, match=message):
         parse_judgement(text, rubric)
@@ -205,6 +239,7 @@ def test_load_rubric_unknown_names_the_known_ones():
 
 def test_load_rubric_rejects_a_template_typo(tmp_path):
     (tmp_path / "typo_v1.yaml").write_text(
-        "description: d\nscale: {min: 1, max: 3}\ncriteria: [c]\nsystem: s\nuser: '{questoin}'\n")
+        "description: d\nscale: {min: 1, max: 3}\ncriteria: [c]\nsystem: s\nuser: '{questoin}'\n"
+    )
     with pytest.raises(ValueError, match="malformed"):
         load_rubric("typo_v1", tmp_path)

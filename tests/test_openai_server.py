@@ -11,16 +11,19 @@ import urllib.request
 
 import openai
 import pytest
-
 from conftest import PROJECT
 
-PASSAGE = ("Photosynthesis is the process by which plants convert light into chemical energy. "
-           "Water boils at 100 degrees Celsius at sea level.")
+PASSAGE = (
+    "Photosynthesis is the process by which plants convert light into chemical energy. "
+    "Water boils at 100 degrees Celsius at sea level."
+)
 
 
 def messages(i: int = 0) -> list[dict]:
-    return [{"role": "system", "content": "You write study questions."},
-            {"role": "user", "content": f'Passage {i}. Write pairs as JSON.\n"""\n{PASSAGE}\n"""'}]
+    return [
+        {"role": "system", "content": "You write study questions."},
+        {"role": "user", "content": f'Passage {i}. Write pairs as JSON.\n"""\n{PASSAGE}\n"""'},
+    ]
 
 
 def client(base: str, **kwargs) -> openai.OpenAI:
@@ -65,8 +68,9 @@ def test_429_carries_retry_after_and_the_retry_succeeds(teacher_server):
 
 
 def test_content_faults_are_billed_but_not_paid(teacher_server):
-    base = teacher_server("--fault", "truncated=0.25", "--fault", "empty=0.33", "--fault", "bad_json=0.5",
-                          "--fault", "content_filter=1")
+    base = teacher_server(
+        "--fault", "truncated=0.25", "--fault", "empty=0.33", "--fault", "bad_json=0.5", "--fault", "content_filter=1"
+    )
     api, seen = client(base), {}
     for i in range(16):
         choice = api.chat.completions.create(model="m", messages=messages(i)).choices[0]
@@ -96,9 +100,14 @@ def test_drop_and_malformed_raise_and_are_not_billed(teacher_server):
 
 def test_a_hang_ends_when_the_client_gives_up_and_sigterm_is_prompt():
     # SIGTERM handed down as ignored must still stop the server, even with a request hanging.
-    proc = subprocess.Popen([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0",
-                             "--fault", "timeout=1"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-                            cwd=PROJECT, preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--port", "0", "--fault", "timeout=1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
     try:
         base = f"http://127.0.0.1:{int(proc.stdout.readline().split()[1])}"
         with pytest.raises(openai.APITimeoutError):
@@ -108,8 +117,10 @@ def test_a_hang_ends_when_the_client_gives_up_and_sigterm_is_prompt():
         assert (s["in_flight"], s["billed"], s["faults"]) == (0, 0, {"timeout": 1})
         with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as slow:
             body = json.dumps({"model": "m", "messages": []}).encode()
-            slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            slow.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             while stats(base)["in_flight"] == 0:  # wait until that request hangs (for 30 s)
                 time.sleep(0.01)
             started = time.monotonic()
@@ -123,8 +134,9 @@ def test_a_hang_ends_when_the_client_gives_up_and_sigterm_is_prompt():
 def test_a_client_that_disconnects_is_still_billed_and_stored(teacher_server):
     base = teacher_server("--latency", "0.2")
     with pytest.raises(openai.APITimeoutError):
-        client(base, timeout=0.1).chat.completions.create(model="m", messages=messages(), store=True,
-                                                          metadata={"run": "gone"})
+        client(base, timeout=0.1).chat.completions.create(
+            model="m", messages=messages(), store=True, metadata={"run": "gone"}
+        )
     time.sleep(0.2)
     s = stats(base)
     assert (s["billed"], s["paid"], s["stored"], s["in_flight"]) == (1, 1, 1, 0)
@@ -134,32 +146,44 @@ def test_a_client_that_disconnects_is_still_billed_and_stored(teacher_server):
 def test_stored_completions_list_by_metadata_and_page(teacher_server):
     base = teacher_server("--fixed-content")
     api = client(base)
-    made = [api.chat.completions.create(model=model, messages=messages(i), store=True,
-                                        metadata={"run": run, "i": str(i)})
-            for i, (model, run) in enumerate([("a", "x"), ("a", "x"), ("b", "x"), ("a", "y")])]
+    made = [
+        api.chat.completions.create(model=model, messages=messages(i), store=True, metadata={"run": run, "i": str(i)})
+        for i, (model, run) in enumerate([("a", "x"), ("a", "x"), ("b", "x"), ("a", "y")])
+    ]
     api.chat.completions.create(model="a", messages=messages(9))  # not stored
     assert stats(base)["stored"] == 4
     found = api.chat.completions.list(metadata={"run": "x"}, limit=1)  # one per page: the cursor is used
     assert [c.id for c in found] == [c.id for c in made[:3]] and found.has_more
-    assert [c.id for c in api.chat.completions.list(metadata={"run": "x"}, model="a", order="desc")] == \
-        [made[1].id, made[0].id]
+    assert [c.id for c in api.chat.completions.list(metadata={"run": "x"}, model="a", order="desc")] == [
+        made[1].id,
+        made[0].id,
+    ]
     assert [c.id for c in api.chat.completions.list(metadata={"run": "x", "i": "2"})] == [made[2].id]
     one = api.chat.completions.retrieve(made[3].id)
-    assert one.metadata == {"run": "y", "i": "3"} and one.choices[0].message.content == \
-        made[3].choices[0].message.content
+    assert (
+        one.metadata == {"run": "y", "i": "3"} and one.choices[0].message.content == made[3].choices[0].message.content
+    )
 
 
 def test_batch_round_trip_with_faulted_lines_in_the_error_file(teacher_server):
     base = teacher_server("--fault", "500=1", "--batch-delay", "0.1")
     api = client(base)
-    lines = [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-              "body": {"model": "m", "messages": messages(i), "max_tokens": 50}} for i in range(3)]
+    lines = [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": messages(i), "max_tokens": 50},
+        }
+        for i in range(3)
+    ]
     upload = api.files.create(file=("in.jsonl", "\n".join(map(json.dumps, lines)).encode()), purpose="batch")
     assert upload.purpose == "batch" and upload.bytes > 0 and api.files.retrieve(upload.id).filename == "in.jsonl"
 
     def run() -> openai.types.Batch:
-        batch = api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                   completion_window="24h", metadata={"job": "t"})
+        batch = api.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"job": "t"}
+        )
         assert batch.status == "validating" and api.batches.retrieve(batch.id).status == "in_progress"
         while (batch := api.batches.retrieve(batch.id)).status != "completed":
             time.sleep(0.05)
@@ -175,8 +199,12 @@ def test_batch_round_trip_with_faulted_lines_in_the_error_file(teacher_server):
     assert done.error_file_id is None and done.request_counts.completed == done.request_counts.total == 3
     outputs = [json.loads(line) for line in api.files.content(done.output_file_id).read().splitlines()]
     assert [o["custom_id"] for o in outputs] == ["req-0", "req-1", "req-2"]
-    assert all(o["response"]["status_code"] == 200 and o["error"] is None and
-               o["response"]["body"]["choices"][0]["message"]["content"].startswith("```json") for o in outputs)
+    assert all(
+        o["response"]["status_code"] == 200
+        and o["error"] is None
+        and o["response"]["body"]["choices"][0]["message"]["content"].startswith("```json")
+        for o in outputs
+    )
     assert [b.id for b in api.batches.list()] == [done.id, failed.id]  # newest first
     s = stats(base)
     assert (s["batches_created"], s["batch_lines"], s["billed"], s["paid"], s["attempts"]) == (2, 6, 3, 3, 0)
@@ -205,6 +233,10 @@ def test_faults_are_deterministic_per_seed_and_unknown_kinds_are_refused(teacher
     assert pattern() == [True] * 16  # attempt 1 of every prompt: past --fault-attempts
     urllib.request.urlopen(urllib.request.Request(f"{base}/reset", method="POST"), timeout=5).close()
     assert pattern() == first and stats(base)["attempts"] == 16  # a reset forgets the attempts
-    refused = subprocess.run([sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--fault", "boom=1"],
-                             capture_output=True, text=True, cwd=PROJECT)
+    refused = subprocess.run(
+        [sys.executable, str(PROJECT / "tests" / "openai_server.py"), "--fault", "boom=1"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+    )
     assert refused.returncode == 2 and "--fault" in refused.stderr

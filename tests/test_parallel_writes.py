@@ -9,16 +9,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from dagster_deltalake import LocalConfig
-
 from conftest import SAMPLE_RAW
+from dagster_deltalake import LocalConfig
 from graph_helpers import DISTILL_ASSETS
+from test_s3_root import s3_endpoint  # noqa: F401  (fixture)
+
 from nexa_assets.partitions import domain_partitions
 from nexa_core.delta import DeltaRoot, write_partition
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.reports import RawFolder
 from resources.teacher import TeacherResource
-from test_s3_root import s3_endpoint  # noqa: F401  (fixture)
 
 DOMAINS = [f"field{i}" for i in range(8)]
 TABLES = ["raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs", "sft_dataset"]
@@ -41,9 +41,13 @@ def materialize_all_at_once(raw_root: Path, resources: dict) -> list[bool]:
             instance.add_dynamic_partitions(domain_partitions.name, [domain])
             start.wait()
             results[domain] = dg.materialize(
-                DISTILL_ASSETS, partition_key=domain, instance=instance, resources=resources,
+                DISTILL_ASSETS,
+                partition_key=domain,
+                instance=instance,
+                resources=resources,
                 raise_on_error=False,
-                run_config={"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}}).success
+                run_config={"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}},
+            ).success
 
     threads = [threading.Thread(target=run, args=(d,)) for d in DOMAINS]
     for thread in threads:
@@ -71,8 +75,12 @@ def check_every_partition_landed(store: DeltaRoot) -> None:
 def test_eight_partitions_at_once_on_a_fresh_local_root_three_times(tmp_path, eight_domains):
     for attempt in range(3):
         root = tmp_path / f"delta{attempt}"
-        resources = {"io_manager": NexaDeltaIOManager(root_uri=str(root), storage_options=LocalConfig(), schema="nexa"),
-                     "delta": DeltaStore(root_uri=str(root)), "teacher": TeacherResource(), "raw": RawFolder()}
+        resources = {
+            "io_manager": NexaDeltaIOManager(root_uri=str(root), storage_options=LocalConfig(), schema="nexa"),
+            "delta": DeltaStore(root_uri=str(root)),
+            "teacher": TeacherResource(),
+            "raw": RawFolder(),
+        }
         assert materialize_all_at_once(eight_domains, resources) == [True] * len(DOMAINS), f"attempt {attempt}"
         check_every_partition_landed(DeltaRoot(str(root)))
 
@@ -86,8 +94,12 @@ def test_eight_partitions_at_once_on_a_fresh_s3_root_three_times(eight_domains, 
         env = Environment.read()
         root, storage, options = env.delta_root, env.delta_storage, env.storage_options
         assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in options  # commits are conditional puts, never unsafe renames
-        resources = {"io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
-                     "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource(), "raw": RawFolder()}
+        resources = {
+            "io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
+            "delta": DeltaStore(root_uri=root, storage_options=options),
+            "teacher": TeacherResource(),
+            "raw": RawFolder(),
+        }
         assert materialize_all_at_once(eight_domains, resources) == [True] * len(DOMAINS), f"attempt {attempt}"
         check_every_partition_landed(DeltaRoot(root, options))
 
@@ -102,8 +114,9 @@ def test_writers_racing_to_create_a_table_all_land(tmp_path):
         def write(domain: str) -> None:
             start.wait()
             try:
-                write_partition(uri, pl.DataFrame({"domain": [domain] * 3, "x": [1, 2, 3]}), {"domain": [domain]},
-                                None, "t")
+                write_partition(
+                    uri, pl.DataFrame({"domain": [domain] * 3, "x": [1, 2, 3]}), {"domain": [domain]}, None, "t"
+                )
             except Exception as exc:  # noqa: BLE001 - the assertion below shows what went wrong
                 errors.append(repr(exc))
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from conftest import PROJECT
 from graph_helpers import materialize_domain
+
 from nexa_assets.partitions import domain_partitions
 from resources.instance import PG_URL_VARIABLE, write_instance_file
 
@@ -43,8 +43,10 @@ def postgres_url():
     """A throw-away cluster: initdb, then the postmaster itself as our child, so its PID stops it."""
     binaries = postgres_bin()
     if binaries is None:
-        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql); scripts/test.sh "
-                    "installs them where it can")
+        pytest.skip(
+            "PostgreSQL server binaries not found (Debian: apt-get install postgresql); scripts/test.sh "
+            "installs them where it can"
+        )
     # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     owner = "postgres" if as_user else getpass.getuser()
@@ -55,12 +57,42 @@ def postgres_url():
     if as_user:
         shutil.chown(work, "postgres")
         shutil.chown(sockets, "postgres")
-    subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", owner, "--auth=trust",
-                    "--encoding=UTF8", "--no-sync"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            owner,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     port = free_port()
-    server = subprocess.Popen([*as_user, str(binaries / "postgres"), "-D", str(data), "-p", str(port),
-                               "-h", "127.0.0.1", "-k", str(sockets), "-c", "fsync=off"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            *as_user,
+            str(binaries / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(sockets),
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     import psycopg2
 
     try:
@@ -126,13 +158,24 @@ def test_runs_event_logs_sensors_and_partitions_land_in_postgres(pg_home, postgr
     assert (result.run_id, "SUCCESS") in runs
     events = query(postgres_url, "SELECT count(*) FROM event_logs WHERE run_id = %s", result.run_id)[0][0]
     assert events > 5
-    assert ("physics",) in query(postgres_url, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s",
-                                 domain_partitions.name)
-    env = {**os.environ, "DAGSTER_HOME": str(pg_home), PG_URL_VARIABLE: postgres_url,
-           "NEXA_DELTA_ROOT": str(delta_root), "NEXA_RAW_ROOT": str(raw_root)}
-    started = subprocess.run([str(BIN / "dagster"), "sensor", "start", "raw_folder_sensor", "-m",
-                              "nexa_assets.definitions"], cwd=PROJECT, env=env, capture_output=True, text=True,
-                             timeout=300)
+    assert ("physics",) in query(
+        postgres_url, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s", domain_partitions.name
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(pg_home),
+        PG_URL_VARIABLE: postgres_url,
+        "NEXA_DELTA_ROOT": str(delta_root),
+        "NEXA_RAW_ROOT": str(raw_root),
+    }
+    started = subprocess.run(
+        [str(BIN / "dagster"), "sensor", "start", "raw_folder_sensor", "-m", "nexa_assets.definitions"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert started.returncode == 0, started.stderr[-3000:]
     states = query(postgres_url, "SELECT instigator_name, status FROM instigators")
     assert ("raw_folder_sensor", "RUNNING") in states
@@ -141,15 +184,41 @@ def test_runs_event_logs_sensors_and_partitions_land_in_postgres(pg_home, postgr
 def test_two_processes_launching_runs_at_once_do_not_collide(pg_home, postgres_url, raw_root, delta_root):
     with dg.DagsterInstance.from_config(str(pg_home)) as instance:
         instance.add_dynamic_partitions(domain_partitions.name, ["chemistry", "biology"])
-    env = {**os.environ, "DAGSTER_HOME": str(pg_home), PG_URL_VARIABLE: postgres_url,
-           "NEXA_DELTA_ROOT": str(delta_root), "NEXA_RAW_ROOT": str(raw_root)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(pg_home),
+        PG_URL_VARIABLE: postgres_url,
+        "NEXA_DELTA_ROOT": str(delta_root),
+        "NEXA_RAW_ROOT": str(raw_root),
+    }
     config = '{"ops": {"raw_documents": {"config": {"raw_root": "%s"}}}}' % raw_root
-    launches = [subprocess.Popen([str(BIN / "dagster"), "asset", "materialize", "--select", "raw_documents",
-                                  "--partition", domain, "-m", "nexa_assets.definitions", "--config-json", config],
-                                 cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                for domain in ("chemistry", "biology")]
+    launches = [
+        subprocess.Popen(
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "--select",
+                "raw_documents",
+                "--partition",
+                domain,
+                "-m",
+                "nexa_assets.definitions",
+                "--config-json",
+                config,
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for domain in ("chemistry", "biology")
+    ]
     errors = [proc.communicate(timeout=400)[1] for proc in launches]
     assert [proc.returncode for proc in launches] == [0, 0], "\n".join(e[-2000:] for e in errors)
-    tagged = query(postgres_url, "SELECT r.status, t.value FROM runs r JOIN run_tags t ON r.run_id = t.run_id "
-                                 "WHERE t.key = 'dagster/partition'")
+    tagged = query(
+        postgres_url,
+        "SELECT r.status, t.value FROM runs r JOIN run_tags t ON r.run_id = t.run_id WHERE t.key = 'dagster/partition'",
+    )
     assert {("SUCCESS", "chemistry"), ("SUCCESS", "biology")} <= set(tagged)

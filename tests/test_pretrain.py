@@ -5,12 +5,12 @@ from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
+from graph_helpers import materialize_domain
+from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
 
 from nexa_core.student import build_default_student
 from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
 from resources.launcher import TrainingLauncher
-from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
-from graph_helpers import materialize_domain
 
 
 def base_row(delta_root) -> dict:
@@ -24,14 +24,19 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
     row = base_row(delta_root)
     documents = pl.read_delta(str(delta_root / "nexa" / "raw_documents")).filter(pl.col("domain") == "physics")
     assert row["built_from_config"] and row["trained"] and row["steps"] == 8
-    assert row["documents"] == documents.height and row["documents_version"] == DeltaTable(str(delta_root / "nexa" / "raw_documents")).version()
+    assert (
+        row["documents"] == documents.height
+        and row["documents_version"] == DeltaTable(str(delta_root / "nexa" / "raw_documents")).version()
+    )
     model = Path(row["model_uri"])
     assert json.loads(row["files_sha256"]) == sha256_files(model) and (model / "model.safetensors").is_file()
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["built_from_config"]  # so SFT trains all of its weights
     # the read tokens are the documents plus their sentences again, in shuffled passes
     assert row["read_tokens"] > sum(len(t.split()) for t in documents["text"].to_list())
-    checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = [
+        e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     assert [c.check_name for c in checks] == ["loss_decreased"]
 
     from transformers import AutoTokenizer
@@ -48,11 +53,16 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
 def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
     overrides = {**FAST_READ, "max_steps": 40, "save_steps": 4}
-    out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
-        "physics", 0, config_hash(load_config(PRETRAIN_CONFIG, overrides)), stage="read"))
+    out_dir = Path(
+        TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
+            "physics", 0, config_hash(load_config(PRETRAIN_CONFIG, overrides)), stage="read"
+        )
+    )
     saved = kill_after_first_checkpoint(
         lambda: materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=False),
-        out_dir, "nexa_core.pretrain")
+        out_dir,
+        "nexa_core.pretrain",
+    )
     assert materialize_base(instance, tmp_path, delta_root, overrides).success
     manifest = json.loads((out_dir / "model" / "manifest.json").read_text())
     assert manifest["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40 and manifest["steps"] == 40
@@ -60,14 +70,16 @@ def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw
 
 def test_a_pretrained_base_is_read_only_when_asked(instance, tmp_path, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
-    real = build_default_student(["a photon is a quantum of light"] * 20, tmp_path / "real", hidden_size=32, layers=1,
-                                 heads=2, vocab_size=300)
+    real = build_default_student(
+        ["a photon is a quantum of light"] * 20, tmp_path / "real", hidden_size=32, layers=1, heads=2, vocab_size=300
+    )
     (real / "manifest.json").unlink()  # a model from elsewhere carries no manifest of ours
     assert materialize_base(instance, tmp_path, delta_root, {"base_model": str(real)}).success
     row = base_row(delta_root)
     assert row["model_uri"] == str(real) and not row["trained"] and not row["built_from_config"] and row["steps"] == 0
-    assert materialize_base(instance, tmp_path, delta_root,
-                            {"base_model": str(real), "continued_pretraining": True, "max_steps": 3}).success
+    assert materialize_base(
+        instance, tmp_path, delta_root, {"base_model": str(real), "continued_pretraining": True, "max_steps": 3}
+    ).success
     row = base_row(delta_root)
     assert row["trained"] and row["steps"] == 3 and row["model_uri"] != str(real)
     assert not json.loads((Path(row["model_uri"]) / "manifest.json").read_text())["built_from_config"]  # SFT: LoRA
@@ -81,7 +93,7 @@ def test_each_sentence_pass_reads_every_sentence_once_in_a_new_order():
     sentences = sorted(s for doc in documents for s in split_sentences(doc))
     texts = reading_texts(documents, 3, seed=1)
     assert texts[:4] == documents  # every document whole first
-    passes = [" ".join(texts[4 + i * 4: 8 + i * 4]) for i in range(3)]  # 20 sentences, 6 a text: 4 texts a pass
+    passes = [" ".join(texts[4 + i * 4 : 8 + i * 4]) for i in range(3)]  # 20 sentences, 6 a text: 4 texts a pass
     assert len(texts) == 4 + 3 * -(-len(sentences) // SENTENCES_PER_TEXT)
     orders = [split_sentences(p) for p in passes]
     assert all(sorted(order) == sentences for order in orders)
@@ -97,10 +109,12 @@ def test_an_answer_is_spelt_with_the_tokens_of_the_sentence_it_was_read_in(tmp_p
     build_default_student([text] * 30, tmp_path / "s", hidden_size=32, layers=1, heads=2, vocab_size=400)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "s"))
     read = tokenizer(text, add_special_tokens=False)["input_ids"]
-    conversation = [{"role": "user", "content": "Complete the statement: Stimulated emission gives ..."},
-                    {"role": "assistant", "content": "frequency"}]
+    conversation = [
+        {"role": "user", "content": "Complete the statement: Stimulated emission gives ..."},
+        {"role": "assistant", "content": "frequency"},
+    ]
     rendered = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"]
     answer = tokenizer("frequency", add_special_tokens=False)["input_ids"]
     inside = tokenizer(" frequency", add_special_tokens=False)["input_ids"]
-    assert answer == inside and rendered[-1 - len(answer):-1] == answer  # the word as it sits inside the sentence
+    assert answer == inside and rendered[-1 - len(answer) : -1] == answer  # the word as it sits inside the sentence
     assert all(t in read for t in answer)

@@ -31,27 +31,50 @@ def test_each_fact_is_asked_several_ways():
     forms = by_kind(pairs)
     assert set(forms) == set(FORMS)
     # forward and reverse definition of the same term
-    assert {"question": "What is entropy?", "answer": "A measure of the number of microscopic arrangements of a "
-            "system.", "kind": "definition"} in pairs
-    assert {"question": "What is the term for a measure of the number of microscopic arrangements of a system?",
-            "answer": "Entropy", "kind": "reverse_definition"} in pairs
+    assert {
+        "question": "What is entropy?",
+        "answer": "A measure of the number of microscopic arrangements of a system.",
+        "kind": "definition",
+    } in pairs
+    assert {
+        "question": "What is the term for a measure of the number of microscopic arrangements of a system?",
+        "answer": "Entropy",
+        "kind": "reverse_definition",
+    } in pairs
     # the quantity as a cloze and as a direct question
     assert [(p["question"], p["answer"]) for p in forms["quantity"]] == [
-        ("Fill in the quantity: The latent heat of vaporization of water is ____.",
-         "about 2.26 million joules per kilogram")]
+        (
+            "Fill in the quantity: The latent heat of vaporization of water is ____.",
+            "about 2.26 million joules per kilogram",
+        )
+    ]
     assert forms["quantity_question"][0]["question"] == "What is the latent heat of vaporization of water?"
     # cause -> effect and effect -> cause, for "because" and for "leads to"
-    assert {"question": "According to the passage, why is it that sweating cools the body?",
-            "answer": "Because evaporating water absorbs latent heat from the skin.", "kind": "cause_effect"} in pairs
-    assert {"question": "According to the passage, what happens because evaporating water absorbs latent heat from "
-            "the skin?", "answer": "Sweating cools the body.", "kind": "reverse_cause_effect"} in pairs
-    assert {"question": "According to the passage, what does heating a gas in a sealed rigid container lead to?",
-            "answer": "A rise in pressure.", "kind": "reverse_cause_effect"} in pairs
-    assert {"question": "According to the passage, what leads to a rise in pressure?",
-            "answer": "Heating a gas in a sealed rigid container.", "kind": "cause_effect"} in pairs
+    assert {
+        "question": "According to the passage, why is it that sweating cools the body?",
+        "answer": "Because evaporating water absorbs latent heat from the skin.",
+        "kind": "cause_effect",
+    } in pairs
+    assert {
+        "question": "According to the passage, what happens because evaporating water absorbs latent heat from "
+        "the skin?",
+        "answer": "Sweating cools the body.",
+        "kind": "reverse_cause_effect",
+    } in pairs
+    assert {
+        "question": "According to the passage, what does heating a gas in a sealed rigid container lead to?",
+        "answer": "A rise in pressure.",
+        "kind": "reverse_cause_effect",
+    } in pairs
+    assert {
+        "question": "According to the passage, what leads to a rise in pressure?",
+        "answer": "Heating a gas in a sealed rigid container.",
+        "kind": "cause_effect",
+    } in pairs
     # clozes on two different key terms of one sentence, each blanking exactly its answer
-    on_fibres = [p for p in forms["cloze"]
-                 if p["question"].replace("____", p["answer"]) == f"Fill in the blank: {CLOZE}"]
+    on_fibres = [
+        p for p in forms["cloze"] if p["question"].replace("____", p["answer"]) == f"Fill in the blank: {CLOZE}"
+    ]
     assert len({p["answer"] for p in on_fibres}) >= 2
     # answers are short and grounded: every content word is in the passage
     passage_words = set(re.findall(r"\w+", PASSAGE.lower()))
@@ -101,8 +124,14 @@ def test_feedback_asks_what_the_student_does_not_have():
 def test_heuristic_teacher_skips_the_known_questions_of_a_feedback_brief():
     known = [p["question"] for p in heuristic_pairs(PASSAGE, max_pairs=16)]
     messages = load_template("feedback_v1").render(
-        domain="physics", topic="heat", passage=PASSAGE, max_pairs=6, score="0.20", metric="token_f1",
-        known_questions="\n".join(f"- {q}" for q in known))
+        domain="physics",
+        topic="heat",
+        passage=PASSAGE,
+        max_pairs=6,
+        score="0.20",
+        metric="token_f1",
+        known_questions="\n".join(f"- {q}" for q in known),
+    )
     brief = PairBrief(PASSAGE, 6, tuple(known))
     pairs = parse_pairs(asyncio.run(HeuristicTeacher().complete(messages, {}, brief=brief)).text)
     assert 0 < len(pairs) <= 6 and not set(known) & {p["question"] for p in pairs}
@@ -111,14 +140,42 @@ def test_heuristic_teacher_skips_the_known_questions_of_a_feedback_brief():
 
 
 def frames(pairs: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    inputs = pl.DataFrame([{"domain": "physics", "request_id": "r0", "doc_id": "d1", "passage_id": "p0",
-                            "topic": "heat", "source_path": "physics/heat.md", "passage": PASSAGE,
-                            "template_name": "t", "template_hash": "h", "messages": "[]"}],
-                          schema=schemas.TEACHER_INPUTS)
-    outputs = pl.DataFrame([{"domain": "physics", "request_id": "r0", "request_hash": "h0", "model": "m",
-                             "backend": "b", "response": json.dumps({"pairs": pairs}), "finish_reason": "stop",
-                             "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.0, "cost_usd": 0.0,
-                             "from_cache": False}], schema=schemas.TEACHER_OUTPUTS)
+    inputs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "request_id": "r0",
+                "doc_id": "d1",
+                "passage_id": "p0",
+                "topic": "heat",
+                "source_path": "physics/heat.md",
+                "passage": PASSAGE,
+                "template_name": "t",
+                "template_hash": "h",
+                "messages": "[]",
+            }
+        ],
+        schema=schemas.TEACHER_INPUTS,
+    )
+    outputs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "request_id": "r0",
+                "request_hash": "h0",
+                "model": "m",
+                "backend": "b",
+                "response": json.dumps({"pairs": pairs}),
+                "finish_reason": "stop",
+                "prompt_tokens": 1,
+                "completion_tokens": 1,
+                "latency_s": 0.0,
+                "cost_usd": 0.0,
+                "from_cache": False,
+            }
+        ],
+        schema=schemas.TEACHER_OUTPUTS,
+    )
     return outputs, inputs
 
 
@@ -141,7 +198,11 @@ def test_completion_asks_the_statement_up_to_a_key_term():
     pairs = completion_forms(sentence)
     assert pairs and all(p["kind"] == "completion" for p in pairs)
     by_answer = {p["answer"]: p["question"] for p in pairs}
-    assert by_answer["emission"] == "Complete the statement: A laser is a device that produces coherent light by " \
-                                    "stimulated ..."
-    assert all(sentence.startswith(q.removeprefix("Complete the statement: ").removesuffix(" ...") + " " + a)
-               for a, q in by_answer.items())  # the answer is what the statement says next
+    assert (
+        by_answer["emission"] == "Complete the statement: A laser is a device that produces coherent light by "
+        "stimulated ..."
+    )
+    assert all(
+        sentence.startswith(q.removeprefix("Complete the statement: ").removesuffix(" ...") + " " + a)
+        for a, q in by_answer.items()
+    )  # the answer is what the statement says next

@@ -13,14 +13,24 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-
 from conftest import PROJECT
 from graph_helpers import DISTILL_ASSETS
+from release_helpers import (
+    EVAL_GRAPH,
+    SFT,
+    candidate_scores,
+    check_of,
+    copy_tables,
+    eval_run_config,
+    graph_resources,
+    materialize_release,
+    passing_gate,
+    read,
+)
+
 from nexa_assets import checks as quality
 from nexa_core.release import GateConfig, Score, promotion_gate
 from nexa_core.train import sha256_files
-from release_helpers import (EVAL_GRAPH, SFT, candidate_scores, check_of, copy_tables, eval_run_config,
-                             graph_resources, materialize_release, passing_gate, read)
 from resources.tracking import MlflowTracking
 
 DOMAIN = "physics"
@@ -180,9 +190,14 @@ def second_release(first_release):
     stages = ["student_checkpoint", "eval_predictions", "eval_metrics", "benchmark_scores"]  # the student read once
     config = eval_run_config(SFT, only=stages)
     config["ops"]["sft_dataset"] = {"config": {"seed": 18}}
-    result = dg.materialize([*DISTILL_ASSETS, *quality.quality_checks, *EVAL_GRAPH], partition_key=DOMAIN,
-                            instance=instance, resources=graph_resources(root), run_config=config,
-                            selection=["sft_dataset", *stages])
+    result = dg.materialize(
+        [*DISTILL_ASSETS, *quality.quality_checks, *EVAL_GRAPH],
+        partition_key=DOMAIN,
+        instance=instance,
+        resources=graph_resources(root),
+        run_config=config,
+        selection=["sft_dataset", *stages],
+    )
     assert result.success
     checkpoint = read(root, "student_checkpoint").row(0, named=True)
     assert checkpoint["checkpoint_id"] != first_release["checkpoint"]["checkpoint_id"]
@@ -216,8 +231,14 @@ def test_a_candidate_that_passes_moves_the_champion(second_release):
 
 def release_rows(root: Path, *args: str) -> tuple[list[dict], str]:
     env = {**os.environ, "NEXA_DELTA_ROOT": str(root / "delta"), "MLFLOW_TRACKING_URI": tracking(root).tracking_uri}
-    done = subprocess.run([str(PROJECT / ".venv" / "bin" / "nexa-release-rows"), DOMAIN, *args], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=PROJECT)
+    done = subprocess.run(
+        [str(PROJECT / ".venv" / "bin" / "nexa-release-rows"), DOMAIN, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
 
@@ -266,19 +287,27 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
     weights give the logits of base + adapter; the registry holds the adapter and references the base."""
     import torch
     from peft import PeftModel
+    from test_template_families import released_style_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nexa_assets import pretrain, train
     from nexa_core.release import commit_release, loggable_model, merge_checkpoint
-    from test_template_families import released_style_model
 
     root = copy_tables(evaluated_physics["root"], tmp_path)
     texts = read(root, "raw_documents")["text"].to_list()
     base = released_style_model("llama", tmp_path / "llama", texts)
-    result = dg.materialize([pretrain.student_base, train.student_checkpoint], partition_key=DOMAIN,
-                            instance=evaluated_physics["instance"], resources=graph_resources(root), run_config={
-                                "ops": {"student_base": {"config": {"overrides": {"base_model": str(base)}}},
-                                        "student_checkpoint": {"config": {"overrides": {"max_steps": 4}}}}})
+    result = dg.materialize(
+        [pretrain.student_base, train.student_checkpoint],
+        partition_key=DOMAIN,
+        instance=evaluated_physics["instance"],
+        resources=graph_resources(root),
+        run_config={
+            "ops": {
+                "student_base": {"config": {"overrides": {"base_model": str(base)}}},
+                "student_checkpoint": {"config": {"overrides": {"max_steps": 4}}},
+            }
+        },
+    )
     assert result.success
     checkpoint = read(root, "student_checkpoint").row(0, named=True)
     assert checkpoint["finetune"] == "lora"
@@ -288,11 +317,18 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
     files = commit_release(merged, folder, "# card\n", {"test": True})
     assert files == sha256_files(folder) and not (folder / "adapter_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is a photon?"}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is a photon?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     with torch.no_grad():
-        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base),
-                                              checkpoint["artifact_uri"]).eval()(ids).logits
+        reference = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), checkpoint["artifact_uri"])
+            .eval()(ids)
+            .logits
+        )
         got = AutoModelForCausalLM.from_pretrained(folder).eval()(ids).logits
         plain = AutoModelForCausalLM.from_pretrained(base).eval()(ids).logits
     assert torch.allclose(got, reference, atol=1e-4) and not torch.allclose(got, plain, atol=1e-4)

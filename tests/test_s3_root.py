@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
-
 from graph_helpers import DISTILL_ASSETS
+
 from nexa_assets import checks
 from nexa_assets.partitions import domain_partitions
 from resources.delta import DeltaStore, NexaDeltaIOManager
@@ -32,13 +31,23 @@ def free_port() -> int:
 def s3_endpoint(monkeypatch):
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     port = free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
-    for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
         monkeypatch.setenv(key, value)
     import boto3
+
     deadline = time.time() + 30
     while True:
         try:
@@ -61,14 +70,24 @@ def test_graph_on_an_s3_root(instance, raw_root, s3_endpoint, monkeypatch):
     monkeypatch.setenv("NEXA_DELTA_ROOT", "s3://nexa/delta")
     env = Environment.read()
     root, storage, options = env.delta_root, env.delta_storage, env.storage_options
-    assert root == "s3://nexa/delta" and options["AWS_ENDPOINT_URL"] == s3_endpoint and options["AWS_ALLOW_HTTP"] == "true"
+    assert (
+        root == "s3://nexa/delta" and options["AWS_ENDPOINT_URL"] == s3_endpoint and options["AWS_ALLOW_HTTP"] == "true"
+    )
     instance.add_dynamic_partitions(domain_partitions.name, ["physics", "biology"])
-    resources = {"io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
-                 "delta": DeltaStore(root_uri=root, storage_options=options), "teacher": TeacherResource(), "raw": RawFolder()}
+    resources = {
+        "io_manager": NexaDeltaIOManager(root_uri=root, storage_options=storage, schema="nexa"),
+        "delta": DeltaStore(root_uri=root, storage_options=options),
+        "teacher": TeacherResource(),
+        "raw": RawFolder(),
+    }
     for domain in ("physics", "biology"):
-        result = dg.materialize([*DISTILL_ASSETS, *checks.quality_checks], partition_key=domain, instance=instance,
-                                resources=resources,
-                                run_config={"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}})
+        result = dg.materialize(
+            [*DISTILL_ASSETS, *checks.quality_checks],
+            partition_key=domain,
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"raw_documents": {"config": {"raw_root": str(raw_root)}}}},
+        )
         assert result.success
     store = resources["delta"]
     sft = store.scan("sft_dataset").collect()

@@ -16,11 +16,17 @@ from types import SimpleNamespace
 
 import polars as pl
 import pytest
-
 from conftest import PROJECT, SAMPLE_RAW
+
 from nexa_core import schemas
-from nexa_forge import (CodeLocationError, NexaForgeClient, NexaForgeError, ServerUnreachable, UnknownDomain,
-                        openai_teacher)
+from nexa_forge import (
+    CodeLocationError,
+    NexaForgeClient,
+    NexaForgeError,
+    ServerUnreachable,
+    UnknownDomain,
+    openai_teacher,
+)
 from nexa_forge.cli import main as nexa
 
 pytestmark = pytest.mark.slow
@@ -37,12 +43,27 @@ def free_port() -> int:
 def seed_eval_history(delta: Path) -> None:
     """Two evaluated checkpoints, the rows eval_metrics appends, for the leaderboard asset to rank."""
     evaluated = datetime(2026, 11, 1, tzinfo=timezone.utc)
-    rows = [{"domain": domain, "round": 0, "checkpoint_id": checkpoint, "sft_version": 0, "model_role": role,
-             "topic": "__all__", "metric": "token_f1", "mean": mean, "ci_low": mean - half, "ci_high": mean + half,
-             "n": 50, "created_at": evaluated}
-            for domain, checkpoint, student, base in (("physics", "ckpt-physics-0001", 0.40, 0.10),
-                                                      ("chemistry", "ckpt-chemistry-01", 0.20, 0.15))
-            for role, mean, half in (("student", student, 0.10), ("base", base, 0.05))]
+    rows = [
+        {
+            "domain": domain,
+            "round": 0,
+            "checkpoint_id": checkpoint,
+            "sft_version": 0,
+            "model_role": role,
+            "topic": "__all__",
+            "metric": "token_f1",
+            "mean": mean,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+            "n": 50,
+            "created_at": evaluated,
+        }
+        for domain, checkpoint, student, base in (
+            ("physics", "ckpt-physics-0001", 0.40, 0.10),
+            ("chemistry", "ckpt-chemistry-01", 0.20, 0.15),
+        )
+        for role, mean, half in (("student", student, 0.10), ("base", base, 0.05))
+    ]
     pl.DataFrame(rows, schema=schemas.EVAL_HISTORY).write_delta(str(delta / "nexa" / "eval_history"))
 
 
@@ -66,15 +87,36 @@ def dagster_dev(tmp_path_factory):
     for domain in DOMAINS:
         shutil.copytree(SAMPLE_RAW / domain, corpus / domain)
     seed_eval_history(delta)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "NEXA_DELTA_ROOT": str(delta), "NEXA_RAW_ROOT": str(watched),
-           "NEXA_ARTIFACT_ROOT": str(root / "artifacts"), "NEXA_REPORT_DIR": str(root / "reports"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "NEXA_DELTA_ROOT": str(delta),
+        "NEXA_RAW_ROOT": str(watched),
+        "NEXA_ARTIFACT_ROOT": str(root / "artifacts"),
+        "NEXA_REPORT_DIR": str(root / "reports"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
     url = f"http://127.0.0.1:{free_port()}"
     log = root / "dagster_dev.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-m", "nexa_assets.definitions",
-                                 "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]], cwd=PROJECT, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-m",
+                "nexa_assets.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                url.rsplit(":", 1)[1],
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     forge = NexaForgeClient(url)
     try:
         deadline, started = time.monotonic() + 240, time.monotonic()
@@ -91,16 +133,23 @@ def dagster_dev(tmp_path_factory):
         print(f"dagster dev ready in {time.monotonic() - started:.1f} s at {url}")
         # Launched now, so it runs beside the backfill of the test that follows
         leaderboard_run = forge.run(None, assets=["leaderboard"])
-        yield SimpleNamespace(forge=forge, url=url, delta=delta, corpus=corpus, log=log,
-                              leaderboard_run=leaderboard_run)
+        yield SimpleNamespace(
+            forge=forge, url=url, delta=delta, corpus=corpus, log=log, leaderboard_run=leaderboard_run
+        )
     finally:
         stop(proc)
 
 
 def test_the_sdk_never_imports_the_code_location():
     """A client: it works where only the webserver's URL is reachable, without the pipeline's code."""
-    loaded = subprocess.run([sys.executable, "-c", "import sys, nexa_forge.cli; print(' '.join(sys.modules))"],
-                            cwd=PROJECT, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, nexa_forge.cli; print(' '.join(sys.modules))"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
     assert "nexa_forge.client" in loaded
     assert not {m.split(".")[0] for m in loaded} & {"nexa_assets", "nexa_core", "resources"}
 
@@ -125,13 +174,19 @@ def test_a_backfill_of_two_domains_completes_and_its_results_are_read_back(dagst
     assert sorted(forge.domains()) == sorted(DOMAINS)
 
     started = time.monotonic()
-    backfill_id = forge.backfill(DOMAINS, job="distill_job",
-                                 settings={"raw_documents.raw_root": str(dagster_dev.corpus)})
+    backfill_id = forge.backfill(
+        DOMAINS, job="distill_job", settings={"raw_documents.raw_root": str(dagster_dev.corpus)}
+    )
     lines: list[str] = []
     backfill = forge.wait_backfill(backfill_id, timeout=300, progress=lines.append)
     print(f"backfill finished in {time.monotonic() - started:.1f} s:\n" + "\n".join(lines))
-    failed = [line for _, (run_id, status) in backfill.runs.items() if status != "SUCCESS"
-              for line in forge.logs(run_id) if line.error]
+    failed = [
+        line
+        for _, (run_id, status) in backfill.runs.items()
+        if status != "SUCCESS"
+        for line in forge.logs(run_id)
+        if line.error
+    ]
     assert backfill.ok, f"{backfill.progress()}\n{failed}\n{dagster_dev.log.read_text()[-3000:]}"
     assert set(backfill.runs) == set(DOMAINS)
     assert len(lines) >= 2 and lines[0] != lines[-1]  # progress was reported as it moved
@@ -170,7 +225,8 @@ def test_the_leaderboard_is_read_back(dagster_dev, capsys):
     capsys.readouterr()
     assert [(r["rank"], r["domain"], r["checkpoint"], r["metric"], r["score"], r["base"], r["lift"]) for r in rows] == [
         ("1", "physics", "ckpt-physics", "token_f1", "0.400 ± 0.100", "0.100", "+0.300"),
-        ("2", "chemistry", "ckpt-chemist", "token_f1", "0.200 ± 0.100", "0.150", "+0.050")]
+        ("2", "chemistry", "ckpt-chemist", "token_f1", "0.200 ± 0.100", "0.150", "+0.050"),
+    ]
     assert nexa(["--url", dagster_dev.url, "leaderboard"]) == 0
     assert "0.400 ± 0.100" in capsys.readouterr().out
 
@@ -182,15 +238,21 @@ def test_run_config_follows_the_job_s_settings(dagster_dev):
     forge.add_domain("physics")
     whole_graph = forge.job("nexa_job")
     settings = {"teacher_inputs.max_pairs_per_passage": 8, "raw_documents.raw_root": "/r"}
-    assert forge.run_config(whole_graph, settings=settings, epochs=1, student_base="/models/qwen2-0.5b") == {"ops": {
-        "teacher_inputs": {"config": {"max_pairs_per_passage": 8}},
-        "raw_documents": {"config": {"raw_root": "/r"}},
-        "student_checkpoint": {"config": {"overrides": {"num_train_epochs": 1}}},
-        "student_base": {"config": {"overrides": {"base_model": "/models/qwen2-0.5b"}}}}}
+    assert forge.run_config(whole_graph, settings=settings, epochs=1, student_base="/models/qwen2-0.5b") == {
+        "ops": {
+            "teacher_inputs": {"config": {"max_pairs_per_passage": 8}},
+            "raw_documents": {"config": {"raw_root": "/r"}},
+            "student_checkpoint": {"config": {"overrides": {"num_train_epochs": 1}}},
+            "student_base": {"config": {"overrides": {"base_model": "/models/qwen2-0.5b"}}},
+        }
+    }
     teacher = openai_teacher("http://gpu-node:8000/v1", "qwen2-72b", api_key_env="VLLM_KEY")
     assert forge.run_config(whole_graph, teacher=teacher)["resources"]["teacher"]["config"] == {
-        "backend": "openai", "base_url": "http://gpu-node:8000/v1", "model": "qwen2-72b",
-        "api_key": {"env": "VLLM_KEY"}}
+        "backend": "openai",
+        "base_url": "http://gpu-node:8000/v1",
+        "model": "qwen2-72b",
+        "api_key": {"env": "VLLM_KEY"},
+    }
     with pytest.raises(NexaForgeError, match="replaces the code location's teacher whole"):
         forge.run_config(whole_graph, teacher={"model": "gpt-4o"})  # would be the heuristic teacher under that name
     with pytest.raises(NexaForgeError, match="raw_documents has no setting 'root'; settings: .*raw_root"):

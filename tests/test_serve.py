@@ -17,14 +17,21 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-
 from conftest import PROJECT, stop_by_pid
+from release_helpers import (
+    candidate_scores,
+    copy_tables,
+    evaluate_domain,
+    graph_resources,
+    materialize_release,
+    passing_gate,
+    read,
+)
+
 from nexa_assets import evaluate
 from nexa_core.generate import generate_answers, load_generation_config
 from nexa_core.serve import vllm_command
 from nexa_core.student import load_student
-from release_helpers import (candidate_scores, copy_tables, evaluate_domain, graph_resources, materialize_release,
-                             passing_gate, read)
 from resources.environment import Environment
 
 DOMAIN, OTHER = "physics", "chemistry"
@@ -41,8 +48,12 @@ def free_port() -> int:
 
 def command_env(root: Path) -> dict:
     """The environment nexa-serve reads: this root's Delta tables, MLflow store and Dagster home."""
-    return {**os.environ, "NEXA_DELTA_ROOT": str(root / "delta"), "DAGSTER_HOME": str(root / "serve_home"),
-            "MLFLOW_TRACKING_URI": graph_resources(root)["tracking"].tracking_uri}
+    return {
+        **os.environ,
+        "NEXA_DELTA_ROOT": str(root / "delta"),
+        "DAGSTER_HOME": str(root / "serve_home"),
+        "MLFLOW_TRACKING_URI": graph_resources(root)["tracking"].tracking_uri,
+    }
 
 
 def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_tokens: int) -> list[dict]:
@@ -57,12 +68,21 @@ def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_t
 def released(evaluated_physics, tmp_path_factory):
     root = copy_tables(evaluated_physics["root"], tmp_path_factory.mktemp("serve"))
     checkpoint = read(root, "student_checkpoint").row(0, named=True)
-    result = materialize_release(evaluated_physics["instance"], root, DOMAIN,
-                                 **passing_gate(candidate_scores(root, DOMAIN, checkpoint["checkpoint_id"])))
+    result = materialize_release(
+        evaluated_physics["instance"],
+        root,
+        DOMAIN,
+        **passing_gate(candidate_scores(root, DOMAIN, checkpoint["checkpoint_id"])),
+    )
     released_at = time.perf_counter()  # model_release materialized
     assert result.success
-    return {"root": root, "instance": evaluated_physics["instance"], "released_at": released_at,
-            "release": read(root, "model_release").row(0, named=True), "checkpoint": checkpoint}
+    return {
+        "root": root,
+        "instance": evaluated_physics["instance"],
+        "released_at": released_at,
+        "release": read(root, "model_release").row(0, named=True),
+        "checkpoint": checkpoint,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +92,15 @@ def served(released):
 
     root, port = released["root"], free_port()
     log = (root / "nexa-serve.err").open("w")
-    proc = subprocess.Popen([NEXA_SERVE, DOMAIN, "--port", str(port), "--device", "cpu"], env=command_env(root),
-                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, cwd=PROJECT)
+    proc = subprocess.Popen(
+        [NEXA_SERVE, DOMAIN, "--port", str(port), "--device", "cpu"],
+        env=command_env(root),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=PROJECT,
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     client = OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
     model = released["release"]["served_model"]
@@ -90,8 +117,17 @@ def served(released):
                 time.sleep(0.2)
         to_first_answer = time.perf_counter() - released["released_at"]
         announcement = proc.stdout.readline()
-        yield {**released, "proc": proc, "port": port, "base_url": base_url, "client": client, "model": model,
-               "first": first, "to_first_answer": to_first_answer, "announcement": announcement}
+        yield {
+            **released,
+            "proc": proc,
+            "port": port,
+            "base_url": base_url,
+            "client": client,
+            "model": model,
+            "first": first,
+            "to_first_answer": to_first_answer,
+            "announcement": announcement,
+        }
     finally:
         stop_by_pid(proc)
         log.close()
@@ -103,8 +139,10 @@ def test_the_champion_answers_through_the_openai_client_with_its_own_answers(ser
     sft = read(served["root"], "sft_dataset", served["checkpoint"]["sft_version"])
     prompts = dict(zip(sft["example_id"], sft["messages"].to_list()))
     conversations = [prompts[e][:2] for e in predictions["example_id"]]  # system + question, as evaluated
-    answers = [served["client"].chat.completions.create(model=served["model"], messages=c, temperature=0,
-                                                        max_tokens=64) for c in conversations]
+    answers = [
+        served["client"].chat.completions.create(model=served["model"], messages=c, temperature=0, max_tokens=64)
+        for c in conversations
+    ]
     served_text = [a.choices[0].message.content.strip() for a in answers]
     direct = champion_answers(served["release"]["merged_uri"], conversations, 64)
     assert served_text == [a["prediction"] for a in direct]
@@ -130,16 +168,24 @@ def test_the_deployment_is_recorded_with_url_version_and_start(served):
 @pytest.mark.slow  # nexa-serve runs as a subprocess
 def test_time_from_release_to_first_answer(served):
     ready = read(served["root"], "deployment")["ready_seconds"][-1]
-    print(f"\nmodel_release materialized -> first answer from nexa-serve: {served['to_first_answer']:.1f} s "
-          f"(transformers serve launch -> /health: {ready:.1f} s)")
+    print(
+        f"\nmodel_release materialized -> first answer from nexa-serve: {served['to_first_answer']:.1f} s "
+        f"(transformers serve launch -> /health: {ready:.1f} s)"
+    )
     assert ready < served["to_first_answer"] < 300
 
 
 @pytest.mark.slow  # nexa-serve runs as a subprocess
 def test_stopping_nexa_serve_by_pid_stops_its_server(released):
     root, port = released["root"], free_port()
-    proc = subprocess.Popen([NEXA_SERVE, DOMAIN, "--port", str(port), "--device", "cpu"], env=command_env(root),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [NEXA_SERVE, DOMAIN, "--port", str(port), "--device", "cpu"],
+        env=command_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert "answers at" in proc.stdout.readline()
     finally:
@@ -153,23 +199,43 @@ def judged_other_domain(served, monkeypatch_module):
     """chemistry read, fine-tuned and answered (student only, short answers), then judged twice by the served
     physics champion, configured as any endpoint is: NEXA_JUDGE_* through the environment settings."""
     root, instance = served["root"], served["instance"]
-    evaluate_domain(instance, root, OTHER, only=["student_base", "student_checkpoint", "eval_predictions"],
-                    roles=["student"], max_new_tokens=16)
+    evaluate_domain(
+        instance,
+        root,
+        OTHER,
+        only=["student_base", "student_checkpoint", "eval_predictions"],
+        roles=["student"],
+        max_new_tokens=16,
+    )
     monkeypatch_module.setenv("NEXA_TEST_JUDGE_KEY", "unused")
-    judge = Environment.read({
-        "NEXA_JUDGE_BASE_URL": served["base_url"], "NEXA_JUDGE_MODEL": served["model"],
-        "NEXA_JUDGE_API_KEY_ENV": "NEXA_TEST_JUDGE_KEY",
-        "NEXA_JUDGE_OPTIONS": json.dumps({"max_tokens": JUDGE_TOKENS, "max_concurrency": 2,
-                                          "prices": {served["model"]: PRICE}})}).judge
+    judge = Environment.read(
+        {
+            "NEXA_JUDGE_BASE_URL": served["base_url"],
+            "NEXA_JUDGE_MODEL": served["model"],
+            "NEXA_JUDGE_API_KEY_ENV": "NEXA_TEST_JUDGE_KEY",
+            "NEXA_JUDGE_OPTIONS": json.dumps(
+                {"max_tokens": JUDGE_TOKENS, "max_concurrency": 2, "prices": {served["model"]: PRICE}}
+            ),
+        }
+    ).judge
     runs = []
     for _ in range(2):
-        result = dg.materialize([evaluate.eval_predictions.to_source_asset(), evaluate.eval_metrics],
-                                partition_key=OTHER, instance=instance, selection=["eval_metrics"],
-                                resources=graph_resources(root, judge=judge),
-                                run_config={"ops": {"eval_metrics": {"config": {"n_resamples": 200}}}})
+        result = dg.materialize(
+            [evaluate.eval_predictions.to_source_asset(), evaluate.eval_metrics],
+            partition_key=OTHER,
+            instance=instance,
+            selection=["eval_metrics"],
+            resources=graph_resources(root, judge=judge),
+            run_config={"ops": {"eval_metrics": {"config": {"n_resamples": 200}}}},
+        )
         assert result.success
-        runs.append({"result": result, "scores": read(root, "eval_metrics").filter(pl.col("domain") == OTHER),
-                     "cache": read(root, "teacher_cache")})
+        runs.append(
+            {
+                "result": result,
+                "scores": read(root, "eval_metrics").filter(pl.col("domain") == OTHER),
+                "cache": read(root, "teacher_cache"),
+            }
+        )
     return {**served, "judge": judge, "runs": runs}
 
 
@@ -226,8 +292,9 @@ def test_unknown_domain_no_champion_and_the_vllm_command(judged_other_domain):
     root = judged_other_domain["root"]
 
     def nexa_serve(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([NEXA_SERVE, *args], env=command_env(root), capture_output=True, text=True,
-                              timeout=300, cwd=PROJECT)
+        return subprocess.run(
+            [NEXA_SERVE, *args], env=command_env(root), capture_output=True, text=True, timeout=300, cwd=PROJECT
+        )
 
     unknown = nexa_serve("astronomy", "--port", str(free_port()))
     assert unknown.returncode == 2 and "nexa-serve: unknown domain 'astronomy'" in unknown.stderr
@@ -238,8 +305,10 @@ def test_unknown_domain_no_champion_and_the_vllm_command(judged_other_domain):
     assert "materialize model_release" in no_champion.stderr
     vllm = nexa_serve(DOMAIN, "--vllm", "--port", "8001")
     merged = judged_other_domain["release"]["merged_uri"]
-    assert vllm.returncode == 0 and vllm.stdout.strip() == \
-        f"vllm serve {merged} --served-model-name {judged_other_domain['model']} --port 8001"
+    assert (
+        vllm.returncode == 0
+        and vllm.stdout.strip() == f"vllm serve {merged} --served-model-name {judged_other_domain['model']} --port 8001"
+    )
 
 
 def test_vllm_command_for_a_lora_release_serves_the_adapter_over_its_base(tmp_path):
@@ -249,4 +318,5 @@ def test_vllm_command_for_a_lora_release_serves_the_adapter_over_its_base(tmp_pa
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 4}))
     (merged / "manifest.json").write_text(json.dumps({"merged_from": str(adapter), "base_model_path": str(base)}))
     assert vllm_command(str(merged), "nexa-physics-v2") == (
-        f"vllm serve {base} --enable-lora --lora-modules nexa-physics-v2={adapter} --max-lora-rank 8 --port 8000")
+        f"vllm serve {base} --enable-lora --lora-modules nexa-physics-v2={adapter} --max-lora-rank 8 --port 8000"
+    )

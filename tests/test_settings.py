@@ -28,8 +28,21 @@ PAIRS = [
     (SplitSettings, SplitConfig, set()),
     (FeedbackSettings, FeedbackConfig, {"template"}),
     (BenchmarkSettings, BenchmarkConfig, {"suite_root"}),
-    (TeacherResource, CollectPolicy, {"backend", "model", "base_url", "api_key", "temperature", "max_tokens",
-                                      "timeout_s", "prices", "store_for_recovery"}),
+    (
+        TeacherResource,
+        CollectPolicy,
+        {
+            "backend",
+            "model",
+            "base_url",
+            "api_key",
+            "temperature",
+            "max_tokens",
+            "timeout_s",
+            "prices",
+            "store_for_recovery",
+        },
+    ),
 ]
 
 

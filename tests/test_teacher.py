@@ -4,18 +4,26 @@ import polars as pl
 import pytest
 
 from nexa_core import schemas
-from nexa_core.prompts import PromptTemplate, load_template
 from nexa_core.delta import DeltaRoot
 from nexa_core.feedback import FEEDBACK_SET, build_feedback_set
+from nexa_core.prompts import PromptTemplate, load_template
 from nexa_core.question_forms import heuristic_pairs
-from nexa_core.teacher import (CollectPolicy, HeuristicTeacher, TeacherLedger, TeacherResponseError,
-                               collect_responses, parse_pairs)
+from nexa_core.teacher import (
+    CollectPolicy,
+    HeuristicTeacher,
+    TeacherLedger,
+    TeacherResponseError,
+    collect_responses,
+    parse_pairs,
+)
 from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, chunk_text
 
-PASSAGE = ("Entropy is a measure of the number of microscopic arrangements of a system. "
-           "Water boils at 100 degrees Celsius at a pressure of one atmosphere. "
-           "Ice floats because it is less dense than liquid water. "
-           "Heating a gas at constant volume leads to a rise in its pressure.")
+PASSAGE = (
+    "Entropy is a measure of the number of microscopic arrangements of a system. "
+    "Water boils at 100 degrees Celsius at a pressure of one atmosphere. "
+    "Ice floats because it is less dense than liquid water. "
+    "Heating a gas at constant volume leads to a rise in its pressure."
+)
 
 
 def test_chunking_keeps_sentences_whole_and_bounded():
@@ -30,9 +38,21 @@ def test_template_renders_and_hash_changes_request_ids(tmp_path):
     template = load_template("qa_pairs_v1")
     messages = template.render(domain="physics", topic="heat", passage=PASSAGE, max_pairs=3)
     assert [m["role"] for m in messages] == ["system", "user"] and PASSAGE in messages[1]["content"]
-    docs = pl.DataFrame([{"domain": "physics", "doc_id": "d1", "topic": "heat", "title": None, "text": PASSAGE,
-                          "source_path": "physics/heat.md", "source_row": 0, "n_chars": len(PASSAGE)}],
-                        schema=schemas.RAW_DOCUMENTS)
+    docs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "doc_id": "d1",
+                "topic": "heat",
+                "title": None,
+                "text": PASSAGE,
+                "source_path": "physics/heat.md",
+                "source_row": 0,
+                "n_chars": len(PASSAGE),
+            }
+        ],
+        schema=schemas.RAW_DOCUMENTS,
+    )
     first = build_teacher_inputs(docs, template)
     again = build_teacher_inputs(docs, template)
     assert first["request_id"].to_list() == again["request_id"].to_list()
@@ -52,8 +72,9 @@ def test_heuristic_teacher_is_deterministic_grounded_and_mixed():
     assert definition["answer"].startswith("A measure of the number of microscopic arrangements")
     quantity = next(p for p in pairs if p["kind"] == "quantity")
     assert quantity["answer"] == "100 degrees Celsius" and "____" in quantity["question"]
-    assert next(p for p in pairs if p["kind"] == "cause_effect")["answer"] == \
-        "Because it is less dense than liquid water."
+    assert (
+        next(p for p in pairs if p["kind"] == "cause_effect")["answer"] == "Because it is less dense than liquid water."
+    )
 
 
 def test_parse_pairs_accepts_fences_and_rejects_garbage():
@@ -65,14 +86,28 @@ def test_parse_pairs_accepts_fences_and_rejects_garbage():
 
 def test_collect_uses_cache_and_commits_new_responses(tmp_path):
     template = load_template("qa_pairs_v1")
-    docs = pl.DataFrame([{"domain": "physics", "doc_id": f"d{i}", "topic": "heat", "title": None,
-                          "text": PASSAGE + f" Sample {i} is here.", "source_path": "x", "source_row": i,
-                          "n_chars": 1} for i in range(5)], schema=schemas.RAW_DOCUMENTS)
+    docs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "doc_id": f"d{i}",
+                "topic": "heat",
+                "title": None,
+                "text": PASSAGE + f" Sample {i} is here.",
+                "source_path": "x",
+                "source_row": i,
+                "n_chars": 1,
+            }
+            for i in range(5)
+        ],
+        schema=schemas.RAW_DOCUMENTS,
+    )
     requests = build_teacher_inputs(docs, template)
     store = DeltaRoot(str(tmp_path))
     ledger = TeacherLedger(store, "physics")
-    out, stats = collect_responses(requests, HeuristicTeacher(), ledger, policy=CollectPolicy(commit_every=2),
-                                   validate=parse_pairs)
+    out, stats = collect_responses(
+        requests, HeuristicTeacher(), ledger, policy=CollectPolicy(commit_every=2), validate=parse_pairs
+    )
     assert stats.new_calls == 5 and stats.cache_hits == 0
     assert store.version("teacher_cache") >= 1  # committed while collecting, not once at the end
     assert out.height == 5 and not out["from_cache"].any() and out["unusable_reason"].is_null().all()
@@ -85,22 +120,39 @@ def test_collect_uses_cache_and_commits_new_responses(tmp_path):
 
 def reworded(template: PromptTemplate) -> PromptTemplate:
     """The same fields in other words, between other delimiters."""
-    user = (template.user.replace('"""', "~~~").replace("up to {max_pairs}", "no more than {max_pairs}")
-            .replace("ask different ones:", "do not repeat them:"))
+    user = (
+        template.user.replace('"""', "~~~")
+        .replace("up to {max_pairs}", "no more than {max_pairs}")
+        .replace("ask different ones:", "do not repeat them:")
+    )
     assert user != template.user
     return PromptTemplate(name=template.name, system=template.system, user=user, sha256=f"{template.sha256}-reworded")
 
 
 def heuristic_answers(requests: pl.DataFrame, root) -> list[list[dict]]:
-    outputs, _ = collect_responses(requests, HeuristicTeacher(), TeacherLedger(DeltaRoot(str(root)), "physics"),
-                                   log=lambda message: None)
+    outputs, _ = collect_responses(
+        requests, HeuristicTeacher(), TeacherLedger(DeltaRoot(str(root)), "physics"), log=lambda message: None
+    )
     return [parse_pairs(response) for response in outputs["response"]]
 
 
 def test_editing_a_templates_wording_leaves_the_heuristic_teachers_pairs_alone(tmp_path):
-    docs = pl.DataFrame([{"domain": "physics", "doc_id": f"d{i}", "topic": "heat", "title": None,
-                          "text": PASSAGE + f" Sample {i} is here.", "source_path": "x", "source_row": i,
-                          "n_chars": 1} for i in range(3)], schema=schemas.RAW_DOCUMENTS)
+    docs = pl.DataFrame(
+        [
+            {
+                "domain": "physics",
+                "doc_id": f"d{i}",
+                "topic": "heat",
+                "title": None,
+                "text": PASSAGE + f" Sample {i} is here.",
+                "source_path": "x",
+                "source_row": i,
+                "n_chars": 1,
+            }
+            for i in range(3)
+        ],
+        schema=schemas.RAW_DOCUMENTS,
+    )
     prompt = PromptConfig(max_pairs_per_passage=3)
     corpus = build_teacher_inputs(docs, load_template("qa_pairs_v1"), prompt)
     corpus_again = build_teacher_inputs(docs, reworded(load_template("qa_pairs_v1")), prompt)
@@ -111,8 +163,15 @@ def test_editing_a_templates_wording_leaves_the_heuristic_teachers_pairs_alone(t
 
     # A feedback round: the student knows the corpus pairs; the teacher must ask other questions.
     known = {p: [pair["question"] for pair in pairs] for p, pairs in zip(corpus["passage_id"], answers)}
-    scores = pl.DataFrame({"example_id": ["e1"], "topic": ["heat"], "question": ["What is entropy?"],
-                           "token_f1": [0.1], "judge_status": ["not_configured"]})
+    scores = pl.DataFrame(
+        {
+            "example_id": ["e1"],
+            "topic": ["heat"],
+            "question": ["What is entropy?"],
+            "token_f1": [0.1],
+            "judge_status": ["not_configured"],
+        }
+    )
     weak = (scores, corpus, set(corpus["doc_id"]), known, schemas.empty(FEEDBACK_SET))
     feedback, _ = build_feedback_set(*weak, load_template("feedback_v1"), 0)
     feedback_again, _ = build_feedback_set(*weak, reworded(load_template("feedback_v1")), 0)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from conftest import PROJECT, SAMPLE_RAW
+
+from nexa_core.delta import DeltaRoot
 from nexa_core.documents import load_domain
 from nexa_core.prompts import load_template
-from nexa_core.delta import DeltaRoot
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses, keyed_requests, parse_pairs
 from nexa_core.teacher.batch import batch_key, batch_line
 from nexa_core.teacher_inputs import build_teacher_inputs
@@ -38,17 +38,32 @@ def physics_requests() -> pl.DataFrame:
 
 
 def teacher(base: str, **config) -> TeacherResource:
-    settings = {"max_concurrency": 16, "timeout_s": 30.0, "backoff_base_s": 0.05, "backoff_max_s": 0.5,
-                "commit_seconds": 0.2, "batch_poll_seconds": 0.1, **config}
-    return TeacherResource(backend="openai", base_url=f"{base}/v1", model=MODEL, api_key="sk-fault-test",
-                           prices=PRICES, **settings)
+    settings = {
+        "max_concurrency": 16,
+        "timeout_s": 30.0,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.5,
+        "commit_seconds": 0.2,
+        "batch_poll_seconds": 0.1,
+        **config,
+    }
+    return TeacherResource(
+        backend="openai", base_url=f"{base}/v1", model=MODEL, api_key="sk-fault-test", prices=PRICES, **settings
+    )
 
 
 def collect(resource: TeacherResource, requests: pl.DataFrame, root: Path, log=None):
     ledger = TeacherLedger(DeltaRoot(str(root)), "physics")
-    outputs, stats = collect_responses(requests, resource.client(), ledger, params=resource.params(),
-                                       pricing=resource.pricing(), policy=resource.policy(), validate=parse_pairs,
-                                       log=log or (lambda message: None))
+    outputs, stats = collect_responses(
+        requests,
+        resource.client(),
+        ledger,
+        params=resource.params(),
+        pricing=resource.pricing(),
+        policy=resource.policy(),
+        validate=parse_pairs,
+        log=log or (lambda message: None),
+    )
     return outputs, stats, pl.read_delta(ledger.store.uri("teacher_cache"))
 
 
@@ -61,8 +76,9 @@ def test_each_fault_ends_with_one_paid_response_per_request(kind, teacher_server
     # A short client timeout only where the server hangs: elsewhere a slow moment on a busy machine would
     # time out a call the server then completes and bills, which is a real double charge, not this fault.
     # 12 attempts: at a 40% fault rate, 6 leave one of 52 requests unanswered in about one run in five
-    outputs, stats, cache = collect(teacher(base, timeout_s=1.0 if kind == "timeout" else 30.0, max_attempts=12),
-                                    physics_requests, tmp_path)
+    outputs, stats, cache = collect(
+        teacher(base, timeout_s=1.0 if kind == "timeout" else 30.0, max_attempts=12), physics_requests, tmp_path
+    )
     server, n = server_stats(base), physics_requests.height
     assert server["faults"].get(kind, 0) >= 5, server["faults"]  # the fault really happened, many times
     assert outputs.height == n and outputs["unusable_reason"].is_null().all()
@@ -96,13 +112,17 @@ def test_content_filtered_answers_are_quarantined_not_retried(teacher_server, tm
 def test_rejected_request_is_quarantined_and_unusable_endpoint_stops(teacher_server, tmp_path, physics_requests):
     base = teacher_server("--latency", "0.01")
     with pytest.raises(CollectionStopped, match="HTTP 404"):  # unknown path: the base_url is wrong
-        collect(TeacherResource(backend="openai", base_url=f"{base}/nope", model=MODEL, api_key="k", prices=PRICES),
-                physics_requests, tmp_path)
+        collect(
+            TeacherResource(backend="openai", base_url=f"{base}/nope", model=MODEL, api_key="k", prices=PRICES),
+            physics_requests,
+            tmp_path,
+        )
     assert server_stats(base)["attempts"] == 0
 
 
-def test_budget_stops_the_partition_before_it_is_exceeded_and_a_raise_resumes(teacher_server, tmp_path,
-                                                                              physics_requests):
+def test_budget_stops_the_partition_before_it_is_exceeded_and_a_raise_resumes(
+    teacher_server, tmp_path, physics_requests
+):
     base = teacher_server("--latency", "0.01")
     budget = 0.01  # about a third of the partition at $1/$2 per 1M tokens and 800 max_tokens reserved
     with pytest.raises(CollectionStopped, match="budget") as stopped:
@@ -139,13 +159,13 @@ def test_batch_api_path_merges_results_and_resubmits_failed_lines(teacher_server
     assert cache.height == n and server["paid"] == n and server["duplicates"] == 0
     assert server["batches_created"] == stats.batches_submitted == 2  # round 2: the failed and truncated lines
     assert stats.cost_usd == pytest.approx(
-        sum(p + 2 * c for p, c in zip(cache["prompt_tokens"], cache["completion_tokens"])) / 1e6 * 0.5)
+        sum(p + 2 * c for p, c in zip(cache["prompt_tokens"], cache["completion_tokens"])) / 1e6 * 0.5
+    )
     _, again, _ = collect(teacher(base, mode="batch"), physics_requests, tmp_path)
     assert again.new_calls == 0 and server_stats(base)["batches_created"] == 2
 
 
-def test_batch_submitted_but_never_recorded_is_found_again_not_resubmitted(teacher_server, tmp_path,
-                                                                            physics_requests):
+def test_batch_submitted_but_never_recorded_is_found_again_not_resubmitted(teacher_server, tmp_path, physics_requests):
     """A crash between submitting a batch and recording it: the next run finds it by its key."""
     import asyncio
 
@@ -153,8 +173,10 @@ def test_batch_submitted_but_never_recorded_is_found_again_not_resubmitted(teach
     resource = teacher(base, mode="batch")
     requests = keyed_requests(physics_requests, MODEL, resource.params())
     params = {h: resource.params() for h in requests["request_hash"]}
-    lines = [batch_line(h, MODEL, json.loads(m), resource.params())
-             for h, m in zip(requests["request_hash"], requests["messages"])]
+    lines = [
+        batch_line(h, MODEL, json.loads(m), resource.params())
+        for h, m in zip(requests["request_hash"], requests["messages"])
+    ]
     asyncio.run(resource.client().submit_batch(lines, {"nexa_batch_key": batch_key(MODEL, params)}))
     outputs, stats, _ = collect(resource, physics_requests, tmp_path)
     server = server_stats(base)
@@ -164,17 +186,41 @@ def test_batch_submitted_but_never_recorded_is_found_again_not_resubmitted(teach
 
 # --- killed runs, through the real CLI ------------------------------------------------------------
 
+
 def cli_env(dagster_home: Path, delta_root: Path, base: str, **teacher_env) -> dict:
-    return {**os.environ, "DAGSTER_HOME": str(dagster_home), "NEXA_DELTA_ROOT": str(delta_root),
-            "NEXA_TEACHER_BASE_URL": f"{base}/v1", "NEXA_TEACHER_MODEL": MODEL,
-            "NEXA_TEACHER_API_KEY_ENV": "NEXA_FAULT_KEY", "NEXA_FAULT_KEY": "sk-kill-test-4f9a2c", **teacher_env}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "NEXA_DELTA_ROOT": str(delta_root),
+        "NEXA_TEACHER_BASE_URL": f"{base}/v1",
+        "NEXA_TEACHER_MODEL": MODEL,
+        "NEXA_TEACHER_API_KEY_ENV": "NEXA_FAULT_KEY",
+        "NEXA_FAULT_KEY": "sk-kill-test-4f9a2c",
+        **teacher_env,
+    }
 
 
 def materialize_cli(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(os.sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-                             "nexa_assets.definitions", "--select", "teacher_outputs", "--partition", "physics"],
-                            cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            str(Path(os.sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "nexa_assets.definitions",
+            "--select",
+            "teacher_outputs",
+            "--partition",
+            "physics",
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
@@ -191,19 +237,28 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
 def physics_inputs(instance, raw_root, delta_root):
     from graph_helpers import materialize_domain
 
-    result = materialize_domain(instance, "physics", raw_root, delta_root,
-                                selection=["raw_documents", "teacher_inputs"])
+    result = materialize_domain(
+        instance, "physics", raw_root, delta_root, selection=["raw_documents", "teacher_inputs"]
+    )
     assert result.success
     return pl.read_delta(str(delta_root / "nexa" / "teacher_inputs")).height
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "batch"])
-def test_sigkill_mid_partition_then_rematerialize_pays_no_request_twice(mode, teacher_server, dagster_home,
-                                                                        delta_root, physics_inputs):
+def test_sigkill_mid_partition_then_rematerialize_pays_no_request_twice(
+    mode, teacher_server, dagster_home, delta_root, physics_inputs
+):
     base = teacher_server("--latency", "0.3", "--batch-delay", "4")
-    env = cli_env(dagster_home, delta_root, base, NEXA_TEACHER_MODE=mode, NEXA_TEACHER_OPTIONS=json.dumps(
-        {"max_concurrency": 4, "commit_seconds": 0.5, "batch_poll_seconds": 0.2, "progress_seconds": 0.5}))
+    env = cli_env(
+        dagster_home,
+        delta_root,
+        base,
+        NEXA_TEACHER_MODE=mode,
+        NEXA_TEACHER_OPTIONS=json.dumps(
+            {"max_concurrency": 4, "commit_seconds": 0.5, "batch_poll_seconds": 0.2, "progress_seconds": 0.5}
+        ),
+    )
     store = DeltaRoot(str(delta_root))
     if mode == "sync":  # killed with responses committed, some paid but not committed, some in flight
         ready = lambda: store.exists("teacher_cache") and server_stats(base)["paid"] >= 20  # noqa: E731

@@ -11,38 +11,54 @@ import dagster as dg
 import polars as pl
 import psutil
 import pytest
-
 import slurm_cluster
 from graph_helpers import materialize_domain, resources
+
 from nexa_assets import pretrain, train
-from nexa_assets.partitions import domain_partitions
 from nexa_core.train import config_hash, load_config, sha256_files
 from resources.launcher import AwsBackend, KubernetesBackend, LauncherError, SlurmBackend, TrainingLauncher
 from resources.tracking import MlflowTracking
 
 FAST = {"max_steps": 6, "save_steps": 3, "eval_steps": 3, "logging_steps": 1, "per_device_train_batch_size": 4}
 # a small student that reads the corpus a few steps: enough to exercise every path quickly
-FAST_READ = {"max_steps": 4, "save_steps": 2, "student": {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}}
+FAST_READ = {
+    "max_steps": 4,
+    "save_steps": 2,
+    "student": {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024},
+}
 
 
 def train_resources(tmp_path, delta_root, **launcher):
-    return {**resources(delta_root),
-            "launcher": TrainingLauncher(artifact_root=str(tmp_path / "artifacts"), **launcher),
-            "tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                       artifact_location=str(tmp_path / "mlruns"))}
+    return {
+        **resources(delta_root),
+        "launcher": TrainingLauncher(artifact_root=str(tmp_path / "artifacts"), **launcher),
+        "tracking": MlflowTracking(
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "mlruns")
+        ),
+    }
 
 
 def materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=True):
-    return dg.materialize([pretrain.student_base], partition_key="physics", instance=instance,
-                          resources=train_resources(tmp_path, delta_root), raise_on_error=raise_on_error,
-                          run_config={"ops": {"student_base": {"config": {"overrides": overrides}}}})
+    return dg.materialize(
+        [pretrain.student_base],
+        partition_key="physics",
+        instance=instance,
+        resources=train_resources(tmp_path, delta_root),
+        raise_on_error=raise_on_error,
+        run_config={"ops": {"student_base": {"config": {"overrides": overrides}}}},
+    )
 
 
 def materialize_checkpoint(instance, tmp_path, delta_root, overrides, raise_on_error=True):
-    return dg.materialize([pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
-                          partition_key="physics", instance=instance,
-                          resources=train_resources(tmp_path, delta_root), raise_on_error=raise_on_error,
-                          run_config={"ops": {"student_checkpoint": {"config": {"overrides": overrides}}}})
+    return dg.materialize(
+        [pretrain.student_base, train.student_checkpoint],
+        selection=[train.student_checkpoint],
+        partition_key="physics",
+        instance=instance,
+        resources=train_resources(tmp_path, delta_root),
+        raise_on_error=raise_on_error,
+        run_config={"ops": {"student_checkpoint": {"config": {"overrides": overrides}}}},
+    )
 
 
 @pytest.fixture
@@ -69,8 +85,11 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
     adapter = Path(record["artifact_uri"])
     assert json.loads(record["files_sha256"]) == sha256_files(adapter)
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(
-        json.loads(record["files_sha256"]))
-    checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        json.loads(record["files_sha256"])
+    )
+    checks = [
+        e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     assert [c.check_name for c in checks] == ["loss_decreased"]
     logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
     assert any(m.startswith("step 6: ") and "loss=" in m for m in logs)  # streamed through Pipes
@@ -82,17 +101,23 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
 
     model = AutoPeftModelForCausalLM.from_pretrained(str(adapter))
     tokenizer = AutoTokenizer.from_pretrained(str(adapter))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is entropy?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is entropy?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
-    assert isinstance(tokenizer.decode(out[0, prompt["input_ids"].shape[1]:]), str)
+    assert isinstance(tokenizer.decode(out[0, prompt["input_ids"].shape[1] :]), str)
 
     from transformers import AutoModelForCausalLM
+
     merged = AutoModelForCausalLM.from_pretrained(str(adapter / "merged"))
     assert merged.config.model_type == "llama" and not hasattr(merged, "peft_config")
 
     import mlflow
+
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = mlflow.get_run(record["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.params["lora.r"] == "16"
@@ -122,11 +147,16 @@ def kill_after_first_checkpoint(materialize, out_dir: Path, module: str) -> int:
 
 def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, physics_sft):
     overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
-    out_dir = Path(TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
-        "physics", 0, config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)}))))
+    out_dir = Path(
+        TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
+            "physics", 0, config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)}))
+        )
+    )
     saved = kill_after_first_checkpoint(
         lambda: materialize_checkpoint(instance, tmp_path, physics_sft, overrides, raise_on_error=False),
-        out_dir, "nexa_core.train")
+        out_dir,
+        "nexa_core.train",
+    )
 
     second = materialize_checkpoint(instance, tmp_path, physics_sft, overrides)
     assert second.success
@@ -136,39 +166,57 @@ def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, ph
 
 
 def test_tiny_sft_set_and_bad_lora_target_fail_with_the_setting_named(instance, tmp_path, physics_sft):
-    tiny = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "min_train_examples": 100000},
-                                  raise_on_error=False)
+    tiny = materialize_checkpoint(
+        instance, tmp_path, physics_sft, {**FAST, "min_train_examples": 100000}, raise_on_error=False
+    )
     assert not tiny.success
     text = str(next(e for e in tiny.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and "min_train_examples" in text
-    bad = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "finetune": "lora",
-                                                                   "lora.target_modules": ["c_attn"]},
-                                 raise_on_error=False)
+    bad = materialize_checkpoint(
+        instance,
+        tmp_path,
+        physics_sft,
+        {**FAST, "finetune": "lora", "lora.target_modules": ["c_attn"]},
+        raise_on_error=False,
+    )
     text = str(next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "lora.target_modules" in text and "c_attn" in text
-    elsewhere = materialize_checkpoint(instance, tmp_path, physics_sft, {**FAST, "base_model": "x"},
-                                       raise_on_error=False)
+    elsewhere = materialize_checkpoint(
+        instance, tmp_path, physics_sft, {**FAST, "base_model": "x"}, raise_on_error=False
+    )
     text = str(next(e for e in elsewhere.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and "student_base" in text  # the base is chosen where the student reads
-    missing = materialize_base(instance, tmp_path, physics_sft, {"base_model": str(tmp_path / "none")},
-                               raise_on_error=False)
+    missing = materialize_base(
+        instance, tmp_path, physics_sft, {"base_model": str(tmp_path / "none")}, raise_on_error=False
+    )
     text = str(next(e for e in missing.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and "base_model" in text and str(tmp_path / "none") in text
 
 
 def test_pod_spec_and_sbatch_script_field_by_field():
-    launcher = TrainingLauncher(kind="kubernetes", image="registry.example/nexa:1.0", namespace="ml", gpus=2,
-                                node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
-                                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "nexa-data"}}],
-                                volume_mounts=[{"name": "data", "mountPath": "/data"}],
-                                slurm_partition="gpu", slurm_account="distil", shared_dir="/shared/nexa")
+    launcher = TrainingLauncher(
+        kind="kubernetes",
+        image="registry.example/nexa:1.0",
+        namespace="ml",
+        gpus=2,
+        node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "nexa-data"}}],
+        volume_mounts=[{"name": "data", "mountPath": "/data"}],
+        slurm_partition="gpu",
+        slurm_account="distil",
+        shared_dir="/shared/nexa",
+    )
     command = ["python", "-m", "nexa_core.train", "--domain", "physics", "--output-dir", "/data/artifacts/x"]
     env = {"AWS_REGION": "eu-west-1", "NEXA_FLAG": "a b"}
     assert isinstance(launcher.backend(), KubernetesBackend)
     pod = launcher.backend().pod_spec(command, env, "nexa-train-1")
     container = pod["spec"]["containers"][0]
-    assert pod["metadata"] == {"name": "nexa-train-1", "namespace": "ml", "labels": {"app.kubernetes.io/name": "nexa-train"}}
+    assert pod["metadata"] == {
+        "name": "nexa-train-1",
+        "namespace": "ml",
+        "labels": {"app.kubernetes.io/name": "nexa-train"},
+    }
     assert container["image"] == "registry.example/nexa:1.0" and container["command"] == command
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
@@ -180,13 +228,25 @@ def test_pod_spec_and_sbatch_script_field_by_field():
 
     script = SlurmBackend(launcher).sbatch_script(command, env, "nexa-train-1").splitlines()
     assert script[0] == "#!/bin/bash"
-    for line in ("#SBATCH --gres=gpu:2", "#SBATCH --partition=gpu", "#SBATCH --account=distil",
-                 "#SBATCH --job-name=nexa-train-1", "#SBATCH --output=/shared/nexa/nexa-train-1.log",
-                 "export AWS_REGION=eu-west-1", "export NEXA_FLAG='a b'",
-                 "exec python -m nexa_core.train --domain physics --output-dir /data/artifacts/x"):
+    for line in (
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=distil",
+        "#SBATCH --job-name=nexa-train-1",
+        "#SBATCH --output=/shared/nexa/nexa-train-1.log",
+        "export AWS_REGION=eu-west-1",
+        "export NEXA_FLAG='a b'",
+        "exec python -m nexa_core.train --domain physics --output-dir /data/artifacts/x",
+    ):
         assert line in script
-    aws_launcher = TrainingLauncher(kind="aws", ecs_cluster="gpu-cluster", ecs_task_definition="nexa-train:3", gpus=1,
-                                    ecs_subnets=["subnet-1"], ecs_security_groups=["sg-1"])
+    aws_launcher = TrainingLauncher(
+        kind="aws",
+        ecs_cluster="gpu-cluster",
+        ecs_task_definition="nexa-train:3",
+        gpus=1,
+        ecs_subnets=["subnet-1"],
+        ecs_security_groups=["sg-1"],
+    )
     assert isinstance(aws_launcher.backend(), AwsBackend)
     aws = aws_launcher.backend().ecs_run_task_params(command, env)
     container = aws["overrides"]["containerOverrides"][0]
@@ -198,15 +258,23 @@ def test_pod_spec_and_sbatch_script_field_by_field():
         TrainingLauncher(kind="kubernetes").backend().pod_spec(command, env, "x")
 
 
-@pytest.mark.parametrize("launcher, words", [
-    ({"kind": "kubernetes", "image": "nexa:dev"}, ["launcher.kind=kubernetes", "dagster_k8s"]),
-    ({"kind": "slurm"}, ["launcher.kind=slurm", "shared_dir"]),
-    ({"kind": "aws"}, ["launcher.kind=aws", "ecs_cluster"]),  # fails on config, before any AWS call
-])
+@pytest.mark.parametrize(
+    "launcher, words",
+    [
+        ({"kind": "kubernetes", "image": "nexa:dev"}, ["launcher.kind=kubernetes", "dagster_k8s"]),
+        ({"kind": "slurm"}, ["launcher.kind=slurm", "shared_dir"]),
+        ({"kind": "aws"}, ["launcher.kind=aws", "ecs_cluster"]),  # fails on config, before any AWS call
+    ],
+)
 def test_unreachable_launcher_is_a_clear_error(instance, tmp_path, physics_sft, launcher, words):
-    result = dg.materialize([pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
-                            partition_key="physics", instance=instance,
-                            resources=train_resources(tmp_path, physics_sft, **launcher), raise_on_error=False)
+    result = dg.materialize(
+        [pretrain.student_base, train.student_checkpoint],
+        selection=[train.student_checkpoint],
+        partition_key="physics",
+        instance=instance,
+        resources=train_resources(tmp_path, physics_sft, **launcher),
+        raise_on_error=False,
+    )
     text = str(next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
     assert "partition physics" in text and all(w in text for w in words), text[:500]
 
@@ -221,11 +289,22 @@ def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physic
         shared = tmp_path / "shared"
         shared.mkdir()
         result = dg.materialize(
-            [pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
-            partition_key="physics", instance=instance,
-            resources=train_resources(tmp_path, physics_sft, kind="slurm", gpus=0, cpu="2", memory="2Gi",
-                                      shared_dir=str(shared), poll_seconds=1),
-            run_config={"ops": {"student_checkpoint": {"config": {"overrides": FAST}}}})
+            [pretrain.student_base, train.student_checkpoint],
+            selection=[train.student_checkpoint],
+            partition_key="physics",
+            instance=instance,
+            resources=train_resources(
+                tmp_path,
+                physics_sft,
+                kind="slurm",
+                gpus=0,
+                cpu="2",
+                memory="2Gi",
+                shared_dir=str(shared),
+                poll_seconds=1,
+            ),
+            run_config={"ops": {"student_checkpoint": {"config": {"overrides": FAST}}}},
+        )
         assert result.success
         record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
         assert record["steps"] == 6 and Path(record["artifact_uri"], "manifest.json").is_file()
@@ -270,16 +349,28 @@ def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
     from nexa_core.student import build_default_student, load_student
     from nexa_core.train import attention, conversation_rows, fit, load_config
 
-    config = load_config(overrides={"max_steps": 1, "packing": False, "attn_implementation": "eager",
-                                    "trainer_args.train_sampling_strategy": "group_by_length",
-                                    "trainer_args.max_grad_norm": 0.5})
+    config = load_config(
+        overrides={
+            "max_steps": 1,
+            "packing": False,
+            "attn_implementation": "eager",
+            "trainer_args.train_sampling_strategy": "group_by_length",
+            "trainer_args.max_grad_norm": 0.5,
+        }
+    )
     assert attention(load_config()) is None and attention(config) == "eager"
     texts = [f"Question {i}? Answer {i}." for i in range(8)]
-    model, tokenizer = load_student(str(build_default_student(texts, tmp_path / "m", vocab_size=300)),
-                                    attn_implementation=attention(config))
+    model, tokenizer = load_student(
+        str(build_default_student(texts, tmp_path / "m", vocab_size=300)), attn_implementation=attention(config)
+    )
     assert model.config._attn_implementation == "eager"
-    rows = conversation_rows(tokenizer, [[{"role": "user", "content": f"Question {i}?"},
-                                          {"role": "assistant", "content": f"Answer {i}."}] for i in range(8)])
+    rows = conversation_rows(
+        tokenizer,
+        [
+            [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+            for i in range(8)
+        ],
+    )
     trainer = fit(model, tokenizer, rows, [], config, tmp_path / "run", "physics", log=lambda m: None)["trainer"]
     assert trainer.args.train_sampling_strategy == "group_by_length" and trainer.args.max_grad_norm == 0.5
 
@@ -290,7 +381,15 @@ def test_several_gpus_run_training_under_torchrun_and_several_nodes_only_on_slur
     assert one.command("nexa_core.train", args, distributed=True) == [one.python, "-m", "nexa_core.train", *args]
     four = TrainingLauncher(kind="kubernetes", image="i", gpus=4)
     assert four.command("nexa_core.train", args, distributed=True) == [
-        four.python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "nexa_core.train", *args]
+        four.python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=4",
+        "-m",
+        "nexa_core.train",
+        *args,
+    ]
     assert four.command("nexa_core.generate", args) == [four.python, "-m", "nexa_core.generate", *args]  # one process
     with pytest.raises(LauncherError, match="nodes=2.*kind=slurm"):
         TrainingLauncher(kind="kubernetes", image="i", gpus=4, nodes=2).command("nexa_core.train", args, True)
@@ -319,12 +418,19 @@ def test_credentials_reach_every_backend_by_reference_never_as_values(monkeypatc
     launched_env = dict(env.storage_options)  # what the assets hand every launched stage
     command = ["python", "-m", "nexa_core.train", "--domain", "physics"]
     generated = {
-        "pod spec": json.dumps(TrainingLauncher(kind="kubernetes", image="i", env_secrets=["nexa-aws"])
-                               .backend().pod_spec(command, launched_env, "nexa-train-1")),
-        "sbatch script": SlurmBackend(TrainingLauncher(kind="slurm", shared_dir=str(tmp_path)))
-        .sbatch_script(command, launched_env, "nexa-train-1"),
-        "ECS overrides": json.dumps(TrainingLauncher(kind="aws", ecs_cluster="c", ecs_task_definition="t")
-                                    .backend().ecs_run_task_params(command, launched_env)),
+        "pod spec": json.dumps(
+            TrainingLauncher(kind="kubernetes", image="i", env_secrets=["nexa-aws"])
+            .backend()
+            .pod_spec(command, launched_env, "nexa-train-1")
+        ),
+        "sbatch script": SlurmBackend(TrainingLauncher(kind="slurm", shared_dir=str(tmp_path))).sbatch_script(
+            command, launched_env, "nexa-train-1"
+        ),
+        "ECS overrides": json.dumps(
+            TrainingLauncher(kind="aws", ecs_cluster="c", ecs_task_definition="t")
+            .backend()
+            .ecs_run_task_params(command, launched_env)
+        ),
         "IO manager config": env.delta_storage.model_dump_json(),
         "Delta store options": json.dumps(env.storage_options),
         "teacher resource config": json.dumps(env.teacher._convert_to_config_dictionary(), default=str),
@@ -332,7 +438,9 @@ def test_credentials_reach_every_backend_by_reference_never_as_values(monkeypatc
     for where, text in generated.items():
         for value in (secret, "AKIAEXAMPLEID", teacher_key):
             assert value not in text, f"{value} in the {where}"
-    assert json.loads(generated["pod spec"])["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "nexa-aws"}}]
+    assert json.loads(generated["pod spec"])["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "nexa-aws"}}
+    ]
     assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in generated["Delta store options"]
 
 
@@ -347,12 +455,24 @@ def test_two_gloo_processes_train_the_same_checkpoint_as_one(tmp_path, raw_root,
         for gpus, batch in ((1, 4), (2, 2)):
             artifacts = tmp_path / f"artifacts-{gpus}"
             run = dg.materialize(
-                [pretrain.student_base, train.student_checkpoint], selection=[train.student_checkpoint],
-                partition_key="physics", instance=instance,
-                resources={**train_resources(tmp_path, delta_root),
-                           "launcher": TrainingLauncher(artifact_root=str(artifacts), gpus=gpus)},
-                run_config={"ops": {"student_checkpoint": {"config": {"overrides": {
-                    **FAST, "per_device_train_batch_size": batch, "replay_documents": 0}}}}})
+                [pretrain.student_base, train.student_checkpoint],
+                selection=[train.student_checkpoint],
+                partition_key="physics",
+                instance=instance,
+                resources={
+                    **train_resources(tmp_path, delta_root),
+                    "launcher": TrainingLauncher(artifact_root=str(artifacts), gpus=gpus),
+                },
+                run_config={
+                    "ops": {
+                        "student_checkpoint": {
+                            "config": {
+                                "overrides": {**FAST, "per_device_train_batch_size": batch, "replay_documents": 0}
+                            }
+                        }
+                    }
+                },
+            )
             assert run.success
             row = pl.read_delta(str(delta_root / "nexa" / "student_checkpoint")).row(0, named=True)
             manifests = list(artifacts.rglob("manifest.json"))

@@ -23,8 +23,14 @@ from nexa_core.teacher.calls import close_backend, estimate_tokens, response_row
 from nexa_core.teacher.ledger import TeacherLedger
 from nexa_core.teacher.policy import CollectPolicy, CollectStats
 from nexa_core.teacher.pricing import Pricing
-from nexa_core.teacher.types import (FINISHED, BatchResults, BudgetExceeded, RequestsFailed, TeacherBackend,
-                                     TeacherUnavailable)
+from nexa_core.teacher.types import (
+    FINISHED,
+    BatchResults,
+    BudgetExceeded,
+    RequestsFailed,
+    TeacherBackend,
+    TeacherUnavailable,
+)
 
 
 def batch_key(model: str, params_by_request: dict[str, dict]) -> str:
@@ -33,13 +39,27 @@ def batch_key(model: str, params_by_request: dict[str, dict]) -> str:
 
 
 def batch_line(request_hash: str, model: str, messages: list[dict], params: dict) -> dict:
-    return {"custom_id": request_hash, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": model, "messages": messages, **params}}
+    return {
+        "custom_id": request_hash,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": messages, **params},
+    }
 
 
 class BatchCollector:
-    def __init__(self, backend, ledger: TeacherLedger, params: dict, pricing: Pricing, policy: CollectPolicy,
-                 stats: CollectStats, validate, spent_before: float, log: Callable[[str], None]):
+    def __init__(
+        self,
+        backend,
+        ledger: TeacherLedger,
+        params: dict,
+        pricing: Pricing,
+        policy: CollectPolicy,
+        stats: CollectStats,
+        validate,
+        spent_before: float,
+        log: Callable[[str], None],
+    ):
         self.backend, self.ledger, self.pricing, self.policy = backend, ledger, pricing, policy
         self.stats, self.validate, self.log, self.spent = stats, validate, log, spent_before
         self.base_params = params
@@ -50,10 +70,22 @@ class BatchCollector:
         self.open: dict[str, tuple[str, set[str]]] = {}  # batch id -> (batch key, request hashes it answers)
 
     def _record(self, batch_id: str, key: str, hashes: set[str], status: str, merged: bool) -> None:
-        self.ledger.record_batch(pl.DataFrame([{
-            "domain": self.ledger.domain, "batch_id": batch_id, "batch_key": key, "request_hashes": sorted(hashes),
-            "status": status, "merged": merged, "recorded_at": datetime.now(timezone.utc)}],
-            schema=schemas.TEACHER_BATCHES))
+        self.ledger.record_batch(
+            pl.DataFrame(
+                [
+                    {
+                        "domain": self.ledger.domain,
+                        "batch_id": batch_id,
+                        "batch_key": key,
+                        "request_hashes": sorted(hashes),
+                        "status": status,
+                        "merged": merged,
+                        "recorded_at": datetime.now(timezone.utc),
+                    }
+                ],
+                schema=schemas.TEACHER_BATCHES,
+            )
+        )
 
     async def _submit(self, hashes: list[str], messages: dict[str, list[dict]]) -> None:
         params = {h: self.params.setdefault(h, dict(self.base_params)) for h in hashes}
@@ -64,13 +96,16 @@ class BatchCollector:
                 raise BudgetExceeded(
                     f"partition {self.ledger.domain}: a batch of {len(hashes)} requests (about ${estimate:.4f}) "
                     f"could pass the teacher budget ${self.policy.budget_usd:.2f} (spent ${self.spent:.4f}); "
-                    "not submitted. Raise the budget to go on")
+                    "not submitted. Raise the budget to go on"
+                )
         batch_id = await self.backend.find_batch(key)  # submitted by a run that stopped before recording it
         if batch_id:
             self.stats.batches_reused += 1
         else:
             lines = [batch_line(h, self.backend.model, messages[h], params[h]) for h in hashes]
-            batch_id = await self.backend.submit_batch(lines, {"nexa_batch_key": key, "nexa_domain": self.ledger.domain})
+            batch_id = await self.backend.submit_batch(
+                lines, {"nexa_batch_key": key, "nexa_domain": self.ledger.domain}
+            )
             self.stats.batches_submitted += 1
         for h in hashes:
             self.attempts[h] = self.attempts.get(h, 0) + 1
@@ -92,17 +127,32 @@ class BatchCollector:
             self.billed[h] = (before[0] + done.prompt_tokens, before[1] + done.completion_tokens, before[2] + price)
             self.spent += price
             self.stats.bill(done, price)
-            reason, again = self.stats.settle(done, self.validate, self.policy, self.unusable_retries.get(h, 0),
-                                              self.params.setdefault(h, dict(self.base_params)))
+            reason, again = self.stats.settle(
+                done,
+                self.validate,
+                self.policy,
+                self.unusable_retries.get(h, 0),
+                self.params.setdefault(h, dict(self.base_params)),
+            )
             if again:  # into the next round's batch
                 self.unusable_retries[h] = self.unusable_retries.get(h, 0) + 1
                 continue
             self.stats.new_calls += 1
             answered.add(h)
             prompt_tokens, completion_tokens, cost = self.billed[h]
-            rows.append(response_row(h, self.backend, done, reason=reason, attempts=self.attempts.get(h, 1),
-                                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
-                                     via="batch"))
+            rows.append(
+                response_row(
+                    h,
+                    self.backend,
+                    done,
+                    reason=reason,
+                    attempts=self.attempts.get(h, 1),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost=cost,
+                    via="batch",
+                )
+            )
         if rows:
             self.ledger.commit(pl.DataFrame(rows, schema=schemas.TEACHER_CACHE))
         return answered
@@ -111,18 +161,21 @@ class BatchCollector:
         messages = {r["request_hash"]: json.loads(r["messages"]) for r in missing.iter_rows(named=True)}
         todo = set(messages)
         earlier = await asyncio.to_thread(self.ledger.batches)
-        for row in earlier.filter(~pl.col("merged") & ~pl.col("status").is_in(["failed", "expired", "cancelled"])) \
-                .iter_rows(named=True):
+        for row in earlier.filter(
+            ~pl.col("merged") & ~pl.col("status").is_in(["failed", "expired", "cancelled"])
+        ).iter_rows(named=True):
             if hashes := set(row["request_hashes"]) & todo:
                 self.open[row["batch_id"]] = (row["batch_key"], hashes)
                 self.stats.batches_reused += 1
-                self.log(f"partition {self.ledger.domain}: batch {row['batch_id']} was submitted by an earlier run; "
-                         "polling it instead of submitting again")
+                self.log(
+                    f"partition {self.ledger.domain}: batch {row['batch_id']} was submitted by an earlier run; "
+                    "polling it instead of submitting again"
+                )
         for _ in range(self.policy.batch_max_rounds):
             waiting = set().union(*(hashes for _, hashes in self.open.values()))
             fresh = sorted(todo - waiting)
             for start in range(0, len(fresh), self.policy.batch_max_requests):
-                await self._submit(fresh[start:start + self.policy.batch_max_requests], messages)
+                await self._submit(fresh[start : start + self.policy.batch_max_requests], messages)
             if not self.open:
                 break
             while self.open:
@@ -138,19 +191,34 @@ class BatchCollector:
             if not todo:
                 break
         if todo:
-            raise RequestsFailed(f"partition {self.ledger.domain}: {len(todo)} requests have no usable answer after "
-                                 f"{self.policy.batch_max_rounds} batch rounds ({self.stats.retries}); "
-                                 "re-materialize to submit only those")
+            raise RequestsFailed(
+                f"partition {self.ledger.domain}: {len(todo)} requests have no usable answer after "
+                f"{self.policy.batch_max_rounds} batch rounds ({self.stats.retries}); "
+                "re-materialize to submit only those"
+            )
 
 
-def collect_batch(missing: pl.DataFrame, backend: TeacherBackend, ledger: TeacherLedger, params: dict,
-                  pricing: Pricing, policy: CollectPolicy, stats: CollectStats, *, validate=None,
-                  spent_before: float = 0.0, log: Callable[[str], None] = print) -> None:
+def collect_batch(
+    missing: pl.DataFrame,
+    backend: TeacherBackend,
+    ledger: TeacherLedger,
+    params: dict,
+    pricing: Pricing,
+    policy: CollectPolicy,
+    stats: CollectStats,
+    *,
+    validate=None,
+    spent_before: float = 0.0,
+    log: Callable[[str], None] = print,
+) -> None:
     if not hasattr(backend, "submit_batch"):
         raise TeacherUnavailable(f"teacher backend '{backend.name}' has no Batch API; set the teacher's mode to sync")
+
     async def run() -> None:
         try:
-            await BatchCollector(backend, ledger, params, pricing, policy, stats, validate, spent_before, log).run(missing)
+            await BatchCollector(backend, ledger, params, pricing, policy, stats, validate, spent_before, log).run(
+                missing
+            )
         finally:
             await close_backend(backend)
 

@@ -30,8 +30,16 @@ from nexa_core.teacher.ledger import TeacherLedger
 from nexa_core.teacher.policy import CollectPolicy, CollectStats
 from nexa_core.teacher.pricing import Pricing
 from nexa_core.teacher.replies import unusable_reason
-from nexa_core.teacher.types import (BudgetExceeded, Completion, PairBrief, RequestRejected, RequestsFailed,
-                                     RetryableError, TeacherBackend, TeacherUnavailable)
+from nexa_core.teacher.types import (
+    BudgetExceeded,
+    Completion,
+    PairBrief,
+    RequestRejected,
+    RequestsFailed,
+    RetryableError,
+    TeacherBackend,
+    TeacherUnavailable,
+)
 
 BYTES_PER_TOKEN = 3  # a deliberately low estimate, so reservations err on the side of the budget
 
@@ -48,20 +56,48 @@ def estimate_tokens(messages: list[dict], params: dict) -> tuple[int, int]:
     return prompt, int(params.get("max_tokens") or params.get("max_completion_tokens") or 1024)
 
 
-def response_row(request_hash: str, backend: TeacherBackend, done: Completion | None, *, reason: str | None,
-                 attempts: int, prompt_tokens: int, completion_tokens: int, cost: float, via: str) -> dict:
-    return {"request_hash": request_hash, "model": backend.model, "backend": backend.name,
-            "response": done.text if done else "", "finish_reason": done.finish_reason if done else "",
-            "unusable_reason": reason, "attempts": attempts, "via": via,
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "latency_s": done.latency_s if done else 0.0, "cost_usd": cost,
-            "created_at": datetime.now(timezone.utc)}
+def response_row(
+    request_hash: str,
+    backend: TeacherBackend,
+    done: Completion | None,
+    *,
+    reason: str | None,
+    attempts: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: float,
+    via: str,
+) -> dict:
+    return {
+        "request_hash": request_hash,
+        "model": backend.model,
+        "backend": backend.name,
+        "response": done.text if done else "",
+        "finish_reason": done.finish_reason if done else "",
+        "unusable_reason": reason,
+        "attempts": attempts,
+        "via": via,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "latency_s": done.latency_s if done else 0.0,
+        "cost_usd": cost,
+        "created_at": datetime.now(timezone.utc),
+    }
 
 
 class SyncCollector:
-    def __init__(self, backend: TeacherBackend, ledger: TeacherLedger, params: dict, pricing: Pricing,
-                 policy: CollectPolicy, stats: CollectStats, validate: Callable[[str], object] | None,
-                 spent_before: float, log: Callable[[str], None]):
+    def __init__(
+        self,
+        backend: TeacherBackend,
+        ledger: TeacherLedger,
+        params: dict,
+        pricing: Pricing,
+        policy: CollectPolicy,
+        stats: CollectStats,
+        validate: Callable[[str], object] | None,
+        spent_before: float,
+        log: Callable[[str], None],
+    ):
         self.backend, self.ledger, self.params, self.pricing = backend, ledger, params, pricing
         self.policy, self.stats, self.validate, self.log = policy, stats, validate, log
         self.spent = spent_before  # the partition's spend: cached responses plus this run's
@@ -82,7 +118,8 @@ class SyncCollector:
             self.stop = self.stop or BudgetExceeded(
                 f"partition {self.ledger.domain}: stopped before the teacher budget "
                 f"${self.policy.budget_usd:.2f} could be passed (spent ${self.spent:.4f}, "
-                f"${self.reserved:.4f} in flight); raise the budget to go on")
+                f"${self.reserved:.4f} in flight); raise the budget to go on"
+            )
             return None
         self.reserved += estimate
         return estimate
@@ -126,8 +163,17 @@ class SyncCollector:
                 continue
             except RequestRejected as exc:
                 self.stats.quarantined += 1
-                return response_row(row["request_hash"], self.backend, None, reason=f"rejected: {exc.reason}"[:300],
-                                    attempts=attempts, prompt_tokens=0, completion_tokens=0, cost=cost, via="sync")
+                return response_row(
+                    row["request_hash"],
+                    self.backend,
+                    None,
+                    reason=f"rejected: {exc.reason}"[:300],
+                    attempts=attempts,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    cost=cost,
+                    via="sync",
+                )
             except TeacherUnavailable as exc:
                 self.stop = self.stop or exc
                 return None
@@ -144,9 +190,17 @@ class SyncCollector:
                 unusable_retries += 1
                 continue
             self.stats.new_calls += 1
-            return response_row(row["request_hash"], self.backend, done, reason=reason, attempts=attempts,
-                                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
-                                via="sync")
+            return response_row(
+                row["request_hash"],
+                self.backend,
+                done,
+                reason=reason,
+                attempts=attempts,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost=cost,
+                via="sync",
+            )
         return None
 
     # --- the pool ---------------------------------------------------------------------------
@@ -167,24 +221,37 @@ class SyncCollector:
         recover = getattr(self.backend, "recover", None)
         found = await recover(dispatched["chunk_id"].unique().to_list()) if recover else None
         if found is None:
-            self.log(f"partition {self.ledger.domain}: {dispatched['request_hash'].n_unique()} requests were sent "
-                     "by an earlier run that stopped before their responses were committed; this endpoint cannot "
-                     "be asked for them, so they are sent again and may be paid twice")
+            self.log(
+                f"partition {self.ledger.domain}: {dispatched['request_hash'].n_unique()} requests were sent "
+                "by an earlier run that stopped before their responses were committed; this endpoint cannot "
+                "be asked for them, so they are sent again and may be paid twice"
+            )
             return rows
         recovered, wanted = [], {r["request_hash"] for r in rows}
         for request_hash, done in found.items():
             # Only what is still missing; an unusable one goes through the usual rules.
             if request_hash in wanted and unusable_reason(done, self.validate) is None:
-                recovered.append(response_row(
-                    request_hash, self.backend, done, reason=None, attempts=1, prompt_tokens=done.prompt_tokens,
-                    completion_tokens=done.completion_tokens,
-                    cost=self.pricing.cost(done.prompt_tokens, done.completion_tokens), via="recovered"))
+                recovered.append(
+                    response_row(
+                        request_hash,
+                        self.backend,
+                        done,
+                        reason=None,
+                        attempts=1,
+                        prompt_tokens=done.prompt_tokens,
+                        completion_tokens=done.completion_tokens,
+                        cost=self.pricing.cost(done.prompt_tokens, done.completion_tokens),
+                        via="recovered",
+                    )
+                )
         if recovered:
             await asyncio.to_thread(self.ledger.commit, pl.DataFrame(recovered, schema=schemas.TEACHER_CACHE))
             self.spent += sum(r["cost_usd"] for r in recovered)
             self.stats.recovered += len(recovered)
-            self.log(f"partition {self.ledger.domain}: {len(recovered)} responses paid for by an earlier run "
-                     "were recovered from the endpoint's stored completions, not sent again")
+            self.log(
+                f"partition {self.ledger.domain}: {len(recovered)} responses paid for by an earlier run "
+                "were recovered from the endpoint's stored completions, not sent again"
+            )
         done_hashes = {r["request_hash"] for r in recovered}
         return [r for r in rows if r["request_hash"] not in done_hashes]
 
@@ -208,13 +275,25 @@ class SyncCollector:
             for start in range(0, len(rows), self.policy.commit_every):
                 if self.stop is not None:
                     break
-                chunk = rows[start:start + self.policy.commit_every]
+                chunk = rows[start : start + self.policy.commit_every]
                 if self.backend.paid:  # committed before any of the chunk is sent: the crash-proof record
                     chunk_id = content_id(self.ledger.domain, chunk[0]["request_hash"], time.time_ns())
                     now = datetime.now(timezone.utc)
-                    await asyncio.to_thread(self.ledger.record_dispatch, pl.DataFrame(
-                        [{"domain": self.ledger.domain, "request_hash": r["request_hash"], "chunk_id": chunk_id,
-                          "dispatched_at": now} for r in chunk], schema=schemas.TEACHER_DISPATCH))
+                    await asyncio.to_thread(
+                        self.ledger.record_dispatch,
+                        pl.DataFrame(
+                            [
+                                {
+                                    "domain": self.ledger.domain,
+                                    "request_hash": r["request_hash"],
+                                    "chunk_id": chunk_id,
+                                    "dispatched_at": now,
+                                }
+                                for r in chunk
+                            ],
+                            schema=schemas.TEACHER_DISPATCH,
+                        ),
+                    )
                     for r in chunk:
                         r["tag"] = {"nexa_chunk": chunk_id, "nexa_request": r["request_hash"]}
                 for r in chunk:
@@ -251,18 +330,32 @@ class SyncCollector:
         if self.failures:
             raise RequestsFailed(
                 f"partition {self.ledger.domain}: {sum(self.failures.values())} requests got no response after "
-                f"{self.policy.max_attempts} attempts (last errors: {self.failures}); re-materialize to retry only those")
+                f"{self.policy.max_attempts} attempts (last errors: {self.failures}); "
+                "re-materialize to retry only those"
+            )
 
     def progress(self, total: int, started: float) -> str:
         s = self.stats
         rate = (s.new_calls + s.recovered) / max(time.perf_counter() - started, 1e-9)
-        return (f"partition {self.ledger.domain}: {s.done()}/{total} responses ({rate:.0f}/s new), "
-                f"{s.cache_hits} cached, {s.recovered} recovered, {sum(s.retries.values())} retries, "
-                f"{s.quarantined} quarantined, ${s.cost_usd:.4f} spent in this run")
+        return (
+            f"partition {self.ledger.domain}: {s.done()}/{total} responses ({rate:.0f}/s new), "
+            f"{s.cache_hits} cached, {s.recovered} recovered, {sum(s.retries.values())} retries, "
+            f"{s.quarantined} quarantined, ${s.cost_usd:.4f} spent in this run"
+        )
 
 
-def collect_sync(missing: pl.DataFrame, backend: TeacherBackend, ledger: TeacherLedger, params: dict,
-                 pricing: Pricing, policy: CollectPolicy, stats: CollectStats, *, validate=None,
-                 spent_before: float = 0.0, log: Callable[[str], None] = print) -> None:
+def collect_sync(
+    missing: pl.DataFrame,
+    backend: TeacherBackend,
+    ledger: TeacherLedger,
+    params: dict,
+    pricing: Pricing,
+    policy: CollectPolicy,
+    stats: CollectStats,
+    *,
+    validate=None,
+    spent_before: float = 0.0,
+    log: Callable[[str], None] = print,
+) -> None:
     collector = SyncCollector(backend, ledger, params, pricing, policy, stats, validate, spent_before, log)
     asyncio.run(collector.run(missing))

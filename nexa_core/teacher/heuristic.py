@@ -22,16 +22,22 @@ class HeuristicTeacher:
     def __init__(self, model: str = "nexa-heuristic-v2"):
         self.model = model
 
-    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None,
-                       brief: PairBrief | None = None) -> Completion:
+    async def complete(
+        self, messages: list[dict], params: dict, tag: dict | None = None, brief: PairBrief | None = None
+    ) -> Completion:
         if brief is None:
-            raise TeacherUnavailable("the offline heuristic teacher answers teacher inputs only: this request has "
-                                     f"no {', '.join(PairBrief.COLUMNS[:2])} to write pairs from; configure an "
-                                     "OpenAI-compatible endpoint for any other prompt")
+            raise TeacherUnavailable(
+                "the offline heuristic teacher answers teacher inputs only: this request has "
+                f"no {', '.join(PairBrief.COLUMNS[:2])} to write pairs from; configure an "
+                "OpenAI-compatible endpoint for any other prompt"
+            )
         start = time.perf_counter()
         known = None if brief.known_questions is None else set(brief.known_questions)
-        text = json.dumps({"pairs": heuristic_pairs(brief.passage, brief.max_pairs, known=known)},
-                          ensure_ascii=False)
-        return Completion(text=text, finish_reason="stop",
-                          prompt_tokens=sum(len(m["content"].split()) for m in messages),
-                          completion_tokens=len(text.split()), latency_s=time.perf_counter() - start)
+        text = json.dumps({"pairs": heuristic_pairs(brief.passage, brief.max_pairs, known=known)}, ensure_ascii=False)
+        return Completion(
+            text=text,
+            finish_reason="stop",
+            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            completion_tokens=len(text.split()),
+            latency_s=time.perf_counter() - start,
+        )

@@ -32,8 +32,11 @@ class TeacherLedger:
         self.store.append(self.CACHE, schemas.conform(rows, schemas.TEACHER_CACHE))
 
     def dispatched(self, hashes: list[str]) -> pl.DataFrame:
-        return self._read(self.DISPATCH, schemas.TEACHER_DISPATCH,
-                          (pl.col("domain") == self.domain) & pl.col("request_hash").is_in(hashes))
+        return self._read(
+            self.DISPATCH,
+            schemas.TEACHER_DISPATCH,
+            (pl.col("domain") == self.domain) & pl.col("request_hash").is_in(hashes),
+        )
 
     def record_dispatch(self, rows: pl.DataFrame) -> None:
         self.store.append(self.DISPATCH, schemas.conform(rows, schemas.TEACHER_DISPATCH))

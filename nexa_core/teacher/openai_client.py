@@ -15,8 +15,15 @@ import asyncio
 import json
 import time
 
-from nexa_core.teacher.types import (FINISHED, BatchResults, Completion, PairBrief, RequestRejected,
-                                     RetryableError, TeacherUnavailable)
+from nexa_core.teacher.types import (
+    FINISHED,
+    BatchResults,
+    Completion,
+    PairBrief,
+    RequestRejected,
+    RetryableError,
+    TeacherUnavailable,
+)
 
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 
@@ -38,8 +45,9 @@ def status_error(code: int, headers, message: str) -> Exception:
     if code in RETRYABLE_STATUS or code >= 500:
         return RetryableError(f"http_{code}", retry_after_seconds(headers))
     if code == 401:
-        return TeacherUnavailable("the teacher endpoint refused the API key (HTTP 401); check the variable named "
-                                  "by the resource's api_key")
+        return TeacherUnavailable(
+            "the teacher endpoint refused the API key (HTTP 401); check the variable named by the resource's api_key"
+        )
     if code in (403, 404):
         return TeacherUnavailable(f"the teacher endpoint answered HTTP {code}: {message}; check model and base_url")
     return RequestRejected(f"http_{code}: {message}")
@@ -48,35 +56,53 @@ def status_error(code: int, headers, message: str) -> Exception:
 def completion_from(body: dict, latency_s: float) -> Completion:
     choice = body["choices"][0]
     usage = body.get("usage") or {}
-    return Completion(text=(choice.get("message") or {}).get("content") or "",
-                      finish_reason=choice.get("finish_reason") or "",
-                      prompt_tokens=usage.get("prompt_tokens") or 0,
-                      completion_tokens=usage.get("completion_tokens") or 0, latency_s=latency_s)
+    return Completion(
+        text=(choice.get("message") or {}).get("content") or "",
+        finish_reason=choice.get("finish_reason") or "",
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        latency_s=latency_s,
+    )
 
 
 class OpenAICompatibleTeacher:
     name = "openai"
     paid = True
 
-    def __init__(self, model: str, base_url: str | None, api_key: str, timeout_s: float, store_for_recovery: bool,
-                 max_connections: int):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None,
+        api_key: str,
+        timeout_s: float,
+        store_for_recovery: bool,
+        max_connections: int,
+    ):
         self.model = model
         self._base = (base_url or "https://api.openai.com/v1").rstrip("/")
-        self._key, self._timeout, self._store, self._connections = api_key, timeout_s, store_for_recovery, max_connections
+        self._key, self._timeout, self._store, self._connections = (
+            api_key,
+            timeout_s,
+            store_for_recovery,
+            max_connections,
+        )
         self._session = self._sdk = None  # made inside the collector's event loop
 
     def _scrub(self, text: str) -> str:
         return text[:300].replace(self._key, "[redacted]") if self._key else text[:300]
 
-    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None,
-                       brief: PairBrief | None = None) -> Completion:
+    async def complete(
+        self, messages: list[dict], params: dict, tag: dict | None = None, brief: PairBrief | None = None
+    ) -> Completion:
         """One attempt. The brief goes unused: a language model reads the rendered messages."""
         import aiohttp
 
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections), timeout=aiohttp.ClientTimeout(total=self._timeout),
-                headers={"Authorization": f"Bearer {self._key}"})
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                headers={"Authorization": f"Bearer {self._key}"},
+            )
         body = {"model": self.model, "messages": messages, **params}
         if tag and self._store:
             body |= {"store": True, "metadata": tag}
@@ -149,15 +175,22 @@ class OpenAICompatibleTeacher:
         body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
         client = self._client()
         upload = await self._sdk_call(client.files.create(file=("requests.jsonl", body), purpose="batch"))
-        batch = await self._sdk_call(client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata))
+        batch = await self._sdk_call(
+            client.batches.create(
+                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+            )
+        )
         return batch.id
 
     async def find_batch(self, batch_key: str) -> str | None:
         async def search():
             async for batch in self._client().batches.list(limit=100):
                 if (batch.metadata or {}).get("nexa_batch_key") == batch_key and batch.status not in (
-                        "failed", "expired", "cancelled", "cancelling"):
+                    "failed",
+                    "expired",
+                    "cancelled",
+                    "cancelling",
+                ):
                     return batch.id
             return None
 

@@ -19,8 +19,14 @@ class CollectPolicy:
     # What to do with a billed but unusable response: "retry" (sent again, up to
     # max_unusable_retries) or "quarantine" (kept with its reason; filters reject it).
     # A retry after "length" doubles max_tokens: the same limit would cut the answer again.
-    unusable: dict = field(default_factory=lambda: {"length": "retry", "content_filter": "quarantine",
-                                                    "empty": "retry", "malformed_json": "retry"})
+    unusable: dict = field(
+        default_factory=lambda: {
+            "length": "retry",
+            "content_filter": "quarantine",
+            "empty": "retry",
+            "malformed_json": "retry",
+        }
+    )
     max_unusable_retries: int = 1
     max_tokens_cap: int = 16384
     commit_every: int = 1024  # responses per Delta commit (fewer, larger commits: 256 cost 15% of throughput) ...
@@ -35,7 +41,9 @@ class CollectPolicy:
     def __post_init__(self):
         bad = {k: v for k, v in self.unusable.items() if k not in UNUSABLE or v not in ("retry", "quarantine")}
         if bad:
-            raise ValueError(f"teacher unusable rules {bad}: reasons are {list(UNUSABLE)}, actions 'retry' or 'quarantine'")
+            raise ValueError(
+                f"teacher unusable rules {bad}: reasons are {list(UNUSABLE)}, actions 'retry' or 'quarantine'"
+            )
         if self.mode not in ("sync", "batch"):
             raise ValueError(f"teacher mode '{self.mode}': use 'sync' or 'batch'")
 
@@ -67,8 +75,9 @@ class CollectStats:
         self.prompt_tokens += done.prompt_tokens
         self.completion_tokens += done.completion_tokens
 
-    def settle(self, done: Completion, validate, policy: CollectPolicy, retries: int, params: dict
-               ) -> tuple[str | None, bool]:
+    def settle(
+        self, done: Completion, validate, policy: CollectPolicy, retries: int, params: dict
+    ) -> tuple[str | None, bool]:
         """(why the response is unusable or None, whether to send it again). A retry after "length"
         doubles max_tokens in `params`: the same limit would cut the answer again."""
         reason = unusable_reason(done, validate)

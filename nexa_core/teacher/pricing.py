@@ -46,6 +46,8 @@ def unpriced_warning(backend: TeacherBackend, pricing: Pricing, budget_usd: floa
     if not backend.paid or pricing.known:
         return None
     if budget_usd is not None:
-        raise UnpricedBudget(f"{where}: teacher budget_usd is set but model '{backend.model}' has no price; "
-                             "add it to the teacher resource's prices (USD per 1M input/output tokens)")
+        raise UnpricedBudget(
+            f"{where}: teacher budget_usd is set but model '{backend.model}' has no price; "
+            "add it to the teacher resource's prices (USD per 1M input/output tokens)"
+        )
     return f"{where}: no price for model '{backend.model}'; cost is recorded as 0"

@@ -31,11 +31,19 @@ def parse_pairs(response: str) -> list[dict]:
         raise TeacherResponseError(f"expected a 'pairs' list, got {type(pairs).__name__}")
     out = []
     for i, pair in enumerate(pairs):
-        if not isinstance(pair, dict) or not isinstance(pair.get("question"), str) \
-                or not isinstance(pair.get("answer"), str):
+        if (
+            not isinstance(pair, dict)
+            or not isinstance(pair.get("question"), str)
+            or not isinstance(pair.get("answer"), str)
+        ):
             raise TeacherResponseError(f"pair {i} lacks string 'question' and 'answer': {str(pair)[:120]!r}")
-        out.append({"question": pair["question"].strip(), "answer": pair["answer"].strip(),
-                    "kind": str(pair.get("kind") or "fact")})
+        out.append(
+            {
+                "question": pair["question"].strip(),
+                "answer": pair["answer"].strip(),
+                "kind": str(pair.get("kind") or "fact"),
+            }
+        )
     return out
 
 

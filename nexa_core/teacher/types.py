@@ -2,8 +2,8 @@
 
 A backend has `name`, `model`, `paid` and `async complete(messages, params, tag, brief) -> Completion`,
 and raises the errors below so the collector knows what may be retried. A language model reads the
-rendered `messages`; a rule set reads the `brief`, so a template's wording never changes its answers. A backend with the Batch API
-also has `submit_batch`, `find_batch` and `batch_results -> BatchResults`. Two exist:
+rendered `messages`; a rule set reads the `brief`, so a template's wording never changes its answers.
+A backend with the Batch API also has `submit_batch`, `find_batch` and `batch_results -> BatchResults`. Two exist:
 heuristic.py (the embedded offline default) and openai_client.py (any OpenAI-compatible endpoint).
 """
 
@@ -28,6 +28,7 @@ class Completion:
 class PairBrief:
     """What a teacher request asks for, as data: teacher_inputs' passage, max_pairs and known_questions
     columns (the last only on a feedback request: the questions the student already has)."""
+
     passage: str
     max_pairs: int
     known_questions: tuple[str, ...] | None = None
@@ -48,8 +49,9 @@ class TeacherBackend(Protocol):
     model: str
     paid: bool  # False for the offline teacher: no dispatch ledger, no prices
 
-    async def complete(self, messages: list[dict], params: dict, tag: dict | None = None,
-                       brief: PairBrief | None = None) -> Completion: ...
+    async def complete(
+        self, messages: list[dict], params: dict, tag: dict | None = None, brief: PairBrief | None = None
+    ) -> Completion: ...
 
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}  # Batch API states a batch ends in
