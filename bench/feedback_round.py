@@ -27,7 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("domains", nargs="*", default=["physics", "chemistry", "biology"])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the train config's)")
-    parser.add_argument("--smoke", action="store_true", help="physics only, 4 reading and 4 training steps")
+    parser.add_argument("--smoke", action="store_true", help="physics, a small student, 4 steps each")
     args = parser.parse_args()
     if args.smoke:
         args.domains, args.steps = args.domains[:1] if len(args.domains) < 3 else ["physics"], args.steps or 4
@@ -64,8 +64,10 @@ def main() -> int:
     config = {"ops": {"raw_documents": {"config": {"raw_root": str(ROOT / "data" / "raw")}}}}
     if args.steps:
         config["ops"]["student_checkpoint"] = {"config": {"overrides": {"max_steps": args.steps}}}
-    if args.smoke:
-        config["ops"]["student_base"] = {"config": {"overrides": {"max_steps": args.steps}}}
+    if args.smoke:  # a smaller student, short answers: every stage runs, in seconds
+        small = {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}
+        config["ops"]["student_base"] = {"config": {"overrides": {"max_steps": args.steps, "student": small}}}
+        config["ops"]["eval_predictions"] = {"config": {"overrides": {"max_new_tokens": 8}}}
     round_config = {"ops": {k: v for k, v in config["ops"].items() if k not in ("raw_documents", "student_base")}}
     weak: dict[str, dict] = {}
     for domain in args.domains:

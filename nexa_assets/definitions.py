@@ -28,7 +28,8 @@ nexa_job = dg.define_asset_job(
 
 round_job = dg.define_asset_job(  # a release is its own decision, not the end of every round
     "round_job",
-    selection=dg.AssetSelection.assets("teacher_inputs").downstream() - dg.AssetSelection.groups(release.GROUP),
+    selection=dg.AssetSelection.assets("teacher_inputs").downstream()
+    - dg.AssetSelection.assets(release.model_release).downstream(),
     description="One round of the feedback loop for a domain: teacher inputs (mixing in the latest feedback set) "
     "-> teacher -> filters -> SFT -> train -> eval -> feedback set, and the leaderboard.",
 )

@@ -15,4 +15,5 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest -q -rs "$@"
+# Two workers (NEXA_TEST_WORKERS); a module's tests share a worker and its module fixtures (tests/conftest.py).
+exec .venv/bin/python -m pytest -q -rs -n "${NEXA_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -90,7 +90,7 @@ def postgres_url():
             "fsync=off",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=open(work / "server.log", "w"),  # a file, not a pipe nobody drains
         text=True,
     )
     import psycopg2
@@ -102,7 +102,7 @@ def postgres_url():
                 psycopg2.connect(host="127.0.0.1", port=port, user=owner, dbname="postgres").close()
                 break
             except psycopg2.OperationalError:
-                assert server.poll() is None, server.stderr.read()
+                assert server.poll() is None, (work / "server.log").read_text()
                 assert time.time() < deadline, "PostgreSQL did not accept connections within 60 s"
                 time.sleep(0.3)
         admin = psycopg2.connect(host="127.0.0.1", port=port, user=owner, dbname="postgres")
@@ -168,17 +168,20 @@ def test_runs_event_logs_sensors_and_partitions_land_in_postgres(pg_home, postgr
         "NEXA_DELTA_ROOT": str(delta_root),
         "NEXA_RAW_ROOT": str(raw_root),
     }
-    started = subprocess.run(
-        [str(BIN / "dagster"), "sensor", "start", "raw_folder_sensor", "-m", "nexa_assets.definitions"],
+    stopped = subprocess.run(
+        [str(BIN / "dagster"), "sensor", "stop", "raw_folder_sensor", "-m", "nexa_assets.definitions"],
         cwd=PROJECT,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert started.returncode == 0, started.stderr[-3000:]
-    states = query(postgres_url, "SELECT instigator_name, status FROM instigators")
-    assert ("raw_folder_sensor", "RUNNING") in states
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    # the sensor runs by default, so stopping it is what stores its state
+    with dg.DagsterInstance.from_config(str(pg_home)) as instance:
+        states = {state.name: state.status.value for state in instance.all_instigator_state()}
+    assert states.get("raw_folder_sensor") == "STOPPED", states
+    assert query(postgres_url, "SELECT status FROM instigators") == [("STOPPED",)]
 
 
 def test_two_processes_launching_runs_at_once_do_not_collide(pg_home, postgres_url, raw_root, delta_root):

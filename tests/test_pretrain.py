@@ -5,7 +5,7 @@ from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
-from graph_helpers import materialize_domain
+from graph_helpers import materialize_domain, read_table
 from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
 
 from nexa_core.student import build_default_student
@@ -55,7 +55,10 @@ def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw
     overrides = {**FAST_READ, "max_steps": 40, "save_steps": 4}
     out_dir = Path(
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
-            "physics", 0, config_hash(load_config(PRETRAIN_CONFIG, overrides)), stage="read"
+            "physics",
+            read_table(delta_root, "raw_documents")[1],
+            config_hash(load_config(PRETRAIN_CONFIG, overrides)),
+            stage="read",
         )
     )
     saved = kill_after_first_checkpoint(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -12,9 +13,11 @@ import polars as pl
 import psutil
 import pytest
 import slurm_cluster
-from graph_helpers import materialize_domain, resources
+from conftest import SAMPLE_RAW
+from graph_helpers import materialize_domain, read_table, resources
 
 from nexa_assets import pretrain, train
+from nexa_assets.partitions import domain_partitions
 from nexa_core.train import config_hash, load_config, sha256_files
 from resources.launcher import AwsBackend, KubernetesBackend, LauncherError, SlurmBackend, TrainingLauncher
 from resources.tracking import MlflowTracking
@@ -61,11 +64,25 @@ def materialize_checkpoint(instance, tmp_path, delta_root, overrides, raise_on_e
     )
 
 
+@pytest.fixture(scope="module")
+def read_physics(tmp_path_factory):
+    """The distillation chain and the student's reading for physics, once for the module."""
+    root = tmp_path_factory.mktemp("read_physics")
+    shutil.copytree(SAMPLE_RAW, root / "raw")
+    (root / "delta").mkdir()
+    (root / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
+        assert materialize_domain(instance, "physics", root / "raw", root / "delta").success
+        assert materialize_base(instance, root, root / "delta", FAST_READ).success
+    return root / "delta"
+
+
 @pytest.fixture
-def physics_sft(instance, raw_root, delta_root, tmp_path):
-    """The distillation chain and the student's reading for physics: what SFT starts from."""
-    assert materialize_domain(instance, "physics", raw_root, delta_root).success
-    assert materialize_base(instance, tmp_path, delta_root, FAST_READ).success
+def physics_sft(instance, read_physics, tmp_path):
+    """What SFT starts from, a copy per test (the read model itself is shared and only read)."""
+    delta_root = tmp_path / "sft_delta"
+    shutil.copytree(read_physics, delta_root)
+    instance.add_dynamic_partitions(domain_partitions.name, ["physics"])
     return delta_root
 
 
@@ -81,7 +98,8 @@ def test_chain_to_student_checkpoint_then_reload_and_generate(instance, tmp_path
     base = pl.read_delta(str(physics_sft / "nexa" / "student_base")).row(0, named=True)
     assert record["base_id"] == base["base_id"] and record["finetune"] == "lora"
     assert record["domain"] == "physics" and record["steps"] == 6 and record["device"] == "cpu"
-    assert record["sft_version"] == 0 and record["final_loss"] > 0 and record["mlflow_run_id"]
+    assert record["sft_version"] == read_table(physics_sft, "sft_dataset")[1]
+    assert record["final_loss"] > 0 and record["mlflow_run_id"]
     adapter = Path(record["artifact_uri"])
     assert json.loads(record["files_sha256"]) == sha256_files(adapter)
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(
@@ -149,7 +167,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, ph
     overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
     out_dir = Path(
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
-            "physics", 0, config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)}))
+            "physics",
+            read_table(physics_sft, "sft_dataset")[1],
+            config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)})),
         )
     )
     saved = kill_after_first_checkpoint(
