@@ -74,7 +74,12 @@ def write_run_log(entries, path: Path) -> None:
 def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("domains", nargs="*", help="domains to run (default: every folder under the raw root)")
-    parser.add_argument("--job", default=default_job, choices=["nexa_job", "distill_job"])
+    parser.add_argument(
+        "--job",
+        default=default_job,
+        choices=["nexa_job", "distill_job", "round_job"],
+        help="round_job: the next round of the feedback loop (teacher_inputs and everything after, no release)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     instance.add_dynamic_partitions(domain_partitions.name, [d for d in domains if d not in known])
     job = defs.resolve_job_def(args.job)
     ops = ops_config(defs, args.job, args.set)
-    ops.setdefault("raw_documents", {"config": {}})["config"]["raw_root"] = str(raw_root)
+    if any(node.name == "raw_documents" for node in job.graph.node_defs):
+        ops.setdefault("raw_documents", {"config": {}})["config"]["raw_root"] = str(raw_root)
     # The event log goes to a file per run; the terminal gets a line per stage
     run_config = (
         {"ops": ops} if args.verbose else {"ops": ops, "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
             )
         else:
             print(f"  {table:16s} v{store.version(table)}  rows={frame.select(pl.len()).collect().item()}")
-    if args.job == "nexa_job" and store.exists("student_checkpoint"):
+    if args.job != "distill_job" and store.exists("student_checkpoint"):
         print("\nStudent checkpoints")
         for row in store.scan("student_checkpoint").sort("domain").collect().iter_rows(named=True):
             loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.3f}"  # fewer steps than logging_steps
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
                 f"  {row['domain']:10s} steps={row['steps']} final_loss={loss} "
                 f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}"
             )
-    if args.job == "nexa_job" and store.exists("leaderboard"):
+    if args.job != "distill_job" and store.exists("leaderboard"):
         from nexa_assets.evaluate import LEADERBOARD_REPORT
         from nexa_core.leaderboard import leaderboard_markdown
 

@@ -15,5 +15,5 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Two workers (NEXA_TEST_WORKERS); a module's tests share a worker and its module fixtures (tests/conftest.py).
-exec .venv/bin/python -m pytest -q -rs -n "${NEXA_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# Two workers (NEXA_TEST_WORKERS), a test file per worker so its module fixtures are built once.
+exec .venv/bin/python -m pytest -q -rs -n "${NEXA_TEST_WORKERS:-2}" --dist loadfile "$@"

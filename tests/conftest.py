@@ -23,17 +23,6 @@ for key, value in {
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_RAW = PROJECT / "data" / "raw"
 
-# Under pytest-xdist (`--dist loadgroup`), a module's tests stay on one worker, so its module-scoped
-# fixtures are built once; modules that share a session fixture name one group (`xdist_group`).
-SHARED_SESSION_FIXTURES = {"test_release": "evaluated_physics", "test_serve": "evaluated_physics"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            module = item.module.__name__.rpartition(".")[2]
-            item.add_marker(pytest.mark.xdist_group(SHARED_SESSION_FIXTURES.get(module, module)))
-
 
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch):

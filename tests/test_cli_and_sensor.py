@@ -297,24 +297,11 @@ def test_nexa_run_then_the_next_round_by_hand(dagster_home, delta_root, raw_root
     assert " student_checkpoint " in output and " ok " in output
     log = Path(re.search(r"log (\S+\.log)", run.stdout).group(1))
     assert "STEP_SUCCESS" in log.read_text() and "loss_decreased" in log.read_text()
-    # The next round, by hand, as the README says: everything downstream of teacher_inputs.
-    few_steps = json.dumps(
-        {"ops": {"student_checkpoint": {"config": {"overrides": {"max_steps": 8, "logging_steps": 1}}}}}
-    )
+    # The next round, by hand, as the README says: round_job, everything downstream of teacher_inputs but
+    # the release (a plain `--select 'teacher_inputs*'` would reach the observed deployment and fail)
     round1 = subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "--select",
-            "teacher_inputs*",
-            "--partition",
-            "physics",
-            "-m",
-            "nexa_assets.definitions",
-            "--config-json",
-            few_steps,
-        ],
+        [str(BIN / "nexa-run"), "physics", "--job", "round_job", "--set", "eval_predictions.max_new_tokens=8"]
+        + ["--set", "student_checkpoint.max_steps=12", "--set", "student_checkpoint.logging_steps=1"],
         cwd=PROJECT,
         capture_output=True,
         text=True,

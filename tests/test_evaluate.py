@@ -180,7 +180,7 @@ def test_next_round_by_hand_mixes_feedback_keeps_the_test_split_and_links_rounds
         partition_key="physics",
         instance=instance,
         resources=eval_resources(root, round0["judge"]),
-        selection=round_job.selection,
+        selection=dg.AssetSelection.assets("teacher_inputs").downstream(),  # round_job's, in this smaller graph
         # what is checked here is the round's lineage, not what the student learns: a few steps do
         run_config={"ops": {"student_checkpoint": {"config": {"overrides": {"max_steps": 8}}}}},
     )

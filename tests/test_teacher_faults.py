@@ -262,8 +262,8 @@ def test_sigkill_mid_partition_then_rematerialize_pays_no_request_twice(
     store = DeltaRoot(str(delta_root))
     if mode == "sync":  # killed with responses committed, some paid but not committed, some in flight
         ready = lambda: store.exists("teacher_cache") and server_stats(base)["paid"] >= 20  # noqa: E731
-    else:  # killed while the submitted batch is still running
-        ready = lambda: store.exists("teacher_batches")  # noqa: E731
+    else:  # killed while the submitted batch is still running (recorded: the table is created empty first)
+        ready = lambda: store.exists("teacher_batches") and store.scan("teacher_batches").collect().height > 0  # noqa: E731
     first = materialize_cli(env)
     kill_when(first, ready)
     killed_log = first.stdout.read()
