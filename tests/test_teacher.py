@@ -84,9 +84,9 @@ def test_parse_pairs_accepts_fences_and_rejects_garbage():
             parse_pairs(bad)
 
 
-def test_collect_uses_cache_and_commits_new_responses(tmp_path):
-    template = load_template("qa_pairs_v1")
-    docs = pl.DataFrame(
+def sample_documents(n: int) -> pl.DataFrame:
+    """n physics documents on one passage, each with its own last sentence."""
+    return pl.DataFrame(
         [
             {
                 "domain": "physics",
@@ -98,10 +98,15 @@ def test_collect_uses_cache_and_commits_new_responses(tmp_path):
                 "source_row": i,
                 "n_chars": 1,
             }
-            for i in range(5)
+            for i in range(n)
         ],
         schema=schemas.RAW_DOCUMENTS,
     )
+
+
+def test_collect_uses_cache_and_commits_new_responses(tmp_path):
+    template = load_template("qa_pairs_v1")
+    docs = sample_documents(5)
     requests = build_teacher_inputs(docs, template)
     store = DeltaRoot(str(tmp_path))
     ledger = TeacherLedger(store, "physics")
@@ -137,22 +142,7 @@ def heuristic_answers(requests: pl.DataFrame, root) -> list[list[dict]]:
 
 
 def test_editing_a_templates_wording_leaves_the_heuristic_teachers_pairs_alone(tmp_path):
-    docs = pl.DataFrame(
-        [
-            {
-                "domain": "physics",
-                "doc_id": f"d{i}",
-                "topic": "heat",
-                "title": None,
-                "text": PASSAGE + f" Sample {i} is here.",
-                "source_path": "x",
-                "source_row": i,
-                "n_chars": 1,
-            }
-            for i in range(3)
-        ],
-        schema=schemas.RAW_DOCUMENTS,
-    )
+    docs = sample_documents(3)
     prompt = PromptConfig(max_pairs_per_passage=3)
     corpus = build_teacher_inputs(docs, load_template("qa_pairs_v1"), prompt)
     corpus_again = build_teacher_inputs(docs, reworded(load_template("qa_pairs_v1")), prompt)
