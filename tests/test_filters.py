@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import polars as pl
+from teacher_frames import teacher_frames
 
-from nexa_core import schemas
 from nexa_core.dedup import MinHashConfig, near_duplicates
 from nexa_core.filters import filter_pairs, reason_counts, scrub_pii
 
@@ -14,45 +14,7 @@ PASSAGE = (
 
 
 def frames(responses: list[str]):
-    inputs = pl.DataFrame(
-        [
-            {
-                "domain": "physics",
-                "request_id": f"r{i}",
-                "doc_id": "d1",
-                "passage_id": f"p{i}",
-                "topic": "heat",
-                "source_path": "physics/heat.md",
-                "passage": PASSAGE,
-                "template_name": "t",
-                "template_hash": "h",
-                "messages": "[]",
-            }
-            for i in range(len(responses))
-        ],
-        schema=schemas.TEACHER_INPUTS,
-    )
-    outputs = pl.DataFrame(
-        [
-            {
-                "domain": "physics",
-                "request_id": f"r{i}",
-                "request_hash": f"h{i}",
-                "model": "m",
-                "backend": "b",
-                "response": r,
-                "finish_reason": "stop",
-                "prompt_tokens": 1,
-                "completion_tokens": 1,
-                "latency_s": 0.0,
-                "cost_usd": 0.0,
-                "from_cache": False,
-            }
-            for i, r in enumerate(responses)
-        ],
-        schema=schemas.TEACHER_OUTPUTS,
-    )
-    return outputs, inputs
+    return teacher_frames(responses, PASSAGE)
 
 
 def pairs(*items):

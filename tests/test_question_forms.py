@@ -4,8 +4,8 @@ import re
 
 import polars as pl
 import pytest
+from teacher_frames import teacher_frames
 
-from nexa_core import schemas
 from nexa_core.filters import STOP_WORDS, filter_pairs, form_counts
 from nexa_core.prompts import load_template
 from nexa_core.question_forms import FORMS, cloze_keys, heuristic_pairs, is_layout_answer, sentences
@@ -140,43 +140,7 @@ def test_heuristic_teacher_skips_the_known_questions_of_a_feedback_brief():
 
 
 def frames(pairs: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    inputs = pl.DataFrame(
-        [
-            {
-                "domain": "physics",
-                "request_id": "r0",
-                "doc_id": "d1",
-                "passage_id": "p0",
-                "topic": "heat",
-                "source_path": "physics/heat.md",
-                "passage": PASSAGE,
-                "template_name": "t",
-                "template_hash": "h",
-                "messages": "[]",
-            }
-        ],
-        schema=schemas.TEACHER_INPUTS,
-    )
-    outputs = pl.DataFrame(
-        [
-            {
-                "domain": "physics",
-                "request_id": "r0",
-                "request_hash": "h0",
-                "model": "m",
-                "backend": "b",
-                "response": json.dumps({"pairs": pairs}),
-                "finish_reason": "stop",
-                "prompt_tokens": 1,
-                "completion_tokens": 1,
-                "latency_s": 0.0,
-                "cost_usd": 0.0,
-                "from_cache": False,
-            }
-        ],
-        schema=schemas.TEACHER_OUTPUTS,
-    )
-    return outputs, inputs
+    return teacher_frames([json.dumps({"pairs": pairs})], PASSAGE)
 
 
 def test_forms_of_one_fact_survive_the_filters_and_are_counted():
