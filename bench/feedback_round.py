@@ -101,20 +101,17 @@ def main() -> int:
             f"{domain:10s} {metric:12s} {round_:>5d} {by_role['student']['n']:>3d} "
             f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s}"
         )
-    print("\nTopics round 0 found weak: student token F1 before (round 0) and after (round 1) one feedback round")
+    print("\nTopics round 0 found weak: token F1 of the base and of the student before (round 0) and after (round 1)")
     for domain, topics in weak.items():
         for topic in topics:
             rows = latest.filter(
-                (pl.col("domain") == domain)
-                & (pl.col("topic") == topic)
-                & (pl.col("metric") == "token_f1")
-                & (pl.col("model_role") == "student")
-            ).sort("round")
+                (pl.col("domain") == domain) & (pl.col("topic") == topic) & (pl.col("metric") == "token_f1")
+            ).sort("round", "model_role")
             scores = "  ".join(
-                f"round {r['round']}: {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] n={r['n']}"
-                for r in rows.iter_rows(named=True)
+                f"{r['model_role']} round {r['round']}: {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                for r in rows.filter((pl.col("model_role") == "student") | (pl.col("round") == 0)).iter_rows(named=True)
             )
-            print(f"  {domain:10s} {topic:24s} {scores}")
+            print(f"  {domain:10s} {topic:24s} n={rows['n'][0]}  {scores}")
         if not topics:
             print(f"  {domain:10s} (no weak topic)")
     bench = pl.read_delta(str(tmp / "delta" / "nexa" / "benchmark_history"))
