@@ -9,7 +9,9 @@ The same functions the student_base, student_checkpoint and eval_predictions sta
 .read_corpus, nexa_core.train.train, nexa_core.generate), outside Dagster, on the domain's data from
 bench/corpus.py, with nexa_core/configs/{pretrain,train}_default.yaml plus the overrides given. The base is the
 student after reading, before SFT. Prints each stage's time and the test split's token F1 and exact match for
-both, mean [95% bootstrap interval] (nexa_core.metrics).
+both, mean [95% bootstrap interval] (nexa_core.metrics). Then, on the test split's complete-the-statement
+items, whether each model holds the fact it read: the first word it writes continuing the quoted prefix as
+plain text (as it read it) and answering the question in the chat prompt, against the reference.
 """
 
 from __future__ import annotations
@@ -27,6 +29,25 @@ from corpus import load as load_corpus
 from corpus import machine_line
 
 
+def first_word(text: str) -> str:
+    words = text.split()
+    return words[0] if words else ""
+
+
+def recall(model, tokenizer, prefixes: list[str]) -> list[str]:
+    """Each prefix continued greedily as plain text, the way document_rows had the student read it."""
+    import torch
+
+    head = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    out = []
+    for prefix in prefixes:
+        ids = torch.tensor([head + tokenizer(prefix, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            new = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out.append(tokenizer.decode(new[0, ids.shape[1] :], skip_special_tokens=True))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default="physics")
@@ -39,9 +60,10 @@ def main() -> int:
     import polars as pl
     import torch
 
-    from nexa_core.generate import generate_answers, load_for_eval, load_generation_config
+    from nexa_core.generate import generate_answers, last_turn, load_for_eval, load_generation_config
     from nexa_core.metrics import aggregate, score_items
     from nexa_core.pretrain import read_corpus
+    from nexa_core.question_forms import completion_prefix
     from nexa_core.train import PRETRAIN_CONFIG, load_config, parse_sets, train
 
     data = load_corpus(args.domain, args.examples)
@@ -78,6 +100,9 @@ def main() -> int:
 
     start = time.perf_counter()
     frames = []
+    prefixes = [completion_prefix(last_turn(m, "user") or "") for m in test["messages"].to_list()]
+    completions = [i for i, prefix in enumerate(prefixes) if prefix]
+    held = {}  # role -> (continued as text, answered in chat) first words, on the completion items
     for role in ("student", "base"):
         model, tokenizer = load_for_eval(checkpoint, role)
         answers = generate_answers(model, tokenizer, test["messages"].to_list(), load_generation_config())
@@ -88,6 +113,8 @@ def main() -> int:
                 reference=pl.Series([m[-1]["content"] for m in test["messages"].to_list()]),
             )
         )
+        continued = recall(model, tokenizer, [prefixes[i] for i in completions])
+        held[role] = (continued, [answers[i]["prediction"] for i in completions])
         del model
     times["answer"] = time.perf_counter() - start
     scores = aggregate(score_items(pl.concat(frames).drop("messages")), ["token_f1", "exact_match"], ["model_role"])
@@ -108,6 +135,20 @@ def main() -> int:
             for r in rows.iter_rows(named=True)
         }
         print(f"{metric:12s} {rows['n'][0]:>3d} {cell['base']:>24s} {cell['student']:>24s}")
+    references = [first_word(frames[0]["reference"][i]) for i in completions]
+    print(f"the fact read, on {len(completions)} complete-the-statement test items (first word right):")
+    for role, (continued, answered) in held.items():
+        right = [
+            int(
+                score_items(pl.DataFrame({"prediction": [first_word(p) for p in said], "reference": references}))[
+                    "exact_match"
+                ].sum()
+            )
+            if completions
+            else 0
+            for said in (continued, answered)
+        ]
+        print(f"  {role:8s} continuing the prefix as text {right[0]:>3d}   answering in the chat prompt {right[1]:>3d}")
     return 0
 
 

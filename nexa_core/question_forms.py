@@ -390,14 +390,24 @@ def cloze_forms(sentence: str) -> list[dict]:
     ]
 
 
+COMPLETION, COMPLETION_END = "Complete the statement: ", " ..."
+
+
 def completion_forms(sentence: str) -> list[dict]:
     """One complete-the-statement pair per key term: the sentence up to the term, the term to recall.
     The same fact as the cloze, asked the way a reader recalls it: from what comes before."""
     return [
-        _pair("completion", f"Complete the statement: {sentence[:start].rstrip()} ...", sentence[start:end])
+        _pair("completion", f"{COMPLETION}{sentence[:start].rstrip()}{COMPLETION_END}", sentence[start:end])
         for start, end in _cloze_spans(sentence)
         if len(sentence[:start].split()) >= 3
     ]
+
+
+def completion_prefix(question: str) -> str | None:
+    """The sentence prefix a complete-the-statement question quotes, or None for any other question."""
+    if question.startswith(COMPLETION) and question.endswith(COMPLETION_END):
+        return question[len(COMPLETION) : -len(COMPLETION_END)]
+    return None
 
 
 # --- the whole rule set -------------------------------------------------------------------------

@@ -15,5 +15,8 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Two workers (NEXA_TEST_WORKERS), a test file per worker so its module fixtures are built once.
-exec .venv/bin/python -m pytest -q -rs -n "${NEXA_TEST_WORKERS:-2}" --dist loadfile "$@"
+# Two workers (NEXA_TEST_WORKERS), a test file per worker so its module fixtures are built once. Each
+# worker's torch (and every stage it launches) gets its share of the cores, not a thread per core each.
+workers="${NEXA_TEST_WORKERS:-2}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))}"
+exec .venv/bin/python -m pytest -q -rs -n "$workers" --dist loadfile "$@"

@@ -101,13 +101,24 @@ def server_calls(base_url: str) -> int:
 
 @pytest.fixture(scope="session")
 def evaluated_physics(tmp_path_factory):
-    """physics through the real graph once per session (a small student, a few steps): distilled, read,
-    fine-tuned, evaluated and benchmarked. Release and serving tests work on copies of its tables."""
+    """physics through the real graph once per test session, whichever xdist worker asks first (a small
+    student, a few steps): distilled, read, fine-tuned, evaluated and benchmarked. The release and serving
+    tests work on copies of its tables, each worker with its own copy of the build's Dagster instance."""
     import dagster as dg
+    from filelock import FileLock
     from release_helpers import evaluate_domain
 
-    root = tmp_path_factory.mktemp("evaluated_physics")
-    (root / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
-        evaluate_domain(instance, root, "physics")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker's basetemp sits in one folder per session
+        shared = shared.parent
+    root = shared / "evaluated_physics"
+    with FileLock(str(root) + ".lock"):
+        if not (root / "evaluated").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            (root / "home").mkdir(parents=True)
+            with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
+                evaluate_domain(instance, root, "physics")
+            (root / "evaluated").touch()
+    home = shutil.copytree(root / "home", tmp_path_factory.mktemp("evaluated_physics") / "home")
+    with dg.instance_for_test(temp_dir=str(home)) as instance:  # the build's runs and materializations
         yield {"root": root, "instance": instance}

@@ -54,6 +54,7 @@ def test_generation_benchmark_runs_against_one_prompt_at_a_time(physics_data):
 def test_learning_benchmark_scores_student_and_base(physics_data):
     out = smoke("learning.py", "--examples", physics_data)
     assert "token_f1" in out and "exact_match" in out and "base" in out and "student" in out
+    assert re.search(r"student +continuing the prefix as text +\d+ +answering in the chat prompt +\d+", out)
 
 
 def test_distill_benchmark_runs_against_datasketch():

@@ -156,7 +156,7 @@ def test_forms_of_one_fact_survive_the_filters_and_are_counted():
 
 
 def test_completion_asks_the_statement_up_to_a_key_term():
-    from nexa_core.question_forms import completion_forms
+    from nexa_core.question_forms import completion_forms, completion_prefix
 
     sentence = "A laser is a device that produces coherent light by stimulated emission."
     pairs = completion_forms(sentence)
@@ -166,7 +166,6 @@ def test_completion_asks_the_statement_up_to_a_key_term():
         by_answer["emission"] == "Complete the statement: A laser is a device that produces coherent light by "
         "stimulated ..."
     )
-    assert all(
-        sentence.startswith(q.removeprefix("Complete the statement: ").removesuffix(" ...") + " " + a)
-        for a, q in by_answer.items()
-    )  # the answer is what the statement says next
+    # the answer is what the statement says next
+    assert all(sentence.startswith(completion_prefix(q) + " " + a) for a, q in by_answer.items())
+    assert completion_prefix("What is a laser?") is None
