@@ -136,19 +136,20 @@ def main() -> int:
         }
         print(f"{metric:12s} {rows['n'][0]:>3d} {cell['base']:>24s} {cell['student']:>24s}")
     references = [first_word(frames[0]["reference"][i]) for i in completions]
+
+    def right(said: list[str]) -> int:  # first words equal after SQuAD normalisation (case, punctuation)
+        words = pl.DataFrame(
+            {"prediction": [first_word(s) for s in said], "reference": references},
+            schema={"prediction": pl.String, "reference": pl.String},
+        )
+        return int(score_items(words)["exact_match"].sum())
+
     print(f"the fact read, on {len(completions)} complete-the-statement test items (first word right):")
     for role, (continued, answered) in held.items():
-        right = [
-            int(
-                score_items(pl.DataFrame({"prediction": [first_word(p) for p in said], "reference": references}))[
-                    "exact_match"
-                ].sum()
-            )
-            if completions
-            else 0
-            for said in (continued, answered)
-        ]
-        print(f"  {role:8s} continuing the prefix as text {right[0]:>3d}   answering in the chat prompt {right[1]:>3d}")
+        print(
+            f"  {role:8s} continuing the prefix as text {right(continued):>3d}   "
+            f"answering in the chat prompt {right(answered):>3d}"
+        )
     return 0
 
 

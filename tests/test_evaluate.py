@@ -21,7 +21,7 @@ from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking
 
-# The student reads physics (the default reading), then learns from its QA pairs as in the main command.
+# The student reads physics, then learns from its QA pairs as in the main command.
 READ = {"num_train_epochs": 4}  # half the default reading: the answer form comes from SFT
 TRAIN = {"num_train_epochs": 4}
 EVAL_GRAPH = [pretrain.student_base, train.student_checkpoint, *evaluate.EVAL_ASSETS]
