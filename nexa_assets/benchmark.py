@@ -26,6 +26,7 @@ from nexa_core.benchmark import (
 )
 from nexa_core.checkpoints import eval_dir
 from nexa_core.ids import content_id
+from nexa_core.student import ROLES
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 
@@ -40,6 +41,7 @@ class BenchmarkSettings(dg.Config):
     batch_size: int = _DEFAULTS.batch_size
     max_gen_toks: int = _DEFAULTS.max_gen_toks
     roles: list[str] = list(_DEFAULTS.roles)
+    bf16: str = _DEFAULTS.bf16
     confidence: float = _DEFAULTS.confidence
     n_resamples: int = _DEFAULTS.n_resamples
 
@@ -57,10 +59,8 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
     from nexa_core.metrics import ALL_TOPICS  # scipy: paid only when scoring
 
     overall = summary.filter(pl.col("topic") == ALL_TOPICS)
-    metadata, lines = {}, ["| suite | metric | student | base | n | chance |", "|---|---|---|---|---|---|"]
+    metadata, lines = {}, ["| suite | metric | student | read | base | n | chance |", "|---|---|---|---|---|---|---|"]
     for (suite, metric), group in overall.group_by("suite", "metric", maintain_order=True):
-        if metric == "acc_norm":
-            continue  # recorded in benchmark_history; accuracy is the headline
         roles = {r["model_role"]: r for r in group.iter_rows(named=True)}
         for role, r in roles.items():
             metadata |= {
@@ -74,9 +74,9 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
             metadata[f"{suite}/chance"] = first["chance"]
         if "student" in roles and "base" in roles:
             metadata[f"{suite}/lift/{metric}"] = roles["student"]["mean"] - roles["base"]["mean"]
-        cells = [_interval(roles[role]) if role in roles else "–" for role in ("student", "base")]
+        cells = " | ".join(_interval(roles[role]) if role in roles else "–" for role in ROLES)
         chance = "–" if first["chance"] is None else f"{first['chance']:.3f}"
-        lines.append(f"| {suite} | {metric} | {cells[0]} | {cells[1]} | {first['n']} | {chance} |")
+        lines.append(f"| {suite} | {metric} | {cells} | {first['n']} | {chance} |")
     return metadata, "\n".join(lines)
 
 

@@ -180,13 +180,35 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         from nexa_assets.evaluate import LEADERBOARD_REPORT
         from nexa_core.leaderboard import leaderboard_markdown
 
-        print(
-            "\nLeaderboard (test split; mean with 95% bootstrap interval; base = the student after reading its "
-            "domain, before SFT)"
-        )
+        print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the model the student started from)")
         print(leaderboard_markdown(store.scan("leaderboard").collect()))
         print(f"\nReport: {defs.resources['reports'].path(LEADERBOARD_REPORT)}")
+    if args.job != "distill_job" and store.exists("eval_history"):
+        print_lift(store, domains)
     return 1 if failed else 0
+
+
+def print_lift(store, domains: list[str]) -> None:
+    """Each domain's newest checkpoint beside the model after reading and the off-the-shelf base."""
+    import polars as pl
+
+    from nexa_core.benchmark import HISTORY_TABLE
+    from nexa_core.leaderboard import lift_rows, lift_text
+
+    checkpoints = (
+        store.scan("student_checkpoint").filter(pl.col("domain").is_in(domains)).sort("domain").collect()
+        if store.exists("student_checkpoint")
+        else None
+    )
+    if checkpoints is None or checkpoints.is_empty():
+        return
+    benchmarks = store.scan(HISTORY_TABLE).collect() if store.exists(HISTORY_TABLE) else None
+    rows = lift_rows(store.scan("eval_history").collect(), benchmarks, checkpoints["checkpoint_id"].to_list())
+    print(
+        "\nThe student beside the model after reading (read) and the off-the-shelf base: mean [95% bootstrap "
+        "interval]; lift = the student's interval wholly above the base's"
+    )
+    print(lift_text(rows))
 
 
 def distill_main() -> int:

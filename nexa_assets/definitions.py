@@ -9,6 +9,7 @@ from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.environment import Environment
 from resources.launcher import TrainingLauncher
 from resources.reports import RawFolder, ReportFolder
+from resources.student import StudentModel
 from resources.tracking import MlflowTracking
 
 distill_job = dg.define_asset_job(
@@ -58,6 +59,7 @@ def build_defs(env: Environment) -> dg.Definitions:
             "teacher": env.teacher,
             "judge": env.judge,
             "launcher": TrainingLauncher(**{**env.launcher, "artifact_root": env.artifact_root}),
+            "student": StudentModel(base_model=env.base_model),
             "tracking": MlflowTracking(tracking_uri=env.tracking_uri),
             "reports": ReportFolder(folder=env.report_dir),
             "raw": RawFolder(folder=str(env.raw_root)),

@@ -9,12 +9,14 @@ from nexa_core.checkpoints import base_row
 from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, set_arguments
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
+from resources.student import StudentModel
 
 GROUP = "train"
 
 
 class ReadSettings(dg.Config):
     overrides: dict = {}  # keys of nexa_core/configs/pretrain_default.yaml, e.g. {"base_model": "/models/qwen"}
+    # (base_model defaults to the student resource's: NEXA_BASE_MODEL)
 
 
 @dg.asset(
@@ -35,15 +37,20 @@ class ReadSettings(dg.Config):
     ],
 )
 def student_base(
-    context: dg.AssetExecutionContext, config: ReadSettings, delta: DeltaStore, launcher: TrainingLauncher
+    context: dg.AssetExecutionContext,
+    config: ReadSettings,
+    delta: DeltaStore,
+    launcher: TrainingLauncher,
+    student: StudentModel,
 ):
-    """The student after reading every document of the domain: the config-built default's pretraining,
-    or a real base's optional continued pretraining (`continued_pretraining`); SFT starts from it."""
+    """The student after reading every document of the domain: a real base's continued pretraining (on by
+    default, `continued_pretraining`) or the config-built default's pretraining; SFT starts from it."""
     domain = context.partition_key
     documents_version = delta.version("raw_documents")
     if documents_version is None:
         raise dg.Failure(f"partition {domain}: raw_documents has never been materialized")
-    read_config = load_config(PRETRAIN_CONFIG, config.overrides)
+    overrides = {"base_model": student.base_model, **config.overrides}
+    read_config = load_config(PRETRAIN_CONFIG, overrides)
     digest = config_hash(read_config)
     out_dir = launcher.output_dir(domain, documents_version, digest, stage="read")
     record, checks = launcher.run_reporting(
@@ -58,7 +65,9 @@ def student_base(
             domain,
             "--output-dir",
             out_dir,
-            *set_arguments(config.overrides),
+            "--bases-dir",  # a named base is converted once per artifact root, for every domain
+            launcher.bases_dir(),
+            *set_arguments(overrides),
         ],
         dict(delta.storage_options or {}),
         out_dir,
@@ -81,6 +90,7 @@ def student_base(
             "final_loss": row["final_loss"],
             "wall_seconds": round(row["wall_seconds"], 2),
             "device": row["device"],
+            "precision": row["precision"] or "",
         },
     )
     yield from checks

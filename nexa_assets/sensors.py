@@ -76,10 +76,14 @@ def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
     @dg.sensor(
         job=job,
         minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"A new feedback_set requests the next round (teacher -> ... -> feedback) for its domain; "
-        f"stops at max_rounds={max_rounds}, when a round does not improve by more than "
-        f"{min_improvement}, or when the feedback set is empty. One round per domain at a time.",
+        # Off until a user turns it on (UI: Automation; or `dagster sensor start feedback_loop_sensor`): on,
+        # it would start a round of training for every domain whose feedback set it has not seen, minutes
+        # of CPU per domain that nobody asked for by opening the UI after the main command.
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=f"Off by default; turn it on to run the loop on its own. A new feedback_set requests the next "
+        f"round (teacher -> ... -> feedback) for its domain; stops at max_rounds={max_rounds}, when a round "
+        f"does not improve by more than {min_improvement}, or when the feedback set is empty. One round per "
+        f"domain at a time. Turned on, it acts on the feedback sets it has not seen, those of earlier runs too.",
     )
     def feedback_loop_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         handled = json.loads(context.cursor) if context.cursor else {}  # domain -> storage id acted on

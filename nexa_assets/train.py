@@ -120,6 +120,7 @@ def student_checkpoint(
             "gpu_seconds": round(record["gpu_seconds"], 2),
             "gpu_cost_usd": row["gpu_cost_usd"],
             "device": record["device"],
+            "precision": record.get("precision", ""),
             "sft_version": sft_version,
             "round": round_,
             "qa_rows": record["qa_rows"],

@@ -43,10 +43,11 @@ import polars as pl
 import yaml
 
 from nexa_core.files import write_atomically
-from nexa_core.generate import ROLES, verify_checkpoint
+from nexa_core.generate import verify_checkpoint
 from nexa_core.ids import content_id
 from nexa_core.sft import SplitConfig
-from nexa_core.train import ERROR_FILE, pipes_or_stderr, quiet_libraries, run_reporting_errors
+from nexa_core.student import ROLES, model_roles
+from nexa_core.train import ERROR_FILE, device_name, pipes_or_stderr, quiet_libraries, run_reporting_errors, use_bf16
 
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
@@ -100,7 +101,8 @@ class BenchmarkConfig:
     system_prompt: str = SplitConfig.system_prompt  # {domain} is filled in; "" for none
     batch_size: int = 8
     max_gen_toks: int = 32  # generative answers are short
-    roles: tuple[str, ...] = ROLES
+    roles: tuple[str, ...] = ROLES  # a role the checkpoint does not have (read, for the tiny default) is skipped
+    bf16: str = "auto"  # auto, true or false, as training decides it (nexa_core.train.use_bf16): bf16 weights or fp32
     confidence: float = 0.95
     n_resamples: int = 2000
 
@@ -399,15 +401,12 @@ def write_tasks(
 
 
 def model_args(checkpoint: str | Path, role: str, dtype: str) -> dict:
-    """lm-eval HF model arguments of a role. The student is the checkpoint (base + PEFT adapter, or a
-    full fine-tune); the base is what it was trained from. Both take the checkpoint's tokenizer."""
-    from nexa_core.student import resolve_checkpoint
+    """lm-eval HF model arguments of a role (nexa_core.student.model_roles); every role takes the
+    checkpoint's tokenizer."""
+    from nexa_core.student import model_roles
 
-    model, adapter, base = resolve_checkpoint(checkpoint)
-    args = {"pretrained": model if role == "student" else base, "tokenizer": str(checkpoint), "dtype": dtype}
-    if role == "student" and adapter:
-        args["peft"] = adapter
-    return args
+    model, adapter = model_roles(checkpoint)[role]
+    return {"pretrained": model, "tokenizer": str(checkpoint), "dtype": dtype, **({"peft": adapter} if adapter else {})}
 
 
 def has_chat_template(checkpoint: str | Path) -> bool:
@@ -499,7 +498,7 @@ def score_generative(items: pl.DataFrame) -> pl.DataFrame:
     generative = items.filter(pl.col("kind") == GENERATIVE)
     if generative.is_empty():
         return items
-    scored = score_items(generative.drop("exact_match", "token_f1")).drop("rouge_l")
+    scored = score_items(generative.drop("exact_match", "token_f1")).drop("rouge_l", "contains")
     return pl.concat([items.filter(pl.col("kind") != GENERATIVE), scored.select(items.columns)])
 
 
@@ -519,12 +518,16 @@ def run_benchmark(
     system_prompt = config.system_prompt.format(domain=domain) if chat and config.system_prompt else None
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
+    dtype = "bfloat16" if use_bf16(config.bf16) else "float32"
+    present = model_roles(checkpoint)
+    for role in [r for r in config.roles if r not in present]:
+        log(f"partition {domain}: no {role} model for this checkpoint (its base is the model it read into)")
+    roles = [r for r in config.roles if r in present]
     rows, seconds = [], {}
     with tempfile.TemporaryDirectory(prefix="nexa-benchmark-") as work:
         tasks = write_tasks(suites, domain, Path(work), chat, config.max_gen_toks)
         include = [work, *sorted({str(s.path.parent) for s in suites if s.task})]
-        for role in config.roles:
+        for role in roles:
             start = time.perf_counter()
             results = run_lm_eval(
                 model_args(checkpoint, role, dtype), list(tasks), include, config, chat, system_prompt, device
@@ -535,7 +538,7 @@ def run_benchmark(
             rows += role_rows
     items = score_generative(pl.DataFrame(rows, schema=ITEM_SCORES)).sort("model_role", "suite", "kind", "row")
     expected = sum(s.items.height for s in suites if s.items is not None)
-    for role in config.roles:
+    for role in roles:
         got = items.filter(
             (pl.col("model_role") == role)
             & pl.col("lm_eval_task").is_in([t for t, (s, _) in tasks.items() if s.items is not None])
@@ -545,20 +548,18 @@ def run_benchmark(
     import lm_eval
 
     summary = {
-        "roles": list(config.roles),
+        "roles": roles,
         "seconds": seconds,
         "chat_template": chat,
         "system_prompt": system_prompt,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device": device_name(),
         "dtype": dtype,
         "lm_eval_version": lm_eval.__version__,
         "suites": {
             s.name: {
                 "file": s.path.name,
                 "kinds": s.kinds,
-                "items": int(
-                    items.filter((pl.col("suite") == s.name) & (pl.col("model_role") == config.roles[0])).height
-                ),
+                "items": int(items.filter((pl.col("suite") == s.name) & (pl.col("model_role") == roles[0])).height),
             }
             for s in suites
         },

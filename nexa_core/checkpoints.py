@@ -32,6 +32,7 @@ def base_row(domain: str, record: dict, documents_version: int, config_hash: str
                 "wall_seconds": record.get("wall_seconds", 0.0),
                 "gpu_seconds": record.get("gpu_seconds", 0.0),
                 "device": record.get("device", ""),
+                "precision": record.get("precision"),
                 "config_hash": config_hash,
                 "created_at": datetime.now(timezone.utc),
             }
@@ -82,6 +83,7 @@ def checkpoint_row(
                 "gpu_seconds": record["gpu_seconds"],
                 "gpu_cost_usd": record["gpu_seconds"] / 3600 * usd_per_gpu_hour,
                 "device": record["device"],
+                "precision": record.get("precision"),
                 "mlflow_run_id": mlflow_run_id,
                 "created_at": datetime.now(timezone.utc),
             }

@@ -20,20 +20,23 @@ import polars as pl
 
 from nexa_core.files import write_atomically
 from nexa_core.schemas import EVAL_PREDICTIONS
+from nexa_core.student import ROLES, model_roles
 from nexa_core.train import (
     CONFIG_DIR,
     ERROR_FILE,
+    device_name,
     load_config,
     parse_sets,
     pipes_or_stderr,
+    precision,
     prompt_turns,
     quiet_libraries,
     read_sft,
     run_reporting_errors,
     sha256_files,
+    use_bf16,
 )
 
-ROLES = ("student", "base")
 PREDICTIONS = {
     name: EVAL_PREDICTIONS[name]
     for name in (
@@ -134,26 +137,31 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
     return answers
 
 
-def load_for_eval(checkpoint_dir: str | Path, role: str):
-    """(model, tokenizer) for a role: the student is the checkpoint (a base with its LoRA adapter
-    applied, or a fully fine-tuned model), the base is the model its training started from. Both take
-    the checkpoint folder's tokenizer, so they see the same prompt tokens."""
+def eval_dtype(bf16_setting):
+    """Inference dtype: bf16 where the training rule (train.use_bf16) computes in bf16, else fp32."""
+    import torch
+
+    return torch.bfloat16 if use_bf16(bf16_setting) else torch.float32
+
+
+def load_for_eval(checkpoint_dir: str | Path, role: str, bf16_setting="auto"):
+    """(model, tokenizer) of a role (nexa_core.student.model_roles: the checkpoint, the model after reading,
+    the off-the-shelf base). All take the checkpoint folder's tokenizer, so they see the same prompt tokens."""
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from nexa_core.student import load_student, resolve_checkpoint
+    from nexa_core.student import load_student, model_roles
 
-    if role not in ROLES:
-        raise ValueError(f"model role {role!r}: expected one of {list(ROLES)}")
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
-    model, _ = load_student(model_path if role == "student" else base_path, dtype=dtype)
-    if role == "student" and adapter:
+    roles = model_roles(checkpoint_dir)
+    if role not in roles:
+        raise ValueError(f"model role {role!r}: checkpoint {checkpoint_dir} has the roles {list(roles)}")
+    path, adapter = roles[role]
+    model, _ = load_student(path, dtype=eval_dtype(bf16_setting))
+    if adapter:
         model = PeftModel.from_pretrained(model, adapter)
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
-    return (model.to("cuda") if cuda else model), tokenizer
+    return (model.to("cuda") if torch.cuda.is_available() else model), tokenizer
 
 
 def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) -> pl.DataFrame:
@@ -192,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, config: dict) -> int:
-    import torch
-
     with ExitStack() as stack:
         pipes, log = pipes_or_stderr(stack, Path(args.output).parent)
         if args.expect_sha256:
@@ -206,8 +212,12 @@ def _run(args, config: dict) -> int:
             )
         conversations = examples["messages"].to_list()
         frames, seconds = [], {}
-        for role in args.roles:
-            model, tokenizer = load_for_eval(args.adapter, role)
+        present = model_roles(args.adapter)
+        for role in [r for r in args.roles if r not in present]:
+            log(f"partition {args.domain}: no {role} model for this checkpoint (its base is the model it read into)")
+        roles = [r for r in args.roles if r in present]
+        for role in roles:
+            model, tokenizer = load_for_eval(args.adapter, role, config.get("bf16", "auto"))
             start = time.perf_counter()
             answers = generate_answers(model, tokenizer, conversations, config)
             seconds[role] = round(time.perf_counter() - start, 3)
@@ -221,11 +231,12 @@ def _run(args, config: dict) -> int:
         summary = {
             "output": args.output,
             "rows": predictions.height,
-            "roles": args.roles,
+            "roles": roles,
             "generation_config": config,
+            "precision": precision(use_bf16(config.get("bf16", "auto"))),
             "seconds": seconds,
             "examples": examples.height,
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "device": device_name(),
         }
         if pipes:
             pipes.report_asset_materialization(

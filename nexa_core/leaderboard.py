@@ -163,6 +163,73 @@ def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = No
     return schemas.conform(ranked, RANKED)
 
 
+# --- lift: each measure of a checkpoint beside its base ---------------------------------------------
+
+# (label, source, metric): the test split's answers, and the suites' multiple choice by log-likelihood
+LIFT_MEASURES = (
+    ("test token F1", "test", "token_f1"),
+    ("test contains answer", "test", "contains"),
+    ("suite acc", "suite", "accuracy"),
+    ("suite acc_norm", "suite", "acc_norm"),
+)
+
+
+def _interval(row: dict | None) -> str:
+    return "–" if row is None else f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def verdict(student: dict | None, base: dict | None) -> str:
+    """`lift` only when the student's 95% interval lies wholly above the base's; a lift whose interval
+    overlaps the base's is not a lift."""
+    if student is None or base is None:
+        return "–"
+    if student["ci_low"] > base["ci_high"]:
+        return "lift"
+    return "below" if student["ci_high"] < base["ci_low"] else "overlap"
+
+
+def lift_rows(history: pl.DataFrame, benchmarks: pl.DataFrame | None, checkpoint_ids: list[str]) -> list[dict]:
+    """For each checkpoint, each measure of LIFT_MEASURES: student, read and base with their intervals and
+    the verdict of student against base. Measures a checkpoint was not scored on are left out."""
+    tables = {"test": latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)}
+    if benchmarks is not None and not benchmarks.is_empty():
+        tables["suite"] = latest_benchmarks(benchmarks).filter(
+            (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS)
+        )
+    rows = []
+    for checkpoint in checkpoint_ids:
+        for label, source, metric in LIFT_MEASURES:
+            if source not in tables:
+                continue
+            found = tables[source].filter((pl.col("checkpoint_id") == checkpoint) & (pl.col("metric") == metric))
+            roles = {r["model_role"]: r for r in found.iter_rows(named=True) if r["mean"] is not None}
+            if "student" not in roles:
+                continue
+            rows.append(
+                {
+                    "domain": roles["student"]["domain"],
+                    "round": roles["student"]["round"],
+                    "measure": label,
+                    "n": roles["student"]["n"],
+                    **{role: roles.get(role) for role in ("student", "read", "base")},
+                    "verdict": verdict(roles["student"], roles.get("base")),
+                }
+            )
+    return rows
+
+
+def lift_text(rows: list[dict]) -> str:
+    """The rows of lift_rows as an aligned text table."""
+    roles = "".join(f" {role:>22s}" for role in ("student", "read", "base"))
+    lines = [f"{'domain':10s} {'round':>5s} {'measure':22s} {'n':>3s}{roles}  verdict"]
+    for r in rows:
+        lines.append(
+            f"{r['domain']:10s} {r['round']:>5d} {r['measure']:22s} {r['n']:>3d} {_interval(r['student']):>22s} "
+            f"{_interval(r['read']):>22s} {_interval(r['base']):>22s}  {r['verdict']}"
+        )
+    return "\n".join(lines)
+
+
 # --- markdown --------------------------------------------------------------------------------------
 
 

@@ -3,30 +3,46 @@ and their per-group means with bootstrap confidence intervals, the rows of eval_
 
 from __future__ import annotations
 
+import re
+import string
+
 import numpy as np
 import polars as pl
 from scipy.stats import bootstrap
 
-HEURISTIC_METRICS = ["exact_match", "token_f1", "rouge_l"]
+HEURISTIC_METRICS = ["exact_match", "token_f1", "rouge_l", "contains"]
 ALL_TOPICS = "__all__"
 
 
-def _item_scores(prediction: str, reference: str) -> tuple[float, float, float]:
+def squad_normalise(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def contains(prediction: str, reference: str) -> float:
+    """1 when the normalised reference appears as whole words in the normalised prediction: a right answer
+    said in a sentence, which exact match and token F1 score low."""
+    reference, prediction = squad_normalise(reference), squad_normalise(prediction)
+    return float(bool(reference) and f" {reference} " in f" {prediction} ")
+
+
+def _item_scores(prediction: str, reference: str) -> tuple[float, float, float, float]:
     # torchmetrics imports torch and transformers (seconds): only pay for it when scoring
     from torchmetrics.functional.text import rouge_score, squad
 
     if not prediction.strip():  # no answer is wrong, whatever the reference (SQuAD scores an empty pair 1)
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     qa = squad(
         {"prediction_text": prediction, "id": "0"}, {"answers": {"text": [reference], "answer_start": [0]}, "id": "0"}
     )
     rouge = rouge_score(prediction, reference, rouge_keys="rougeL")["rougeL_fmeasure"]
-    return qa["exact_match"].item() / 100, qa["f1"].item() / 100, rouge.item()
+    return qa["exact_match"].item() / 100, qa["f1"].item() / 100, rouge.item(), contains(prediction, reference)
 
 
 def score_items(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with exact_match, token_f1 (both after SQuAD normalisation: case, punctuation,
-    articles) and rouge_l (LCS F-measure, ROUGE-1.5.5 tokens) of prediction against reference."""
+    articles), rouge_l (LCS F-measure, ROUGE-1.5.5 tokens) and contains of prediction against reference."""
     scores = [_item_scores(p or "", r or "") for p, r in zip(frame["prediction"], frame["reference"])]
     # torchmetrics computes in float32: digits past the 6th decimal are noise
     return frame.with_columns(

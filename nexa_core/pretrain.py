@@ -22,19 +22,25 @@ from pathlib import Path
 from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
 from nexa_core.train import (
     PRETRAIN_CONFIG,
+    TrainingError,
     attention,
+    bases_dir,
     commit_model,
     committed,
     config_hash,
     document_rows,
     fit,
+    for_student,
     read_documents,
     reading_texts,
     stage_main,
+    start_model,
 )
 
 
-def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, log=print, on_metrics=None) -> dict:
+def read_corpus(
+    config: dict, documents: list[str], out_dir: Path, domain: str, bases_dir: Path | str, log=print, on_metrics=None
+) -> dict:
     """Train the student on the documents and save it under out_dir/model; return its record."""
     if not documents:
         raise ValueError(f"partition {domain}: raw_documents has no document for this domain; nothing to read")
@@ -42,24 +48,34 @@ def read_corpus(config: dict, documents: list[str], out_dir: Path, domain: str, 
     if done := committed(out_dir, "model"):
         log(f"partition {domain}: {done['path']} has already read the corpus; nothing to do")
         return {**done, "model_path": done["path"], "trained": True}
-    base = config["base_model"]
+    name = config["base_model"]
+    built = name == DEFAULT_STUDENT
     record = {
         "domain": domain,
-        "base_model": base,
-        "config_hash": config_hash(config),
+        "base_model": name,
+        "config_hash": config_hash(config),  # of the config as given, as the asset hashes it
         "documents": len(documents),
-        "built_from_config": base == DEFAULT_STUDENT,
+        "built_from_config": built,
     }
-    if base == DEFAULT_STUDENT:
-        init = out_dir / "init"
-        if not (init / "config.json").exists():
-            build_default_student(documents, init, seed=config["seed"], **config["student"])
-        base = str(init)
-    elif not config["continued_pretraining"]:
-        load_student(base)  # fail here, naming the setting, rather than in SFT
-        log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
-        return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
-    model, tokenizer = load_student(base, attn_implementation=attention(config))
+    config = for_student(config, built)
+    if built:
+        base = out_dir / "init"
+        if not (base / "config.json").exists():
+            build_default_student(documents, base, seed=config["seed"], **config["student"])
+        base = str(base)
+    else:
+        base = start_model(name, bases_dir, domain, log)
+        if not config["continued_pretraining"]:
+            try:
+                load_student(base)  # fail here, naming the setting, rather than in SFT
+            except ValueError as exc:
+                raise TrainingError(f"partition {domain}: {exc}") from exc
+            log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
+            return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
+    try:
+        model, tokenizer = load_student(base, attn_implementation=attention(config))
+    except ValueError as exc:
+        raise TrainingError(f"partition {domain}: {exc}") from exc
     rows = document_rows(
         tokenizer, reading_texts(documents, config["sentence_passes"], config["seed"]), config["max_length"]
     )
@@ -82,7 +98,9 @@ def _arguments(parser) -> None:
 
 def _read(args, config: dict, log, on_metrics) -> dict:
     documents = read_documents(args.documents_uri, args.documents_version, args.domain)
-    record = read_corpus(config, documents, Path(args.output_dir), args.domain, log=log, on_metrics=on_metrics)
+    record = read_corpus(
+        config, documents, Path(args.output_dir), args.domain, bases_dir(args), log=log, on_metrics=on_metrics
+    )
     return {**record, "documents_version": args.documents_version}
 
 

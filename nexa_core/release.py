@@ -24,6 +24,9 @@ from nexa_core.student import MANIFEST
 from nexa_core.train import sha256_files
 
 BENCHMARK_ACCURACY = "benchmark_accuracy"  # the gate's name for accuracy over all suites (benchmark_history)
+BENCHMARK_ACC_NORM = "benchmark_acc_norm"  # the same, each choice's log-likelihood normalised by its length
+# benchmark_history's metric behind each gate name
+BENCHMARK_METRIC = {BENCHMARK_ACC_NORM: "acc_norm", BENCHMARK_ACCURACY: "accuracy"}
 RULES = ("intervals", "mean")
 RELEASE_HISTORY = "release_history"
 SFT_TABLE = "sft_dataset"
@@ -36,8 +39,8 @@ class ReleaseError(ValueError):
 
 @dataclass(frozen=True)
 class GateConfig:
-    """`metric`: auto, benchmark_accuracy, or a test split metric (judge_score, token_f1, rouge_l,
-    exact_match). `rule`: intervals (the candidate's ci_low minus the other's ci_high) or mean (the
+    """`metric`: auto, benchmark_acc_norm, benchmark_accuracy, or a test split metric (judge_score, token_f1,
+    rouge_l, exact_match, contains). `rule`: intervals (the candidate's ci_low minus the other's ci_high) or mean (the
     difference of means); the candidate must exceed each `min_lift_*` by that measure."""
 
     metric: str = "auto"
@@ -77,14 +80,15 @@ def benchmarked(benchmarks: pl.DataFrame | None, checkpoint_id: str) -> bool:
 
 def gate_metric(config: GateConfig, checkpoint_id: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None) -> str:
     """The metric this candidate is judged on (config.metric resolved when it is auto)."""
-    # auto: the benchmark suites, else the judge's score when anything was judged, else token F1
-    for metric in [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, *PRIMARY_METRICS]:
+    # auto: the benchmark suites (acc_norm: a small model's raw log-likelihood favours short choices), else
+    # the judge's score when anything was judged, else token F1
+    for metric in [config.metric] if config.metric != "auto" else [*BENCHMARK_METRIC, *PRIMARY_METRICS]:
         if score_of(checkpoint_id, "student", metric, history, benchmarks):
             return metric
     scored = sorted(set(history.filter(pl.col("checkpoint_id") == checkpoint_id)["metric"]))
     raise ReleaseError(
         f"checkpoint {checkpoint_id} has no score on the gate's metric {config.metric!r}; its test "
-        f"split has {scored or 'no scores'}, benchmark suites give {BENCHMARK_ACCURACY}"
+        f"split has {scored or 'no scores'}, benchmark suites give {' and '.join(BENCHMARK_METRIC)}"
     )
 
 
@@ -92,10 +96,12 @@ def score_of(
     checkpoint_id: str, role: str, metric: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None
 ) -> Score | None:
     """A role's latest score on the whole domain; base rows carry the checkpoint_id of their student."""
-    if metric == BENCHMARK_ACCURACY:
+    if metric in BENCHMARK_METRIC:
         if benchmarks is None or benchmarks.is_empty():
             return None
-        rows = latest_benchmarks(benchmarks).filter((pl.col("suite") == ALL_SUITES) & (pl.col("metric") == "accuracy"))
+        rows = latest_benchmarks(benchmarks).filter(
+            (pl.col("suite") == ALL_SUITES) & (pl.col("metric") == BENCHMARK_METRIC[metric])
+        )
     else:
         rows = latest_evaluations(history).filter(pl.col("metric") == metric)
     rows = rows.filter(

@@ -146,6 +146,7 @@ STUDENT_BASE = {
     "wall_seconds": pl.Float64,
     "gpu_seconds": pl.Float64,
     "device": pl.String,
+    "precision": pl.String,  # bf16-autocast or fp32: how it computed while reading (null: not read here)
     "config_hash": pl.String,
     "created_at": pl.Datetime("us", "UTC"),
 }
@@ -172,6 +173,7 @@ STUDENT_CHECKPOINT = {
     "gpu_seconds": pl.Float64,
     "gpu_cost_usd": pl.Float64,
     "device": pl.String,
+    "precision": pl.String,  # bf16-autocast or fp32: how it computed while training
     "mlflow_run_id": pl.String,
     "created_at": pl.Datetime("us", "UTC"),
 }
@@ -208,6 +210,7 @@ EVAL_SCORES = {
     "exact_match": pl.Float64,
     "token_f1": pl.Float64,
     "rouge_l": pl.Float64,
+    "contains": pl.Float64,  # 1 when the normalised reference is in the normalised prediction
     "judge_score": pl.Float64,  # rubric score scaled to [0, 1]; null unless judge_status is "ok"
     "judge_status": pl.String,  # ok, unparseable, not_configured
     "judge_prompt": pl.String,  # the rendered rubric messages (JSON) the judge was sent

@@ -132,18 +132,27 @@ def prefer_shape_free_sdpa() -> None:
 
 
 def load_student(name_or_path: str, dtype=None, attn_implementation: str | None = None):
-    """(model, tokenizer) from a local folder or a hub id (hub ids need network, or a warm cache)."""
+    """(model, tokenizer) from a local folder or a hub id (hub ids need network, or a warm cache). Weights
+    load in fp32 unless `dtype` says otherwise: training keeps fp32 weights (bf16 only in autocast), and
+    a folder saved in bf16 would otherwise load as bf16."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nexa_core.bases import EMBEDDED_BASES
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, attn_implementation=attn_implementation or attention_implementation()
+            name_or_path,
+            dtype=dtype or torch.float32,
+            attn_implementation=attn_implementation or attention_implementation(),
         )
     except (OSError, ValueError) as exc:
+        named = ", ".join([DEFAULT_STUDENT, *EMBEDDED_BASES])
         raise ValueError(
-            f"base_model '{name_or_path}' could not be loaded: not a model folder, and not a hub id "
-            f"available offline ({type(exc).__name__}: {str(exc)[:200]})"
+            f"base_model '{name_or_path}' could not be loaded: not a named base ({named}), not a model "
+            f"folder, and not a hub id available offline ({type(exc).__name__}: {str(exc)[:200]}); set "
+            f"base_model to one of those"
         ) from exc
     if model.config._attn_implementation == "sdpa":
         prefer_shape_free_sdpa()
@@ -172,11 +181,11 @@ def lora_targets(model, requested: list[str] | str | None) -> list[str] | str:
 
 
 def resolve_checkpoint(folder: str | Path) -> tuple[str, str | None, str]:
-    """(model to load, adapter to apply or None, the base it was trained from) for a checkpoint folder.
+    """(model to load, adapter to apply or None, the model its training started from) for a checkpoint folder.
 
     A LoRA checkpoint is a PEFT adapter folder (adapter_config.json names its base). A full
-    fine-tune (the default for config-built students) is a complete model folder whose manifest.json
-    names the base the training started from."""
+    fine-tune (the default) is a complete model folder whose manifest.json names the model the training
+    started from."""
     folder = Path(folder)
     adapter_config = folder / "adapter_config.json"
     if adapter_config.is_file():
@@ -189,3 +198,30 @@ def resolve_checkpoint(folder: str | Path) -> tuple[str, str | None, str]:
             f"full model with its manifest.json"
         )
     return str(folder), None, json.loads(manifest.read_text())["base_model_path"]
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """A model folder's manifest, {} for a folder this project did not write (or a hub id)."""
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# The models a checkpoint is scored beside, all answering the same prompts:
+# student: the checkpoint; read: the model SFT started from, after reading the domain (only when it differs
+# from the base); base: the off-the-shelf model the user started from, before reading and before SFT. A
+# student built from a config has no off-the-shelf form (random weights are not a model): its base is the
+# model after reading, and it has no separate read row.
+ROLES = ("student", "read", "base")
+
+
+def model_roles(checkpoint: str | Path) -> dict[str, tuple[str, str | None]]:
+    """{role: (model path or hub id, adapter folder or None)} for each role a checkpoint has."""
+    model, adapter, started_from = resolve_checkpoint(checkpoint)
+    roles = {"student": (model, adapter)}
+    start = read_manifest(started_from)
+    before_reading = start.get("base_model_path")
+    if before_reading and not start.get("built_from_config") and before_reading != started_from:
+        roles |= {"read": (started_from, None), "base": (before_reading, None)}
+    else:
+        roles["base"] = (started_from, None)
+    return roles

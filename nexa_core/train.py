@@ -161,11 +161,97 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def mixed_precision(config: dict) -> bool:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+# Flags of CPUs whose matrix units take bf16 natively: without one, bf16 autocast is slower than fp32
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def use_bf16(setting, cuda: bool | None = None, flags: set[str] | None = None) -> bool:
+    """`bf16: auto` computes in bf16 (autocast, fp32 weights) on a GPU that supports it and on a CPU with
+    avx512_bf16 or AMX; true/false force it."""
+    if isinstance(setting, str) and setting.lower() in ("true", "false"):  # as a string-typed config field gives it
+        setting = setting.lower() == "true"
+    if setting != "auto":
+        return bool(setting)
     import torch
 
-    cuda = torch.cuda.is_available()
-    return cuda and torch.cuda.is_bf16_supported() if config["bf16"] == "auto" else bool(config["bf16"])
+    if torch.cuda.is_available() if cuda is None else cuda:
+        return torch.cuda.is_bf16_supported()
+    return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def precision(bf16: bool) -> str:
+    """What a record says about how a model computed: the weights stay fp32 under bf16 autocast."""
+    return "bf16-autocast" if bf16 else "fp32"
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+STUDENT_KINDS = ("pretrained", "from_config")  # the YAML sections of settings that differ by kind of student
+
+
+def for_student(config: dict, built_from_config: bool) -> dict:
+    """The config with its kind of student's section filled in: `from_config` for a student built from a
+    config (trained from random weights), `pretrained` for a real base. A key at the top level (from the
+    file or an override) wins over the section's."""
+    section = config.get("from_config" if built_from_config else "pretrained") or {}
+    settled = {k: v for k, v in config.items() if k not in STUDENT_KINDS}
+    return {**section, **settled}
+
+
+def _completion_trainer():
+    """TRL's SFTTrainer scoring only the positions that have a label, on the CPU.
+
+    TRL projects hidden states through the LM head only at labelled positions on Triton devices; elsewhere it
+    scores every position (prompt and padding included) and adds entropy and top-1 metrics over the whole
+    vocabulary. With completion-only loss on short answers (about 1 position in 9 has a label in the
+    sample SFT sets) that was a quarter of a CPU step. Here the backbone runs once, the head only on
+    labelled positions, and the loss is the same token-mean cross-entropy (bench/train.py measures both)."""
+    import torch
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:  # logits asked for: TRL's own path
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            core = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps it
+            hidden = core.base_model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs.get("attention_mask"),
+                position_ids=inputs.get("position_ids"),
+                use_cache=False,
+            ).last_hidden_state
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            logits = core.get_output_embeddings()(hidden[:, :-1][mask]).float()
+            targets = labels[mask]
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(
+                min=1
+            )
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                correct = (logits.argmax(-1) == targets).sum().item()
+            self._metrics[mode]["mean_token_accuracy"].append(correct / max(1, targets.numel()))
+            if mode == "train":
+                seen = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+                self._total_train_tokens += int(seen)
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return CompletionSFTTrainer
 
 
 def fit(
@@ -188,7 +274,9 @@ def fit(
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    CompletionSFTTrainer = _completion_trainer()
     cuda = torch.cuda.is_available()
+    bf16 = use_bf16(config["bf16"])
     max_length = config["max_length"]
     if config["packing"]:
         max_length = packing_length(
@@ -211,7 +299,9 @@ def fit(
         gradient_accumulation_steps=config["gradient_accumulation_steps"],
         max_length=max_length,
         packing=config["packing"],
-        bf16=mixed_precision(config),
+        bf16=bf16,
+        # batches of similar lengths: little compute is spent on padding when rows are not packed
+        train_sampling_strategy="group_by_length" if config.get("group_by_length") else "random",
         gradient_checkpointing=config["gradient_checkpointing"],
         logging_steps=config.get("logging_steps", 1),
         save_strategy="steps",
@@ -245,7 +335,7 @@ def fit(
     if early_stop:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
     as_dataset = datasets.Dataset.from_list
-    trainer = SFTTrainer(
+    trainer = (CompletionSFTTrainer if not cuda and args.world_size == 1 else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=as_dataset(train_rows),
@@ -275,8 +365,9 @@ def fit(
             "train_loss": float(result.training_loss),
             "wall_seconds": wall,
             "gpu_seconds": wall if cuda else 0.0,
-            "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            "device": device_name(),
             "bf16": args.bf16,
+            "precision": precision(args.bf16),
             "world_size": args.world_size,
             "trained_tokens": sum(len(r["input_ids"]) for r in train_rows),
         },
@@ -294,6 +385,13 @@ def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, mer
     Under torchrun every rank takes part in saving (FSDP gathers the weights), rank 0 alone writes."""
     staging = out_dir / f"{name}.partial"
     main_process = trainer.is_world_process_zero()
+    if record.get("bf16") and trainer.args.world_size == 1:
+        # It computed in bf16: its fp32 master weights hold nothing it will use at inference, where it runs in
+        # bf16 too. Saved in bf16 a 135M model is 270 MB, not 540 (a sharded model is saved as it is).
+        import torch
+
+        trainer.model.to(torch.bfloat16)
+        record = {**record, "saved_dtype": "bfloat16"}
     if main_process:
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
@@ -323,6 +421,23 @@ def committed(out_dir: Path, *names: str) -> dict | None:
         if manifest.is_file():
             return {**json.loads(manifest.read_text()), "path": str(manifest.parent)}
     return None
+
+
+def start_model(base: str, bases_dir: Path | str, domain: str, log=print) -> str:
+    """The folder (or hub id) a base name resolves to (a named embedded base is converted once); a base
+    that cannot be had is an error naming the partition, the base and the fix, never a fallback."""
+    from nexa_core.bases import BaseModelError, resolve_base
+
+    try:
+        return resolve_base(base, bases_dir, log=log)
+    except BaseModelError as exc:
+        raise TrainingError(f"partition {domain}: {exc}") from exc
+
+
+def bases_dir(args) -> Path:
+    """Where named bases are converted: --bases-dir (the launcher's artifact root/bases), else beside the
+    stage's output folder's domain folder."""
+    return Path(args.bases_dir) if args.bases_dir else Path(args.output_dir).resolve().parent.parent / "bases"
 
 
 def full_finetune(config: dict, base_dir: str) -> bool:
@@ -371,11 +486,12 @@ def train(
     log=print,
     on_metrics=None,
     documents: list[str] | None = None,
+    bases: Path | None = None,
 ) -> dict:
     """SFT from config["base_model"] (normally the domain's student_base) and save; return the
     checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
     causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
-    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
+    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student, read_manifest
 
     train_rows = splits["train"]
     check_train_size(train_rows.height, config, domain, "the SFT train split")
@@ -383,14 +499,22 @@ def train(
     if done := committed(out_dir, "model", "adapter"):
         log(f"partition {domain}: {done['path']} is already trained; nothing to do")
         return done
+    given_hash = config_hash(config)  # of the config as given, as the asset hashes it
     base = config["base_model"]
     if base == DEFAULT_STUDENT:  # no reading stage ran: build the default from the SFT text itself
         base_dir = out_dir / "base"
         if not (base_dir / "config.json").exists():
             texts = [m["content"] for msgs in train_rows["messages"].to_list() for m in msgs]
-            build_default_student(texts, base_dir, seed=config["seed"], **load_config(PRETRAIN_CONFIG)["student"])
+            student = for_student(load_config(PRETRAIN_CONFIG), built_from_config=True)["student"]
+            build_default_student(texts, base_dir, seed=config["seed"], **student)
         base = str(base_dir)
-    model, tokenizer = load_student(base, attn_implementation=attention(config))
+    else:  # a named base without a reading stage: its converted folder
+        base = start_model(base, bases or out_dir.resolve().parent.parent / "bases", domain, log)
+    config = for_student(config, bool(read_manifest(base).get("built_from_config")))
+    try:
+        model, tokenizer = load_student(base, attn_implementation=attention(config))
+    except ValueError as exc:
+        raise TrainingError(f"partition {domain}: {exc}") from exc
     full = full_finetune(config, base)
     lora = None if full else lora_config(config, model)
     rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
@@ -435,7 +559,7 @@ def train(
         "train_examples": train_rows.height,
         "qa_rows": qa_rows,
         "replayed_rows": len(rows) - qa_rows,
-        "config_hash": config_hash(config),
+        "config_hash": given_hash,
     }
     record = commit_model(
         fitted["trainer"],
@@ -519,6 +643,7 @@ def stage_main(argv: list[str] | None, description: str, default_config: Path, a
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--config", help=f"a YAML config (default {default_config.name})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
+    parser.add_argument("--bases-dir", help="where named bases are converted once (default: ../../bases)")
     add_arguments(parser)
     args = parser.parse_args(argv)
     quiet_libraries()
@@ -576,13 +701,17 @@ def _sft_arguments(parser) -> None:
 def _sft(args, config: dict, log, on_metrics) -> dict:
     splits = read_sft(args.sft_uri, args.sft_version, args.domain)
     log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(f"{k}={v.height}" for k, v in splits.items()))
-    documents = (
-        read_documents(args.documents_uri, args.documents_version, args.domain)
-        if args.documents_uri and config.get("replay_documents")
-        else None
-    )
+    # read whenever given: whether they are replayed (replay_documents) depends on the kind of student
+    documents = read_documents(args.documents_uri, args.documents_version, args.domain) if args.documents_uri else None
     record = train(
-        config, splits, Path(args.output_dir), args.domain, log=log, on_metrics=on_metrics, documents=documents
+        config,
+        splits,
+        Path(args.output_dir),
+        args.domain,
+        log=log,
+        on_metrics=on_metrics,
+        documents=documents,
+        bases=bases_dir(args),
     )
     return {**record, "sft_version": args.sft_version}
 

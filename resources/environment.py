@@ -12,6 +12,8 @@ Variable (default): what reads it.
 - AWS_ENDPOINT_URL, AWS_REGION (or AWS_DEFAULT_REGION), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP: an
   s3:// Delta root.
 - NEXA_ARTIFACT_ROOT (default: data/artifacts): the training launcher.
+- NEXA_BASE_MODEL (default: smollm2-135m-instruct, pretrain_default.yaml's): the model every student starts from
+  (student_base), unless its run config names one; nexa-tiny-llama for fast smoke runs and tests.
 - NEXA_LAUNCHER_CONFIG (default: unset: local subprocesses): a YAML file of the launcher's settings (kind, image,
   gpus, ...), e.g. deploy/launcher-kubernetes.yaml.
 - NEXA_REPORT_DIR (default: data/reports): the leaderboard's HTML report.
@@ -36,6 +38,7 @@ from resources.delta import PROJECT_ROOT
 from resources.instance import PG_URL_VARIABLE
 from resources.launcher import TrainingLauncher
 from resources.reports import ReportFolder
+from resources.student import StudentModel
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking
 
@@ -126,6 +129,7 @@ class Environment:
     delta_storage: LocalConfig | S3Config  # the IO manager's
     storage_options: dict[str, str]  # the same, as deltalake's options (DeltaStore)
     artifact_root: str
+    base_model: str
     launcher: dict  # TrainingLauncher settings from NEXA_LAUNCHER_CONFIG (empty: its defaults)
     report_dir: str
     tracking_uri: str
@@ -152,6 +156,7 @@ class Environment:
                 or launcher.get("artifact_root")
                 or _default(TrainingLauncher, "artifact_root")
             ),
+            base_model=environ.get("NEXA_BASE_MODEL") or _default(StudentModel, "base_model"),
             launcher=launcher,
             report_dir=environ.get("NEXA_REPORT_DIR") or _default(ReportFolder, "folder"),
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or _default(MlflowTracking, "tracking_uri"),

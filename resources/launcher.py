@@ -303,6 +303,10 @@ class TrainingLauncher(dg.ConfigurableResource):
         # Same inputs, same folder: a re-materialization after a crash finds the trainer's checkpoints.
         return f"{self.artifact_root.rstrip('/')}/{domain}/{stage}-v{sft_version}-{config_hash}"
 
+    def bases_dir(self) -> str:
+        """Where named bases are converted once, for every domain (nexa_core/bases.py)."""
+        return f"{self.artifact_root.rstrip('/')}/bases"
+
     def failure_reason(self, out_dir: str) -> str | None:
         """What the trainer wrote before failing, when its output folder is readable from here."""
         path = Path(out_dir) / ERROR_FILE

@@ -17,6 +17,8 @@ for key, value in {
     "GX_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DAGSTER_DISABLE_TELEMETRY": "1",
+    # the commands and code locations the tests start build the config-built student, not the real base
+    "NEXA_BASE_MODEL": "nexa-tiny-llama",
 }.items():
     os.environ[key] = value
 

@@ -9,7 +9,11 @@ from nexa_assets import checks, distill
 from nexa_assets.partitions import domain_partitions
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.reports import RawFolder, ReportFolder
+from resources.student import StudentModel
 from resources.teacher import TeacherResource
+
+# The config-built student: the tests that do not need the real base (tests/test_real_base.py does) stay fast
+TINY = StudentModel(base_model="nexa-tiny-llama")
 
 DISTILL_ASSETS = distill.DISTILL_ASSETS
 
@@ -20,6 +24,7 @@ def resources(delta_root: Path, teacher: TeacherResource | None = None) -> dict:
         "delta": DeltaStore(root_uri=str(delta_root)),
         "teacher": teacher or TeacherResource(),
         "raw": RawFolder(),  # the tests name their raw root in raw_documents' run config
+        "student": TINY,
         "reports": ReportFolder(folder=str(delta_root.parent / "reports")),
     }  # beside the tables, not in the project
 
