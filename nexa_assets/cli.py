@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         metavar="ASSET.KEY=VALUE",
         help="a stage's setting, e.g. student_checkpoint.num_train_epochs=1 (repeatable)",
     )
+    parser.add_argument(
+        "--release",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after nexa_job, offer each domain's checkpoint to the promotion gate (release_job); a refusal "
+        "changes nothing and is reported, not a failure (--no-release: stop at the evaluation)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -136,6 +143,8 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         )
         if status != "ok":
             failed.append(domain)
+        elif args.job == "nexa_job" and args.release:
+            print(release_line(domain, instance, defs, run_config))
 
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
@@ -186,6 +195,29 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     if args.job != "distill_job" and store.exists("eval_history"):
         print_lift(store, domains)
     return 1 if failed else 0
+
+
+def release_line(domain: str, instance, defs, run_config: dict) -> str:
+    """release_job for the domain: the gate's decision in one line (its check blocks a refused candidate, so a
+    refusal is a failed run that changed nothing)."""
+    result = defs.resolve_job_def("release_job").execute_in_process(
+        partition_key=domain,
+        instance=instance,
+        raise_on_error=False,
+        run_config={k: v for k, v in run_config.items() if k != "ops"},
+    )
+    gate = next(
+        (
+            e.asset_check_evaluation_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.asset_check_evaluation_data.check_name == "promotion_gate"
+        ),
+        None,
+    )
+    if gate is None:
+        return f"{domain}: release_job FAILED before the gate decided; log: dagster run {result.run_id}"
+    return f"{domain}: release_job: {gate.description}"
 
 
 def print_lift(store, domains: list[str]) -> None:

@@ -80,9 +80,8 @@ def benchmarked(benchmarks: pl.DataFrame | None, checkpoint_id: str) -> bool:
 
 def gate_metric(config: GateConfig, checkpoint_id: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None) -> str:
     """The metric this candidate is judged on (config.metric resolved when it is auto)."""
-    # auto: the benchmark suites (acc_norm: a small model's raw log-likelihood favours short choices), else
-    # the judge's score when anything was judged, else token F1
-    for metric in [config.metric] if config.metric != "auto" else [*BENCHMARK_METRIC, *PRIMARY_METRICS]:
+    # auto: the benchmark suites' accuracy, else the judge's score when anything was judged, else token F1
+    for metric in [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, *PRIMARY_METRICS]:
         if score_of(checkpoint_id, "student", metric, history, benchmarks):
             return metric
     scored = sorted(set(history.filter(pl.col("checkpoint_id") == checkpoint_id)["metric"]))
@@ -216,7 +215,7 @@ def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
     model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
     staging = Path(f"{out_dir}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model, _ = load_student(model_path)
+    model, _ = load_student(model_path, dtype="auto")  # in the precision it was saved in (bf16 when trained in it)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     tokenizer = checkpoint_tokenizer(checkpoint_dir)

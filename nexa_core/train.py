@@ -274,7 +274,11 @@ def fit(
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from nexa_core.student import read_manifest
+
     CompletionSFTTrainer = _completion_trainer()
+    # settled already by the stages; here too for a caller that hands over the file's config as it is
+    config = for_student(config, bool(read_manifest(model.name_or_path).get("built_from_config")))
     cuda = torch.cuda.is_available()
     bf16 = use_bf16(config["bf16"])
     max_length = config["max_length"]
@@ -287,7 +291,7 @@ def fit(
         log(f"partition {domain}: packing rows of {max_length} tokens")
     has_eval = bool(eval_rows)
     early_stop = has_eval and config.get("early_stopping_patience", 0) > 0
-    args = SFTConfig(
+    settings = dict(
         output_dir=str(run_dir),
         max_steps=config["max_steps"] or -1,
         num_train_epochs=config["num_train_epochs"],
@@ -316,8 +320,8 @@ def fit(
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        **(config.get("trainer_args") or {}),
     )
+    args = SFTConfig(**{**settings, **(config.get("trainer_args") or {})})  # trainer_args win
     curve: list[dict] = []
 
     class Report(TrainerCallback):

@@ -1,12 +1,16 @@
 """A domain taken through the real graph for the release and serving tests (a small student, a few
 steps), and model_release materialized on a copy of its tables."""
 
+import os
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from conftest import SAMPLE_RAW
+from conftest import SAMPLE_RAW, stop_by_pid
 from graph_helpers import materialize_domain, resources
 
 from nexa_assets import benchmark, evaluate, pretrain, release, train
@@ -126,3 +130,81 @@ def check_of(result, name: str = "promotion_gate"):
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data.check_name == name
     )
+
+
+NEXA_SERVE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "nexa-serve")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def command_env(root: Path) -> dict:
+    """The environment nexa-serve reads: this root's Delta tables, MLflow store and Dagster home."""
+    return {
+        **os.environ,
+        "NEXA_DELTA_ROOT": str(root / "delta"),
+        "DAGSTER_HOME": str(root / "serve_home"),
+        "MLFLOW_TRACKING_URI": graph_resources(root)["tracking"].tracking_uri,
+    }
+
+
+def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_tokens: int) -> list[dict]:
+    """What the champion itself says ({"prediction", "new_tokens"}), one conversation at a time, greedy
+    (nexa_core.generate), in the precision nexa-serve loads it in (the one it was saved in)."""
+    from nexa_core.generate import generate_answers, load_generation_config
+    from nexa_core.student import load_student
+
+    model, tokenizer = load_student(merged_uri, dtype="auto")
+    config = {**load_generation_config({"max_new_tokens": max_new_tokens}), "batch_size": 1}
+    return generate_answers(model, tokenizer, conversations, config)
+
+
+def start_nexa_serve(root: Path, domain: str, served_model: str, timeout: float = 300) -> dict:
+    """`nexa-serve DOMAIN` on a free port of 127.0.0.1, once it has answered a first question."""
+    from openai import OpenAI
+
+    port = free_port()
+    log = (root / "nexa-serve.err").open("w")
+    proc = subprocess.Popen(
+        [NEXA_SERVE, domain, "--port", str(port), "--device", "cpu"],
+        env=command_env(root),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    client = OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
+    question = [{"role": "user", "content": "What is a photon?"}]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            first = client.chat.completions.create(model=served_model, messages=question, temperature=0, max_tokens=8)
+            break
+        except Exception:  # not listening yet  # noqa: BLE001
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_by_pid(proc)
+                log.close()
+                raise AssertionError(
+                    f"nexa-serve gave no answer within {timeout:.0f} s: {(root / 'nexa-serve.err').read_text()[-3000:]}"
+                ) from None
+            time.sleep(0.2)
+    return {
+        "proc": proc,
+        "log": log,
+        "port": port,
+        "base_url": base_url,
+        "client": client,
+        "model": served_model,
+        "first": first,
+        "announcement": proc.stdout.readline(),
+    }
+
+
+def stop_nexa_serve(server: dict) -> None:
+    stop_by_pid(server["proc"])
+    server["log"].close()

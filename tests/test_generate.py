@@ -58,6 +58,7 @@ def trained(tmp_path_factory):
             "per_device_train_batch_size": 4,
             "learning_rate": 0.01,
             "finetune": "lora",
+            "base_model": "nexa-tiny-llama",
         }
     )
     train(config, read_sft(str(root / "sft"), 0, "physics"), root / "run", "physics", log=lambda m: None)
@@ -108,11 +109,13 @@ def test_a_full_fine_tune_is_the_student_and_the_model_it_started_from_the_base(
     from nexa_core.student import resolve_checkpoint
 
     sft_frame().write_delta(str(tmp_path / "sft"))
-    config = load_config(overrides={"max_steps": 4, "save_steps": 100, "learning_rate": 0.01})  # finetune: auto
+    config = load_config(
+        overrides={"max_steps": 4, "save_steps": 100, "learning_rate": 0.01, "base_model": "nexa-tiny-llama"}
+    )
     record = train(
         config, read_sft(str(tmp_path / "sft"), 0, "physics"), tmp_path / "run", "physics", log=lambda m: None
     )
-    assert record["finetune"] == "full" and record["lora"] is None  # a config-built student trains all weights
+    assert record["finetune"] == "full" and record["lora"] is None  # the default: all weights
     folder = tmp_path / "run" / "model"
     assert resolve_checkpoint(folder) == (str(folder), None, str(tmp_path / "run" / "base"))
     student, tokenizer = load_for_eval(folder, "student")

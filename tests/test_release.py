@@ -79,7 +79,7 @@ def test_default_gate_refuses_with_the_numbers_and_changes_nothing(first_release
     assert not result.success and not materialized(result)
     check = check_of(result)
     assert not check.passed and check.blocking
-    assert scores["metric"] == "benchmark_acc_norm"  # physics ships benchmark suites
+    assert scores["metric"] == "benchmark_accuracy"  # physics ships benchmark suites
     description = check.description
     assert "partition physics" in description and "refused; the champion stays as it was" in description
     assert "rule intervals" in description and "intervals" in check.metadata["rule"].value

@@ -6,62 +6,38 @@ error. Then the served student feeds the next round: it is the judge of another 
 through NEXA_JUDGE_*, cached and costed as any endpoint is."""
 
 import json
-import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 from conftest import PROJECT, stop_by_pid
 from release_helpers import (
+    NEXA_SERVE,
     candidate_scores,
+    champion_answers,
+    command_env,
     copy_tables,
     evaluate_domain,
+    free_port,
     graph_resources,
     materialize_release,
     passing_gate,
     read,
+    start_nexa_serve,
+    stop_nexa_serve,
 )
 
 from nexa_assets import evaluate
-from nexa_core.generate import generate_answers, load_generation_config
 from nexa_core.serve import vllm_command
-from nexa_core.student import load_student
 from resources.environment import Environment
 
 DOMAIN, OTHER = "physics", "chemistry"
-NEXA_SERVE = str(PROJECT / ".venv" / "bin" / "nexa-serve")
 JUDGE_TOKENS = 24
 PRICE = {"input": 0.5, "output": 1.5}  # USD per 1M tokens, as configured for any endpoint
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def command_env(root: Path) -> dict:
-    """The environment nexa-serve reads: this root's Delta tables, MLflow store and Dagster home."""
-    return {
-        **os.environ,
-        "NEXA_DELTA_ROOT": str(root / "delta"),
-        "DAGSTER_HOME": str(root / "serve_home"),
-        "MLFLOW_TRACKING_URI": graph_resources(root)["tracking"].tracking_uri,
-    }
-
-
-def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_tokens: int) -> list[dict]:
-    """What the champion itself says ({"prediction", "new_tokens"}), one conversation at a time, greedy
-    (nexa_core.generate)."""
-    model, tokenizer = load_student(merged_uri)
-    config = {**load_generation_config({"max_new_tokens": max_new_tokens}), "batch_size": 1}
-    return generate_answers(model, tokenizer, conversations, config)
 
 
 @pytest.fixture(scope="module")
@@ -88,49 +64,12 @@ def released(evaluated_physics, tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(released):
     """nexa-serve physics on a free port, until the module is done; the first answer is timed."""
-    from openai import OpenAI
-
-    root, port = released["root"], free_port()
-    log = (root / "nexa-serve.err").open("w")
-    proc = subprocess.Popen(
-        [NEXA_SERVE, DOMAIN, "--port", str(port), "--device", "cpu"],
-        env=command_env(root),
-        stdout=subprocess.PIPE,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=PROJECT,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    client = OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
-    model = released["release"]["served_model"]
-    question = [{"role": "user", "content": "What is a photon?"}]
+    server = start_nexa_serve(released["root"], DOMAIN, released["release"]["served_model"])
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                first = client.chat.completions.create(model=model, messages=question, temperature=0, max_tokens=8)
-                break
-            except Exception:  # not listening yet  # noqa: BLE001
-                assert proc.poll() is None, (root / "nexa-serve.err").read_text()[-3000:]
-                assert time.monotonic() < deadline, "nexa-serve gave no answer within 300 s"
-                time.sleep(0.2)
         to_first_answer = time.perf_counter() - released["released_at"]
-        announcement = proc.stdout.readline()
-        yield {
-            **released,
-            "proc": proc,
-            "port": port,
-            "base_url": base_url,
-            "client": client,
-            "model": model,
-            "first": first,
-            "to_first_answer": to_first_answer,
-            "announcement": announcement,
-        }
+        yield {**released, **server, "to_first_answer": to_first_answer}
     finally:
-        stop_by_pid(proc)
-        log.close()
+        stop_nexa_serve(server)
 
 
 @pytest.mark.slow  # nexa-serve runs as a subprocess
