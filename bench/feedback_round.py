@@ -5,10 +5,11 @@ Usage: python bench/feedback_round.py [DOMAIN ...] [--steps N] [--smoke]
 
 Runs the whole graph (nexa_job) for each domain on the offline defaults (the main command's
 settings), then one round of the loop (round_job), into a temporary Delta root and Dagster home, and
-prints from eval_history and benchmark_history: every metric for the student and its base (the
-student after reading, before SFT) with 95% bootstrap intervals, for round 0 and round 1, and the
-score on the topics round 0 found weak, before and after the feedback round. --smoke: one domain,
-a few steps of reading and training, to check the benchmark runs (its figures mean nothing).
+prints from eval_history and benchmark_history: for round 0 and round 1, the student beside the model
+after reading and the off-the-shelf base on the test split and the suites with 95% bootstrap intervals
+(nexa_core.leaderboard.lift_rows, as the main command prints them), and the score on the topics round 0
+found weak, before and after the feedback round, beside the base's. --smoke: one domain, the config-built
+student, a few steps of reading and training, to check the benchmark runs (its figures mean nothing).
 """
 
 import argparse
@@ -66,7 +67,8 @@ def main() -> int:
         config["ops"]["student_checkpoint"] = {"config": {"overrides": {"max_steps": args.steps}}}
     if args.smoke:  # a smaller student, short answers: every stage runs, in seconds
         small = {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}
-        config["ops"]["student_base"] = {"config": {"overrides": {"max_steps": args.steps, "student": small}}}
+        read = {"base_model": "nexa-tiny-llama", "max_steps": args.steps, "student": small}
+        config["ops"]["student_base"] = {"config": {"overrides": read}}
         config["ops"]["eval_predictions"] = {"config": {"overrides": {"max_new_tokens": 8}}}
     round_config = {"ops": {k: v for k, v in config["ops"].items() if k not in ("raw_documents", "student_base")}}
     weak: dict[str, dict] = {}
@@ -86,21 +88,17 @@ def main() -> int:
             if not result.success:
                 return 1
 
+    from nexa_core.leaderboard import lift_rows, lift_text
+
     history = pl.read_delta(str(tmp / "delta" / "nexa" / "eval_history"))
     latest = history.sort("created_at").unique(["domain", "round", "model_role", "topic", "metric"], keep="last")
-    overall = latest.filter(pl.col("topic") == "__all__").sort("domain", "metric", "round", "model_role")
+    bench = pl.read_delta(str(tmp / "delta" / "nexa" / "benchmark_history"))
+    checkpoints = pl.read_delta(str(tmp / "delta" / "nexa" / "checkpoint_history")).sort("domain", "round")
     print(
-        f"\nTest split, offline defaults (heuristic teacher, tiny config-built student, no judge); "
+        f"\nThe student beside the model after reading (read) and the off-the-shelf base, rounds 0 and 1; "
         f"mean [95% bootstrap interval]; Delta root {tmp / 'delta'}"
     )
-    print(f"{'domain':10s} {'metric':12s} {'round':>5s} {'n':>3s} {'base':>22s} {'student':>22s}")
-    for (domain, metric, round_), rows in overall.group_by(["domain", "metric", "round"], maintain_order=True):
-        by_role = {r["model_role"]: r for r in rows.iter_rows(named=True)}
-        cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"  # noqa: E731
-        print(
-            f"{domain:10s} {metric:12s} {round_:>5d} {by_role['student']['n']:>3d} "
-            f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s}"
-        )
+    print(lift_text(lift_rows(history, bench, checkpoints["checkpoint_id"].to_list())))
     print("\nTopics round 0 found weak: token F1 of the base and of the student before (round 0) and after (round 1)")
     for domain, topics in weak.items():
         for topic in topics:
@@ -114,23 +112,6 @@ def main() -> int:
             print(f"  {domain:10s} {topic:24s} n={rows['n'][0]}  {scores}")
         if not topics:
             print(f"  {domain:10s} (no weak topic)")
-    bench = pl.read_delta(str(tmp / "delta" / "nexa" / "benchmark_history"))
-    bench = bench.sort("created_at").unique(["domain", "round", "model_role", "suite", "topic", "metric"], keep="last")
-    print("\nBenchmark suites (questions written by people, data/eval/<domain>/): mean [95% bootstrap interval]")
-    print(f"{'domain':10s} {'suite':24s} {'metric':10s} {'round':>5s} {'n':>3s} {'base':>22s} {'student':>22s} chance")
-    for (domain, suite, metric, round_), rows in (
-        bench.filter((pl.col("topic") == "__all__") & pl.col("metric").is_in(["accuracy", "token_f1"]))
-        .sort("domain", "suite", "metric", "round")
-        .group_by(["domain", "suite", "metric", "round"], maintain_order=True)
-    ):
-        by_role = {r["model_role"]: r for r in rows.iter_rows(named=True)}
-        cell = lambda r: f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"  # noqa: E731
-        chance = by_role["student"]["chance"]
-        print(
-            f"{domain:10s} {suite:24s} {metric:10s} {round_:>5d} {by_role['student']['n']:>3d} "
-            f"{cell(by_role.get('base')):>22s} {cell(by_role.get('student')):>22s} "
-            f"{'' if chance is None else f'{chance:.2f}'}"
-        )
     sft = pl.read_delta(str(tmp / "delta" / "nexa" / "sft_dataset"))
     print(
         "\nSFT train examples per domain and round 1 origin: "

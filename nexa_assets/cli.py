@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # the release merges weights in this process: a line per stage, not transformers' progress bars
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     import dagster as dg
     import polars as pl
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         if status != "ok":
             failed.append(domain)
         elif args.job == "nexa_job" and args.release:
-            print(release_line(domain, instance, defs, run_config))
+            print(release_line(domain, instance, defs, args.verbose))
 
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
@@ -197,14 +200,12 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     return 1 if failed else 0
 
 
-def release_line(domain: str, instance, defs, run_config: dict) -> str:
-    """release_job for the domain: the gate's decision in one line (its check blocks a refused candidate, so a
-    refusal is a failed run that changed nothing)."""
+def release_line(domain: str, instance, defs, verbose: bool) -> str:
+    """release_job for the domain: the gate's decision in one line. Its check blocks a refused candidate, so a
+    refusal is a failed step that changed nothing: Dagster's error lines for it stay in the run's log."""
+    quiet = {} if verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     result = defs.resolve_job_def("release_job").execute_in_process(
-        partition_key=domain,
-        instance=instance,
-        raise_on_error=False,
-        run_config={k: v for k, v in run_config.items() if k != "ops"},
+        partition_key=domain, instance=instance, raise_on_error=False, run_config=quiet
     )
     gate = next(
         (

@@ -4,10 +4,10 @@ A domain expert knows its corpus, so before any question/answer training the stu
 a causal LM on all of the domain's raw documents (only QA pairs are split; reading every document is
 what lets the test split ask about facts the student read but was never quizzed on).
 
-- The config-built default (`nexa-tiny-llama`) starts from random weights: this is its pretraining.
-  Its tokenizer is trained on the same documents first.
-- A real base (local folder or hub id) is used as it is unless `continued_pretraining: true`
-  (domain-adaptive continued pretraining).
+- A real base (the default SmolLM2-135M-Instruct, a named base of nexa_core/bases.py, a local folder or a
+  hub id) reads the corpus (domain-adaptive continued pretraining) unless `continued_pretraining: false`.
+- The config-built `nexa-tiny-llama` starts from random weights: this is its pretraining. Its tokenizer
+  is trained on the same documents first.
 
 Runs where train.py runs, through the same launcher and Pipes plumbing, and resumes from the last
 trainer checkpoint in its output folder. The model is committed like an SFT checkpoint: a staging

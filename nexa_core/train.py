@@ -2,8 +2,9 @@
 
 Runs standalone on a GPU node with torch/transformers/trl/peft/polars/deltalake and, when launched by
 Dagster, dagster-pipes (logs, metrics and the checkpoint record go back through Pipes). It reads the
-SFT set at the exact Delta version it is given, trains TRL's SFTTrainer with a PEFT LoRA config, and
-resumes from the last trainer checkpoint in the output folder when an earlier run was interrupted.
+SFT set at the exact Delta version it is given, trains TRL's SFTTrainer (every weight by default, or a PEFT
+LoRA adapter), and resumes from the last trainer checkpoint in the output folder when an earlier run was
+interrupted.
 The final adapter is written to a temporary folder and renamed into place with its manifest, so a
 half-written checkpoint is never taken for a finished one.
 """

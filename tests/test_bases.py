@@ -54,7 +54,10 @@ def test_converted_once_and_generates_what_the_gguf_generates(converted_smollm2,
     saved_tokenizer = AutoTokenizer.from_pretrained(folder)
     messages = [{"role": "user", "content": "What is the SI unit of force?"}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    assert saved_tokenizer.apply_chat_template(messages, add_generation_prompt=True) == ids["input_ids"][0].tolist()
+    assert (
+        saved_tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        == ids["input_ids"][0].tolist()
+    )
     with torch.inference_mode():
         expected = gguf_model.generate(**ids, max_new_tokens=16, do_sample=False)
         got = model.generate(**ids, max_new_tokens=16, do_sample=False)

@@ -70,8 +70,9 @@ def test_teacher_benchmark_runs_against_a_real_local_server():
 @pytest.mark.slow
 def test_feedback_round_benchmark_runs_at_smoke_size():
     out = smoke("feedback_round.py")
-    assert "physics    token_f1         0" in out and "physics    token_f1         1" in out  # both rounds scored
-    assert "Benchmark suites" in out and "physics_facts" in out and "0.25" in out  # beside chance
+    for round_ in (0, 1):  # both rounds scored on the test split and the suites, beside the base
+        assert re.search(rf"physics +{round_} test token F1 +\d+ +\d\.\d{{3}} \[", out), out
+        assert re.search(rf"physics +{round_} suite acc_norm +\d+ ", out), out
     assert "Topics round 0 found weak" in out
 
 

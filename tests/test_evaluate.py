@@ -116,7 +116,7 @@ def test_sft_teaches_the_answer_form_on_documents_it_only_read(round0):
 
 def test_metrics_heuristic_and_judged_with_intervals_and_plottable_metadata(round0):
     scores = read(round0["root"], "eval_metrics")
-    for metric in ("exact_match", "token_f1", "rouge_l", "judge_score"):
+    for metric in ("exact_match", "token_f1", "rouge_l", "contains", "judge_score"):
         assert scores[metric].is_between(0, 1).all(), metric
     assert (scores["judge_status"] == "ok").all() and scores["judge_model"].unique().to_list() == ["test-judge"]
     assert (
@@ -127,7 +127,7 @@ def test_metrics_heuristic_and_judged_with_intervals_and_plottable_metadata(roun
     assert first["question"] in prompt and first["reference"] in prompt and "Answer to grade:" in prompt
     history = read(round0["root"], "eval_history")
     overall = history.filter((pl.col("topic") == "__all__") & (pl.col("model_role") == "student"))
-    assert set(overall["metric"]) == {"exact_match", "token_f1", "rouge_l", "judge_score"}
+    assert set(overall["metric"]) == {"exact_match", "token_f1", "rouge_l", "contains", "judge_score"}
     assert ((overall["ci_low"] <= overall["mean"]) & (overall["mean"] <= overall["ci_high"])).all()
     assert set(history["topic"]) - {"__all__"} == set(scores["topic"])
     meta = materialization(round0["result"], "eval_metrics").metadata

@@ -53,11 +53,12 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
 def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
     overrides = {**FAST_READ, "max_steps": 40, "save_steps": 4}
+    asset_overrides = {"base_model": "nexa-tiny-llama", **overrides}  # the student resource's, as the asset adds it
     out_dir = Path(
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
             "physics",
             read_table(delta_root, "raw_documents")[1],
-            config_hash(load_config(PRETRAIN_CONFIG, overrides)),
+            config_hash(load_config(PRETRAIN_CONFIG, asset_overrides)),
             stage="read",
         )
     )
@@ -71,21 +72,21 @@ def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw
     assert manifest["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40 and manifest["steps"] == 40
 
 
-def test_a_pretrained_base_is_read_only_when_asked(instance, tmp_path, raw_root, delta_root):
+def test_a_pretrained_base_reads_unless_told_not_to(instance, tmp_path, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
     real = build_default_student(
         ["a photon is a quantum of light"] * 20, tmp_path / "real", hidden_size=32, layers=1, heads=2, vocab_size=300
     )
     (real / "manifest.json").unlink()  # a model from elsewhere carries no manifest of ours
-    assert materialize_base(instance, tmp_path, delta_root, {"base_model": str(real)}).success
+    as_it_is = {"base_model": str(real), "continued_pretraining": False}
+    assert materialize_base(instance, tmp_path, delta_root, as_it_is).success
     row = base_row(delta_root)
     assert row["model_uri"] == str(real) and not row["trained"] and not row["built_from_config"] and row["steps"] == 0
-    assert materialize_base(
-        instance, tmp_path, delta_root, {"base_model": str(real), "continued_pretraining": True, "max_steps": 3}
-    ).success
+    assert materialize_base(instance, tmp_path, delta_root, {"base_model": str(real), "max_steps": 3}).success
     row = base_row(delta_root)
     assert row["trained"] and row["steps"] == 3 and row["model_uri"] != str(real)
-    assert not json.loads((Path(row["model_uri"]) / "manifest.json").read_text())["built_from_config"]  # SFT: LoRA
+    manifest = json.loads((Path(row["model_uri"]) / "manifest.json").read_text())
+    assert not manifest["built_from_config"] and manifest["base_model_path"] == str(real)  # the read role's base
 
 
 def test_each_sentence_pass_reads_every_sentence_once_in_a_new_order():

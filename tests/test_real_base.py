@@ -50,6 +50,7 @@ def real_physics(tmp_path_factory):
         if not (root / "evaluated").exists():
             shutil.rmtree(root, ignore_errors=True)
             (root / "artifacts").mkdir(parents=True)
+            (root / "home").mkdir()
             (root / "artifacts" / "bases").symlink_to(converted_base(tmp_path_factory)["bases_dir"])
             shutil.copytree(SAMPLE_RAW, root / "raw")
             with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
@@ -74,6 +75,7 @@ def lifts(root) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first to ask builds the real physics graph (minutes on 2 cores)
 def test_the_student_lies_above_the_off_the_shelf_base_on_the_test_split_and_the_suite(real_physics):
     base = read(real_physics, "student_base").row(0, named=True)
     assert base["base_model"] == SMOLLM2 and base["trained"] and not base["built_from_config"]
@@ -101,6 +103,7 @@ def test_the_student_lies_above_the_off_the_shelf_base_on_the_test_split_and_the
 
 
 @pytest.mark.slow  # model_release merges and registers, nexa-serve runs as a subprocess
+@pytest.mark.timeout(1800)
 def test_the_default_gate_promotes_the_lift_and_nexa_serve_answers_with_the_champion(real_physics, tmp_path_factory):
     root = copy_tables(real_physics, tmp_path_factory.mktemp("real_release"))
     with dg.instance_for_test() as instance:

@@ -303,8 +303,9 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
         resources=graph_resources(root),
         run_config={
             "ops": {
-                "student_base": {"config": {"overrides": {"base_model": str(base)}}},
-                "student_checkpoint": {"config": {"overrides": {"max_steps": 4}}},
+                # the adapter over the released base itself, as a user's LoRA on their own model
+                "student_base": {"config": {"overrides": {"base_model": str(base), "continued_pretraining": False}}},
+                "student_checkpoint": {"config": {"overrides": {"max_steps": 4, "finetune": "lora"}}},
             }
         },
     )

@@ -129,7 +129,9 @@ def test_a_released_style_base_goes_through_read_sft_generate_and_benchmark(inst
                 "student_base": {
                     "config": {"overrides": {"base_model": str(base), "continued_pretraining": True, "max_steps": 3}}
                 },
-                "student_checkpoint": {"config": {"overrides": {"max_steps": 4, "logging_steps": 1}}},
+                "student_checkpoint": {
+                    "config": {"overrides": {"max_steps": 4, "logging_steps": 1, "finetune": "lora"}}
+                },
                 "eval_predictions": {"config": {"overrides": {"max_new_tokens": 8}}},
                 "benchmark_scores": {
                     "config": {"suite_root": str(suites.parent), "n_resamples": 200, "max_gen_toks": 8}
@@ -150,7 +152,8 @@ def test_a_released_style_base_goes_through_read_sft_generate_and_benchmark(inst
     adapter = json.loads((Path(checkpoint["artifact_uri"]) / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == student_base["model_uri"]  # SFT started from what was read
     predictions = read("eval_predictions")
-    assert set(predictions["model_role"]) == {"student", "base"} and predictions.height > 0
+    # a real base that read: the student, the model after reading and the base as released
+    assert set(predictions["model_role"]) == {"student", "read", "base"} and predictions.height > 0
     assert (predictions["new_tokens"] > 0).all()
     scores = read("benchmark_scores")
-    assert set(scores["model_role"]) == {"student", "base"} and scores.height == 6
+    assert set(scores["model_role"]) == {"student", "read", "base"} and scores.height == 9
