@@ -32,13 +32,13 @@ def machine_line() -> str:
 
 def build(domain: str) -> dict:
     """{"documents": [text, ...], "splits": {"train"|"validation"|"test": [example row, ...]}}."""
+    from nexa_core.data.documents import load_domain
     from nexa_core.delta import DeltaRoot
-    from nexa_core.documents import load_domain
-    from nexa_core.filters import filter_pairs
-    from nexa_core.prompts import load_template
-    from nexa_core.sft import build_sft_dataset
+    from nexa_core.distill.filters import filter_pairs
+    from nexa_core.distill.prompts import load_template
+    from nexa_core.distill.sft import build_sft_dataset
+    from nexa_core.distill.teacher_inputs import build_teacher_inputs
     from nexa_core.teacher import HeuristicTeacher, TeacherLedger, collect_responses
-    from nexa_core.teacher_inputs import build_teacher_inputs
 
     docs, _ = load_domain(ROOT / "data" / "raw", domain)
     inputs = build_teacher_inputs(docs, load_template("qa_pairs_v1"))  # the pipeline's PromptConfig

@@ -47,7 +47,7 @@ def run_nexa(n: int) -> dict:
     import polars as pl
 
     from nexa_core import schemas
-    from nexa_core.filters import filter_pairs
+    from nexa_core.distill.filters import filter_pairs
 
     pairs = corpus(n)
     per = 4
@@ -100,7 +100,7 @@ def run_nexa(n: int) -> dict:
 def run_datasketch(n: int) -> dict:
     from datasketch import MinHash, MinHashLSH
 
-    from nexa_core.dedup import _WORD, MinHashConfig
+    from nexa_core.distill.dedup import _WORD, MinHashConfig
 
     cfg = MinHashConfig()
     pairs = corpus(n)

@@ -7,21 +7,20 @@ Runs the whole graph (nexa_job) for each domain on the offline defaults (the mai
 settings), then one round of the loop (round_job), into a temporary Delta root and Dagster home, and
 prints from eval_history and benchmark_history: for round 0 and round 1, the student beside the model
 after reading and the off-the-shelf base on the test split and the suites with 95% bootstrap intervals
-(nexa_core.leaderboard.lift_rows, as the main command prints them), and the score on the topics round 0
+(nexa_core.evaluate.leaderboard.lift_rows, as the main command prints them), and the score on the topics round 0
 found weak, before and after the feedback round, beside the base's. --smoke: one domain, the config-built
 student, a few steps of reading and training, to check the benchmark runs (its figures mean nothing).
 """
 
 import argparse
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from isolated import isolated_graph, print_machine, smoke_config  # noqa: E402
 
 
 def main() -> int:
@@ -32,44 +31,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.domains, args.steps = args.domains[:1] if len(args.domains) < 3 else ["physics"], args.steps or 4
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}; command: {' '.join(sys.argv)}"
-    )
-    tmp = Path(tempfile.mkdtemp(prefix="nexa-feedback-"))
-    for key, value in {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DAGSTER_HOME": str(tmp / "home"),
-        "NEXA_DELTA_ROOT": str(tmp / "delta"),
-        "NEXA_ARTIFACT_ROOT": str(tmp / "artifacts"),
-        "NEXA_REPORT_DIR": str(tmp / "reports"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-    }.items():
-        os.environ[key] = value
-    from nexa_assets.cli import ensure_dagster_home
-    from resources.environment import Environment
-
-    ensure_dagster_home(Environment.read().dagster_home)
-    import dagster as dg
+    print_machine()
+    tmp, instance, defs = isolated_graph("nexa-feedback-", args.domains)
     import polars as pl
 
-    from nexa_assets.definitions import defs
-    from nexa_assets.partitions import domain_partitions
-
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions(domain_partitions.name, args.domains)
     config = {"ops": {"raw_documents": {"config": {"raw_root": str(ROOT / "data" / "raw")}}}}
     if args.steps:
         config["ops"]["student_checkpoint"] = {"config": {"overrides": {"max_steps": args.steps}}}
-    if args.smoke:  # a smaller student, short answers: every stage runs, in seconds
-        small = {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}
-        read = {"base_model": "nexa-tiny-llama", "max_steps": args.steps, "student": small}
-        config["ops"]["student_base"] = {"config": {"overrides": read}}
-        config["ops"]["eval_predictions"] = {"config": {"overrides": {"max_new_tokens": 8}}}
+    if args.smoke:
+        config["ops"] |= smoke_config(args.steps)
     round_config = {"ops": {k: v for k, v in config["ops"].items() if k not in ("raw_documents", "student_base")}}
     weak: dict[str, dict] = {}
     for domain in args.domains:
@@ -88,7 +58,7 @@ def main() -> int:
             if not result.success:
                 return 1
 
-    from nexa_core.leaderboard import lift_rows, lift_text
+    from nexa_core.evaluate.leaderboard import lift_rows, lift_text
 
     history = pl.read_delta(str(tmp / "delta" / "nexa" / "eval_history"))
     latest = history.sort("created_at").unique(["domain", "round", "model_role", "topic", "metric"], keep="last")

@@ -1,4 +1,4 @@
-"""Generation throughput: nexa_core.generate (batched, left-padded, greedy) against plain model.generate one
+"""Generation throughput: nexa_core.evaluate.generate (batched, left-padded, greedy) against plain model.generate one
 prompt at a time, same model, same prompts, same decoding.
 
 Usage: python bench/generate.py [--domain physics] [--shape tiny|0.5b] [--prompts 128] [--batch 1 16 64]
@@ -7,7 +7,7 @@ Usage: python bench/generate.py [--domain physics] [--shape tiny|0.5b] [--prompt
 The model is the default student's architecture built from a config with random weights (bench/train.py's
 shapes), in bf16 on CUDA and fp32 on CPU; the prompts are the domain's test-split questions in the chat
 template (bench/corpus.py). tokens/s counts generated tokens up to and including each answer's stop token
-(what nexa_core.generate keeps), over the wall time of all prompts. Random weights rarely stop early, so most
+(what nexa_core.evaluate.generate keeps), over the wall time of all prompts. Random weights rarely stop early, so most
 answers run to --max-new-tokens: this measures decoding speed, not answers.
 """
 
@@ -31,8 +31,8 @@ def one_at_a_time(model, tokenizer, conversations: list, max_new_tokens: int) ->
     """The baseline: one prompt per model.generate call, greedy, the same stop tokens. Returns tokens kept."""
     import torch
 
-    from nexa_core.generate import answer_length, stop_token_ids
-    from nexa_core.train import prompt_turns
+    from nexa_core.evaluate.generate import answer_length, stop_token_ids
+    from nexa_core.train.trainer import prompt_turns
 
     stops = stop_token_ids(model, tokenizer)
     kept = 0
@@ -84,8 +84,8 @@ def main() -> int:
     print(machine_line(), flush=True)
     import torch
 
-    from nexa_core.generate import generate_answers, load_generation_config
-    from nexa_core.student import build_default_student, load_student
+    from nexa_core.evaluate.generate import generate_answers, load_generation_config
+    from nexa_core.train.student import build_default_student, load_student
 
     data = load_corpus(args.domain, args.examples)
     test = [row["messages"] for row in data["splits"]["test"]]
@@ -127,7 +127,7 @@ def main() -> int:
                     for a in generate_answers(model, tokenizer, conversations, run_config | {"batch_size": size})
                 )
             )
-            name = f"nexa_core.generate, batch {size}" + (f", {cache} cache" if cache else "")
+            name = f"nexa_core.evaluate.generate, batch {size}" + (f", {cache} cache" if cache else "")
             print(
                 f"{name:44s} {tokens:7d} {seconds:8.2f} {tokens / seconds:9.1f} {tokens / seconds / base:6.2f}x",
                 flush=True,

@@ -5,12 +5,12 @@ Usage: python bench/learning.py [--domain physics] [--read KEY=YAML ...] [--trai
        python bench/learning.py --read student.hidden_size=512 student.layers=8 student.heads=8 \
            num_train_epochs=30 --train num_train_epochs=8        # a bigger default student, on a GPU
 
-The same functions the student_base, student_checkpoint and eval_predictions stages run (nexa_core.pretrain
-.read_corpus, nexa_core.train.train, nexa_core.generate), outside Dagster, on the domain's data from
+The same functions the student_base, student_checkpoint and eval_predictions stages run (nexa_core.train.pretrain
+.read_corpus, nexa_core.train.trainer.train, nexa_core.evaluate.generate), outside Dagster, on the domain's data from
 bench/corpus.py, with nexa_core/configs/{pretrain,train}_default.yaml plus the overrides given. The base is the
 off-the-shelf model it started from (for the config-built student: after reading, before SFT). Prints each
 stage's time and the test split's token F1 and exact match for both, mean [95% bootstrap interval]
-(nexa_core.metrics). Then, on the test split's complete-the-statement
+(nexa_core.evaluate.metrics). Then, on the test split's complete-the-statement
 items, whether each model holds the fact it read: the first word it writes continuing the quoted prefix as
 plain text (as it read it) and answering the question in the chat prompt, against the reference.
 """
@@ -61,11 +61,12 @@ def main() -> int:
     import polars as pl
     import torch
 
-    from nexa_core.generate import generate_answers, last_turn, load_for_eval, load_generation_config
-    from nexa_core.metrics import aggregate, score_items
-    from nexa_core.pretrain import read_corpus
-    from nexa_core.question_forms import completion_prefix
-    from nexa_core.train import PRETRAIN_CONFIG, load_config, parse_sets, train
+    from nexa_core.evaluate.generate import generate_answers, last_turn, load_for_eval, load_generation_config
+    from nexa_core.evaluate.metrics import aggregate, score_items
+    from nexa_core.stage import parse_sets
+    from nexa_core.teacher.question_forms import completion_prefix
+    from nexa_core.train.pretrain import read_corpus
+    from nexa_core.train.trainer import PRETRAIN_CONFIG, load_config, train
 
     data = load_corpus(args.domain, args.examples)
     smoke = {"max_steps": 4} if args.smoke else {}

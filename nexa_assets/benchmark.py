@@ -5,18 +5,18 @@ the benchmark_history table (read by the leaderboard) and to the metadata."""
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from nexa_assets.evaluate import GROUP
-from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_assets.partitions import LAUNCHED
+from nexa_assets.settings import settings_class
+from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
-from nexa_core.benchmark import (
+from nexa_core.evaluate.benchmark import (
     ALL_SUITES,
-    HISTORY_TABLE,
     OFFLINE,
     BenchmarkConfig,
     SuiteError,
@@ -24,27 +24,21 @@ from nexa_core.benchmark import (
     suites_digest,
     summarize,
 )
-from nexa_core.checkpoints import eval_dir
 from nexa_core.ids import content_id
-from nexa_core.student import ROLES
+from nexa_core.stage import BenchmarkRequest
+from nexa_core.tables import BENCHMARK_HISTORY
+from nexa_core.train.checkpoints import eval_dir
+from nexa_core.train.student import ROLES
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 
-_DEFAULTS = BenchmarkConfig()
+benchmark_history = side_table_spec(BENCHMARK_HISTORY, GROUP)
 
 
-class BenchmarkSettings(dg.Config):
-    suite_root: str = str(PROJECT_ROOT / "data" / "eval")  # suites are in <suite_root>/<domain>/
-    # the fields of nexa_core.benchmark.BenchmarkConfig, same names and defaults
-    chat_template: bool = _DEFAULTS.chat_template
-    system_prompt: str = _DEFAULTS.system_prompt
-    batch_size: int = _DEFAULTS.batch_size
-    max_gen_toks: int = _DEFAULTS.max_gen_toks
-    roles: list[str] = list(_DEFAULTS.roles)
-    bf16: str = _DEFAULTS.bf16
-    confidence: float = _DEFAULTS.confidence
-    n_resamples: int = _DEFAULTS.n_resamples
+SUITE_ROOT = str(PROJECT_ROOT / "data" / "eval")  # suites are in <suite_root>/<domain>/
 
+
+class BenchmarkSettings(settings_class(BenchmarkConfig, "BenchmarkFields", suite_root=(str, SUITE_ROOT))):
     def benchmark_config(self) -> BenchmarkConfig:
         return BenchmarkConfig.from_dict({k: v for k, v in self.model_dump().items() if k != "suite_root"})
 
@@ -56,10 +50,12 @@ def _interval(row: dict) -> str:
 def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
     """Per suite (and over all suites): each role's mean with its interval, n, chance and lift, as
     plottable numbers and as one markdown table."""
-    from nexa_core.metrics import ALL_TOPICS  # scipy: paid only when scoring
+    from nexa_core.evaluate.metrics import ALL_TOPICS  # scipy: paid only when scoring
 
     overall = summary.filter(pl.col("topic") == ALL_TOPICS)
-    metadata, lines = {}, ["| suite | metric | student | read | base | n | chance |", "|---|---|---|---|---|---|---|"]
+    scored = [r for r in ROLES if r in set(overall["model_role"])]
+    metadata = {}
+    lines = [f"| suite | metric | {' | '.join(scored)} | n | chance |", "|---" * (len(scored) + 4) + "|"]
     for (suite, metric), group in overall.group_by("suite", "metric", maintain_order=True):
         roles = {r["model_role"]: r for r in group.iter_rows(named=True)}
         for role, r in roles.items():
@@ -74,18 +70,16 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
             metadata[f"{suite}/chance"] = first["chance"]
         if "student" in roles and "base" in roles:
             metadata[f"{suite}/lift/{metric}"] = roles["student"]["mean"] - roles["base"]["mean"]
-        cells = " | ".join(_interval(roles[role]) if role in roles else "–" for role in ROLES)
+        cells = " | ".join(_interval(roles[role]) if role in roles else "–" for role in scored)
         chance = "–" if first["chance"] is None else f"{first['chance']:.3f}"
         lines.append(f"| {suite} | {metric} | {cells} | {first['n']} | {chance} |")
     return metadata, "\n".join(lines)
 
 
 @dg.asset(
-    partitions_def=domain_partitions,
+    **LAUNCHED,
     group_name=GROUP,
-    metadata=DELTA_PARTITION,
     code_version="1",
-    pool="gpu",
     kinds={"pytorch"},
 )
 def benchmark_scores(
@@ -94,12 +88,10 @@ def benchmark_scores(
     delta: DeltaStore,
     launcher: TrainingLauncher,
     student_checkpoint: pl.DataFrame,
-) -> dg.Output[pl.DataFrame]:
+):
     """The checkpoint and its base on the domain's benchmark suites (questions written by people):
     multiple choice by log-likelihood, generative by exact match and token F1, per item; means with
     95% bootstrap intervals per suite and topic in benchmark_history and the metadata."""
-    from nexa_core.metrics import ALL_TOPICS  # scipy: paid only when scoring
-
     domain = context.partition_key
     folder = Path(config.suite_root) / domain
     try:
@@ -109,9 +101,10 @@ def benchmark_scores(
     if not suites:
         note = f"partition {domain}: no benchmark suites ({folder} has no .jsonl or .yaml suite files); nothing run"
         context.log.info(note)
-        return dg.Output(
+        yield dg.Output(
             schemas.empty(schemas.BENCHMARK_SCORES), metadata={"suites": 0, "note": note, "suite_dir": str(folder)}
         )
+        return
     if student_checkpoint.is_empty():
         raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
     checkpoint = student_checkpoint.row(0, named=True)
@@ -120,28 +113,15 @@ def benchmark_scores(
     out_dir = eval_dir(checkpoint["artifact_uri"])
     run_id = content_id(checkpoint["checkpoint_id"], asdict(settings), suites_digest(suites))
     output = f"{out_dir}/benchmark-{run_id}.parquet"
-    run, _ = launcher.run_reporting(
-        context,
-        "nexa_core.benchmark",
-        [
-            "--checkpoint",
-            checkpoint["artifact_uri"],
-            "--suite-dir",
-            str(folder),
-            "--domain",
-            domain,
-            "--output",
-            output,
-            "--config",
-            json.dumps(asdict(settings)),
-            "--expect-sha256",
-            checkpoint["files_sha256"],
-        ],
-        {**(delta.storage_options or {}), **OFFLINE},
-        out_dir,
-        "benchmark runner",
-        "benchmark",
+    request = BenchmarkRequest(
+        domain=domain,
+        checkpoint=checkpoint["artifact_uri"],
+        suite_dir=str(folder),
+        output=output,
+        expect_sha256=checkpoint["files_sha256"],
+        overrides=asdict(settings),
     )
+    run, _ = launcher.run_stage(context, request, {**(delta.storage_options or {}), **OFFLINE})
     recorded = {
         **asdict(settings),
         "chat_template_applied": run["chat_template"],
@@ -165,10 +145,25 @@ def benchmark_scores(
         confidence=settings.confidence,
         n_resamples=settings.n_resamples,
     )
-    delta.append(
-        HISTORY_TABLE,
-        schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))), schemas.BENCHMARK_HISTORY),
+    history = append_summary(delta, BENCHMARK_HISTORY, domain, summary)
+    yield dg.Output(
+        scores,
+        metadata={
+            **run_metadata(summary, run, recorded),
+            "checkpoint_id": checkpoint["checkpoint_id"],
+            "round": checkpoint["round"],
+            "suites": len(suites),
+            "suite_dir": str(folder),
+            "scores_file": output,
+        },
     )
+    context.log_event(history)
+
+
+def run_metadata(summary: pl.DataFrame, run: dict, recorded: dict) -> dict:
+    """Accuracy per suite and topic beside the base's, and how the runner ran."""
+    from nexa_core.evaluate.metrics import ALL_TOPICS  # scipy: paid only when scoring
+
     metadata, table = suite_metadata(summary)
     by_topic = (
         summary.filter(
@@ -179,22 +174,14 @@ def benchmark_scores(
         .pivot("model_role", index=["topic", "metric"], values="mean")
         .sort("metric", "topic")
     )
-    return dg.Output(
-        scores,
-        metadata={
-            **metadata,
-            "checkpoint_id": checkpoint["checkpoint_id"],
-            "round": checkpoint["round"],
-            "suites": len(suites),
-            "items": dg.MetadataValue.json(run["suites"]),
-            "suite_dir": str(folder),
-            "by_suite": dg.MetadataValue.md(table),
-            "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=100)),
-            "chat_template": run["chat_template"],
-            "device": run["device"],
-            "lm_eval_version": run["lm_eval_version"],
-            **{f"seconds/{role}": s for role, s in run["seconds"].items()},
-            "benchmark_config": dg.MetadataValue.json(recorded),
-            "scores_file": output,
-        },
-    )
+    return {
+        **metadata,
+        "items": dg.MetadataValue.json(run["suites"]),
+        "by_suite": dg.MetadataValue.md(table),
+        "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=100)),
+        "chat_template": run["chat_template"],
+        "device": run["device"],
+        "lm_eval_version": run["lm_eval_version"],
+        **{f"seconds/{role}": s for role, s in run["seconds"].items()},
+        "benchmark_config": dg.MetadataValue.json(recorded),
+    }

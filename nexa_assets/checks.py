@@ -6,7 +6,7 @@ import warnings
 import dagster as dg
 
 from nexa_assets.partitions import domain_partitions
-from nexa_core.quality import SUITES
+from nexa_core.data.quality import SUITES
 from resources.delta import DeltaStore
 
 BLOCKING = {"sft_dataset"}

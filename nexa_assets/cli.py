@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from nexa_core.tables import BENCHMARK_HISTORY, EVAL_HISTORY, LEADERBOARD, ROUND_TABLES, STUDENT_CHECKPOINT
 from resources.instance import write_instance_file
 
 
@@ -24,24 +25,21 @@ def ops_config(defs, job_name: str, settings: list[str]) -> dict:
     (the stage's YAML config, dotted for nested keys), e.g. student_checkpoint.num_train_epochs=1."""
     import yaml
 
+    from nexa_forge.settings import SettingError, add_setting
+
     ops: dict = {}
-    assets = {node.name: node for node in defs.resolve_job_def(job_name).graph.node_defs}
+    fields = {
+        node.name: set(getattr(node.config_schema.config_type, "fields", None) or {}) if node.config_schema else set()
+        for node in defs.resolve_job_def(job_name).graph.node_defs
+    }
     for item in settings:
         target, sep, value = item.partition("=")
-        asset, _, key = target.partition(".")
-        if not sep or not key:
-            raise SystemExit(f"--set {item}: expected ASSET.KEY=VALUE, e.g. student_checkpoint.num_train_epochs=1")
-        if asset not in assets:
-            raise SystemExit(f"--set {item}: no asset {asset!r} in {job_name}; assets: {', '.join(sorted(assets))}")
-        schema = assets[asset].config_schema
-        fields = schema.config_type.fields if schema and schema.config_type else {}
-        config = ops.setdefault(asset, {"config": {}})["config"]
-        if key in fields:
-            config[key] = yaml.safe_load(value)
-        elif "overrides" in fields:
-            config.setdefault("overrides", {})[key] = yaml.safe_load(value)
-        else:
-            raise SystemExit(f"--set {item}: {asset} has no setting {key!r}; settings: {', '.join(sorted(fields))}")
+        try:
+            if not sep:
+                raise SettingError("expected ASSET.KEY=VALUE, e.g. student_checkpoint.num_train_epochs=1")
+            add_setting(ops, fields, job_name, target, yaml.safe_load(value))
+        except SettingError as exc:
+            raise SystemExit(f"--set {item}: {exc}") from None
     return ops
 
 
@@ -71,7 +69,7 @@ def write_run_log(entries, path: Path) -> None:
             )
 
 
-def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
+def run_parser(default_job: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("domains", nargs="*", help="domains to run (default: every folder under the raw root)")
     parser.add_argument(
@@ -95,19 +93,22 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         "changes nothing and is reported, not a failure (--no-release: stop at the evaluation)",
     )
     parser.add_argument("--verbose", action="store_true", help="print Dagster's event log as it runs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
+    args = run_parser(default_job).parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # the release merges weights in this process: a line per stage, not transformers' progress bars
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     import dagster as dg
-    import polars as pl
 
     from nexa_assets.definitions import ENVIRONMENT as env
     from nexa_assets.definitions import defs
     from nexa_assets.partitions import domain_partitions
-    from nexa_core.documents import domain_folders
+    from nexa_core.data.documents import domain_folders
 
     home = ensure_dagster_home(env.dagster_home, env.postgres)
     raw_root = env.raw_root
@@ -149,25 +150,17 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
         elif args.job == "nexa_job" and args.release:
             print(release_line(domain, instance, defs, args.verbose))
 
+    print_summary(defs, domains, home, args.job)
+    return 1 if failed else 0
+
+
+def print_summary(defs, domains: list[str], home: Path, job: str) -> None:
+    """The Delta tables with their rows per domain, the checkpoints, the leaderboard and the lift table."""
+    import polars as pl
+
     store = defs.resources["delta"]
     print(f"\nDelta tables under {store.root_uri}/nexa (DAGSTER_HOME={home})")
-    for table in (
-        "raw_documents",
-        "raw_quarantine",
-        "teacher_inputs",
-        "teacher_outputs",
-        "filtered_pairs",
-        "sft_dataset",
-        "teacher_cache",
-        "student_base",
-        "student_checkpoint",
-        "eval_predictions",
-        "eval_metrics",
-        "eval_history",
-        "benchmark_scores",
-        "feedback_set",
-        "leaderboard",
-    ):
+    for table in ROUND_TABLES:
         if not store.exists(table):
             print(f"  {table:16s} (not written)")
             continue
@@ -180,24 +173,23 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
             )
         else:
             print(f"  {table:16s} v{store.version(table)}  rows={frame.select(pl.len()).collect().item()}")
-    if args.job != "distill_job" and store.exists("student_checkpoint"):
+    if job != "distill_job" and store.exists(STUDENT_CHECKPOINT):
         print("\nStudent checkpoints")
-        for row in store.scan("student_checkpoint").sort("domain").collect().iter_rows(named=True):
+        for row in store.scan(STUDENT_CHECKPOINT).sort("domain").collect().iter_rows(named=True):
             loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.3f}"  # fewer steps than logging_steps
             print(
                 f"  {row['domain']:10s} steps={row['steps']} final_loss={loss} "
                 f"device={row['device']} {row['wall_seconds']:.1f}s  {row['artifact_uri']}"
             )
-    if args.job != "distill_job" and store.exists("leaderboard"):
+    if job != "distill_job" and store.exists(LEADERBOARD):
         from nexa_assets.evaluate import LEADERBOARD_REPORT
-        from nexa_core.leaderboard import leaderboard_markdown
+        from nexa_core.evaluate.leaderboard import leaderboard_markdown
 
         print("\nLeaderboard (test split; mean with 95% bootstrap interval; base = the model the student started from)")
-        print(leaderboard_markdown(store.scan("leaderboard").collect()))
+        print(leaderboard_markdown(store.scan(LEADERBOARD).collect()))
         print(f"\nReport: {defs.resources['reports'].path(LEADERBOARD_REPORT)}")
-    if args.job != "distill_job" and store.exists("eval_history"):
+    if job != "distill_job" and store.exists(EVAL_HISTORY):
         print_lift(store, domains)
-    return 1 if failed else 0
 
 
 def release_line(domain: str, instance, defs, verbose: bool) -> str:
@@ -225,18 +217,17 @@ def print_lift(store, domains: list[str]) -> None:
     """Each domain's newest checkpoint beside the model after reading and the off-the-shelf base."""
     import polars as pl
 
-    from nexa_core.benchmark import HISTORY_TABLE
-    from nexa_core.leaderboard import lift_rows, lift_text
+    from nexa_core.evaluate.leaderboard import lift_rows, lift_text
 
     checkpoints = (
-        store.scan("student_checkpoint").filter(pl.col("domain").is_in(domains)).sort("domain").collect()
-        if store.exists("student_checkpoint")
+        store.scan(STUDENT_CHECKPOINT).filter(pl.col("domain").is_in(domains)).sort("domain").collect()
+        if store.exists(STUDENT_CHECKPOINT)
         else None
     )
     if checkpoints is None or checkpoints.is_empty():
         return
-    benchmarks = store.scan(HISTORY_TABLE).collect() if store.exists(HISTORY_TABLE) else None
-    rows = lift_rows(store.scan("eval_history").collect(), benchmarks, checkpoints["checkpoint_id"].to_list())
+    benchmarks = store.scan(BENCHMARK_HISTORY).collect() if store.exists(BENCHMARK_HISTORY) else None
+    rows = lift_rows(store.scan(EVAL_HISTORY).collect(), benchmarks, checkpoints["checkpoint_id"].to_list())
     print(
         "\nThe student beside the model after reading (read) and the off-the-shelf base: mean [95% bootstrap "
         "interval]; lift = the student's interval wholly above the base's"

@@ -3,7 +3,7 @@ and feedback loop sensors, resources."""
 
 import dagster as dg
 
-from nexa_assets import benchmark, checks, distill, evaluate, pretrain, release, train
+from nexa_assets import benchmark, checks, distill, evaluate, kd, pretrain, release, train
 from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sensor
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.environment import Environment
@@ -19,9 +19,11 @@ distill_job = dg.define_asset_job(
 )
 
 
+KD = dg.AssetSelection.assets(*kd.KD_ASSETS)  # its own decision: a smaller model to serve (kd_job)
+
 nexa_job = dg.define_asset_job(
     "nexa_job",
-    selection=dg.AssetSelection.groups(distill.GROUP, train.GROUP, evaluate.GROUP),
+    selection=dg.AssetSelection.groups(distill.GROUP, train.GROUP, evaluate.GROUP) - KD,
     description="The whole graph for one domain: raw text to SFT sets, a trained student, its evaluation, "
     "the leaderboard and the feedback set for the next round.",
 )
@@ -29,10 +31,22 @@ nexa_job = dg.define_asset_job(
 
 round_job = dg.define_asset_job(  # a release is its own decision, not the end of every round
     "round_job",
-    selection=dg.AssetSelection.assets("teacher_inputs").downstream()
-    - dg.AssetSelection.assets(release.model_release).downstream(),
+    selection=(
+        dg.AssetSelection.assets("teacher_inputs").downstream()
+        - dg.AssetSelection.assets(release.model_release).downstream()
+        - KD
+    ).materializable(),  # not the side tables: their writers record them
     description="One round of the feedback loop for a domain: teacher inputs (mixing in the latest feedback set) "
     "-> teacher -> filters -> SFT -> train -> eval -> feedback set, and the leaderboard.",
+)
+
+
+kd_job = dg.define_asset_job(
+    "kd_job",
+    selection=KD,
+    description="A smaller student for one domain: the checkpoint's top-k token distributions cached "
+    "(teacher_logits), a depth-pruned copy of it trained on them (student_distilled), and that copy scored "
+    "beside the checkpoint, the same copy trained by SFT alone and the base (distilled_scores).",
 )
 
 
@@ -42,13 +56,17 @@ def build_defs(env: Environment) -> dg.Definitions:
             *distill.DISTILL_ASSETS,
             pretrain.student_base,
             train.student_checkpoint,
+            train.checkpoint_history,
+            *kd.KD_ASSETS,
             *evaluate.EVAL_ASSETS,
             benchmark.benchmark_scores,
+            benchmark.benchmark_history,
             release.model_release,
+            release.release_history,
             release.deployment,
         ],
         asset_checks=checks.quality_checks,
-        jobs=[distill_job, nexa_job, round_job, release.release_job],
+        jobs=[distill_job, nexa_job, round_job, release.release_job, kd_job],
         sensors=[
             build_raw_folder_sensor(distill_job, env.raw_root),
             build_feedback_loop_sensor(round_job, env.max_rounds, env.min_improvement),

@@ -8,12 +8,16 @@ import polars as pl
 
 from nexa_assets.metadata import RAW_FINGERPRINT, versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_assets.settings import settings_class
+from nexa_assets.side_tables import side_table_spec
 from nexa_core import schemas
-from nexa_core.documents import LoadLimits, folder_fingerprint, load_domain
-from nexa_core.filters import FilterConfig, filter_pairs, form_counts, reason_counts
-from nexa_core.prompts import load_template
+from nexa_core.data.documents import LoadLimits, folder_fingerprint, load_domain
+from nexa_core.distill.filters import FilterConfig, filter_pairs, form_counts, reason_counts
+from nexa_core.distill.prompts import load_template
+from nexa_core.distill.sft import SplitConfig, build_sft_dataset
+from nexa_core.distill.teacher_inputs import PromptConfig, build_teacher_inputs, mix_in_feedback
 from nexa_core.settings import from_settings
-from nexa_core.sft import SplitConfig, build_sft_dataset
+from nexa_core.tables import RAW_QUARANTINE
 from nexa_core.teacher import (
     CollectionStopped,
     TeacherLedger,
@@ -22,7 +26,6 @@ from nexa_core.teacher import (
     parse_pairs,
     unpriced_warning,
 )
-from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, mix_in_feedback
 from resources.delta import DeltaStore, table_metadata
 from resources.reports import RawFolder
 from resources.teacher import TeacherResource
@@ -30,63 +33,19 @@ from resources.teacher import TeacherResource
 GROUP = "distill"
 
 
-# Each settings class exposes the fields of its nexa_core dataclass with the same names; the defaults
-# come from an instance of it (nexa_core/settings.py), so each is written once.
-_LIMITS, _PROMPT, _FILTER, _SPLIT = LoadLimits(), PromptConfig(), FilterConfig(), SplitConfig()
-
-
-class RawSettings(dg.Config):
-    raw_root: str | None = None  # None: the `raw` resource's folder (NEXA_RAW_ROOT, else data/raw)
-    max_file_bytes: int = _LIMITS.max_file_bytes
-    max_doc_chars: int = _LIMITS.max_doc_chars
-    min_doc_chars: int = _LIMITS.min_doc_chars
-    min_garbage_lines: int = _LIMITS.min_garbage_lines
-
-
-class PromptSettings(dg.Config):
-    template: str = "qa_pairs_v1"
-    max_pairs_per_passage: int = _PROMPT.max_pairs_per_passage
-    max_passage_chars: int = _PROMPT.max_passage_chars
-    min_passage_chars: int = _PROMPT.min_passage_chars
-    feedback: bool = True  # mix in the domain's latest feedback set (the next round of the loop)
-
-
-class MinHashSettings(dg.Config):
-    num_perm: int = _FILTER.minhash.num_perm
-    bands: int = _FILTER.minhash.bands
-    shingle: int = _FILTER.minhash.shingle
-    threshold: float = _FILTER.minhash.threshold
-    seed: int = _FILTER.minhash.seed
-    chunk: int = _FILTER.minhash.chunk
-
-
-class FilterSettings(dg.Config):
-    min_question_chars: int = _FILTER.min_question_chars
-    max_question_chars: int = _FILTER.max_question_chars
-    min_answer_chars: int = _FILTER.min_answer_chars
-    max_answer_chars: int = _FILTER.max_answer_chars
-    min_grounding: float = _FILTER.min_grounding
-    minhash: MinHashSettings = MinHashSettings()
-    min_answer_overlap: float = _FILTER.min_answer_overlap
-
-
-class SplitSettings(dg.Config):
-    validation: float = _SPLIT.validation
-    test: float = _SPLIT.test
-    seed: int = _SPLIT.seed
-    min_topic_documents: int = _SPLIT.min_topic_documents
-    system_prompt: str = _SPLIT.system_prompt
+# Each settings class is made from its nexa_core dataclass (nexa_assets/settings.py), plus what the asset
+# resolves itself: raw_root (None: the `raw` resource's folder), the prompt template, and whether to mix in the
+# domain's latest feedback set (the next round of the loop).
+RawSettings = settings_class(LoadLimits, "RawSettings", raw_root=(str | None, None))
+PromptSettings = settings_class(PromptConfig, "PromptSettings", template=(str, "qa_pairs_v1"), feedback=(bool, True))
+FilterSettings = settings_class(FilterConfig, "FilterSettings")
+MinHashSettings = FilterSettings.model_fields["minhash"].annotation
+SplitSettings = settings_class(SplitConfig, "SplitSettings")
 
 
 # Written by raw_documents in the same step (a report, not a computed asset), so any selection that
 # loads documents also stores what it quarantined.
-raw_quarantine = dg.AssetSpec(
-    "raw_quarantine",
-    partitions_def=domain_partitions,
-    group_name=GROUP,
-    kinds={"delta"},
-    description="Files and rows of data/raw/<domain> that could not become documents, with the reason.",
-)
+raw_quarantine = side_table_spec(RAW_QUARANTINE, GROUP)
 
 
 @dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
@@ -96,7 +55,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta:
     raw_root = Path(config.raw_root or raw.folder)
     fingerprint = folder_fingerprint(raw_root / domain)  # before reading: a file changed meanwhile is seen
     documents, quarantine = load_domain(raw_root, domain, from_settings(LoadLimits, config))
-    version = delta.write_domain("raw_quarantine", domain, quarantine)
+    version = delta.write_domain(RAW_QUARANTINE, domain, quarantine)
     if quarantine.height:
         context.log.warning(
             f"partition {domain}: {quarantine.height} rows quarantined: "
@@ -110,7 +69,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: RawSettings, delta:
             asset_key="raw_quarantine",
             partition=domain,
             metadata={
-                **table_metadata(quarantine, delta.uri("raw_quarantine"), version),
+                **table_metadata(quarantine, delta.uri(RAW_QUARANTINE), version),
                 "reasons": dict(quarantine.group_by("reason").len().iter_rows()) if quarantine.height else {},
             },
         )

@@ -15,7 +15,7 @@ import dagster as dg
 
 from nexa_assets.cli import ensure_dagster_home
 from nexa_assets.partitions import domain_partitions
-from nexa_core.documents import SUPPORTED_SUFFIXES, domain_folders, folder_files
+from nexa_core.data.documents import SUPPORTED_SUFFIXES, domain_folders, folder_files
 from resources.environment import Environment
 
 

@@ -7,32 +7,59 @@ graph stays acyclic, and the round-to-round link is in the metadata and the data
 """
 
 import json
-from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
 
 from nexa_assets.metadata import versions_read
-from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_assets.partitions import DELTA_PARTITION, LAUNCHED, domain_partitions
+from nexa_assets.settings import settings_class
+from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
-from nexa_core.benchmark import HISTORY_TABLE as BENCHMARK_HISTORY
-from nexa_core.checkpoints import eval_dir
-from nexa_core.feedback import FEEDBACK_SET, FeedbackConfig, build_feedback_set, known_questions, primary_metric
-from nexa_core.generate import ROLES, load_generation_config
+from nexa_core.distill.prompts import load_template
+from nexa_core.evaluate.feedback import FEEDBACK_SET as FEEDBACK_ROWS
+from nexa_core.evaluate.feedback import FeedbackConfig, build_feedback_set, known_questions, primary_metric
+from nexa_core.evaluate.generate import load_generation_config
+from nexa_core.evaluate.judge import (
+    apply_judgements,
+    judge_parsing,
+    judge_requests,
+    load_rubric,
+    parse_judgement,
+    without_judge,
+)
+from nexa_core.evaluate.leaderboard import (
+    distilled_markdown,
+    leaderboard_markdown,
+    leaderboard_rows,
+    previous_round_score,
+    rank_checkpoints,
+    write_report,
+)
 from nexa_core.ids import content_id
-from nexa_core.judge import apply_judgements, judge_parsing, judge_requests, load_rubric, parse_judgement, without_judge
-from nexa_core.leaderboard import leaderboard_markdown, previous_round_score, rank_checkpoints, write_report
-from nexa_core.prompts import load_template
 from nexa_core.settings import from_settings
+from nexa_core.stage import GenerateRequest
+from nexa_core.tables import (
+    BENCHMARK_HISTORY,
+    DISTILLED_SCORES,
+    EVAL_HISTORY,
+    EVAL_METRICS,
+    EVAL_PREDICTIONS,
+    FEEDBACK_SET,
+    FILTERED_PAIRS,
+    SFT_DATASET,
+    TEACHER_INPUTS,
+)
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses
-from nexa_core.train import set_arguments
+from nexa_core.train.checkpoints import eval_dir
+from nexa_core.train.student import CHECKPOINT_ROLES
 from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 from resources.reports import ReportFolder
 from resources.teacher import TeacherResource
 
 GROUP = "evaluate"
-EVAL_HISTORY = "eval_history"
+eval_history_spec = side_table_spec(EVAL_HISTORY, GROUP)
 
 
 LEADERBOARD_REPORT = "leaderboard.html"  # in the reports folder
@@ -40,15 +67,13 @@ LEADERBOARD_REPORT = "leaderboard.html"  # in the reports folder
 
 class GenerateSettings(dg.Config):
     overrides: dict = {}  # keys of nexa_core/configs/generate_default.yaml, e.g. {"max_new_tokens": 128}
-    roles: list[str] = list(ROLES)
+    roles: list[str] = list(CHECKPOINT_ROLES)
 
 
 @dg.asset(
-    partitions_def=domain_partitions,
+    **LAUNCHED,
     group_name=GROUP,
-    metadata=DELTA_PARTITION,
     code_version="1",
-    pool="gpu",
     kinds={"pytorch"},
 )
 def eval_predictions(
@@ -68,31 +93,17 @@ def eval_predictions(
     generation = load_generation_config(config.overrides)
     out_dir = eval_dir(checkpoint["artifact_uri"])
     output = f"{out_dir}/predictions-{content_id(checkpoint['checkpoint_id'], generation, config.roles)}.parquet"
-    summary, _ = launcher.run_reporting(
-        context,
-        "nexa_core.generate",
-        [
-            "--adapter",
-            checkpoint["artifact_uri"],
-            "--sft-uri",
-            delta.uri("sft_dataset"),
-            "--sft-version",
-            str(checkpoint["sft_version"]),
-            "--domain",
-            domain,
-            "--output",
-            output,
-            "--roles",
-            ",".join(config.roles),
-            "--expect-sha256",
-            checkpoint["files_sha256"],
-            *set_arguments(config.overrides),
-        ],
-        dict(delta.storage_options or {}),
-        out_dir,
-        "generator",
-        "predictions",
+    request = GenerateRequest(
+        domain=domain,
+        adapter=checkpoint["artifact_uri"],
+        sft_uri=delta.uri(SFT_DATASET),
+        sft_version=checkpoint["sft_version"],
+        output=output,
+        roles=list(config.roles),
+        expect_sha256=checkpoint["files_sha256"],
+        overrides=config.overrides,
     )
+    summary, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     predictions = schemas.conform(
         pl.read_parquet(output).with_columns(
             domain=pl.lit(domain),
@@ -177,7 +188,7 @@ def eval_metrics(
     """Per-item exact match, token F1, ROUGE-L and rubric judge scores; aggregates per domain and
     topic with bootstrap intervals go to eval_history and to numeric metadata (plotted by the UI)."""
     # torchmetrics: a slow import
-    from nexa_core.metrics import ALL_TOPICS, HEURISTIC_METRICS, aggregate, headline_numbers, score_items
+    from nexa_core.evaluate.metrics import ALL_TOPICS, HEURISTIC_METRICS, aggregate, headline_numbers, score_items
 
     domain = context.partition_key
     if eval_predictions.is_empty():
@@ -193,10 +204,7 @@ def eval_metrics(
         confidence=config.confidence,
         n_resamples=config.n_resamples,
     )
-    delta.append(
-        EVAL_HISTORY,
-        schemas.conform(summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))), schemas.EVAL_HISTORY),
-    )
+    history = append_summary(delta, EVAL_HISTORY, domain, summary)
     main_metric = primary_metric(scores)
     by_topic = (
         summary.filter((pl.col("metric") == main_metric) & (pl.col("topic") != ALL_TOPICS))
@@ -220,9 +228,10 @@ def eval_metrics(
             "judged": judged_items.height,
             "judge_unparseable": unparseable.height,
             "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=by_topic.height)),
-            **versions_read(delta, "eval_predictions"),
+            **versions_read(delta, EVAL_PREDICTIONS),
         },
     )
+    context.log_event(history)
     yield dg.AssetCheckResult(
         check_name="judge_parsed",
         passed=parse_rate >= config.min_judge_parse_rate,
@@ -244,40 +253,54 @@ def eval_history(delta: DeltaStore, domain: str | None = None) -> pl.DataFrame:
     return (history.filter(pl.col("domain") == domain) if domain else history).collect()
 
 
-@dg.asset(group_name=GROUP, deps=["eval_metrics", "benchmark_scores"], code_version="1", kinds={"delta", "html"})
+@dg.asset(
+    group_name=GROUP,
+    deps=[EVAL_METRICS, "benchmark_scores", EVAL_HISTORY, BENCHMARK_HISTORY, DISTILLED_SCORES],
+    code_version="1",
+    kinds={"delta", "html"},
+)
 def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore, reports: ReportFolder) -> dg.Output[pl.DataFrame]:
     """Every checkpoint of every domain, ranked on its primary metric, with its benchmark-suite
-    accuracy beside its base's, and an HTML report of charts."""
+    accuracy beside its base's, each domain's distilled student beside its teacher, and an HTML report."""
     history = eval_history(delta)
     benchmarks = delta.scan(BENCHMARK_HISTORY).collect() if delta.exists(BENCHMARK_HISTORY) else None
+    distilled = delta.scan(DISTILLED_SCORES).collect() if delta.exists(DISTILLED_SCORES) else None
     ranked = rank_checkpoints(history, benchmarks)
-    report = write_report(history, ranked, reports.path(LEADERBOARD_REPORT), benchmarks)
+    report = write_report(history, ranked, reports.path(LEADERBOARD_REPORT), benchmarks, distilled)
     best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
     return dg.Output(
         ranked,
         metadata={
             "leaderboard": dg.MetadataValue.md(leaderboard_markdown(ranked)),
+            "rows": dg.MetadataValue.json(leaderboard_rows(ranked)),
             "report": dg.MetadataValue.path(str(report)),
             "checkpoints": ranked.height,
             **{f"best/{d}": s for d, s in best.select("domain", "score").iter_rows()},
+            **({"smaller_students": dg.MetadataValue.md(smaller_students(distilled))} if distilled is not None else {}),
             **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY),
         },
     )
 
 
-_FEEDBACK = FeedbackConfig()  # the defaults of the fields FeedbackSettings shares with it
+def smaller_students(distilled: pl.DataFrame) -> str:
+    return "\n\n".join(
+        f"**{domain}**\n\n{distilled_markdown(rows)}"
+        for (domain,), rows in distilled.sort("domain").group_by("domain", maintain_order=True)
+    )
 
 
-class FeedbackSettings(dg.Config):
-    threshold: float = _FEEDBACK.threshold
-    bottom_k: int = _FEEDBACK.bottom_k
-    item_threshold: float = _FEEDBACK.item_threshold
-    max_passages_per_topic: int = _FEEDBACK.max_passages_per_topic
-    max_pairs: int = _FEEDBACK.max_pairs
-    template: str = "feedback_v1"
+FeedbackSettings = settings_class(FeedbackConfig, "FeedbackSettings", template=(str, "feedback_v1"))
 
 
-@dg.asset(partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1")
+# It reads the round's SFT set, the passages and the known questions from Delta: declared, so the lineage
+# shows them (teacher_inputs reads the feedback set back the same way, undeclared: that edge would be a cycle).
+@dg.asset(
+    partitions_def=domain_partitions,
+    group_name=GROUP,
+    metadata=DELTA_PARTITION,
+    code_version="1",
+    deps=[SFT_DATASET, TEACHER_INPUTS, FILTERED_PAIRS, EVAL_HISTORY],
+)
 def feedback_set(
     context: dg.AssetExecutionContext, config: FeedbackSettings, delta: DeltaStore, eval_metrics: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
@@ -288,12 +311,12 @@ def feedback_set(
     if student.is_empty():
         raise dg.Failure(f"partition {domain}: eval_metrics has no student rows; nothing to learn from")
     round_, sft_version = int(student["round"][0]), int(student["sft_version"][0])
-    sft = delta.scan("sft_dataset", sft_version).filter(pl.col("domain") == domain).collect()
-    corpus = delta.read_partition("teacher_inputs", domain).filter(pl.col("feedback_round").is_null())
+    sft = delta.scan(SFT_DATASET, sft_version).filter(pl.col("domain") == domain).collect()
+    corpus = delta.read_partition(TEACHER_INPUTS, domain).filter(pl.col("feedback_round").is_null())
     previous = (
-        delta.read_partition("feedback_set", domain) if delta.exists("feedback_set") else schemas.empty(FEEDBACK_SET)
+        delta.read_partition(FEEDBACK_SET, domain) if delta.exists(FEEDBACK_SET) else schemas.empty(FEEDBACK_ROWS)
     )
-    known = known_questions(delta.read_partition("filtered_pairs", domain))
+    known = known_questions(delta.read_partition(FILTERED_PAIRS, domain))
     rows, summary = build_feedback_set(
         student,
         corpus,
@@ -322,9 +345,9 @@ def feedback_set(
             "failed_items": summary["failed_items"],
             "failed_examples": dg.MetadataValue.json(summary["failed_examples"]),
             "weak_topics_without_train_passages": dg.MetadataValue.json(summary["weak_topics_without_train_passages"]),
-            **versions_read(delta, "eval_metrics", "teacher_inputs", "sft_dataset", "filtered_pairs"),
+            **versions_read(delta, EVAL_METRICS, TEACHER_INPUTS, SFT_DATASET, FILTERED_PAIRS, EVAL_HISTORY),
         },
     )
 
 
-EVAL_ASSETS = [eval_predictions, eval_metrics, leaderboard, feedback_set]
+EVAL_ASSETS = [eval_predictions, eval_metrics, eval_history_spec, leaderboard, feedback_set]

@@ -4,9 +4,11 @@ SFT starts from; weights are files under the launcher's artifact root."""
 
 import dagster as dg
 
-from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
-from nexa_core.checkpoints import base_row
-from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, set_arguments
+from nexa_assets.partitions import LAUNCHED
+from nexa_core.stage import ReadRequest
+from nexa_core.tables import RAW_DOCUMENTS
+from nexa_core.train.checkpoints import base_row
+from nexa_core.train.trainer import PRETRAIN_CONFIG, config_hash, load_config
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
 from resources.student import StudentModel
@@ -20,12 +22,10 @@ class ReadSettings(dg.Config):
 
 
 @dg.asset(
-    partitions_def=domain_partitions,
+    **LAUNCHED,
     group_name=GROUP,
-    metadata=DELTA_PARTITION,
     code_version="1",
-    deps=["raw_documents"],
-    pool="gpu",
+    deps=[RAW_DOCUMENTS],
     kinds={"pytorch"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -46,35 +46,22 @@ def student_base(
     """The student after reading every document of the domain: a real base's continued pretraining (on by
     default, `continued_pretraining`) or the config-built default's pretraining; SFT starts from it."""
     domain = context.partition_key
-    documents_version = delta.version("raw_documents")
+    documents_version = delta.version(RAW_DOCUMENTS)
     if documents_version is None:
         raise dg.Failure(f"partition {domain}: raw_documents has never been materialized")
     overrides = {"base_model": student.base_model, **config.overrides}
     read_config = load_config(PRETRAIN_CONFIG, overrides)
     digest = config_hash(read_config)
     out_dir = launcher.output_dir(domain, documents_version, digest, stage="read")
-    record, checks = launcher.run_reporting(
-        context,
-        "nexa_core.pretrain",
-        [
-            "--documents-uri",
-            delta.uri("raw_documents"),
-            "--documents-version",
-            str(documents_version),
-            "--domain",
-            domain,
-            "--output-dir",
-            out_dir,
-            "--bases-dir",  # a named base is converted once per artifact root, for every domain
-            launcher.bases_dir(),
-            *set_arguments(overrides),
-        ],
-        dict(delta.storage_options or {}),
-        out_dir,
-        "reader",
-        "record",
-        distributed=True,
+    request = ReadRequest(
+        domain=domain,
+        output_dir=out_dir,
+        documents_uri=delta.uri(RAW_DOCUMENTS),
+        documents_version=documents_version,
+        bases_dir=launcher.bases_dir(),  # a named base is converted once per artifact root, for every domain
+        overrides=overrides,
     )
+    record, checks = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     frame = base_row(domain, record, documents_version, digest)
     row = frame.row(0, named=True)
     yield dg.Output(

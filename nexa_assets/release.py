@@ -3,61 +3,64 @@ must beat its base and the current champion), merged into full weights, register
 Registry under the alias `champion`, with a model card. `deployment` is what nexa-serve records when it
 serves a champion (nexa_assets/release_cli.py)."""
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from nexa_assets.benchmark import BenchmarkSettings
-from nexa_assets.evaluate import EVAL_HISTORY
+from nexa_assets.benchmark import SUITE_ROOT
 from nexa_assets.metadata import recorded_where, versions_read
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
+from nexa_assets.settings import settings_class
+from nexa_assets.side_tables import append_side_table, side_table_spec
 from nexa_core import schemas
-from nexa_core.benchmark import HISTORY_TABLE as BENCHMARK_HISTORY
-from nexa_core.benchmark import SuiteError, load_suites
-from nexa_core.ids import content_id
-from nexa_core.release import (
-    RELEASE_HISTORY,
+from nexa_core.evaluate.benchmark import SuiteError, load_suites
+from nexa_core.release.promote import (
     GateConfig,
     GateDecision,
     ReleaseError,
     benchmarked,
+    checkpoint_rubrics,
     code_version,
     commit_release,
     find_record,
     gate_metric,
-    lineage_version,
     loggable_model,
     merge_checkpoint,
     metric_rows,
     model_card,
     newest_evaluated,
     promotion_gate,
+    release_costs,
     release_record,
+    release_row,
     score_of,
-    teacher_cost,
     trace_lineage,
 )
 from nexa_core.settings import from_settings
+from nexa_core.tables import (
+    BENCHMARK_HISTORY,
+    BENCHMARK_SCORES,
+    CHECKPOINT_HISTORY,
+    EVAL_HISTORY,
+    EVAL_METRICS,
+    MODEL_RELEASE,
+    RAW_DOCUMENTS,
+    RELEASE_HISTORY,
+    SFT_DATASET,
+    STUDENT_BASE,
+)
 from resources.delta import PROJECT_ROOT, DeltaStore
 from resources.launcher import TrainingLauncher
 from resources.tracking import CHAMPION, MlflowTracking
 
 GROUP = "release"
-CHECKPOINT_HISTORY = "checkpoint_history"
-_GATE = GateConfig()
+release_history = side_table_spec(RELEASE_HISTORY, GROUP)
 
 
-class ReleaseSettings(dg.Config):
-    # the fields of nexa_core.release.GateConfig, same names and defaults
-    metric: str = _GATE.metric  # auto: benchmark accuracy when the checkpoint was benchmarked, else the test split's
-    rule: str = _GATE.rule  # intervals (non-overlapping 95% intervals) or mean
-    min_lift_over_base: float = _GATE.min_lift_over_base
-    min_lift_over_champion: float = _GATE.min_lift_over_champion
-    suite_root: str = BenchmarkSettings.model_fields["suite_root"].default  # a domain with suites must be benchmarked
-
+# suite_root: a domain with suites must be benchmarked before its release
+class ReleaseSettings(settings_class(GateConfig, "GateFields", suite_root=(str, SUITE_ROOT))):
     def gate_config(self) -> GateConfig:
         return from_settings(GateConfig, self)
 
@@ -92,7 +95,7 @@ def judged_metric(
     group_name=GROUP,
     metadata=DELTA_PARTITION,
     code_version="1",
-    deps=["eval_metrics", "benchmark_scores"],
+    deps=[EVAL_METRICS, BENCHMARK_SCORES, EVAL_HISTORY, BENCHMARK_HISTORY, CHECKPOINT_HISTORY, STUDENT_BASE],
     output_required=False,
     kinds={"mlflow"},
     check_specs=[
@@ -166,6 +169,31 @@ def model_release(
     yield check
 
 
+def merged_weights(domain: str, checkpoint: dict, merged_uri: str) -> dict:
+    try:  # the merge runs here: the checkpoint's files must be on this machine
+        return merge_checkpoint(checkpoint["artifact_uri"], merged_uri)
+    except (OSError, ValueError) as exc:
+        raise dg.Failure(
+            f"partition {domain}: could not merge checkpoint {checkpoint['checkpoint_id']} "
+            f"({checkpoint['artifact_uri']}): {exc}"
+        ) from exc
+
+
+def release_lineage(instance: dg.DagsterInstance, domain: str, checkpoint: dict, base: dict) -> list[dict]:
+    """Every table version the checkpoint came from, walked back from what it was trained and evaluated on
+    through what each materialization recorded it read."""
+
+    def recorded(table: str, key: str, value) -> dict | None:
+        return recorded_where(instance, table, domain, key, value)
+
+    evaluated = [
+        (table, (recorded(table, "checkpoint_id", checkpoint["checkpoint_id"]) or {}).get("delta_version"))
+        for table in (EVAL_METRICS, BENCHMARK_SCORES)
+    ]
+    read_by_training = [(SFT_DATASET, checkpoint["sft_version"]), (RAW_DOCUMENTS, base.get("documents_version"))]
+    return trace_lineage(lambda table, v: recorded(table, "delta_version", v), [*read_by_training, *evaluated])
+
+
 def release(
     context,
     domain: str,
@@ -184,47 +212,14 @@ def release(
     if checkpoint is None:
         raise dg.Failure(f"partition {domain}: checkpoint {candidate} is evaluated but not in {CHECKPOINT_HISTORY}")
     launcher.check_checkpoint(domain, checkpoint)
-    base = find_record(tables, "student_base", "base_id", checkpoint["base_id"]) or {}
+    base = find_record(tables, STUDENT_BASE, "base_id", checkpoint["base_id"]) or {}
     merged_uri = f"{launcher.artifact_root.rstrip('/')}/{domain}/release-{candidate}/model"
-    try:  # the merge runs here: the checkpoint's files must be on this machine
-        merged = merge_checkpoint(checkpoint["artifact_uri"], merged_uri)
-    except (OSError, ValueError) as exc:
-        raise dg.Failure(
-            f"partition {domain}: could not merge checkpoint {candidate} ({checkpoint['artifact_uri']}): {exc}"
-        ) from exc
+    merged = merged_weights(domain, checkpoint, merged_uri)
     components, base_path = loggable_model(merged)
     tags = {"domain": domain, "checkpoint_id": candidate, "dagster_run_id": context.run.run_id}
     name, version, run_id = tracking.register_release(domain, components, base_path, tags)
-
-    def recorded(table: str, key: str, value) -> dict | None:
-        return recorded_where(context.instance, table, domain, key, value)
-
-    evaluated = [
-        (table, (recorded(table, "checkpoint_id", candidate) or {}).get("delta_version"))
-        for table in ("eval_metrics", "benchmark_scores")
-    ]
-    read_by_training = [("sft_dataset", checkpoint["sft_version"]), ("raw_documents", base.get("documents_version"))]
-    lineage = trace_lineage(lambda table, v: recorded(table, "delta_version", v), [*read_by_training, *evaluated])
-    teacher_version = lineage_version(lineage, "teacher_outputs")
-    costs = {
-        "teacher_usd": teacher_cost(tables, domain, teacher_version),
-        "teacher_outputs_version": teacher_version,
-        "gpu_hours": ((base.get("gpu_seconds") or 0.0) + checkpoint["gpu_seconds"]) / 3600,
-        "wall_hours": ((base.get("wall_seconds") or 0.0) + checkpoint["wall_seconds"]) / 3600,
-    }
-    scores = domain_rows(delta, "eval_metrics", domain)
-    rubrics = (
-        (
-            scores.filter((pl.col("checkpoint_id") == candidate) & pl.col("rubric_sha256").is_not_null())
-            .select("rubric", "rubric_sha256")
-            .unique()
-            .sort("rubric")
-            .to_dicts()
-        )
-        if scores is not None
-        else []
-    )
-    released_at = datetime.now(timezone.utc)
+    lineage = release_lineage(context.instance, domain, checkpoint, base)
+    costs = release_costs(tables, domain, lineage, base, checkpoint)
     summary = {
         "domain": domain,
         "registered_model": name,
@@ -232,7 +227,7 @@ def release(
         "served_model": f"{name}-v{version}",
         "merged_uri": merged_uri,
         "weights_sha256": merged["files"],
-        "released_at": released_at,
+        "released_at": datetime.now(timezone.utc),
     }
     code = code_version(PROJECT_ROOT)
     card = model_card(
@@ -242,49 +237,18 @@ def release(
         decision,
         metric_rows(candidate, history, benchmarks),
         lineage,
-        rubrics,
+        checkpoint_rubrics(domain_rows(delta, EVAL_METRICS, domain), candidate),
         tracking.run_params(checkpoint["mlflow_run_id"]),
         costs,
         code,
     )
+    manifest = {"checkpoint_id": candidate, **{k: summary[k] for k in ("domain", "registered_model", "model_version")}}
     files = commit_release(
-        merged,
-        merged_uri,
-        card,
-        {
-            "domain": domain,
-            "checkpoint_id": candidate,
-            "registered_model": name,
-            "model_version": version,
-            "merged_from": merged["merged_from"],
-            "base_model_path": merged["base_model_path"],
-        },
+        merged, merged_uri, card, manifest | {k: merged[k] for k in ("merged_from", "base_model_path")}
     )
-    row = {
-        **{
-            k: summary[k]
-            for k in ("domain", "registered_model", "model_version", "served_model", "merged_uri", "released_at")
-        },
-        "release_id": content_id(domain, name, version, candidate),
-        "checkpoint_id": candidate,
-        **{k: checkpoint[k] for k in ("round", "sft_version", "base_id", "base_model", "finetune")},
-        "files_sha256": json.dumps(files, sort_keys=True),
-        "metric": decision.metric,
-        "score": decision.candidate.mean,
-        "ci_low": decision.candidate.ci_low,
-        "ci_high": decision.candidate.ci_high,
-        "base_score": decision.base.mean,
-        "previous_champion": decision.champion_version,
-        "gate": json.dumps({**decision.metadata(), "reasons": decision.reasons}),
-        "lineage": json.dumps(lineage, default=str),
-        "teacher_usd": costs["teacher_usd"],
-        "gpu_hours": costs["gpu_hours"],
-        "code_version": code,
-        "model_card": card,
-        "mlflow_run_id": run_id,
-    }
+    row = release_row(summary, checkpoint, decision, files, lineage, costs, code, card, run_id)
     frame = pl.DataFrame([row], schema=schemas.MODEL_RELEASE)
-    delta.append(RELEASE_HISTORY, frame)
+    history = append_side_table(delta, RELEASE_HISTORY, domain, frame)
     tracking.promote(
         domain,
         version,
@@ -298,31 +262,34 @@ def release(
         },
     )
     context.log.info(f"partition {domain}: {name} v{version} is the champion ({merged_uri})")
-    yield dg.Output(
-        frame,
-        metadata={
-            "registered_model": name,
-            "model_version": version,
-            "mlflow_model_uri": f"models:/{name}@{CHAMPION}",
-            "served_model": row["served_model"],
-            "merged_uri": dg.MetadataValue.path(merged_uri),
-            "checkpoint_id": candidate,
-            "previous_champion": decision.champion_version or 0,
-            "metric": decision.metric,
-            "score": decision.candidate.mean,
-            "teacher_usd": costs["teacher_usd"] or 0.0,
-            "gpu_hours": costs["gpu_hours"],
-            "model_card": dg.MetadataValue.md(card),
-            **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY, CHECKPOINT_HISTORY, "student_base", "eval_metrics"),
-        },
-    )
+    yield dg.Output(frame, metadata=release_metadata(row, delta))
+    context.log_event(history)
+
+
+def release_metadata(row: dict, delta: DeltaStore) -> dict:
+    name = row["registered_model"]
+    return {
+        "registered_model": name,
+        "model_version": row["model_version"],
+        "mlflow_model_uri": f"models:/{name}@{CHAMPION}",
+        "served_model": row["served_model"],
+        "merged_uri": dg.MetadataValue.path(row["merged_uri"]),
+        "checkpoint_id": row["checkpoint_id"],
+        "previous_champion": row["previous_champion"] or 0,
+        "metric": row["metric"],
+        "score": row["score"],
+        "teacher_usd": row["teacher_usd"] or 0.0,
+        "gpu_hours": row["gpu_hours"],
+        "model_card": dg.MetadataValue.md(row["model_card"]),
+        **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY, CHECKPOINT_HISTORY, STUDENT_BASE, EVAL_METRICS),
+    }
 
 
 deployment = dg.AssetSpec(
     "deployment",
     partitions_def=domain_partitions,
     group_name=GROUP,
-    deps=["model_release"],
+    deps=[MODEL_RELEASE],
     kinds={"openai"},
     description="A served champion: recorded by `nexa-serve DOMAIN` when its OpenAI-compatible endpoint answers "
     "(endpoint URL, model version, start time; also a row of the deployment Delta table).",

@@ -22,10 +22,10 @@ import polars as pl
 
 from nexa_assets.cli import ensure_dagster_home
 from nexa_core import schemas
-from nexa_core.generate import CheckpointError, verify_checkpoint
+from nexa_core.evaluate.generate import CheckpointError, verify_checkpoint
 from nexa_core.ids import content_id
-from nexa_core.release import ReleaseError, champion_release, release_record, trained_rows
-from nexa_core.serve import (
+from nexa_core.release.promote import ReleaseError, champion_release, release_record, trained_rows
+from nexa_core.release.serve import (
     ServeError,
     served_folder,
     serving_env,

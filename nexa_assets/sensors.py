@@ -10,8 +10,8 @@ import dagster as dg
 
 from nexa_assets.metadata import RAW_FINGERPRINT
 from nexa_assets.partitions import domain_partitions
-from nexa_core.documents import domain_folders, folder_fingerprint
-from nexa_core.feedback import next_round_blocker
+from nexa_core.data.documents import domain_folders, folder_fingerprint
+from nexa_core.evaluate.feedback import next_round_blocker
 
 
 def materialized_fingerprint(instance: dg.DagsterInstance, domain: str) -> str | None:

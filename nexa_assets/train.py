@@ -5,14 +5,18 @@ under the launcher's artifact root."""
 import dagster as dg
 import polars as pl
 
-from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
-from nexa_core.checkpoints import artifact_uri, checkpoint_row, loss_curve
-from nexa_core.train import TrainingError, check_train_size, config_hash, load_config, set_arguments
+from nexa_assets.partitions import LAUNCHED
+from nexa_assets.side_tables import append_side_table, side_table_spec
+from nexa_core.stage import SFTRequest
+from nexa_core.tables import CHECKPOINT_HISTORY, RAW_DOCUMENTS, SFT_DATASET
+from nexa_core.train.checkpoints import artifact_uri, checkpoint_row, loss_curve
+from nexa_core.train.trainer import TrainingError, check_train_size, config_hash, load_config
 from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 from resources.tracking import MlflowTracking
 
 GROUP = "train"
+checkpoint_history = side_table_spec(CHECKPOINT_HISTORY, GROUP)
 
 
 class TrainSettings(dg.Config):
@@ -20,12 +24,10 @@ class TrainSettings(dg.Config):
 
 
 @dg.asset(
-    partitions_def=domain_partitions,
+    **LAUNCHED,
     group_name=GROUP,
-    metadata=DELTA_PARTITION,
     code_version="2",
-    deps=["sft_dataset"],
-    pool="gpu",
+    deps=[SFT_DATASET],
     kinds={"pytorch"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -54,7 +56,7 @@ def student_checkpoint(
     if student_base.is_empty():
         raise dg.Failure(f"partition {domain}: student_base has no record; materialize it first")
     base = student_base.row(0, named=True)
-    sft_version = delta.version("sft_dataset")
+    sft_version = delta.version(SFT_DATASET)
     if sft_version is None:
         raise dg.Failure(f"partition {domain}: sft_dataset has never been materialized")
     overrides = {**config.overrides, "base_model": base["model_uri"]}
@@ -62,7 +64,7 @@ def student_checkpoint(
     digest = config_hash(train_config)
     out_dir = launcher.output_dir(domain, sft_version, digest)
     train_rows, round_ = (
-        delta.scan("sft_dataset", sft_version)
+        delta.scan(SFT_DATASET, sft_version)
         .filter(pl.col("domain") == domain)
         .select((pl.col("split") == "train").sum(), pl.col("round").max())
         .collect()
@@ -72,31 +74,16 @@ def student_checkpoint(
         check_train_size(train_rows, train_config, domain, f"sft_dataset v{sft_version}")
     except TrainingError as exc:
         raise dg.Failure(f"{exc}; no training started") from exc
-    record, checks = launcher.run_reporting(
-        context,
-        "nexa_core.train",
-        [
-            "--sft-uri",
-            delta.uri("sft_dataset"),
-            "--sft-version",
-            str(sft_version),
-            "--domain",
-            domain,
-            "--output-dir",
-            out_dir,
-            # the documents student_base read, replayed beside the QA pairs (lineage: through student_base)
-            "--documents-uri",
-            delta.uri("raw_documents"),
-            "--documents-version",
-            str(base["documents_version"]),
-            *set_arguments(overrides),
-        ],
-        dict(delta.storage_options or {}),
-        out_dir,
-        "trainer",
-        "record",
-        distributed=True,
+    request = SFTRequest(
+        domain=domain,
+        output_dir=out_dir,
+        sft_uri=delta.uri(SFT_DATASET),
+        sft_version=sft_version,
+        documents_uri=delta.uri(RAW_DOCUMENTS),
+        documents_version=base["documents_version"],
+        overrides=overrides,
     )
+    record, checks = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     curve = record.pop("curve")
     here = artifact_uri(out_dir, record["finetune"]) if launcher.backend().runs_here else None  # MLflow uploads it
     run_id = tracking.log_checkpoint(
@@ -105,31 +92,32 @@ def student_checkpoint(
     frame = checkpoint_row(
         domain, record, base, sft_version, digest, round_, out_dir, launcher.usd_per_gpu_hour, run_id
     )
-    row = frame.row(0, named=True)
-    delta.append("checkpoint_history", frame)  # every checkpoint ever made; the asset holds the latest
-    losses = loss_curve(curve)
-    yield dg.Output(
-        frame,
-        metadata={
-            "finetune": record["finetune"],
-            "base_id": base["base_id"],
-            "steps": record["steps"],
-            "final_loss": record["final_loss"],
-            "best_loss": record["best_loss"],
-            "wall_seconds": round(record["wall_seconds"], 2),
-            "gpu_seconds": round(record["gpu_seconds"], 2),
-            "gpu_cost_usd": row["gpu_cost_usd"],
-            "device": record["device"],
-            "precision": record.get("precision", ""),
-            "sft_version": sft_version,
-            "round": round_,
-            "qa_rows": record["qa_rows"],
-            "replayed_rows": record["replayed_rows"],
-            "resumed_from": record["resumed_from"] or "",
-            "artifact_uri": row["artifact_uri"],
-            "mlflow_run_id": run_id,
-            "mlflow_tracking_uri": tracking.tracking_uri,
-            "training_curve": dg.MetadataValue.md(table_markdown(losses, rows=len(losses))) if len(losses) else "",
-        },
-    )
+    history = append_side_table(delta, CHECKPOINT_HISTORY, domain, frame)  # the asset holds the latest
+    yield dg.Output(frame, metadata=checkpoint_metadata(frame.row(0, named=True), record, curve, tracking))
+    context.log_event(history)
     yield from checks
+
+
+def checkpoint_metadata(row: dict, record: dict, curve: list[dict], tracking: MlflowTracking) -> dict:
+    losses = loss_curve(curve)
+    return {
+        "finetune": record["finetune"],
+        "base_id": row["base_id"],
+        "steps": record["steps"],
+        "final_loss": record["final_loss"],
+        "best_loss": record["best_loss"],
+        "wall_seconds": round(record["wall_seconds"], 2),
+        "gpu_seconds": round(record["gpu_seconds"], 2),
+        "gpu_cost_usd": row["gpu_cost_usd"],
+        "device": record["device"],
+        "precision": record.get("precision", ""),
+        "sft_version": row["sft_version"],
+        "round": row["round"],
+        "qa_rows": record["qa_rows"],
+        "replayed_rows": record["replayed_rows"],
+        "resumed_from": record["resumed_from"] or "",
+        "artifact_uri": row["artifact_uri"],
+        "mlflow_run_id": row["mlflow_run_id"],
+        "mlflow_tracking_uri": tracking.tracking_uri,
+        "training_curve": dg.MetadataValue.md(table_markdown(losses, rows=len(losses))) if len(losses) else "",
+    }

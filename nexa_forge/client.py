@@ -7,7 +7,6 @@ location, so it works from any machine that can reach the UI's URL."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from nexa_forge import queries
+from nexa_forge.settings import SettingError, add_setting
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 WHOLE_GRAPH = "nexa_job"  # its partitions are the domains
@@ -172,26 +172,12 @@ class Job:
         """{"ASSET.KEY": value} as run config: a field of the asset's config, else a key of its
         `overrides` (the stage's YAML config, dotted for nested keys), as nexa-run's --set does."""
         ops: dict = {}
+        fields = {asset: self.settings.get(asset, set()) for asset in self.assets}
         for target, value in settings.items():
-            asset, _, key = target.partition(".")
-            if not key:
-                raise NexaForgeError(
-                    f"setting {target!r}: expected ASSET.KEY, e.g. student_checkpoint.num_train_epochs"
-                )
-            if asset not in self.assets:
-                raise NexaForgeError(
-                    f"setting {target}: no asset {asset!r} in {self.name}; assets: {', '.join(sorted(self.assets))}"
-                )
-            fields = self.settings[asset]
-            config = ops.setdefault(asset, {"config": {}})["config"]
-            if key in fields:
-                config[key] = value
-            elif "overrides" in fields:
-                config.setdefault("overrides", {})[key] = value
-            else:
-                raise NexaForgeError(
-                    f"setting {target}: {asset} has no setting {key!r}; settings: {', '.join(sorted(fields)) or 'none'}"
-                )
+            try:
+                add_setting(ops, fields, self.name, target, value)
+            except SettingError as exc:
+                raise NexaForgeError(f"setting {target}: {exc}") from None
         return ops
 
 
@@ -227,20 +213,6 @@ def metadata_value(entry: dict) -> Any:
         return {column["name"]: column["type"] for column in entry["schema"]["columns"]}
     values = [value for key, value in entry.items() if key not in ("__typename", "label")]
     return values[0] if len(values) == 1 else None  # NullMetadataEntry, or a kind this client does not read
-
-
-def markdown_rows(table: str) -> list[dict[str, str]]:
-    """A markdown table's rows as {header: cell}; a text that is not a table (e.g. 'no evaluated
-    checkpoints yet') has none."""
-
-    def cells(line: str) -> list[str]:
-        return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
-
-    lines = [line for line in table.splitlines() if line.startswith("|")]
-    if len(lines) < 2:
-        return []
-    header = cells(lines[0])
-    return [dict(zip(header, cells(line))) for line in lines[2:]]
 
 
 def _time(millis: str | float | None, unit: float = 1000) -> datetime | None:
@@ -626,7 +598,7 @@ class NexaForgeClient:
         """The leaderboard's rows as it shows them (rank, domain, round, checkpoint, metric, score ± half
         interval, base, lift, n, benchmark accuracy); none before a checkpoint is evaluated."""
         latest = self.latest("leaderboard")
-        return markdown_rows(latest[0].metadata.get("leaderboard", "")) if latest else []
+        return list(latest[0].metadata.get("rows", [])) if latest else []
 
     def checkpoints(self) -> list[Materialization]:
         """Each domain's current student checkpoint: artifact_uri, steps, final_loss, device, round, ... in

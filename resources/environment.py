@@ -35,12 +35,13 @@ import yaml
 from dagster_deltalake import LocalConfig, S3Config
 
 from resources.delta import PROJECT_ROOT
-from resources.instance import PG_URL_VARIABLE
 from resources.launcher import TrainingLauncher
 from resources.reports import ReportFolder
 from resources.student import StudentModel
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking
+
+PG_URL_VARIABLE = "DAGSTER_PG_URL"  # postgresql://user:password@host:port/db; read by Dagster at run time
 
 
 def _default(resource: type[dg.ConfigurableResource], field: str):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from resources.environment import PG_URL_VARIABLE, Environment
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PG_URL_VARIABLE = "DAGSTER_PG_URL"  # postgresql://user:password@host:port/db; read by Dagster at run time
 
 
 def instance_config(postgres: bool) -> dict:
@@ -34,6 +35,4 @@ def write_instance_file(home: Path, postgres: bool) -> Path:
 
 
 if __name__ == "__main__":
-    from resources.environment import Environment
-
     print(write_instance_file(Path(sys.argv[1]).resolve(), Environment.read().postgres))

@@ -1,4 +1,4 @@
-"""The training launcher: runs `python -m nexa_core.train` (and the reading, generation and benchmark
+"""The training launcher: runs `python -m nexa_core.train.trainer` (and the reading, generation and benchmark
 stages) where the GPUs are, through Dagster Pipes.
 
 The resource, TrainingLauncher, is the configuration; `kind` picks the backend that launches:
@@ -29,8 +29,8 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
-from nexa_core.generate import CheckpointError, verify_checkpoint
-from nexa_core.train import ERROR_FILE
+from nexa_core.evaluate.generate import CheckpointError, verify_checkpoint
+from nexa_core.stage import ERROR_FILE, StageRequest
 from resources.delta import PROJECT_ROOT
 
 
@@ -304,7 +304,7 @@ class TrainingLauncher(dg.ConfigurableResource):
         return f"{self.artifact_root.rstrip('/')}/{domain}/{stage}-v{sft_version}-{config_hash}"
 
     def bases_dir(self) -> str:
-        """Where named bases are converted once, for every domain (nexa_core/bases.py)."""
+        """Where named bases are converted once, for every domain (nexa_core/train/bases.py)."""
         return f"{self.artifact_root.rstrip('/')}/bases"
 
     def failure_reason(self, out_dir: str) -> str | None:
@@ -332,22 +332,16 @@ class TrainingLauncher(dg.ConfigurableResource):
             return [self.python, "-m", module, *arguments]
         return self.backend().torchrun(module, arguments)
 
-    def run_reporting(
-        self,
-        context: dg.AssetExecutionContext,
-        module: str,
-        arguments: list[str],
-        env: dict[str, str],
-        out_dir: str,
-        what: str,
-        key: str,
-        distributed: bool = False,
+    def run_stage(
+        self, context: dg.AssetExecutionContext, request: StageRequest, env: dict[str, str]
     ) -> tuple[dict, list]:
-        """Launch `python -m module arguments...` (trainer, reader, generator, benchmark runner) and
-        return the JSON `key` it reported through Pipes, with any check results; a failure says what
-        the process wrote before dying."""
+        """Launch the stage that serves `request` (reader, trainer, generator, benchmark runner) and return
+        the result it reported through Pipes, with any check results; a failure says what the process wrote
+        before dying."""
+        out_dir, what, key = request.out_dir, request.process, request.result
         try:
-            results = self.launch(context, self.command(module, arguments, distributed), env).get_results()
+            command = self.command(request.module, request.argv(), request.distributed)
+            results = self.launch(context, command, env).get_results()
         except LauncherError as exc:
             reason = self.failure_reason(out_dir)
             raise dg.Failure(f"{exc}" + (f"; the {what} said: {reason}" if reason else "")) from exc

@@ -4,7 +4,7 @@ another. The default is the reading config's own (nexa_core/configs/pretrain_def
 import dagster as dg
 from pydantic import Field
 
-from nexa_core.train import PRETRAIN_CONFIG, load_config
+from nexa_core.train.trainer import PRETRAIN_CONFIG, load_config
 
 
 class StudentModel(dg.ConfigurableResource):

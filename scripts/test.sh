@@ -19,4 +19,5 @@ fi
 # worker's torch (and every stage it launches) gets its share of the cores, not a thread per core each.
 workers="${NEXA_TEST_WORKERS:-2}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))}"
-exec .venv/bin/python -m pytest -q -rs -n "$workers" --dist loadfile "$@"
+# Files go to the workers longest first (tests/conftest.py FILE_SECONDS), not by their number of tests.
+exec .venv/bin/python -m pytest -q -rs -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

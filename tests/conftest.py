@@ -25,6 +25,31 @@ for key, value in {
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_RAW = PROJECT / "data" / "raw"
 
+# Seconds each file's tests took in a full run on 2 cores (pytest --durations, 2026-12-05). scripts/test.sh gives
+# the files to the workers in this order (--no-loadscope-reorder), the longest first, so that the real base's
+# test does not start last while the other worker sits idle.
+FILE_SECONDS = {
+    "test_real_base.py": 767,
+    "test_bench.py": 304,
+    "test_cli_and_sensor.py": 259,
+    "test_train.py": 245,
+    "test_template_families.py": 218,
+    "test_release.py": 185,
+    "test_evaluate.py": 144,
+    "test_pretrain.py": 141,
+    "test_serve.py": 138,
+    "test_sdk.py": 106,
+    "test_parallel_writes.py": 72,
+    "test_postgres.py": 61,
+    "test_bases.py": 52,
+    "test_teacher_faults.py": 45,
+    "test_benchmark.py": 36,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # stable: a file's own order is kept
+
 
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch):

@@ -139,7 +139,7 @@ def finish(body: dict, key: str, fault: str | None) -> dict:
     else:
         # From question_forms itself, on first use: the nexa_core.teacher package pulls in polars,
         # which would double the start-up time that every test pays (and --fixed-content never needs it).
-        from nexa_core.question_forms import heuristic_pairs
+        from nexa_core.teacher.question_forms import heuristic_pairs
 
         found = PASSAGE.search(user)
         content = "```json\n" + json.dumps({"pairs": heuristic_pairs(found.group(1) if found else user)}) + "\n```"

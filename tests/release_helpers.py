@@ -14,7 +14,7 @@ from conftest import SAMPLE_RAW, stop_by_pid
 from graph_helpers import materialize_domain, resources
 
 from nexa_assets import benchmark, evaluate, pretrain, release, train
-from nexa_core.release import GateConfig, gate_metric, score_of
+from nexa_core.release.promote import GateConfig, gate_metric, score_of
 from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking
@@ -153,9 +153,9 @@ def command_env(root: Path) -> dict:
 
 def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_tokens: int) -> list[dict]:
     """What the champion itself says ({"prediction", "new_tokens"}), one conversation at a time, greedy
-    (nexa_core.generate), in the precision nexa-serve loads it in (the one it was saved in)."""
-    from nexa_core.generate import generate_answers, load_generation_config
-    from nexa_core.student import load_student
+    (nexa_core.evaluate.generate), in the precision nexa-serve loads it in (the one it was saved in)."""
+    from nexa_core.evaluate.generate import generate_answers, load_generation_config
+    from nexa_core.train.student import load_student
 
     model, tokenizer = load_student(merged_uri, dtype="auto")
     config = {**load_generation_config({"max_new_tokens": max_new_tokens}), "batch_size": 1}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nexa_core import bases
-from nexa_core.bases import EMBEDDED_BASES, BaseModelError, gguf_file, resolve_base
-from nexa_core.pretrain import read_corpus
-from nexa_core.train import PRETRAIN_CONFIG, TrainingError, load_config, start_model
+from nexa_core.train import bases
+from nexa_core.train.bases import EMBEDDED_BASES, BaseModelError, gguf_file, resolve_base
+from nexa_core.train.pretrain import read_corpus
+from nexa_core.train.trainer import PRETRAIN_CONFIG, TrainingError, load_config, start_model
 
 SMOLLM2 = EMBEDDED_BASES["smollm2-135m-instruct"]
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
-BENCHES = sorted(
-    p.name for p in (PROJECT / "bench").glob("*.py") if p.name not in ("corpus.py", "teacher_distilabel.py")
-)
+HELPERS = ("corpus.py", "isolated.py", "teacher_distilabel.py")  # imported by the benchmarks, not run alone
+BENCHES = sorted(p.name for p in (PROJECT / "bench").glob("*.py") if p.name not in HELPERS)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def test_training_benchmark_runs_both_trainers_and_both_fine_tunes(physics_data)
 
 def test_generation_benchmark_runs_against_one_prompt_at_a_time(physics_data):
     out = smoke("generate.py", "--examples", physics_data)
-    assert "model.generate, one at a time" in out and "nexa_core.generate, batch 4" in out
+    assert "model.generate, one at a time" in out and "nexa_core.evaluate.generate, batch 4" in out
 
 
 def test_learning_benchmark_scores_student_and_base(physics_data):
@@ -81,3 +80,11 @@ def test_parallel_runs_benchmark_checks_every_table_after_runs_at_once():
     out = smoke("parallel_runs.py")
     assert "1 run alone" in out and "2 runs at once" in out and "runs/min" in out
     assert "every table holds each of the 2 domains' rows" in out
+
+
+def test_distillation_benchmark_runs_at_smoke_size():
+    out = smoke("distill_kd.py")
+    for role in ("student", "pruned_sft", "teacher", "base"):  # every model scored, with an interval
+        assert re.search(rf"\| {role} \| \d+\.\dM \| \d+ \| \d\.\d{{3}} \[", out), out
+    assert "keeps" in out and "against SFT alone" in out
+    assert re.search(r"k +2: teacher mass 0\.\d{3}  KL from top k \d+\.\d{4}  full KL \d+\.\d{4}", out), out

@@ -18,7 +18,9 @@ from graph_helpers import resources
 from nexa_assets import evaluate, train
 from nexa_assets.benchmark import benchmark_scores
 from nexa_core import schemas
-from nexa_core.benchmark import (
+from nexa_core.data.documents import load_domain
+from nexa_core.distill.sft import SplitConfig
+from nexa_core.evaluate.benchmark import (
     ALL_SUITES,
     GENERATIVE,
     MULTIPLE_CHOICE,
@@ -28,9 +30,7 @@ from nexa_core.benchmark import (
     run_benchmark,
     summarize,
 )
-from nexa_core.documents import load_domain
-from nexa_core.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
-from nexa_core.sft import SplitConfig
+from nexa_core.evaluate.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
 from resources.delta import PROJECT_ROOT, write_partition
 from resources.launcher import TrainingLauncher
 
@@ -180,7 +180,7 @@ def models(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nexa_core.student import build_default_student
+    from nexa_core.train.student import build_default_student
 
     root = tmp_path_factory.mktemp("models")
     texts = [SYSTEM] + [q for q, _ in MC + GEN] + [c for _, cs in MC for c in cs] + [a for _, a in GEN]
@@ -347,7 +347,7 @@ def test_lm_eval_log_likelihoods_are_the_roles_own(models, suite_root, runs):
 
 
 def _checkpoint_row(adapter: Path) -> pl.DataFrame:
-    from nexa_core.train import sha256_files
+    from nexa_core.train.trainer import sha256_files
 
     return pl.DataFrame(
         [

@@ -21,11 +21,16 @@ BIN = Path(sys.executable).parent
 
 
 def env_for(dagster_home, delta_root, raw_root) -> dict:
+    """The commands' environment: this test's instance, tables, artifacts and MLflow store (an in-process
+    MlflowTracking of an earlier test leaves its store in MLFLOW_TRACKING_URI, and so would the project's)."""
+    here = Path(delta_root).parent
     return {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
         "NEXA_DELTA_ROOT": str(delta_root),
         "NEXA_RAW_ROOT": str(raw_root),
+        "NEXA_ARTIFACT_ROOT": str(here / "artifacts"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{here / 'mlflow.db'}",
     }
 
 

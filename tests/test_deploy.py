@@ -46,7 +46,7 @@ def test_launched_stages_run_on_gpu_pods_of_the_trainer_image():
     assert launcher.python.startswith("/opt/venv/bin/") and "venv /opt/venv" in trainer
     assert "COPY nexa_core nexa_core" in trainer and "pip install --no-deps ." in trainer
     backend = launcher.backend()
-    spec = backend.pod_spec([launcher.python, "-m", "nexa_core.train"], {"NEXA_FLAG": "1"}, "nexa-train-x")
+    spec = backend.pod_spec([launcher.python, "-m", "nexa_core.train.trainer"], {"NEXA_FLAG": "1"}, "nexa-train-x")
     (container,) = spec["spec"]["containers"]
     assert container["image"] == IMAGES["trainer"] and container["command"][0] == launcher.python
     assert container["resources"]["limits"][launcher.gpu_resource] == str(launcher.gpus) == "1"

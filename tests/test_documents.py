@@ -4,7 +4,7 @@ import json
 import polars as pl
 import pytest
 
-from nexa_core.documents import DomainFolderError, LoadLimits, domain_folders, folder_fingerprint, load_domain
+from nexa_core.data.documents import DomainFolderError, LoadLimits, domain_folders, folder_fingerprint, load_domain
 
 PARA = "A photon is a quantum of electromagnetic radiation that carries energy proportional to its frequency."
 

@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 from teacher_frames import teacher_frames
 
-from nexa_core.dedup import MinHashConfig, near_duplicates
-from nexa_core.filters import filter_pairs, reason_counts, scrub_pii
+from nexa_core.distill.dedup import MinHashConfig, near_duplicates
+from nexa_core.distill.filters import filter_pairs, reason_counts, scrub_pii
 
 PASSAGE = (
     "Entropy is a measure of the number of microscopic arrangements of a system. "

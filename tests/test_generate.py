@@ -1,4 +1,4 @@
-"""nexa_core.generate on CPU: a tiny checkpoint trained without Dagster answers the test split,
+"""nexa_core.evaluate.generate on CPU: a tiny checkpoint trained without Dagster answers the test split,
 as the student and as its base, through the functions and through the CLI."""
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nexa_core.generate import (
+from nexa_core.evaluate.generate import (
     CheckpointError,
     generate_answers,
     load_for_eval,
@@ -19,7 +19,8 @@ from nexa_core.generate import (
     verify_checkpoint,
 )
 from nexa_core.schemas import SFT_DATASET
-from nexa_core.train import ERROR_FILE, MANIFEST, load_config, read_sft, train
+from nexa_core.stage import ERROR_FILE
+from nexa_core.train.trainer import MANIFEST, load_config, read_sft, train
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def test_student_and_base_are_different_models_on_the_same_tokens(trained):
 def test_a_full_fine_tune_is_the_student_and_the_model_it_started_from_the_base(tmp_path):
     import torch
 
-    from nexa_core.student import resolve_checkpoint
+    from nexa_core.train.student import resolve_checkpoint
 
     sft_frame().write_delta(str(tmp_path / "sft"))
     config = load_config(
@@ -138,7 +139,7 @@ def test_cli_writes_both_roles_to_one_parquet_and_exits_cleanly(trained):
         [
             sys.executable,
             "-m",
-            "nexa_core.generate",
+            "nexa_core.evaluate.generate",
             "--adapter",
             str(trained["adapter"]),
             "--sft-uri",

@@ -1,5 +1,6 @@
-"""nexa_core's modules import downward only, and nexa_core never imports Dagster (only the remote
-entry points may use dagster_pipes). Read from the source with `ast`, so an import hidden inside a
+"""The project's modules import downward only: no cycle anywhere, each layer (nexa_core, the SDK,
+resources, nexa_assets) only from itself and the layers below, and nexa_core never imports Dagster (only
+the remote entry points may use dagster_pipes). Read from the source with `ast`, so an import hidden inside a
 function, the usual way to dodge a cycle, counts like any other."""
 
 import ast
@@ -8,6 +9,7 @@ from pathlib import Path
 from conftest import PROJECT
 
 PACKAGE = "nexa_core"
+LAYERS = ("nexa_core", "nexa_forge", "resources", "nexa_assets")  # each may import those before it
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
@@ -38,10 +40,10 @@ def imports(path: Path, module: str, is_package: bool) -> list[tuple[str, str | 
     return found
 
 
-def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(module -> the package's modules it imports, module -> every module it names). `from a
+def import_graph(root: Path, *packages: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module -> the packages' modules it imports, module -> every module it names). `from a
     import b` imports the submodule a.b where there is one, else a itself."""
-    modules = module_files(root, package)
+    modules = {module: path for package in packages for module, path in module_files(root, package).items()}
     graph, named = {}, {}
     for module, path in modules.items():
         found = imports(path, module, path.name == "__init__.py")
@@ -80,6 +82,16 @@ def test_nexa_core_imports_have_no_cycle():
     assert "nexa_core.teacher.collect" in graph and "nexa_core.teacher.calls" in graph["nexa_core.teacher.collect"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle in nexa_core: " + " -> ".join(cycle)
+
+
+def test_the_project_imports_have_no_cycle_and_go_down_the_layers():
+    graph, _ = import_graph(PROJECT, *LAYERS)
+    assert "resources.instance" in graph and "resources.environment" in graph["resources.instance"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+    layer = {module: LAYERS.index(module.split(".")[0]) for module in graph}
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets if layer[t] > layer[m])
+    assert not upward, f"imports up the layers {' < '.join(LAYERS)}: {upward}"
 
 
 def test_nexa_core_imports_no_dagster_but_pipes():

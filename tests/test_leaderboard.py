@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from nexa_core import schemas
-from nexa_core.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
+from nexa_core.evaluate.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 TOPICS = {"__all__": 0.0, "kinetics": 0.05, "spectra": 0.0, "safety": -0.2}  # safety is the weak topic

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from scipy.stats import bootstrap
 
-from nexa_core.judge import RUBRICS_DIR, JudgementError, load_rubric, parse_judgement
-from nexa_core.metrics import aggregate, score_items
+from nexa_core.evaluate.judge import RUBRICS_DIR, JudgementError, load_rubric, parse_judgement
+from nexa_core.evaluate.metrics import aggregate, score_items
 
 BY = ["domain", "round", "checkpoint_id", "model_role"]
 

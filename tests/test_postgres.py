@@ -92,6 +92,7 @@ def postgres_url():
         stdout=subprocess.DEVNULL,
         stderr=open(work / "server.log", "w"),  # a file, not a pipe nobody drains
         text=True,
+        start_new_session=True,  # runuser and the postgres under it: one process group, stopped together
     )
     import psycopg2
 
@@ -111,12 +112,12 @@ def postgres_url():
         admin.close()
         yield f"postgresql://{owner}@127.0.0.1:{port}/dagster"
     finally:
-        # runuser forwards the signal; SIGINT is PostgreSQL's fast shutdown
-        os.kill(server.pid, signal.SIGINT)
+        # SIGINT is PostgreSQL's fast shutdown; to the group, as runuser does not pass it on
+        os.killpg(server.pid, signal.SIGINT)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 

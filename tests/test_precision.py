@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from nexa_core import train
-from nexa_core.student import build_default_student, load_student
-from nexa_core.train import commit_model, conversation_rows, fit, load_config, use_bf16
+from nexa_core.train import trainer as train
+from nexa_core.train.student import build_default_student, load_student
+from nexa_core.train.trainer import commit_model, conversation_rows, fit, load_config, use_bf16
 
 TEXTS = ["Heat flows from a hot body to a cold one.", "The joule is the unit of energy."] * 8
 

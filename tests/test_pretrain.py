@@ -8,8 +8,8 @@ from deltalake import DeltaTable
 from graph_helpers import materialize_domain, read_table
 from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
 
-from nexa_core.student import build_default_student
-from nexa_core.train import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
+from nexa_core.train.student import build_default_student
+from nexa_core.train.trainer import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
 from resources.launcher import TrainingLauncher
 
 
@@ -52,7 +52,7 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
 
 def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
-    overrides = {**FAST_READ, "max_steps": 40, "save_steps": 4}
+    overrides = {**FAST_READ, "max_steps": 20, "save_steps": 4}
     asset_overrides = {"base_model": "nexa-tiny-llama", **overrides}  # the student resource's, as the asset adds it
     out_dir = Path(
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
@@ -65,11 +65,11 @@ def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw
     saved = kill_after_first_checkpoint(
         lambda: materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=False),
         out_dir,
-        "nexa_core.pretrain",
+        "nexa_core.train.pretrain",
     )
     assert materialize_base(instance, tmp_path, delta_root, overrides).success
     manifest = json.loads((out_dir / "model" / "manifest.json").read_text())
-    assert manifest["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40 and manifest["steps"] == 40
+    assert manifest["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 20 and manifest["steps"] == 20
 
 
 def test_a_pretrained_base_reads_unless_told_not_to(instance, tmp_path, raw_root, delta_root):
@@ -90,8 +90,8 @@ def test_a_pretrained_base_reads_unless_told_not_to(instance, tmp_path, raw_root
 
 
 def test_each_sentence_pass_reads_every_sentence_once_in_a_new_order():
-    from nexa_core.question_forms import split_sentences
-    from nexa_core.train import SENTENCES_PER_TEXT, reading_texts
+    from nexa_core.teacher.question_forms import split_sentences
+    from nexa_core.train.trainer import SENTENCES_PER_TEXT, reading_texts
 
     documents = [" ".join(f"Fact number {d}{i} is about topic {d}." for i in range(5)) for d in range(4)]
     sentences = sorted(s for doc in documents for s in split_sentences(doc))

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from teacher_frames import teacher_frames
 
-from nexa_core.filters import STOP_WORDS, filter_pairs, form_counts
-from nexa_core.prompts import load_template
-from nexa_core.question_forms import FORMS, cloze_keys, heuristic_pairs, is_layout_answer, sentences
+from nexa_core.distill.filters import STOP_WORDS, filter_pairs, form_counts
+from nexa_core.distill.prompts import load_template
 from nexa_core.teacher import HeuristicTeacher, PairBrief, TeacherUnavailable, parse_pairs
+from nexa_core.teacher.question_forms import FORMS, cloze_keys, heuristic_pairs, is_layout_answer, sentences
 
 DEFINITION = "Entropy is a measure of the number of microscopic arrangements of a system."
 QUANTITY = "The latent heat of vaporization of water is about 2.26 million joules per kilogram."
@@ -156,7 +156,7 @@ def test_forms_of_one_fact_survive_the_filters_and_are_counted():
 
 
 def test_completion_asks_the_statement_up_to_a_key_term():
-    from nexa_core.question_forms import completion_forms, completion_prefix
+    from nexa_core.teacher.question_forms import completion_forms, completion_prefix
 
     sentence = "A laser is a device that produces coherent light by stimulated emission."
     pairs = completion_forms(sentence)

@@ -29,8 +29,8 @@ from release_helpers import (
 )
 
 from nexa_assets import checks as quality
-from nexa_core.release import GateConfig, Score, promotion_gate
-from nexa_core.train import sha256_files
+from nexa_core.release.promote import GateConfig, Score, promotion_gate
+from nexa_core.train.trainer import sha256_files
 from resources.tracking import MlflowTracking
 
 DOMAIN = "physics"
@@ -291,7 +291,7 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nexa_assets import pretrain, train
-    from nexa_core.release import commit_release, loggable_model, merge_checkpoint
+    from nexa_core.release.promote import commit_release, loggable_model, merge_checkpoint
 
     root = copy_tables(evaluated_physics["root"], tmp_path)
     texts = read(root, "raw_documents")["text"].to_list()

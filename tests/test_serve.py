@@ -32,7 +32,7 @@ from release_helpers import (
 )
 
 from nexa_assets import evaluate
-from nexa_core.serve import vllm_command
+from nexa_core.release.serve import vllm_command
 from resources.environment import Environment
 
 DOMAIN, OTHER = "physics", "chemistry"

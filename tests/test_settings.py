@@ -8,15 +8,17 @@ import pytest
 from nexa_assets.benchmark import BenchmarkSettings
 from nexa_assets.distill import FilterSettings, MinHashSettings, PromptSettings, RawSettings, SplitSettings
 from nexa_assets.evaluate import FeedbackSettings
-from nexa_core.benchmark import BenchmarkConfig
-from nexa_core.dedup import MinHashConfig
-from nexa_core.documents import LoadLimits
-from nexa_core.feedback import FeedbackConfig
-from nexa_core.filters import FilterConfig
+from nexa_assets.release import ReleaseSettings
+from nexa_core.data.documents import LoadLimits
+from nexa_core.distill.dedup import MinHashConfig
+from nexa_core.distill.filters import FilterConfig
+from nexa_core.distill.sft import SplitConfig
+from nexa_core.distill.teacher_inputs import PromptConfig
+from nexa_core.evaluate.benchmark import BenchmarkConfig
+from nexa_core.evaluate.feedback import FeedbackConfig
+from nexa_core.release.promote import GateConfig
 from nexa_core.settings import from_settings
-from nexa_core.sft import SplitConfig
 from nexa_core.teacher import CollectPolicy
-from nexa_core.teacher_inputs import PromptConfig
 from resources.teacher import TeacherResource
 
 # (settings class, its nexa_core dataclass, the settings' own fields: what the asset or resource resolves itself)
@@ -28,6 +30,7 @@ PAIRS = [
     (SplitSettings, SplitConfig, set()),
     (FeedbackSettings, FeedbackConfig, {"template"}),
     (BenchmarkSettings, BenchmarkConfig, {"suite_root"}),
+    (ReleaseSettings, GateConfig, {"suite_root"}),
     (
         TeacherResource,
         CollectPolicy,

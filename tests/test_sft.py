@@ -1,8 +1,8 @@
 import polars as pl
 
 from nexa_core import schemas
-from nexa_core.quality import sft_dataset_suite
-from nexa_core.sft import SplitConfig, build_sft_dataset, leaked_documents
+from nexa_core.data.quality import sft_dataset_suite
+from nexa_core.distill.sft import SplitConfig, build_sft_dataset, leaked_documents
 
 
 def filtered(n_docs=12, per_doc=5):
@@ -66,7 +66,7 @@ def test_quality_suite_catches_leakage_and_bad_roles():
 
 
 def test_pair_rates_fail_the_filtered_pairs_suite():
-    from nexa_core.quality import Thresholds, filtered_pairs_suite
+    from nexa_core.data.quality import Thresholds, filtered_pairs_suite
 
     pairs = filtered()
     assert filtered_pairs_suite(pairs).passed

@@ -5,9 +5,9 @@ import pytest
 
 from nexa_core import schemas
 from nexa_core.delta import DeltaRoot
-from nexa_core.feedback import FEEDBACK_SET, build_feedback_set
-from nexa_core.prompts import PromptTemplate, load_template
-from nexa_core.question_forms import heuristic_pairs
+from nexa_core.distill.prompts import PromptTemplate, load_template
+from nexa_core.distill.teacher_inputs import PromptConfig, build_teacher_inputs, chunk_text
+from nexa_core.evaluate.feedback import FEEDBACK_SET, build_feedback_set
 from nexa_core.teacher import (
     CollectPolicy,
     HeuristicTeacher,
@@ -16,7 +16,7 @@ from nexa_core.teacher import (
     collect_responses,
     parse_pairs,
 )
-from nexa_core.teacher_inputs import PromptConfig, build_teacher_inputs, chunk_text
+from nexa_core.teacher.question_forms import heuristic_pairs
 
 PASSAGE = (
     "Entropy is a measure of the number of microscopic arrangements of a system. "

@@ -14,12 +14,12 @@ import polars as pl
 import pytest
 from conftest import PROJECT, SAMPLE_RAW
 
+from nexa_core.data.documents import load_domain
 from nexa_core.delta import DeltaRoot
-from nexa_core.documents import load_domain
-from nexa_core.prompts import load_template
+from nexa_core.distill.prompts import load_template
+from nexa_core.distill.teacher_inputs import build_teacher_inputs
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses, keyed_requests, parse_pairs
 from nexa_core.teacher.batch import batch_key, batch_line
-from nexa_core.teacher_inputs import build_teacher_inputs
 from resources.teacher import TeacherResource
 
 MODEL = "fault-teacher"

@@ -18,7 +18,7 @@ from graph_helpers import materialize_domain, read_table, resources
 
 from nexa_assets import pretrain, train
 from nexa_assets.partitions import domain_partitions
-from nexa_core.train import config_hash, load_config, sha256_files
+from nexa_core.train.trainer import config_hash, load_config, sha256_files
 from resources.launcher import AwsBackend, KubernetesBackend, LauncherError, SlurmBackend, TrainingLauncher
 from resources.tracking import MlflowTracking
 
@@ -164,7 +164,7 @@ def kill_after_first_checkpoint(materialize, out_dir: Path, module: str) -> int:
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, physics_sft):
-    overrides = {**FAST, "max_steps": 40, "save_steps": 4, "eval_steps": 100}
+    overrides = {**FAST, "max_steps": 20, "save_steps": 4, "eval_steps": 100}
     out_dir = Path(
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
             "physics",
@@ -175,14 +175,14 @@ def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, ph
     saved = kill_after_first_checkpoint(
         lambda: materialize_checkpoint(instance, tmp_path, physics_sft, overrides, raise_on_error=False),
         out_dir,
-        "nexa_core.train",
+        "nexa_core.train.trainer",
     )
 
     second = materialize_checkpoint(instance, tmp_path, physics_sft, overrides)
     assert second.success
     record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
-    assert record["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 40
-    assert record["steps"] == 40
+    assert record["resumed_from"].endswith(f"checkpoint-{saved}") and saved < 20
+    assert record["steps"] == 20
 
 
 def test_tiny_sft_set_and_bad_lora_target_fail_with_the_setting_named(instance, tmp_path, physics_sft):
@@ -227,7 +227,7 @@ def test_pod_spec_and_sbatch_script_field_by_field():
         slurm_account="distil",
         shared_dir="/shared/nexa",
     )
-    command = ["python", "-m", "nexa_core.train", "--domain", "physics", "--output-dir", "/data/artifacts/x"]
+    command = ["python", "-m", "nexa_core.train.trainer", "--domain", "physics", "--output-dir", "/data/artifacts/x"]
     env = {"AWS_REGION": "eu-west-1", "NEXA_FLAG": "a b"}
     assert isinstance(launcher.backend(), KubernetesBackend)
     pod = launcher.backend().pod_spec(command, env, "nexa-train-1")
@@ -256,7 +256,7 @@ def test_pod_spec_and_sbatch_script_field_by_field():
         "#SBATCH --output=/shared/nexa/nexa-train-1.log",
         "export AWS_REGION=eu-west-1",
         "export NEXA_FLAG='a b'",
-        "exec python -m nexa_core.train --domain physics --output-dir /data/artifacts/x",
+        "exec python -m nexa_core.train.trainer --domain physics --output-dir /data/artifacts/x",
     ):
         assert line in script
     aws_launcher = TrainingLauncher(
@@ -337,7 +337,7 @@ def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physic
 
 
 def test_packing_length_fits_the_longest_example_without_varlen_attention():
-    from nexa_core.train import packing_length
+    from nexa_core.train.trainer import packing_length
 
     assert packing_length([50, 120, 30], 512, varlen_attention=False) == 128
     assert packing_length([129], 512, varlen_attention=False) == 256
@@ -351,7 +351,7 @@ def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
     CUDA, and leaves the process alone on a CPU."""
     import torch
 
-    from nexa_core.student import build_default_student, load_student
+    from nexa_core.train.student import build_default_student, load_student
 
     folder = build_default_student(["The speed of light is a constant."] * 4, tmp_path / "m", vocab_size=300)
     torch.backends.cuda.enable_cudnn_sdp(True)
@@ -366,8 +366,8 @@ def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
 
 
 def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
-    from nexa_core.student import build_default_student, load_student
-    from nexa_core.train import attention, conversation_rows, fit, load_config
+    from nexa_core.train.student import build_default_student, load_student
+    from nexa_core.train.trainer import attention, conversation_rows, fit, load_config
 
     config = load_config(
         overrides={
@@ -398,23 +398,33 @@ def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
 def test_several_gpus_run_training_under_torchrun_and_several_nodes_only_on_slurm():
     args = ["--domain", "physics"]
     one = TrainingLauncher(gpus=1)
-    assert one.command("nexa_core.train", args, distributed=True) == [one.python, "-m", "nexa_core.train", *args]
+    assert one.command("nexa_core.train.trainer", args, distributed=True) == [
+        one.python,
+        "-m",
+        "nexa_core.train.trainer",
+        *args,
+    ]
     four = TrainingLauncher(kind="kubernetes", image="i", gpus=4)
-    assert four.command("nexa_core.train", args, distributed=True) == [
+    assert four.command("nexa_core.train.trainer", args, distributed=True) == [
         four.python,
         "-m",
         "torch.distributed.run",
         "--standalone",
         "--nproc-per-node=4",
         "-m",
-        "nexa_core.train",
+        "nexa_core.train.trainer",
         *args,
     ]
-    assert four.command("nexa_core.generate", args) == [four.python, "-m", "nexa_core.generate", *args]  # one process
+    assert four.command("nexa_core.evaluate.generate", args) == [
+        four.python,
+        "-m",
+        "nexa_core.evaluate.generate",
+        *args,
+    ]  # one process
     with pytest.raises(LauncherError, match="nodes=2.*kind=slurm"):
-        TrainingLauncher(kind="kubernetes", image="i", gpus=4, nodes=2).command("nexa_core.train", args, True)
+        TrainingLauncher(kind="kubernetes", image="i", gpus=4, nodes=2).command("nexa_core.train.trainer", args, True)
     slurm = TrainingLauncher(kind="slurm", gpus=8, nodes=2, shared_dir="/shared")
-    command = slurm.command("nexa_core.train", args, distributed=True)
+    command = slurm.command("nexa_core.train.trainer", args, distributed=True)
     assert command[:2] == ["srun", slurm.python] and "--nnodes=2" in command and "--nproc-per-node=8" in command
     script = slurm.backend().sbatch_script(command, {}, "nexa-train-2").splitlines()
     assert "#SBATCH --nodes=2" in script and "#SBATCH --gres=gpu:8" in script
@@ -436,7 +446,7 @@ def test_credentials_reach_every_backend_by_reference_never_as_values(monkeypatc
     monkeypatch.setenv("OPENAI_API_KEY", teacher_key)
     env = Environment.read()
     launched_env = dict(env.storage_options)  # what the assets hand every launched stage
-    command = ["python", "-m", "nexa_core.train", "--domain", "physics"]
+    command = ["python", "-m", "nexa_core.train.trainer", "--domain", "physics"]
     generated = {
         "pod spec": json.dumps(
             TrainingLauncher(kind="kubernetes", image="i", env_secrets=["nexa-aws"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import time
 
-from nexa_core.question_forms import heuristic_pairs
+from nexa_core.teacher.question_forms import heuristic_pairs
 from nexa_core.teacher.types import Completion, PairBrief, TeacherUnavailable
 
 
 class HeuristicTeacher:
     """The embedded offline default teacher. NOT a language model: a documented, deterministic rule
-    set (nexa_core/question_forms.py) that lets the whole graph run on a machine with no endpoint and
+    set (nexa_core/teacher/question_forms.py) that lets the whole graph run on a machine with no endpoint and
     no network. It answers from the request's brief (the passage, the pair budget and, for a feedback
     request, the questions the student already has), not from the prompt's wording. Token counts are
     whitespace word counts; cost is zero."""

@@ -6,6 +6,7 @@ import polars as pl
 
 from nexa_core import schemas
 from nexa_core.delta import DeltaRoot
+from nexa_core.tables import TEACHER_BATCHES, TEACHER_CACHE, TEACHER_DISPATCH
 
 
 class TeacherLedger:
@@ -14,7 +15,7 @@ class TeacherLedger:
     paid response), `teacher_dispatch` (which requests were sent, committed before they are sent) and
     `teacher_batches` (Batch API submissions)."""
 
-    CACHE, DISPATCH, BATCHES = "teacher_cache", "teacher_dispatch", "teacher_batches"
+    CACHE, DISPATCH, BATCHES = TEACHER_CACHE, TEACHER_DISPATCH, TEACHER_BATCHES
 
     def __init__(self, store: DeltaRoot, domain: str):
         self.store, self.domain = store, domain

@@ -1,4 +1,4 @@
-"""Fine-tune a student on one domain's SFT set: `python -m nexa_core.train ...`.
+"""Fine-tune a student on one domain's SFT set: `python -m nexa_core.train.trainer ...`.
 
 Runs standalone on a GPU node with torch/transformers/trl/peft/polars/deltalake and, when launched by
 Dagster, dagster-pipes (logs, metrics and the checkpoint record go back through Pipes). It reads the
@@ -11,24 +11,21 @@ half-written checkpoint is never taken for a finished one.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
-from nexa_core.question_forms import split_sentences
-from nexa_core.student import MANIFEST
+from nexa_core.stage import SFTRequest, serve
+from nexa_core.teacher.question_forms import split_sentences
+from nexa_core.train.student import MANIFEST
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 PRETRAIN_CONFIG = CONFIG_DIR / "pretrain_default.yaml"
-ERROR_FILE = "error.txt"  # the reason a run failed, for a launcher that only sees an exit code
 
 
 class TrainingError(ValueError):
@@ -269,13 +266,15 @@ def fit(
 ) -> dict:
     """Train with TRL's SFTTrainer on token rows (input_ids + labels), resuming from the newest complete
     checkpoint in run_dir. Shared by the reading stage and SFT. Returns the trainer and its curve."""
+    import dataclasses
+
     import datasets
     import torch
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from nexa_core.student import read_manifest
+    from nexa_core.train.student import read_manifest
 
     CompletionSFTTrainer = _completion_trainer()
     # settled already by the stages; here too for a caller that hands over the file's config as it is
@@ -292,37 +291,26 @@ def fit(
         log(f"partition {domain}: packing rows of {max_length} tokens")
     has_eval = bool(eval_rows)
     early_stop = has_eval and config.get("early_stopping_patience", 0) > 0
-    settings = dict(
+    # The YAML's keys that are SFTConfig fields go to it as they are (learning rate, epochs, batch, schedule,
+    # steps, seed, ...); then what this project decides from them; trainer_args (any other field) win.
+    known = {f.name for f in dataclasses.fields(SFTConfig)}
+    settings = {key: value for key, value in config.items() if key in known} | dict(
         output_dir=str(run_dir),
         max_steps=config["max_steps"] or -1,
-        num_train_epochs=config["num_train_epochs"],
-        learning_rate=config["learning_rate"],
-        lr_scheduler_type=config.get("lr_scheduler_type", "linear"),
-        warmup_steps=config.get("warmup_steps", 0),
-        weight_decay=config.get("weight_decay", 0.0),
-        per_device_train_batch_size=config["per_device_train_batch_size"],
-        gradient_accumulation_steps=config["gradient_accumulation_steps"],
         max_length=max_length,
-        packing=config["packing"],
         bf16=bf16,
         # batches of similar lengths: little compute is spent on padding when rows are not packed
         train_sampling_strategy="group_by_length" if config.get("group_by_length") else "random",
-        gradient_checkpointing=config["gradient_checkpointing"],
-        logging_steps=config.get("logging_steps", 1),
         save_strategy="steps",
-        save_steps=config["save_steps"],
-        save_total_limit=config["save_total_limit"],
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=config["eval_steps"],
         load_best_model_at_end=early_stop,
         metric_for_best_model="eval_loss",
-        seed=config["seed"],
         report_to=[],
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    args = SFTConfig(**{**settings, **(config.get("trainer_args") or {})})  # trainer_args win
+    args = SFTConfig(**{**settings, **(config.get("trainer_args") or {})})
     curve: list[dict] = []
 
     class Report(TrainerCallback):
@@ -379,11 +367,6 @@ def fit(
     }
 
 
-def process_rank() -> tuple[int, int]:
-    """(rank, world size) of this process: torchrun's RANK and WORLD_SIZE, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, merge: bool = False) -> dict:
     """Save the trained model (adapter or full weights) under out_dir/name with a manifest of sha256s.
     Written to a staging folder and renamed: only a complete folder ever has a manifest in place.
@@ -431,7 +414,7 @@ def committed(out_dir: Path, *names: str) -> dict | None:
 def start_model(base: str, bases_dir: Path | str, domain: str, log=print) -> str:
     """The folder (or hub id) a base name resolves to (a named embedded base is converted once); a base
     that cannot be had is an error naming the partition, the base and the fix, never a fallback."""
-    from nexa_core.bases import BaseModelError, resolve_base
+    from nexa_core.train.bases import BaseModelError, resolve_base
 
     try:
         return resolve_base(base, bases_dir, log=log)
@@ -472,7 +455,7 @@ def check_train_size(train_examples: int, config: dict, domain: str, what: str) 
 def lora_config(config: dict, model):
     from peft import LoraConfig
 
-    from nexa_core.student import lora_targets
+    from nexa_core.train.student import lora_targets
 
     return LoraConfig(
         r=config["lora"]["r"],
@@ -496,7 +479,7 @@ def train(
     """SFT from config["base_model"] (normally the domain's student_base) and save; return the
     checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
     causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
-    from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student, read_manifest
+    from nexa_core.train.student import DEFAULT_STUDENT, build_default_student, load_student, read_manifest
 
     train_rows = splits["train"]
     check_train_size(train_rows.height, config, domain, "the SFT train split")
@@ -577,110 +560,30 @@ def train(
     return record
 
 
-def parse_sets(items: list[str]) -> dict:
-    """--set KEY=YAML arguments as overrides."""
-    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
-
-
-def set_arguments(overrides: dict) -> list[str]:
-    """Overrides as the --set KEY=VALUE arguments parse_sets reads back (JSON values are YAML)."""
-    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
-def quiet_libraries() -> None:
-    """A launched stage reports through its own log lines and metrics: no progress bars, and no library
-    deprecation notices a user of the stage cannot act on (they name TRL's and transformers' own arguments)."""
-    import warnings
-
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft|accelerate|torch)\b")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-def run_reporting_errors(run, error_file: Path) -> int:
-    """Run; on failure leave the reason in error_file for a launcher that only sees an exit code."""
-    error_file.unlink(missing_ok=True)
-    try:
-        return run()
-    except Exception as exc:
-        error_file.parent.mkdir(parents=True, exist_ok=True)
-        error_file.write_text(f"{type(exc).__name__}: {exc}")
-        raise
-
-
-STAGE_LOG = "stage.log"  # a launched stage's own stdout and stderr (libraries' output, tracebacks)
-
-
-def pipes_or_stderr(stack: ExitStack, out_dir: Path):
-    """(Dagster Pipes context or None, log function): Pipes when launched by Dagster, else stderr.
-    Launched, the process's stdout and stderr go to out_dir/stage.log, whose path is logged: the run log
-    and the terminal get the stage's own lines, not every library's progress bars."""
-    rank, _ = process_rank()
-    if rank > 0:  # under torchrun only rank 0 reports: one record, one materialization
-        return None, lambda message: print(f"[rank {rank}] {message}", file=sys.stderr)
-    if not os.environ.get("DAGSTER_PIPES_CONTEXT"):
-        return None, lambda message: print(message, file=sys.stderr)
-    from dagster_pipes import open_dagster_pipes
-
-    pipes = stack.enter_context(open_dagster_pipes())
-    log_file = Path(out_dir) / STAGE_LOG
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with log_file.open("ab") as fh:  # fds 1 and 2 now point at the file; this handle can close
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-    pipes.log.info(f"output of this process: {log_file}")
-    return pipes, pipes.log.info
-
-
-def stage_main(argv: list[str] | None, description: str, default_config: Path, add_arguments, run_stage) -> int:
-    """The command line shared by the reading stage and SFT: --domain, --output-dir, --config, --set,
-    plus the stage's own inputs; the record goes back through Pipes (or to stdout), with the
+def stage_main(argv: list[str] | None, description: str, request_type, default_config: Path, run_stage) -> int:
+    """The reading stage's and SFT's entry: their request's flags; the record goes back with the
     loss_decreased check."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--domain", required=True)
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--config", help=f"a YAML config (default {default_config.name})")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
-    parser.add_argument("--bases-dir", help="where named bases are converted once (default: ../../bases)")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    quiet_libraries()
-    config = load_config(args.config or default_config, parse_sets(args.set))
+    request = request_type.parse(argv, description)
+    config = load_config(request.config or default_config, request.overrides)
 
-    def run() -> int:
-        with ExitStack() as stack:
-            pipes, log = pipes_or_stderr(stack, Path(args.output_dir))
+    def work(log) -> dict:
+        def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
+            log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
 
-            def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
-                log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+        return run_stage(request, config, log, step_metrics)
 
-            record = run_stage(args, config, log, step_metrics)
-            if process_rank()[0] > 0:
-                return 0
-            if pipes:
-                pipes.report_asset_materialization(
-                    metadata={"record": {"raw_value": json.dumps(record), "type": "json"}}
-                )
-                losses = [r["loss"] for r in record["curve"] if "loss" in r]
-                k = min(5, len(losses) // 2)  # the first and last k logged losses never overlap
-                first, last = (sum(losses[:k]) / k, sum(losses[-k:]) / k) if k else (0, 0)
-                pipes.report_asset_check(
-                    check_name="loss_decreased",
-                    passed=bool(k) and last < first,
-                    metadata={"first_losses_mean": first, "last_losses_mean": last, "logged_losses": len(losses)},
-                )
-            else:
-                print(json.dumps(record))
-        return 0
+    return serve(request, work, after=report_loss_check)
 
-    return run_reporting_errors(run, Path(args.output_dir) / ERROR_FILE)
+
+def report_loss_check(pipes, record: dict) -> None:
+    losses = [r["loss"] for r in record["curve"] if "loss" in r]
+    k = min(5, len(losses) // 2)  # the first and last k logged losses never overlap
+    first, last = (sum(losses[:k]) / k, sum(losses[-k:]) / k) if k else (0, 0)
+    pipes.report_asset_check(
+        check_name="loss_decreased",
+        passed=bool(k) and last < first,
+        metadata={"first_losses_mean": first, "last_losses_mean": last, "logged_losses": len(losses)},
+    )
 
 
 def read_documents(uri: str, version: int, domain: str, storage_options: dict | None = None) -> list[str]:
@@ -694,13 +597,6 @@ def read_documents(uri: str, version: int, domain: str, storage_options: dict | 
         .collect()["text"]
         .to_list()
     )
-
-
-def _sft_arguments(parser) -> None:
-    parser.add_argument("--sft-uri", required=True)
-    parser.add_argument("--sft-version", type=int, required=True)
-    parser.add_argument("--documents-uri", help="raw_documents, replayed beside the QA pairs (replay_documents)")
-    parser.add_argument("--documents-version", type=int)
 
 
 def _sft(args, config: dict, log, on_metrics) -> dict:
@@ -722,7 +618,7 @@ def _sft(args, config: dict, log, on_metrics) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__.splitlines()[0], CONFIG_DIR / "train_default.yaml", _sft_arguments, _sft)
+    return stage_main(argv, __doc__.splitlines()[0], SFTRequest, CONFIG_DIR / "train_default.yaml", _sft)
 
 
 if __name__ == "__main__":

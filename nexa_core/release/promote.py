@@ -19,17 +19,23 @@ from pathlib import Path
 import polars as pl
 
 from nexa_core.delta import DeltaRoot
-from nexa_core.leaderboard import ALL_SUITES, ALL_TOPICS, PRIMARY_METRICS, latest_benchmarks, latest_evaluations
-from nexa_core.student import MANIFEST
-from nexa_core.train import sha256_files
+from nexa_core.evaluate.leaderboard import (
+    ALL_SUITES,
+    ALL_TOPICS,
+    PRIMARY_METRICS,
+    latest_benchmarks,
+    latest_evaluations,
+)
+from nexa_core.ids import content_id
+from nexa_core.tables import RELEASE_HISTORY, SFT_DATASET
+from nexa_core.train.student import MANIFEST
+from nexa_core.train.trainer import sha256_files
 
 BENCHMARK_ACCURACY = "benchmark_accuracy"  # the gate's name for accuracy over all suites (benchmark_history)
 BENCHMARK_ACC_NORM = "benchmark_acc_norm"  # the same, each choice's log-likelihood normalised by its length
 # benchmark_history's metric behind each gate name
 BENCHMARK_METRIC = {BENCHMARK_ACC_NORM: "acc_norm", BENCHMARK_ACCURACY: "accuracy"}
 RULES = ("intervals", "mean")
-RELEASE_HISTORY = "release_history"
-SFT_TABLE = "sft_dataset"
 CARD = "README.md"  # the model card beside the merged weights, where the Hugging Face hub looks for one
 
 
@@ -210,7 +216,7 @@ def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
     and the sha256 of every file; commit_release renames the folder into place."""
     from peft import PeftModel
 
-    from nexa_core.student import load_student, resolve_checkpoint
+    from nexa_core.train.student import load_student, resolve_checkpoint
 
     model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
     staging = Path(f"{out_dir}.partial")
@@ -235,7 +241,7 @@ def checkpoint_tokenizer(checkpoint_dir: str | Path):
     filled in as load_student does, so the merged folder serves the same prompts."""
     from transformers import AutoTokenizer
 
-    from nexa_core.student import CHAT_TEMPLATE
+    from nexa_core.train.student import CHAT_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     if tokenizer.chat_template is None:
@@ -268,6 +274,61 @@ def commit_release(merged: dict, out_dir: str | Path, card: str, record: dict) -
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return files
+
+
+def release_costs(tables: DeltaRoot, domain: str, lineage: list[dict], base: dict, checkpoint: dict) -> dict:
+    """What the release cost: the teacher's answers it was distilled from, and the reading and SFT compute."""
+    teacher_version = lineage_version(lineage, "teacher_outputs")
+    return {
+        "teacher_usd": teacher_cost(tables, domain, teacher_version),
+        "teacher_outputs_version": teacher_version,
+        "gpu_hours": ((base.get("gpu_seconds") or 0.0) + checkpoint["gpu_seconds"]) / 3600,
+        "wall_hours": ((base.get("wall_seconds") or 0.0) + checkpoint["wall_seconds"]) / 3600,
+    }
+
+
+def checkpoint_rubrics(scores: pl.DataFrame | None, checkpoint_id: str) -> list[dict]:
+    """The judge rubrics (name, sha256) the checkpoint's answers were scored with."""
+    if scores is None:
+        return []
+    judged = scores.filter((pl.col("checkpoint_id") == checkpoint_id) & pl.col("rubric_sha256").is_not_null())
+    return judged.select("rubric", "rubric_sha256").unique().sort("rubric").to_dicts()
+
+
+def release_row(
+    summary: dict,
+    checkpoint: dict,
+    decision: GateDecision,
+    files: dict[str, str],
+    lineage: list[dict],
+    costs: dict,
+    code: str,
+    card: str,
+    run_id: str,
+) -> dict:
+    """The release_history row (schemas.MODEL_RELEASE) of a committed release."""
+    domain, name, version = summary["domain"], summary["registered_model"], summary["model_version"]
+    return {
+        **{k: summary[k] for k in ("domain", "registered_model", "model_version", "served_model", "merged_uri")},
+        "released_at": summary["released_at"],
+        "release_id": content_id(domain, name, version, checkpoint["checkpoint_id"]),
+        "checkpoint_id": checkpoint["checkpoint_id"],
+        **{k: checkpoint[k] for k in ("round", "sft_version", "base_id", "base_model", "finetune")},
+        "files_sha256": json.dumps(files, sort_keys=True),
+        "metric": decision.metric,
+        "score": decision.candidate.mean,
+        "ci_low": decision.candidate.ci_low,
+        "ci_high": decision.candidate.ci_high,
+        "base_score": decision.base.mean,
+        "previous_champion": decision.champion_version,
+        "gate": json.dumps({**decision.metadata(), "reasons": decision.reasons}),
+        "lineage": json.dumps(lineage, default=str),
+        "teacher_usd": costs["teacher_usd"],
+        "gpu_hours": costs["gpu_hours"],
+        "code_version": code,
+        "model_card": card,
+        "mlflow_run_id": run_id,
+    }
 
 
 # --- provenance --------------------------------------------------------------------------------------
@@ -537,7 +598,7 @@ def champion_release(tables: DeltaRoot, domain: str, champion_version: int | Non
 def trained_rows(tables: DeltaRoot, release: dict, split: str = "train") -> pl.DataFrame:
     """The SFT rows a release was trained on: its sft_dataset version (Delta time travel), its domain."""
     return (
-        tables.scan(SFT_TABLE, release["sft_version"])
+        tables.scan(SFT_DATASET, release["sft_version"])
         .filter((pl.col("domain") == release["domain"]) & (pl.col("split") == split))
         .sort("example_id")
         .collect()

@@ -1,4 +1,4 @@
-"""Answer a domain's held-out SFT questions with a checkpoint and its base: `python -m nexa_core.generate ...`.
+"""Answer a domain's held-out SFT questions with a checkpoint and its base: `python -m nexa_core.evaluate.generate ...`.
 
 Runs where train.py runs (a GPU node, or CPU for the tiny default student) and, when launched by
 Dagster, reports through dagster-pipes. The student (base model + LoRA adapter) and its untrained
@@ -9,30 +9,24 @@ answers. All predictions go to one parquet file, renamed into place only when co
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
 
 from nexa_core.files import write_atomically
 from nexa_core.schemas import EVAL_PREDICTIONS
-from nexa_core.student import ROLES, model_roles
-from nexa_core.train import (
+from nexa_core.stage import GenerateRequest, serve
+from nexa_core.train.student import present_roles
+from nexa_core.train.trainer import (
     CONFIG_DIR,
-    ERROR_FILE,
     device_name,
     load_config,
-    parse_sets,
-    pipes_or_stderr,
     precision,
     prompt_turns,
-    quiet_libraries,
     read_sft,
-    run_reporting_errors,
     sha256_files,
     use_bf16,
 )
@@ -145,13 +139,13 @@ def eval_dtype(bf16_setting):
 
 
 def load_for_eval(checkpoint_dir: str | Path, role: str, bf16_setting="auto"):
-    """(model, tokenizer) of a role (nexa_core.student.model_roles: the checkpoint, the model after reading,
+    """(model, tokenizer) of a role (nexa_core.train.student.model_roles: the checkpoint, the model after reading,
     the off-the-shelf base). All take the checkpoint folder's tokenizer, so they see the same prompt tokens."""
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from nexa_core.student import load_student, model_roles
+    from nexa_core.train.student import load_student, model_roles
 
     roles = model_roles(checkpoint_dir)
     if role not in roles:
@@ -180,71 +174,45 @@ def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", required=True, help="the checkpoint's adapter folder")
-    parser.add_argument("--sft-uri", required=True)
-    parser.add_argument("--sft-version", type=int, required=True)
-    parser.add_argument("--domain", required=True)
-    parser.add_argument("--output", required=True, help="the predictions parquet file")
-    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    parser.add_argument("--roles", default=",".join(ROLES))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML")
-    parser.add_argument("--expect-sha256", metavar="JSON", help="{relative path: sha256} from the checkpoint record")
-    args = parser.parse_args(argv)
-    args.roles = args.roles.split(",")
-    if set(args.roles) - set(ROLES):
-        parser.error(f"--roles {','.join(args.roles)}: each must be one of {','.join(ROLES)}")
-    quiet_libraries()
-    config = load_generation_config(parse_sets(args.set))
-    return run_reporting_errors(lambda: _run(args, config), Path(args.output).parent / ERROR_FILE)
+    args = GenerateRequest.parse(argv, __doc__.splitlines()[0])
+    config = load_generation_config(args.overrides)
+    return serve(args, lambda log: answer(args, config, log))
 
 
-def _run(args, config: dict) -> int:
-    with ExitStack() as stack:
-        pipes, log = pipes_or_stderr(stack, Path(args.output).parent)
-        if args.expect_sha256:
-            verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
-        examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]
-        if examples.is_empty():
-            raise ValueError(
-                f"partition {args.domain}: the SFT {args.split} split at version {args.sft_version} "
-                f"is empty; nothing to evaluate"
-            )
-        conversations = examples["messages"].to_list()
-        frames, seconds = [], {}
-        present = model_roles(args.adapter)
-        for role in [r for r in args.roles if r not in present]:
-            log(f"partition {args.domain}: no {role} model for this checkpoint (its base is the model it read into)")
-        roles = [r for r in args.roles if r in present]
-        for role in roles:
-            model, tokenizer = load_for_eval(args.adapter, role, config.get("bf16", "auto"))
-            start = time.perf_counter()
-            answers = generate_answers(model, tokenizer, conversations, config)
-            seconds[role] = round(time.perf_counter() - start, 3)
-            log(
-                f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples in {seconds[role]:.1f}s"
-            )
-            frames.append(predictions_frame(role, examples, answers))
-            del model  # free its memory before the next role's model loads
-        predictions = pl.concat(frames)
-        write_atomically(Path(args.output), predictions.write_parquet)
-        summary = {
-            "output": args.output,
-            "rows": predictions.height,
-            "roles": roles,
-            "generation_config": config,
-            "precision": precision(use_bf16(config.get("bf16", "auto"))),
-            "seconds": seconds,
-            "examples": examples.height,
-            "device": device_name(),
-        }
-        if pipes:
-            pipes.report_asset_materialization(
-                metadata={"predictions": {"raw_value": json.dumps(summary), "type": "json"}}
-            )
-        else:
-            print(json.dumps(summary))
-    return 0
+def answer(args: GenerateRequest, config: dict, log) -> dict:
+    """Each present role's answers to the split, in one parquet file; returns the run's summary."""
+    if args.expect_sha256:
+        verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
+    examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]
+    if examples.is_empty():
+        raise ValueError(
+            f"partition {args.domain}: the SFT {args.split} split at version {args.sft_version} "
+            f"is empty; nothing to evaluate"
+        )
+    conversations = examples["messages"].to_list()
+    frames, seconds = [], {}
+    roles = present_roles(args.adapter, args.roles, args.domain, log)
+    for role in roles:
+        model, tokenizer = load_for_eval(args.adapter, role, config.get("bf16", "auto"))
+        start = time.perf_counter()
+        answers = generate_answers(model, tokenizer, conversations, config)
+        seconds[role] = round(time.perf_counter() - start, 3)
+        log(f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples in {seconds[role]:.1f}s")
+        frames.append(predictions_frame(role, examples, answers))
+        del model  # free its memory before the next role's model loads
+    predictions = pl.concat(frames)
+    write_atomically(Path(args.output), predictions.write_parquet)
+    summary = {
+        "output": args.output,
+        "rows": predictions.height,
+        "roles": roles,
+        "generation_config": config,
+        "precision": precision(use_bf16(config.get("bf16", "auto"))),
+        "seconds": seconds,
+        "examples": examples.height,
+        "device": device_name(),
+    }
+    return summary
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from nexa_core import schemas
-from nexa_core.dedup import MinHashConfig, near_duplicates
+from nexa_core.distill.dedup import MinHashConfig, near_duplicates
 from nexa_core.ids import content_id
 from nexa_core.teacher import TeacherResponseError, parse_pairs
 

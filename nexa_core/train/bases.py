@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFEST = "manifest.json"  # as nexa_core.student.MANIFEST (student imports this module)
+MANIFEST = "manifest.json"  # as nexa_core.train.student.MANIFEST (student imports this module)
 
 
 class BaseModelError(ValueError):

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import polars as pl
 
 from nexa_core import schemas
+from nexa_core.distill.prompts import PromptTemplate
 from nexa_core.ids import content_id
-from nexa_core.prompts import PromptTemplate
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    max_pairs_per_passage: int = 16  # several forms of each fact (nexa_core/question_forms.py)
+    max_pairs_per_passage: int = 16  # several forms of each fact (nexa_core/teacher/question_forms.py)
     max_passage_chars: int = 1200
     min_passage_chars: int = 200  # a shorter passage is merged with the next one where it fits
 

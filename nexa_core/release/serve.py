@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from nexa_core.student import MANIFEST
+from nexa_core.train.student import MANIFEST
 
 # The merged folder is local: nothing is fetched from the hub, and the CLI does not ask PyPI for updates.
 OFFLINE = {

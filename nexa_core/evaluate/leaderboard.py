@@ -268,15 +268,46 @@ def _cells(row: dict) -> dict[str, str]:
     }
 
 
+def leaderboard_rows(ranked: pl.DataFrame, max_rows: int = 50) -> list[dict[str, str]]:
+    """The top rows as the leaderboard shows them (the asset's JSON metadata, which the SDK reads)."""
+    return [_cells(row) for row in ranked.head(max_rows).iter_rows(named=True)]
+
+
+def _markdown_table(rows: list[dict[str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return lines + ["| " + " | ".join(cell.replace("|", r"\|") for cell in row.values()) + " |" for row in rows]
+
+
 def leaderboard_markdown(ranked: pl.DataFrame, max_rows: int = 50) -> str:
     if ranked.is_empty():
         return NO_CHECKPOINTS
-    rows = [_cells(row) for row in ranked.head(max_rows).iter_rows(named=True)]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(cell.replace("|", r"\|") for cell in row.values()) + " |" for row in rows]
+    lines = _markdown_table(leaderboard_rows(ranked, max_rows))
     if ranked.height > max_rows:
         lines.append(f"\n_{ranked.height - max_rows} more checkpoints not shown_")
     return "\n".join(lines)
+
+
+def distilled_table(summary: pl.DataFrame) -> list[dict[str, str]]:
+    """Rows of distilled_scores (nexa_core.evaluate.distilled) as cells, one row per model: its size, tokens/s
+    and each source's metric as mean [interval]."""
+    columns = summary.select("source", "metric").unique(maintain_order=True).rows()
+    table = []
+    for (role,), rows in summary.group_by("model_role", maintain_order=True):
+        first = rows.row(0, named=True)
+        scores = {(r["source"], r["metric"]): r for r in rows.iter_rows(named=True)}
+        table.append(
+            {
+                "model": role,
+                "parameters": f"{first['parameters'] / 1e6:.1f}M" if first["parameters"] else "–",
+                "new tokens/s": f"{first['new_tokens_per_s']:.0f}" if first["new_tokens_per_s"] else "–",
+                **{f"{source} {metric}": _interval(scores.get((source, metric))) for source, metric in columns},
+            }
+        )
+    return table
+
+
+def distilled_markdown(summary: pl.DataFrame) -> str:
+    return "\n".join(_markdown_table(distilled_table(summary))) if summary.height else ""
 
 
 # --- charts ----------------------------------------------------------------------------------------
@@ -406,19 +437,38 @@ _STYLE = (
 )
 
 
-def _table_html(ranked: pl.DataFrame) -> str:
-    rows = [
-        {
-            **_cells(row),
-            "checkpoint": row["checkpoint_id"],
-            **{m: _num(row[m]) for m in METRICS},
-            "evaluated_at": f"{row['evaluated_at']:%Y-%m-%d %H:%M}",
-        }
-        for row in ranked.iter_rows(named=True)
-    ]
+def _html_table(rows: list[dict[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row.values()) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _table_html(ranked: pl.DataFrame) -> str:
+    return _html_table(
+        [
+            {
+                **_cells(row),
+                "checkpoint": row["checkpoint_id"],
+                **{m: _num(row[m]) for m in METRICS},
+                "evaluated_at": f"{row['evaluated_at']:%Y-%m-%d %H:%M}",
+            }
+            for row in ranked.iter_rows(named=True)
+        ]
+    )
+
+
+SMALLER_STUDENTS = (
+    "<h2>Smaller students</h2><p>Each domain's latest distilled student (student_distilled) beside its teacher, "
+    "the same pruned copy trained by SFT alone and the off-the-shelf base: test split and suites with 95% "
+    "bootstrap intervals, size, and new tokens/s of greedy answers to the test split.</p>"
+)
+
+
+def _distilled_html(distilled: pl.DataFrame) -> str:
+    parts = [SMALLER_STUDENTS]
+    for (domain,), rows in distilled.sort("domain").group_by("domain", maintain_order=True):
+        parts.append(f"<h3>{html.escape(domain)}</h3>" + _html_table(distilled_table(rows)))
+    return "".join(parts)
 
 
 def _img(png: str, alt: str) -> str:
@@ -486,12 +536,16 @@ def _benchmark_html(latest: pl.DataFrame, domain: str) -> str:
 
 
 def write_report(
-    history: pl.DataFrame, ranked: pl.DataFrame, path: Path, benchmarks: pl.DataFrame | None = None
+    history: pl.DataFrame,
+    ranked: pl.DataFrame,
+    path: Path,
+    benchmarks: pl.DataFrame | None = None,
+    distilled: pl.DataFrame | None = None,
 ) -> Path:
     """Self-contained HTML: the ranked table, then per domain three charts (metrics of the latest
     student vs base, primary metric over rounds, per-topic scores) and, with `benchmarks`
-    (benchmark_history), a benchmark-suite section. Written beside and renamed, so a reader never
-    sees half a file."""
+    (benchmark_history), a benchmark-suite section, and with `distilled` (distilled_scores) the smaller
+    students. Written beside and renamed, so a reader never sees half a file."""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>Checkpoint leaderboard</title>"
@@ -511,5 +565,7 @@ def write_report(
             "lm-evaluation-harness; 95% bootstrap intervals; chance is the accuracy of a uniform guess.</p>"
         )
         parts += [_benchmark_html(latest_bench, d) for d in sorted(latest_bench["domain"].unique())]
+    if distilled is not None and not distilled.is_empty():
+        parts.append(_distilled_html(distilled))
     parts.append("</body></html>")
     return write_atomically(Path(path), lambda partial: partial.write_text("".join(parts), encoding="utf-8"))

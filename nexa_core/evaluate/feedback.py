@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from nexa_core import schemas
+from nexa_core.distill.prompts import PromptTemplate
 from nexa_core.ids import content_id
-from nexa_core.prompts import PromptTemplate
 
 FEEDBACK_SET = {
     **schemas.TEACHER_INPUTS,

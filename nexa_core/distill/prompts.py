@@ -14,7 +14,7 @@ import yaml
 
 from nexa_core.ids import content_id
 
-PROMPTS_DIR = Path(__file__).parent / "prompts"
+PROMPTS_DIR = Path(__file__).parents[1] / "prompts"
 
 
 def versioned_file(folder: Path, name: str, suffix: str, what: str) -> Path:

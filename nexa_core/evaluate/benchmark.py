@@ -1,5 +1,5 @@
 """Benchmark suites: a domain's own questions, run with lm-evaluation-harness on a checkpoint and its
-base: `python -m nexa_core.benchmark --checkpoint DIR --suite-dir data/eval/<domain> ...`.
+base: `python -m nexa_core.evaluate.benchmark --checkpoint DIR --suite-dir data/eval/<domain> ...`.
 
 A suite is one file in the domain's folder (top level only):
 - `<name>.jsonl`: one JSON object per line, {"question", "answer", "choices"?, "topic"?, "id"?}.
@@ -15,7 +15,7 @@ A suite is one file in the domain's folder (top level only):
 Multiple choice is scored by log-likelihood (lm-eval's `acc`: the choice with the highest summed
 log-probability as the continuation of the prompt; `acc_norm` normalises by length). Generative
 answers are decoded greedily and scored with the same SQuAD-normalised exact match and token F1 as
-eval_metrics (nexa_core.metrics). By default every question is asked under the tokenizer's chat
+eval_metrics (nexa_core.evaluate.metrics). By default every question is asked under the tokenizer's chat
 template with the system prompt the student was trained with (sft.SplitConfig.system_prompt), and
 a choice is scored as the assistant's reply: that is the form in which the student learned to
 answer. Both roles use the checkpoint's tokenizer, so they see the same tokens.
@@ -28,26 +28,25 @@ complete; when launched by Dagster a summary goes back through Pipes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 import yaml
 
+from nexa_core.distill.sft import SplitConfig
+from nexa_core.evaluate.generate import verify_checkpoint
 from nexa_core.files import write_atomically
-from nexa_core.generate import verify_checkpoint
 from nexa_core.ids import content_id
-from nexa_core.sft import SplitConfig
-from nexa_core.student import ROLES, model_roles
-from nexa_core.train import ERROR_FILE, device_name, pipes_or_stderr, quiet_libraries, run_reporting_errors, use_bf16
+from nexa_core.stage import BenchmarkRequest, serve
+from nexa_core.train.student import CHECKPOINT_ROLES, ROLES, present_roles
+from nexa_core.train.trainer import device_name, use_bf16
 
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
@@ -57,7 +56,6 @@ YAML_SUFFIXES = (".yaml", ".yml")
 ROW_FIELDS = ("question", "answer", "choices", "topic", "id")
 LM_EVAL_OUTPUT_TYPES = {"multiple_choice": MULTIPLE_CHOICE, "generate_until": GENERATIVE}
 METRICS = ["accuracy", "acc_norm", "exact_match", "token_f1"]  # accuracy/acc_norm: MC; the others: generative
-HISTORY_TABLE = "benchmark_history"
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -101,8 +99,10 @@ class BenchmarkConfig:
     system_prompt: str = SplitConfig.system_prompt  # {domain} is filled in; "" for none
     batch_size: int = 8
     max_gen_toks: int = 32  # generative answers are short
-    roles: tuple[str, ...] = ROLES  # a role the checkpoint does not have (read, for the tiny default) is skipped
-    bf16: str = "auto"  # auto, true or false, as training decides it (nexa_core.train.use_bf16): bf16 weights or fp32
+    roles: tuple[str, ...] = CHECKPOINT_ROLES  # a role the checkpoint lacks (read, for the tiny default) is skipped
+    bf16: str = (
+        "auto"  # auto, true or false, as training decides it (nexa_core.train.trainer.use_bf16): bf16 weights or fp32
+    )
     confidence: float = 0.95
     n_resamples: int = 2000
 
@@ -401,9 +401,9 @@ def write_tasks(
 
 
 def model_args(checkpoint: str | Path, role: str, dtype: str) -> dict:
-    """lm-eval HF model arguments of a role (nexa_core.student.model_roles); every role takes the
+    """lm-eval HF model arguments of a role (nexa_core.train.student.model_roles); every role takes the
     checkpoint's tokenizer."""
-    from nexa_core.student import model_roles
+    from nexa_core.train.student import model_roles
 
     model, adapter = model_roles(checkpoint)[role]
     return {"pretrained": model, "tokenizer": str(checkpoint), "dtype": dtype, **({"peft": adapter} if adapter else {})}
@@ -492,8 +492,8 @@ def item_rows(role: str, domain: str, tasks: dict[str, tuple[Suite, str]], sampl
 
 
 def score_generative(items: pl.DataFrame) -> pl.DataFrame:
-    """Exact match and token F1 of the generative rows, with eval_metrics' scorer (nexa_core.metrics)."""
-    from nexa_core.metrics import score_items
+    """Exact match and token F1 of the generative rows, with eval_metrics' scorer (nexa_core.evaluate.metrics)."""
+    from nexa_core.evaluate.metrics import score_items
 
     generative = items.filter(pl.col("kind") == GENERATIVE)
     if generative.is_empty():
@@ -519,10 +519,7 @@ def run_benchmark(
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     dtype = "bfloat16" if use_bf16(config.bf16) else "float32"
-    present = model_roles(checkpoint)
-    for role in [r for r in config.roles if r not in present]:
-        log(f"partition {domain}: no {role} model for this checkpoint (its base is the model it read into)")
-    roles = [r for r in config.roles if r in present]
+    roles = present_roles(checkpoint, config.roles, domain, log)
     rows, seconds = [], {}
     with tempfile.TemporaryDirectory(prefix="nexa-benchmark-") as work:
         tasks = write_tasks(suites, domain, Path(work), chat, config.max_gen_toks)
@@ -574,7 +571,7 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
     """Mean and bootstrap interval of each metric per suite and topic, and over all suites and all
     topics ("__all__"), with the chance level of multiple-choice accuracy (mean of 1/n_choices).
     Metrics a group has no value of (accuracy of a generative suite) are left out."""
-    from nexa_core.metrics import ALL_TOPICS, aggregate  # scipy: paid only when scoring
+    from nexa_core.evaluate.metrics import ALL_TOPICS, aggregate  # scipy: paid only when scoring
 
     both = pl.concat([scores, scores.with_columns(suite=pl.lit(ALL_SUITES))])
     summary = aggregate(both, METRICS, by=[*by, "suite"], confidence=confidence, n_resamples=n_resamples)
@@ -598,36 +595,21 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="the checkpoint folder (PEFT adapter or full model)")
-    parser.add_argument("--suite-dir", required=True, help="the domain's suite folder, e.g. data/eval/physics")
-    parser.add_argument("--domain", required=True)
-    parser.add_argument("--output", required=True, help="the per-item scores parquet file")
-    parser.add_argument("--config", default="{}", metavar="JSON", help="BenchmarkConfig fields")
-    parser.add_argument("--expect-sha256", metavar="JSON", help="{relative path: sha256} from the checkpoint record")
-    args = parser.parse_args(argv)
-    os.environ.update(OFFLINE)  # before quiet_libraries imports transformers
-    quiet_libraries()
-    config = BenchmarkConfig.from_dict(json.loads(args.config))
-    return run_reporting_errors(lambda: _run(args, config), Path(args.output).parent / ERROR_FILE)
+    args = BenchmarkRequest.parse(argv, __doc__.splitlines()[0])
+    os.environ.update(OFFLINE)  # before the runtime imports transformers
+    config = BenchmarkConfig.from_dict(args.overrides)
+    return serve(args, lambda log: score_suites(args, config, log))
 
 
-def _run(args, config: BenchmarkConfig) -> int:
-    with ExitStack() as stack:
-        pipes, log = pipes_or_stderr(stack, Path(args.output).parent)
-        if args.expect_sha256:
-            verify_checkpoint(args.checkpoint, json.loads(args.expect_sha256))
-        suites = load_suites(Path(args.suite_dir), args.domain)
-        items, summary = run_benchmark(args.checkpoint, suites, args.domain, config, log=log)
-        write_atomically(Path(args.output), items.write_parquet)
-        summary |= {"output": args.output, "rows": items.height, "config": asdict(config)}
-        if pipes:
-            pipes.report_asset_materialization(
-                metadata={"benchmark": {"raw_value": json.dumps(summary), "type": "json"}}
-            )
-        else:
-            print(json.dumps(summary))
-    return 0
+def score_suites(args: BenchmarkRequest, config: BenchmarkConfig, log) -> dict:
+    """Every model role on the domain's suites, per item in one parquet file; returns the run's summary."""
+    if args.expect_sha256:
+        verify_checkpoint(args.checkpoint, json.loads(args.expect_sha256))
+    suites = load_suites(Path(args.suite_dir), args.domain)
+    items, summary = run_benchmark(args.checkpoint, suites, args.domain, config, log=log)
+    write_atomically(Path(args.output), items.write_parquet)
+    summary |= {"output": args.output, "rows": items.height, "config": asdict(config)}
+    return summary
 
 
 if __name__ == "__main__":

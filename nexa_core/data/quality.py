@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from nexa_core import schemas
-from nexa_core.sft import ROLES, SPLITS
+from nexa_core.distill.sft import ROLES, SPLITS
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""The student reads its domain: `python -m nexa_core.pretrain ...` (the student_base stage).
+"""The student reads its domain: `python -m nexa_core.train.pretrain ...` (the student_base stage).
 
 A domain expert knows its corpus, so before any question/answer training the student is trained as
 a causal LM on all of the domain's raw documents (only QA pairs are split; reading every document is
 what lets the test split ask about facts the student read but was never quizzed on).
 
-- A real base (the default SmolLM2-135M-Instruct, a named base of nexa_core/bases.py, a local folder or a
+- A real base (the default SmolLM2-135M-Instruct, a named base of nexa_core/train/bases.py, a local folder or a
   hub id) reads the corpus (domain-adaptive continued pretraining) unless `continued_pretraining: false`.
 - The config-built `nexa-tiny-llama` starts from random weights: this is its pretraining. Its tokenizer
   is trained on the same documents first.
@@ -19,8 +19,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nexa_core.student import DEFAULT_STUDENT, build_default_student, load_student
-from nexa_core.train import (
+from nexa_core.stage import ReadRequest
+from nexa_core.train.student import DEFAULT_STUDENT, build_default_student, load_student
+from nexa_core.train.trainer import (
     PRETRAIN_CONFIG,
     TrainingError,
     attention,
@@ -91,11 +92,6 @@ def read_corpus(
     return {**record, "model_path": str(out_dir / "model"), "trained": True}
 
 
-def _arguments(parser) -> None:
-    parser.add_argument("--documents-uri", required=True, help="the raw_documents Delta table")
-    parser.add_argument("--documents-version", type=int, required=True)
-
-
 def _read(args, config: dict, log, on_metrics) -> dict:
     documents = read_documents(args.documents_uri, args.documents_version, args.domain)
     record = read_corpus(
@@ -105,7 +101,7 @@ def _read(args, config: dict, log, on_metrics) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__.splitlines()[0], PRETRAIN_CONFIG, _arguments, _read)
+    return stage_main(argv, __doc__.splitlines()[0], ReadRequest, PRETRAIN_CONFIG, _read)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from nexa_core.distill.prompts import render_messages, versioned_file
 from nexa_core.ids import content_id
-from nexa_core.prompts import render_messages, versioned_file
 from nexa_core.teacher import json_reply
 
-RUBRICS_DIR = Path(__file__).parent / "rubrics"
+RUBRICS_DIR = Path(__file__).parents[1] / "rubrics"
 
 
 @dataclass(frozen=True)

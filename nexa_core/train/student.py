@@ -138,7 +138,7 @@ def load_student(name_or_path: str, dtype=None, attn_implementation: str | None 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nexa_core.bases import EMBEDDED_BASES
+    from nexa_core.train.bases import EMBEDDED_BASES
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -210,8 +210,11 @@ def read_manifest(folder: str | Path) -> dict:
 # student: the checkpoint; read: the model SFT started from, after reading the domain (only when it differs
 # from the base); base: the off-the-shelf model the user started from, before reading and before SFT. A
 # student built from a config has no off-the-shelf form (random weights are not a model): its base is the
-# model after reading, and it has no separate read row.
-ROLES = ("student", "read", "base")
+# model after reading, and it has no separate read row. A distilled student (nexa_core.train.kd) has two more:
+# teacher: the checkpoint it was pruned from and learnt from; pruned_sft: the same pruned copy trained by SFT
+# alone, what distillation must beat.
+CHECKPOINT_ROLES = ("student", "read", "base")
+ROLES = (*CHECKPOINT_ROLES, "teacher", "pruned_sft")
 
 
 def model_roles(checkpoint: str | Path) -> dict[str, tuple[str, str | None]]:
@@ -224,4 +227,18 @@ def model_roles(checkpoint: str | Path) -> dict[str, tuple[str, str | None]]:
         roles |= {"read": (started_from, None), "base": (before_reading, None)}
     else:
         roles["base"] = (started_from, None)
+    made = {} if adapter else read_manifest(model)
+    if made.get("teacher"):
+        roles["teacher"] = model_roles(made["teacher"])["student"]
+    if made.get("pruned_sft"):
+        roles["pruned_sft"] = (made["pruned_sft"], None)
     return roles
+
+
+def present_roles(checkpoint: str | Path, wanted, domain: str, log=print) -> list[str]:
+    """The wanted roles the checkpoint has, in the order wanted; each one it lacks is logged, not an error."""
+    present = model_roles(checkpoint)
+    for role in [r for r in wanted if r not in present]:
+        why = " (its base is the model it read into)" if role == "read" else ""
+        log(f"partition {domain}: no {role} model for this checkpoint{why}")
+    return [r for r in wanted if r in present]

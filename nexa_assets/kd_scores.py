@@ -1,0 +1,108 @@
+"""distilled_scores: the distilled student scored like any checkpoint, beside its teacher, the same pruned copy
+trained by SFT alone and the off-the-shelf base: answers to the test split and the domain's suites, launched
+where training runs (pool "gpu"), with each model's size and generation speed."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from nexa_assets.benchmark import SUITE_ROOT
+from nexa_assets.evaluate import GROUP
+from nexa_assets.partitions import LAUNCHED
+from nexa_core.evaluate.benchmark import OFFLINE, BenchmarkConfig, SuiteError, load_suites, suites_digest
+from nexa_core.evaluate.distilled import SCORED_ROLES, distilled_summary, distilled_verdicts
+from nexa_core.evaluate.generate import load_generation_config
+from nexa_core.evaluate.leaderboard import distilled_markdown
+from nexa_core.ids import content_id
+from nexa_core.stage import BenchmarkRequest, GenerateRequest
+from nexa_core.tables import SFT_DATASET
+from resources.delta import DeltaStore
+from resources.launcher import TrainingLauncher
+
+
+class DistilledScoreSettings(dg.Config):
+    generation: dict = {}  # keys of nexa_core/configs/generate_default.yaml, e.g. {"max_new_tokens": 64}
+    benchmark: dict = {}  # BenchmarkConfig fields, e.g. {"batch_size": 8}
+    suite_root: str = SUITE_ROOT  # suites are in <suite_root>/<domain>/
+    roles: list[str] = list(SCORED_ROLES)
+    confidence: float = 0.95
+
+
+def scoring_requests(domain: str, distilled: dict, config: DistilledScoreSettings, sft_uri: str, suites: list):
+    """The answers' request, and the suites' request when the domain has suites."""
+    out_dir = f"{Path(distilled['model_uri']).parent}/eval"
+    generation = load_generation_config(config.generation)
+    common = {"domain": domain, "expect_sha256": distilled["files_sha256"]}
+    answers = GenerateRequest(
+        **common,
+        adapter=distilled["model_uri"],
+        sft_uri=sft_uri,
+        sft_version=distilled["sft_version"],
+        output=f"{out_dir}/predictions-{content_id(distilled['distilled_id'], generation, config.roles)}.parquet",
+        roles=list(config.roles),
+        overrides=config.generation,
+    )
+    if not suites:
+        return answers, None
+    settings = asdict(BenchmarkConfig.from_dict({**config.benchmark, "roles": list(config.roles)}))
+    run_id = content_id(distilled["distilled_id"], settings, suites_digest(suites))
+    return answers, BenchmarkRequest(
+        **common,
+        checkpoint=distilled["model_uri"],
+        suite_dir=str(Path(config.suite_root) / domain),
+        output=f"{out_dir}/benchmark-{run_id}.parquet",
+        overrides=settings,
+    )
+
+
+@dg.asset(**LAUNCHED, group_name=GROUP, code_version="1", kinds={"pytorch", "delta"})
+def distilled_scores(
+    context: dg.AssetExecutionContext,
+    config: DistilledScoreSettings,
+    delta: DeltaStore,
+    launcher: TrainingLauncher,
+    student_distilled: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """The distilled student, its teacher, the same pruned copy trained by SFT alone and the base on the test
+    split (token F1, contains) and the suites (accuracy, acc_norm), with 95% intervals, sizes and tokens/s."""
+    domain = context.partition_key
+    if student_distilled.is_empty():
+        raise dg.Failure(f"partition {domain}: student_distilled has no record; materialize it first")
+    distilled = student_distilled.row(0, named=True)
+    try:
+        suites = load_suites(Path(config.suite_root) / domain, domain)
+    except SuiteError as exc:
+        raise dg.Failure(str(exc)) from exc
+    answers, suite_run = scoring_requests(domain, distilled, config, delta.uri(SFT_DATASET), suites)
+    storage = dict(delta.storage_options or {})
+    generated, _ = launcher.run_stage(context, answers, storage)
+    items = None
+    if suite_run:
+        launcher.run_stage(context, suite_run, {**storage, **OFFLINE})
+        items = pl.read_parquet(suite_run.output)
+    size = {"student": distilled["parameters"], "pruned_sft": distilled["parameters"]}
+    size |= {"teacher": distilled["teacher_parameters"], "base": distilled["teacher_parameters"]}
+    summary = distilled_summary(pl.read_parquet(answers.output), items, generated["seconds"], size, config.confidence)
+    summary = summary.with_columns(
+        domain=pl.lit(domain),
+        distilled_id=pl.lit(distilled["distilled_id"]),
+        teacher_id=pl.lit(distilled["teacher_id"]),
+    )
+    return dg.Output(
+        summary,
+        metadata={
+            "scores": dg.MetadataValue.md(distilled_markdown(summary)),
+            **distilled_verdicts(summary),
+            "distilled_id": distilled["distilled_id"],
+            "teacher_id": distilled["teacher_id"],
+            "device": generated["device"],
+            "precision": generated["precision"],
+            "generation_config": dg.MetadataValue.json(generated["generation_config"]),
+            "predictions_file": answers.output,
+            **({"scores_file": suite_run.output} if suite_run else {"suites": 0}),
+            "rows": dg.MetadataValue.json(json.loads(summary.write_json())),
+        },
+    )

@@ -1,0 +1,267 @@
+"""The launched stages' one runtime. Each stage (reading, SFT, answers, benchmark suites) has a typed request:
+the asset builds it, the request makes the argv, and the stage parses that argv back into the same request,
+so the two sides share one set of names. Here too: --set overrides, the Pipes-or-stderr log, the error file a
+launcher reads when all it sees is an exit code, and quiet libraries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar, get_type_hints
+
+import yaml
+
+from nexa_core.train.student import CHECKPOINT_ROLES, ROLES
+
+ERROR_FILE = "error.txt"  # the reason a run failed, for a launcher that only sees an exit code
+STAGE_LOG = "stage.log"  # a launched stage's own stdout and stderr (libraries' output, tracebacks)
+
+
+def parse_sets(items: list[str]) -> dict:
+    """--set KEY=YAML arguments as overrides."""
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def set_arguments(overrides: dict) -> list[str]:
+    """Overrides as the --set KEY=VALUE arguments parse_sets reads back (JSON values are YAML)."""
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+@dataclass(kw_only=True)
+class StageRequest:
+    """A field is a flag (`sft_version` is --sft-version); `overrides` are the --set KEY=YAML pairs of the
+    stage's YAML config; a list is comma-joined."""
+
+    module: ClassVar[str]  # python -m <module>
+    process: ClassVar[str]  # what the launcher calls it in errors
+    result: ClassVar[str]  # the Pipes metadata key of its result
+    distributed: ClassVar[bool] = False  # under torchrun when the launcher has several GPUs
+
+    domain: str
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def out_dir(self) -> str:
+        return str(Path(self.output).parent)
+
+    def argv(self) -> list[str]:
+        args = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "overrides":
+                args += set_arguments(value)
+            elif value is not None:
+                text = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
+                args += ["--" + f.name.replace("_", "-"), text]
+        return args
+
+    @classmethod
+    def parse(cls, argv: list[str] | None, description: str):
+        parser = argparse.ArgumentParser(description=description)
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            if f.name == "overrides":
+                parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=YAML")
+                continue
+            kind = hints[f.name]
+            convert = int if kind in (int, int | None) else (lambda s: s.split(",")) if "list" in str(kind) else str
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=convert,
+                required=default is MISSING,
+                default=None if default is MISSING else default,
+                help=f.metadata.get("help"),
+            )
+        values = vars(parser.parse_args(argv))
+        values["overrides"] = parse_sets(values["overrides"])
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
+@dataclass(kw_only=True)
+class TrainingRequest(StageRequest):
+    """Reading and SFT: a model folder under output_dir, a YAML config with --set overrides."""
+
+    result: ClassVar[str] = "record"
+    distributed: ClassVar[bool] = True
+
+    output_dir: str
+    bases_dir: str | None = field(default=None, metadata={"help": "named bases, converted once (default ../../bases)"})
+    config: str | None = field(default=None, metadata={"help": "a YAML config (default: the stage's own)"})
+
+    @property
+    def out_dir(self) -> str:
+        return self.output_dir
+
+
+@dataclass(kw_only=True)
+class ReadRequest(TrainingRequest):
+    module: ClassVar[str] = "nexa_core.train.pretrain"
+    process: ClassVar[str] = "reader"
+
+    documents_uri: str = field(metadata={"help": "the raw_documents Delta table"})
+    documents_version: int
+
+
+@dataclass(kw_only=True)
+class SFTRequest(TrainingRequest):
+    module: ClassVar[str] = "nexa_core.train.trainer"
+    process: ClassVar[str] = "trainer"
+
+    sft_uri: str
+    sft_version: int
+    # the documents student_base read, replayed beside the QA pairs (lineage: through student_base)
+    documents_uri: str | None = field(default=None, metadata={"help": "raw_documents (replay_documents)"})
+    documents_version: int | None = None
+
+
+@dataclass(kw_only=True)
+class ScoringRequest(StageRequest):
+    """Answers and benchmark suites: a checkpoint verified against its recorded sha256s, one output file."""
+
+    output: str = field(metadata={"help": "the parquet file of per-item results"})
+    expect_sha256: str | None = field(default=None, metadata={"help": "JSON {relative path: sha256} to verify"})
+
+
+@dataclass(kw_only=True)
+class GenerateRequest(ScoringRequest):
+    module: ClassVar[str] = "nexa_core.evaluate.generate"
+    process: ClassVar[str] = "generator"
+    result: ClassVar[str] = "predictions"
+
+    adapter: str = field(metadata={"help": "the checkpoint's folder"})
+    sft_uri: str
+    sft_version: int
+    split: str = "test"
+    roles: list[str] = field(default_factory=lambda: list(CHECKPOINT_ROLES))
+
+    def __post_init__(self):
+        if self.split not in ("train", "validation", "test"):
+            raise ValueError(f"--split {self.split}: expected train, validation or test")
+        if set(self.roles) - set(ROLES):
+            raise ValueError(f"--roles {','.join(self.roles)}: each must be one of {','.join(ROLES)}")
+
+
+@dataclass(kw_only=True)
+class BenchmarkRequest(ScoringRequest):
+    """Its overrides are BenchmarkConfig's fields."""
+
+    module: ClassVar[str] = "nexa_core.evaluate.benchmark"
+    process: ClassVar[str] = "benchmark runner"
+    result: ClassVar[str] = "benchmark"
+
+    checkpoint: str = field(metadata={"help": "the checkpoint folder (PEFT adapter or full model)"})
+    suite_dir: str = field(metadata={"help": "the domain's suite folder, e.g. data/eval/physics"})
+
+
+@dataclass(kw_only=True)
+class TeacherLogitsRequest(ScoringRequest):
+    """The teacher's top-k log-probabilities on the SFT set's train split (overrides: k, batch_size)."""
+
+    module: ClassVar[str] = "nexa_core.train.teacher_logits"
+    process: ClassVar[str] = "teacher"
+    result: ClassVar[str] = "logits"
+
+    teacher: str = field(metadata={"help": "the teacher checkpoint's folder"})
+    sft_uri: str
+    sft_version: int
+
+
+@dataclass(kw_only=True)
+class DistillRequest(TrainingRequest):
+    """A pruned copy of the teacher trained on its cached top-k (overrides: keys of kd_default.yaml)."""
+
+    module: ClassVar[str] = "nexa_core.train.kd"
+    process: ClassVar[str] = "distiller"
+    distributed: ClassVar[bool] = False
+
+    teacher: str = field(metadata={"help": "the teacher checkpoint's folder"})
+    logits_uri: str = field(metadata={"help": "the teacher_logits Delta table"})
+    logits_version: int
+    logits_id: str = field(metadata={"help": "which teacher, data version and k (teacher_logits.logits_id)"})
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: torchrun's RANK and WORLD_SIZE, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def quiet_libraries() -> None:
+    """A launched stage reports through its own log lines and metrics: no progress bars, and no library
+    deprecation notices a user of the stage cannot act on (they name TRL's and transformers' own arguments)."""
+    import warnings
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft|accelerate|torch)\b")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def run_reporting_errors(run, error_file: Path) -> int:
+    """Run; on failure leave the reason in error_file for a launcher that only sees an exit code."""
+    error_file.unlink(missing_ok=True)
+    try:
+        return run()
+    except Exception as exc:
+        error_file.parent.mkdir(parents=True, exist_ok=True)
+        error_file.write_text(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def pipes_or_stderr(stack: ExitStack, out_dir: Path):
+    """(Dagster Pipes context or None, log function): Pipes when launched by Dagster, else stderr.
+    Launched, the process's stdout and stderr go to out_dir/stage.log, whose path is logged: the run log
+    and the terminal get the stage's own lines, not every library's progress bars."""
+    rank, _ = process_rank()
+    if rank > 0:  # under torchrun only rank 0 reports: one record, one materialization
+        return None, lambda message: print(f"[rank {rank}] {message}", file=sys.stderr)
+    if not os.environ.get("DAGSTER_PIPES_CONTEXT"):
+        return None, lambda message: print(message, file=sys.stderr)
+    from dagster_pipes import open_dagster_pipes
+
+    pipes = stack.enter_context(open_dagster_pipes())
+    log_file = Path(out_dir) / STAGE_LOG
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with log_file.open("ab") as fh:  # fds 1 and 2 now point at the file; this handle can close
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+    pipes.log.info(f"output of this process: {log_file}")
+    return pipes, pipes.log.info
+
+
+def serve(request: StageRequest, work, after=None) -> int:
+    """A stage's body under the runtime: quiet libraries; a log through Pipes (or stderr); `work(log)`'s result
+    reported through Pipes (or printed as JSON), then `after(pipes, result)` (its checks), by rank 0 only; a
+    failure's reason left in the error file."""
+    quiet_libraries()
+
+    def run() -> int:
+        with ExitStack() as stack:
+            pipes, log = pipes_or_stderr(stack, Path(request.out_dir))
+            result = work(log)
+            if process_rank()[0] > 0:
+                return 0
+            if pipes:
+                metadata = {request.result: {"raw_value": json.dumps(result), "type": "json"}}
+                pipes.report_asset_materialization(metadata=metadata)
+                if after:
+                    after(pipes, result)
+            else:
+                print(json.dumps(result))
+        return 0
+
+    return run_reporting_errors(run, Path(request.out_dir) / ERROR_FILE)
