@@ -1,7 +1,7 @@
 """A half-depth student distilled from each domain's champion, beside the champion, the same pruned copy trained by
 SFT alone and the off-the-shelf base; and what caching only the teacher's top k loses.
 
-Usage: python bench/distill_kd.py [DOMAIN ...] [--k 32] [--compare-k 8,32,128] [--smoke]
+Usage: python bench/distill_kd.py [DOMAIN ...] [--k 32] [--compare-k 8,32,128] [--students-k 8,128] [--smoke]
 
 Runs the whole graph (nexa_job) for each domain on the offline defaults (the main command's settings; the
 champion is its student_checkpoint), then kd_job (teacher_logits at --k, student_distilled on
@@ -10,8 +10,9 @@ size, new tokens/s and its test-split token F1 and contains and suite accuracy a
 intervals; the targets (the student keeps 90% of the champion's suite accuracy and test token F1, generates
 1.7x its tokens/s, and scores above the SFT-only copy) with whether the intervals are apart; the teacher's
 probability mass in its top k and the KL the student is charged from the top k beside the full-vocabulary KL;
-the time of each job. --smoke: physics, a config-built student, a few steps, to check it runs (its figures
-mean nothing).
+the time of each job. --students-k: also a student trained on the top k of each of these k (no SFT-only copy),
+scored on the test split and the suites beside the first. --smoke: physics, a config-built student, a few
+steps, to check it runs (its figures mean nothing).
 """
 
 import argparse
@@ -47,11 +48,13 @@ def main() -> int:
     parser.add_argument("domains", nargs="*", default=["physics", "chemistry", "biology"])
     parser.add_argument("--k", type=int, default=32, help="log-probabilities cached per token")
     parser.add_argument("--compare-k", default="8,32,128", help="the top-k sizes measured against the full KL")
+    parser.add_argument("--students-k", default="", help="also train and score a student at each of these k")
     parser.add_argument("--smoke", action="store_true", help="physics, a config-built student, a few steps")
     args = parser.parse_args()
     ks = [int(k) for k in args.compare_k.split(",")]
+    students_k = [int(k) for k in args.students_k.split(",") if k]
     if args.smoke:
-        args.domains, args.k, ks = ["physics"], 8, [2, 8]
+        args.domains, args.k, ks, students_k = ["physics"], 8, [2, 8], [2]
     print_machine()
     tmp, instance, defs = isolated_graph("nexa-kd-", args.domains)
     import polars as pl
@@ -97,14 +100,54 @@ def main() -> int:
                 )
         start = time.perf_counter()
         fidelity = top_k_comparison(tmp, domain, distilled, ks)
-        print(f"top k against the full distribution ({time.perf_counter() - start:.0f} s, answer positions):")
+        print(f"top k against the full distribution ({time.perf_counter() - start:.0f} s, labelled positions):")
         for row in fidelity:
             print(
                 f"  k {row['k']:4d}: teacher mass {row['teacher_mass']:.3f}  KL from top k {row['kl_top_k']:.4f}  "
                 f"full KL {row['kl_full']:.4f}"
             )
         print(f"time: nexa_job {seconds['nexa_job']:.0f} s, kd_job {seconds['kd_job']:.0f} s")
+        if students_k and not students_at_k(defs, instance, tmp, domain, students_k, kd_ops, scores):
+            return 1
     return 0
+
+
+def students_at_k(defs, instance, tmp: Path, domain: str, ks: list[int], kd_ops: dict, first) -> bool:
+    """A student trained on the top k of each k (the same recipe, no SFT-only copy), scored beside the first."""
+    import polars as pl
+
+    from nexa_core.evaluate.leaderboard import distilled_table
+
+    columns = ["suites acc_norm", "suites accuracy", "test token_f1", "test contains"]
+    rows = [("k", *columns)]
+
+    def row(k, scores):
+        cells = next(r for r in distilled_table(scores) if r["model"] == "student")
+        return (str(k), *(cells.get(column, "-") for column in columns))
+
+    rows.append(row(first_k := kd_ops["teacher_logits"]["config"]["k"], first))
+    for k in (k for k in ks if k != first_k):
+        student = kd_ops.get("student_distilled", {}).get("config", {}).get("overrides", {})
+        scoring = kd_ops.get("distilled_scores", {}).get("config", {})
+        ops = {
+            "teacher_logits": {"config": {"k": k}},
+            "student_distilled": {"config": {"k": k, "overrides": {**student, "compare_sft": False}}},
+            "distilled_scores": {"config": {**scoring, "roles": ["student"]}},
+        }
+        start = time.perf_counter()
+        result = defs.resolve_job_def("kd_job").execute_in_process(
+            partition_key=domain, instance=instance, run_config={"ops": ops}, raise_on_error=False
+        )
+        outcome = "ok" if result.success else "FAILED"
+        print(f"{domain} kd_job at k {k}: {outcome} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        if not result.success:
+            return False
+        scores = pl.read_delta(str(tmp / "delta" / "nexa" / "distilled_scores")).filter(pl.col("domain") == domain)
+        rows.append(row(k, scores))
+    print(f"{domain}: students trained on the teacher's top k, each k its own student (mean [95% interval])")
+    for cells in rows:
+        print("  " + "  ".join(f"{c:<22}" for c in cells))
+    return True
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Logit-level distillation: teacher_logits (the domain's checkpoint's top-k log-probabilities on its SFT train
-split, versioned in Delta) -> student_distilled (a depth-pruned copy of the checkpoint trained on them), both
-launched where training runs (pool "gpu")."""
+split and the documents it read, versioned in Delta) -> student_distilled (a depth-pruned copy of the checkpoint
+trained on them), both launched where training runs (pool "gpu")."""
 
 import json
 
@@ -13,7 +13,7 @@ from nexa_assets.partitions import LAUNCHED
 from nexa_assets.train import GROUP
 from nexa_core.ids import content_id
 from nexa_core.stage import DistillRequest, TeacherLogitsRequest
-from nexa_core.tables import SFT_DATASET, TEACHER_LOGITS
+from nexa_core.tables import RAW_DOCUMENTS, SFT_DATASET, TEACHER_LOGITS
 from nexa_core.train.trainer import CONFIG_DIR, config_hash, load_config
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
@@ -24,10 +24,14 @@ KD_CONFIG = CONFIG_DIR / "kd_default.yaml"
 class TeacherLogitsSettings(dg.Config):
     k: int = 32  # log-probabilities kept per token: the top k of the teacher's distribution
     batch_size: int = 16
+    documents: bool = True  # also the corpus the teacher read (student_base), not only the train QA pairs
+    sentence_passes: int = 1  # after the documents whole, shuffled passes over their sentences
+    max_length: int = 64  # tokens per document block
 
 
 class DistillSettings(dg.Config):
     overrides: dict = {}  # keys of nexa_core/configs/kd_default.yaml, e.g. {"keep_layers": 12, "kind": "jsd"}
+    k: int = 0  # train on the checkpoint's cached top-k of this k; 0: the largest k cached
 
 
 def the_checkpoint(domain: str, student_checkpoint: pl.DataFrame, launcher: TrainingLauncher) -> dict:
@@ -49,23 +53,35 @@ def teacher_logits(
     config: TeacherLogitsSettings,
     delta: DeltaStore,
     launcher: TrainingLauncher,
+    student_base: pl.DataFrame,
     student_checkpoint: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """The domain's checkpoint (the teacher) on its SFT train split: per example its tokens and labels, and at
-    every position the teacher's top-k next tokens with their log-probabilities; keyed by teacher checkpoint,
-    SFT version and k (logits_id), so a student trains without the teacher in memory and a second reuses them."""
+    """The domain's checkpoint (the teacher) on its SFT train split and on the documents its base read: per row
+    its tokens and labels, and at every position the teacher's top-k next tokens with their log-probabilities;
+    keyed by teacher checkpoint, SFT and documents versions and k (logits_id), so a student trains without the
+    teacher in memory and a second reuses them."""
     domain = context.partition_key
     checkpoint = the_checkpoint(domain, student_checkpoint, launcher)
-    logits_id = content_id(checkpoint["checkpoint_id"], checkpoint["sft_version"], config.k)
+    read = student_base.row(0, named=True).get("documents_version") if not student_base.is_empty() else None
+    documents_version = read if config.documents else None  # None: the base read nothing, or not asked
+    reading = (documents_version, config.sentence_passes, config.max_length) if documents_version is not None else ()
+    logits_id = content_id(checkpoint["checkpoint_id"], checkpoint["sft_version"], config.k, *reading)
     output = f"{launcher.artifact_root.rstrip('/')}/{domain}/kd-{logits_id}/teacher-logits.parquet"
     request = TeacherLogitsRequest(
         domain=domain,
         teacher=checkpoint["artifact_uri"],
         sft_uri=delta.uri(SFT_DATASET),
         sft_version=checkpoint["sft_version"],
+        documents_uri=delta.uri(RAW_DOCUMENTS) if documents_version is not None else None,
+        documents_version=documents_version,
         output=output,
         expect_sha256=checkpoint["files_sha256"],
-        overrides={"k": config.k, "batch_size": config.batch_size},
+        overrides={
+            "k": config.k,
+            "batch_size": config.batch_size,
+            "sentence_passes": config.sentence_passes,
+            "max_length": config.max_length,
+        },
     )
     summary, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     rows = pl.read_parquet(output).with_columns(
@@ -83,6 +99,8 @@ def teacher_logits(
             "sft_version": checkpoint["sft_version"],
             "k": config.k,
             "examples": summary["examples"],
+            "document_blocks": summary["document_blocks"],
+            "documents_version": documents_version,
             "tokens": summary["tokens"],
             "vocab_size": summary["vocab_size"],
             "seconds": summary["seconds"],
@@ -126,9 +144,12 @@ def student_distilled(
         if version is not None
         else pl.DataFrame()
     )
+    if config.k:
+        cached = cached.filter(pl.col("k") == config.k)
     if cached.is_empty():
+        at_k = f" at k {config.k}" if config.k else ""
         raise dg.Failure(
-            f"partition {domain}: teacher_logits has no logits of checkpoint {checkpoint['checkpoint_id']}; "
+            f"partition {domain}: teacher_logits has no logits of checkpoint {checkpoint['checkpoint_id']}{at_k}; "
             f"materialize teacher_logits for it first"
         )
     logits_id = cached.sort("k", descending=True)["logits_id"][0]

@@ -13,7 +13,7 @@ from nexa_assets.benchmark import SUITE_ROOT
 from nexa_assets.evaluate import GROUP
 from nexa_assets.partitions import LAUNCHED
 from nexa_core.evaluate.benchmark import OFFLINE, BenchmarkConfig, SuiteError, load_suites, suites_digest
-from nexa_core.evaluate.distilled import SCORED_ROLES, distilled_summary, distilled_verdicts
+from nexa_core.evaluate.distilled import SCORED_ROLES, distilled_summary, distilled_verdicts, generation_speed
 from nexa_core.evaluate.generate import load_generation_config
 from nexa_core.evaluate.leaderboard import distilled_markdown
 from nexa_core.ids import content_id
@@ -28,13 +28,15 @@ class DistilledScoreSettings(dg.Config):
     benchmark: dict = {}  # BenchmarkConfig fields, e.g. {"batch_size": 8}
     suite_root: str = SUITE_ROOT  # suites are in <suite_root>/<domain>/
     roles: list[str] = list(SCORED_ROLES)
+    speed_tokens: int = 32  # each model's speed: new tokens/s decoding exactly this many for one batch
     confidence: float = 0.95
 
 
 def scoring_requests(domain: str, distilled: dict, config: DistilledScoreSettings, sft_uri: str, suites: list):
     """The answers' request, and the suites' request when the domain has suites."""
     out_dir = f"{Path(distilled['model_uri']).parent}/eval"
-    generation = load_generation_config(config.generation)
+    overrides = {"speed_tokens": config.speed_tokens, **config.generation}
+    generation = load_generation_config(overrides)
     common = {"domain": domain, "expect_sha256": distilled["files_sha256"]}
     answers = GenerateRequest(
         **common,
@@ -43,7 +45,7 @@ def scoring_requests(domain: str, distilled: dict, config: DistilledScoreSetting
         sft_version=distilled["sft_version"],
         output=f"{out_dir}/predictions-{content_id(distilled['distilled_id'], generation, config.roles)}.parquet",
         roles=list(config.roles),
-        overrides=config.generation,
+        overrides=overrides,
     )
     if not suites:
         return answers, None
@@ -85,7 +87,9 @@ def distilled_scores(
         items = pl.read_parquet(suite_run.output)
     size = {"student": distilled["parameters"], "pruned_sft": distilled["parameters"]}
     size |= {"teacher": distilled["teacher_parameters"], "base": distilled["teacher_parameters"]}
-    summary = distilled_summary(pl.read_parquet(answers.output), items, generated["seconds"], size, config.confidence)
+    predictions = pl.read_parquet(answers.output)
+    speed = generated.get("speed") or generation_speed(predictions, generated["seconds"])
+    summary = distilled_summary(predictions, items, speed, size, config.confidence)
     summary = summary.with_columns(
         domain=pl.lit(domain),
         distilled_id=pl.lit(distilled["distilled_id"]),

@@ -164,7 +164,8 @@ class BenchmarkRequest(ScoringRequest):
 
 @dataclass(kw_only=True)
 class TeacherLogitsRequest(ScoringRequest):
-    """The teacher's top-k log-probabilities on the SFT set's train split (overrides: k, batch_size)."""
+    """The teacher's top-k log-probabilities on the SFT set's train split and the documents it read (overrides: k,
+    batch_size, sentence_passes, max_length)."""
 
     module: ClassVar[str] = "nexa_core.train.teacher_logits"
     process: ClassVar[str] = "teacher"
@@ -173,6 +174,8 @@ class TeacherLogitsRequest(ScoringRequest):
     teacher: str = field(metadata={"help": "the teacher checkpoint's folder"})
     sft_uri: str
     sft_version: int
+    documents_uri: str | None = field(default=None, metadata={"help": "raw_documents, the corpus the teacher read"})
+    documents_version: int | None = None
 
 
 @dataclass(kw_only=True)

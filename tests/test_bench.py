@@ -88,3 +88,5 @@ def test_distillation_benchmark_runs_at_smoke_size():
         assert re.search(rf"\| {role} \| \d+\.\dM \| \d+ \| \d\.\d{{3}} \[", out), out
     assert "keeps" in out and "against SFT alone" in out
     assert re.search(r"k +2: teacher mass 0\.\d{3}  KL from top k \d+\.\d{4}  full KL \d+\.\d{4}", out), out
+    # a second student, trained on the top 2 of a second cache, scored beside the first
+    assert re.search(r"students trained on the teacher's top k", out) and re.search(r"\n  2 +\d\.\d{3} \[", out), out

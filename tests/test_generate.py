@@ -152,6 +152,8 @@ def test_cli_writes_both_roles_to_one_parquet_and_exits_cleanly(trained):
             str(output),
             "--set",
             "max_new_tokens=12",
+            "--set",
+            "speed_tokens=6",
             "--expect-sha256",
             json.dumps(files),
         ],
@@ -165,6 +167,7 @@ def test_cli_writes_both_roles_to_one_parquet_and_exits_cleanly(trained):
     assert summary["rows"] == 16 and summary["examples"] == 8 and summary["roles"] == ["student", "base"]
     assert summary["device"] == "cpu" and summary["generation_config"]["max_new_tokens"] == 12
     assert set(summary["seconds"]) == {"student", "base"}
+    assert set(summary["speed"]) == {"student", "base"} and min(summary["speed"].values()) > 0  # new tokens/s
     predictions = pl.read_parquet(output)
     assert predictions.columns == [
         "model_role",

@@ -193,7 +193,14 @@ def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_th
     checkpoint = read(root, "student_checkpoint").row(0, named=True)
     sft = read(root, "sft_dataset", checkpoint["sft_version"]).filter(pl.col("split") == "train")
     cached = read(root, "teacher_logits")
-    assert cached.height == sft.height and set(cached["teacher_id"]) == {checkpoint["checkpoint_id"]}
+    assert set(cached["teacher_id"]) == {checkpoint["checkpoint_id"]}
+    assert sorted(cached.filter(pl.col("source") == "sft")["example_id"]) == sorted(sft["example_id"])
+    # and the corpus the teacher read, every token of a block labelled
+    blocks = cached.filter(pl.col("source") == "document")
+    assert blocks.height > 0 and (blocks["input_ids"] == blocks["labels"]).all()
+    meta = first.asset_materializations_for_node("teacher_logits")[0].metadata
+    read_by_base = read(root, "student_base")["documents_version"][0]
+    assert read_by_base is not None and meta["documents_version"].value == read_by_base
     row = cached.row(0, named=True)
     assert len(row["logprobs"]) == len(row["input_ids"]) == len(row["token_ids"]) and len(row["token_ids"][0]) == 8
     assert row["logprobs"][0] == sorted(row["logprobs"][0], reverse=True) and row["logprobs"][0][0] <= 0
@@ -208,6 +215,7 @@ def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_th
     # the same pruned copy trained by SFT alone, beside it
     sft_only = json.loads(Path(distilled["pruned_sft_uri"], "manifest.json").read_text())
     assert sft_only["alpha"] == 0 and sft_only["kept_layers"] == json.loads(distilled["kept_layers"])
+    assert sft_only["document_blocks"] == blocks.height  # both trained on the pairs and the documents
     # scored like a checkpoint: the student, its teacher, the SFT-only copy and the base on the test split and the
     # suites, each with an interval, its size and its speed
     scores = read(root, "distilled_scores")

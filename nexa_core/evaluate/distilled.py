@@ -27,7 +27,8 @@ DISTILLED_SCORES = {
 
 
 def generation_speed(predictions: pl.DataFrame, seconds: dict[str, float]) -> dict[str, float]:
-    """New tokens per second of each role's answers to the test split."""
+    """New tokens per second of each role's answers to the test split (where no fixed-length decode was timed:
+    it favours a model that answers at length)."""
     tokens = predictions.group_by("model_role").agg(pl.col("new_tokens").sum())
     return {role: n / seconds[role] for role, n in tokens.iter_rows() if seconds.get(role)}
 
@@ -35,13 +36,13 @@ def generation_speed(predictions: pl.DataFrame, seconds: dict[str, float]) -> di
 def distilled_summary(
     predictions: pl.DataFrame,
     items: pl.DataFrame | None,
-    seconds: dict[str, float],
+    speed: dict[str, float],
     parameters: dict[str, int],
     confidence: float = 0.95,
     n_resamples: int = 2000,
 ) -> pl.DataFrame:
-    """One row per role, source and metric over all topics (and all suites); `items` None when the domain
-    has no suites."""
+    """One row per role, source and metric over all topics (and all suites), with each role's size and its
+    new tokens/s (`speed`); `items` None when the domain has no suites."""
     keys = ["model_role", "metric", "mean", "ci_low", "ci_high", "n"]
     test = aggregate(score_items(predictions), TEST_METRICS, ["model_role"], confidence, n_resamples)
     parts = [test.filter(pl.col("topic") == ALL_TOPICS).select(keys).with_columns(source=pl.lit("test"))]
@@ -53,7 +54,6 @@ def distilled_summary(
             .select(keys)
             .with_columns(source=pl.lit("suites"))
         )
-    speed = generation_speed(predictions, seconds)
     rows = pl.concat(parts).with_columns(
         parameters=pl.col("model_role").replace_strict(parameters, default=None, return_dtype=pl.Int64),
         new_tokens_per_s=pl.col("model_role").replace_strict(speed, default=None, return_dtype=pl.Float64),

@@ -96,6 +96,7 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
     stops = stop_token_ids(model, tokenizer)
     generation = GenerationConfig(
         max_new_tokens=config["max_new_tokens"],
+        min_new_tokens=config.get("min_new_tokens"),
         do_sample=config["do_sample"],
         num_beams=config["num_beams"],
         repetition_penalty=config["repetition_penalty"],
@@ -129,6 +130,17 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
                     }
                 )
     return answers
+
+
+def decode_speed(model, tokenizer, conversations: list[list[dict]], config: dict) -> float:
+    """New tokens/s decoding exactly `speed_tokens` tokens for the first batch of prompts. Answers to a split
+    stop at different lengths, and a model that stops early spends its time on prompts: a fixed length makes
+    models comparable by what they cost per generated token."""
+    n = int(config["speed_tokens"])
+    batch = conversations[: config["batch_size"]]
+    start = time.perf_counter()
+    generate_answers(model, tokenizer, batch, {**config, "max_new_tokens": n, "min_new_tokens": n})
+    return len(batch) * n / (time.perf_counter() - start)
 
 
 def eval_dtype(bf16_setting):
@@ -190,10 +202,14 @@ def answer(args: GenerateRequest, config: dict, log) -> dict:
             f"is empty; nothing to evaluate"
         )
     conversations = examples["messages"].to_list()
-    frames, seconds = [], {}
+    frames, seconds, speed = [], {}, {}
     roles = present_roles(args.adapter, args.roles, args.domain, log)
     for role in roles:
         model, tokenizer = load_for_eval(args.adapter, role, config.get("bf16", "auto"))
+        # one short answer first, so the process's one-time start-up is not charged to whichever role is timed first
+        generate_answers(model, tokenizer, conversations[:1], {**config, "max_new_tokens": 2})
+        if config.get("speed_tokens"):
+            speed[role] = decode_speed(model, tokenizer, conversations, config)
         start = time.perf_counter()
         answers = generate_answers(model, tokenizer, conversations, config)
         seconds[role] = round(time.perf_counter() - start, 3)
@@ -209,6 +225,7 @@ def answer(args: GenerateRequest, config: dict, log) -> dict:
         "generation_config": config,
         "precision": precision(use_bf16(config.get("bf16", "auto"))),
         "seconds": seconds,
+        **({"speed": speed} if speed else {}),
         "examples": examples.height,
         "device": device_name(),
     }

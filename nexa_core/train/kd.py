@@ -239,7 +239,8 @@ def read_logits(uri: str, version: int, domain: str, logits_id: str, storage_opt
 
 
 def cached_batches(rows: list[dict], size: int, pad_id: int) -> tuple[list[dict], list[tuple]]:
-    """The teacher_logits rows as padded batches (with kd_mask: the positions that predict an answer token)
+    """The teacher_logits rows as padded batches (with kd_mask: the positions that predict a labelled token:
+    an answer's in a QA pair, every one in a document block)
     and each batch's top-k tensors."""
     import torch
 
@@ -285,6 +286,7 @@ def distill_student(request, config: dict, log) -> dict:
     """Rank the teacher's layers on its own inputs, keep the most important, train the pruned copy on the cached
     top-k (and, with compare_sft, the same copy on the ordinary loss alone), and commit each under output_dir
     with a manifest that names the teacher and the model the teacher started from (the scoring roles)."""
+    import random
     import time
 
     import torch
@@ -298,6 +300,7 @@ def distill_student(request, config: dict, log) -> dict:
     if hasattr(teacher, "merge_and_unload"):  # a LoRA checkpoint: its full weights are the teacher
         teacher = teacher.merge_and_unload()
     rows = read_logits(request.logits_uri, request.logits_version, request.domain, request.logits_id)
+    random.Random(config["seed"]).shuffle(rows)  # QA pairs and document blocks in every batch, not in two runs
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batches, topk = cached_batches(rows, config["per_device_train_batch_size"], pad_id)
     vocab = teacher.get_output_embeddings().weight.shape[0]
@@ -321,6 +324,7 @@ def distill_student(request, config: dict, log) -> dict:
         "parameters": sum(p.numel() for p in pruned.parameters()),
         "teacher_parameters": teacher_parameters,
         "steps": config["num_train_epochs"] * len(batches),
+        "document_blocks": sum(r.get("source") == "document" for r in rows),
         "trained_tokens": config["num_train_epochs"] * sum(len(r["input_ids"]) for r in rows),
         "precision": precision(bf16),
         "saved_dtype": "bfloat16" if bf16 else "float32",

@@ -1,7 +1,11 @@
-"""The teacher's top-k log-probabilities on the domain's SFT train split: `python -m nexa_core.train.teacher_logits`.
+"""The teacher's top-k log-probabilities on the domain's SFT train split and its documents:
+`python -m nexa_core.train.teacher_logits`.
 
-One row per example: its tokens as the student will see them (the chat template's prompt and the answer), the
-labels (-100 on the prompt), and at every position the k most likely next tokens with their log-probabilities.
+One row per example: its tokens as the student will see them, the labels, and at every position the k most likely
+next tokens with their log-probabilities. A QA pair is the chat template's prompt and the answer (labels -100 on
+the prompt); a document block is what the teacher read before it was fine-tuned (the documents whole, then
+`sentence_passes` shuffled passes over their sentences, cut into blocks of `max_length` tokens), every token
+labelled: a pruned student loses knowledge with its layers and relearns it from the teacher's reading too.
 The student_distilled stage trains on these without the teacher in memory."""
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from nexa_core.stage import TeacherLogitsRequest, serve
 
 TEACHER_LOGITS = {
     "example_id": pl.Utf8,
+    "source": pl.Utf8,  # "sft" (a train QA pair) or "document" (a block of the corpus)
     "input_ids": pl.List(pl.Int32),
     "labels": pl.List(pl.Int32),
     "token_ids": pl.List(pl.List(pl.Int32)),
@@ -23,14 +28,12 @@ TEACHER_LOGITS = {
 }
 
 
-def teacher_top_k(model, tokenizer, conversations: list[list[dict]], k: int, batch_size: int, log=print) -> list[dict]:
-    """Each conversation's tokens, labels and the teacher's top-k at every position."""
+def teacher_top_k(model, tokenizer, rows: list[dict], k: int, batch_size: int, log=print) -> list[dict]:
+    """Rows of input_ids and labels, each with the teacher's top-k at every position."""
     import torch
 
     from nexa_core.train.kd import padded, top_k_logprobs
-    from nexa_core.train.trainer import conversation_rows
 
-    rows = conversation_rows(tokenizer, conversations)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.eval()
     for start in range(0, len(rows), batch_size):
@@ -42,8 +45,20 @@ def teacher_top_k(model, tokenizer, conversations: list[list[dict]], k: int, bat
         for i, row in enumerate(chunk):
             n = len(row["input_ids"])
             row["logprobs"], row["token_ids"] = values[i, :n].tolist(), indices[i, :n].tolist()
-        log(f"teacher: {min(start + batch_size, len(rows))}/{len(rows)} examples")
+        log(f"teacher: {min(start + batch_size, len(rows))}/{len(rows)} rows")
     return rows
+
+
+def distillation_rows(tokenizer, train, documents: list[str], sentence_passes: int, max_length: int) -> list[dict]:
+    """The train QA pairs, then the document blocks (ids from their text, so a re-run keys them alike)."""
+    from nexa_core.ids import content_id
+    from nexa_core.train.trainer import conversation_rows, document_rows, reading_texts
+
+    pairs = conversation_rows(tokenizer, train["messages"].to_list())
+    rows = [{"example_id": e, "source": "sft", **r} for e, r in zip(train["example_id"], pairs)]
+    blocks = document_rows(tokenizer, reading_texts(documents, sentence_passes), max_length)
+    ids = [content_id("document", n, block["input_ids"]) for n, block in enumerate(blocks)]
+    return rows + [{"example_id": i, "source": "document", **block} for i, block in zip(ids, blocks)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,20 +71,27 @@ def cache_teacher(request: TeacherLogitsRequest, log) -> dict:
     import time
 
     from nexa_core.evaluate.generate import load_for_eval, verify_checkpoint
-    from nexa_core.train.trainer import read_sft
+    from nexa_core.train.trainer import read_documents, read_sft
 
     if request.expect_sha256:
         verify_checkpoint(request.teacher, json.loads(request.expect_sha256))
     k, batch_size = int(request.overrides.get("k", 32)), int(request.overrides.get("batch_size", 16))
     train = read_sft(request.sft_uri, request.sft_version, request.domain)["train"]
+    documents = (
+        read_documents(request.documents_uri, request.documents_version, request.domain)
+        if request.documents_uri and request.documents_version is not None
+        else []
+    )
     model, tokenizer = load_for_eval(request.teacher, "student", "false")  # fp32: the distributions as they are
+    passes, length = int(request.overrides.get("sentence_passes", 1)), int(request.overrides.get("max_length", 64))
+    rows = distillation_rows(tokenizer, train, documents, passes, length)
     start = time.perf_counter()
-    rows = teacher_top_k(model, tokenizer, train["messages"].to_list(), k, batch_size, log)
-    frame = pl.DataFrame([{"example_id": e, **r} for e, r in zip(train["example_id"], rows)], schema=TEACHER_LOGITS)
+    frame = pl.DataFrame(teacher_top_k(model, tokenizer, rows, k, batch_size, log), schema=TEACHER_LOGITS)
     write_atomically(Path(request.output), frame.write_parquet)
     return {
         "output": request.output,
-        "examples": frame.height,
+        "examples": int((frame["source"] == "sft").sum()),
+        "document_blocks": int((frame["source"] == "document").sum()),
         "tokens": int(frame["input_ids"].list.len().sum()),
         "k": k,
         "vocab_size": int(model.get_output_embeddings().weight.shape[0]),
