@@ -2,8 +2,6 @@
 split and the documents it read, versioned in Delta) -> student_distilled (a depth-pruned copy of the checkpoint
 trained on them), both launched where training runs (pool "gpu")."""
 
-import json
-
 import dagster as dg
 import polars as pl
 
@@ -14,6 +12,7 @@ from nexa_assets.train import GROUP
 from nexa_core.ids import content_id
 from nexa_core.stage import DistillRequest, TeacherLogitsRequest
 from nexa_core.tables import RAW_DOCUMENTS, SFT_DATASET, TEACHER_LOGITS
+from nexa_core.train.checkpoints import distilled_row
 from nexa_core.train.trainer import CONFIG_DIR, config_hash, load_config
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
@@ -165,31 +164,7 @@ def student_distilled(
         overrides=config.overrides,
     )
     record, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
-    row = {
-        "domain": domain,
-        "distilled_id": content_id(logits_id, record["files"]),
-        "teacher_id": checkpoint["checkpoint_id"],
-        "teacher_uri": checkpoint["artifact_uri"],
-        "sft_version": checkpoint["sft_version"],
-        "logits_id": logits_id,
-        "logits_version": version,
-        "model_uri": record["model_path"],
-        "pruned_sft_uri": record.get("sft_only", {}).get("model_path"),
-        "kept_layers": json.dumps(record["kept_layers"]),
-        "teacher_layers": record["teacher_layers"],
-        "parameters": record["parameters"],
-        "teacher_parameters": record["teacher_parameters"],
-        "steps": record["steps"],
-        "first_loss": record["first_loss"],
-        "final_loss": record["final_loss"],
-        "wall_seconds": record["wall_seconds"],
-        "sft_only_final_loss": record.get("sft_only", {}).get("final_loss"),
-        "trained_tokens": record["trained_tokens"],
-        "precision": record["precision"],
-        "device": record["device"],
-        "files_sha256": json.dumps(record["files"], sort_keys=True),
-        "kd_config": json.dumps(record["config"], sort_keys=True),
-    }
+    row = distilled_row(domain, record, checkpoint, logits_id, version)
     yield dg.Output(
         pl.DataFrame([row]),
         metadata={

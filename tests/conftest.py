@@ -29,22 +29,22 @@ SAMPLE_RAW = PROJECT / "data" / "raw"
 # the files to the workers in this order (--no-loadscope-reorder), the longest first, so that the real base's
 # test does not start last while the other worker sits idle.
 FILE_SECONDS = {
-    "test_real_base.py": 767,
-    "test_bench.py": 460,
-    "test_cli_and_sensor.py": 259,
-    "test_train.py": 245,
-    "test_template_families.py": 218,
-    "test_release.py": 185,
-    "test_kd.py": 150,
-    "test_evaluate.py": 144,
-    "test_pretrain.py": 141,
-    "test_serve.py": 138,
-    "test_sdk.py": 106,
-    "test_parallel_writes.py": 72,
-    "test_postgres.py": 61,
-    "test_bases.py": 52,
-    "test_teacher_faults.py": 45,
-    "test_benchmark.py": 36,
+    "test_real_base.py": 654,
+    "test_bench.py": 399,
+    "test_cli_and_sensor.py": 203,
+    "test_template_families.py": 143,
+    "test_train.py": 135,
+    "test_release.py": 126,
+    "test_serve.py": 112,
+    "test_evaluate.py": 97,
+    "test_sdk.py": 75,
+    "test_kd.py": 71,
+    "test_pretrain.py": 59,
+    "test_parallel_writes.py": 52,
+    "test_teacher_faults.py": 51,
+    "test_postgres.py": 22,
+    "test_benchmark.py": 18,
+    "test_bases.py": 16,
 }
 
 

@@ -1,5 +1,6 @@
-"""The Delta rows that record a student: student_base (after reading its domain) and student_checkpoint
-(after SFT), built from the record the launched stage reported through Pipes."""
+"""The Delta rows that record a student: student_base (after reading its domain), student_checkpoint
+(after SFT) and student_distilled (a smaller student taught by a checkpoint), built from the record the
+launched stage reported through Pipes."""
 
 from __future__ import annotations
 
@@ -90,6 +91,29 @@ def checkpoint_row(
         ],
         schema=schemas.STUDENT_CHECKPOINT,
     )
+
+
+def distilled_row(domain: str, record: dict, checkpoint: dict, logits_id: str, logits_version: int) -> dict:
+    """student_distilled's row: the student, the teacher checkpoint and the cached logits it learned from."""
+    sft_only = record.get("sft_only", {})
+    return {
+        "domain": domain,
+        "distilled_id": content_id(logits_id, record["files"]),
+        "teacher_id": checkpoint["checkpoint_id"],
+        "teacher_uri": checkpoint["artifact_uri"],
+        "sft_version": checkpoint["sft_version"],
+        "logits_id": logits_id,
+        "logits_version": logits_version,
+        "model_uri": record["model_path"],
+        "pruned_sft_uri": sft_only.get("model_path"),
+        "kept_layers": json.dumps(record["kept_layers"]),
+        **{k: record[k] for k in ("teacher_layers", "parameters", "teacher_parameters", "steps")},
+        **{k: record[k] for k in ("first_loss", "final_loss", "wall_seconds")},
+        "sft_only_final_loss": sft_only.get("final_loss"),
+        **{k: record[k] for k in ("trained_tokens", "precision", "device")},
+        "files_sha256": json.dumps(record["files"], sort_keys=True),
+        "kd_config": json.dumps(record["config"], sort_keys=True),
+    }
 
 
 def loss_curve(curve: list[dict]) -> pl.DataFrame:
