@@ -112,15 +112,22 @@ class ReadRequest(TrainingRequest):
 
 
 @dataclass(kw_only=True)
-class SFTRequest(TrainingRequest):
-    module: ClassVar[str] = "nexa_core.train.trainer"
-    process: ClassVar[str] = "trainer"
+class TrainingData:
+    """What a student learns from: the SFT set at a pinned version and, where given, the documents its base read
+    (lineage: through student_base)."""
 
     sft_uri: str
     sft_version: int
-    # the documents student_base read, replayed beside the QA pairs (lineage: through student_base)
-    documents_uri: str | None = field(default=None, metadata={"help": "raw_documents (replay_documents)"})
+    documents_uri: str | None = field(default=None, metadata={"help": "raw_documents, the corpus the base read"})
     documents_version: int | None = None
+
+
+@dataclass(kw_only=True)
+class SFTRequest(TrainingRequest, TrainingData):
+    """SFT; the documents are replayed beside the QA pairs where the config says so (replay_documents)."""
+
+    module: ClassVar[str] = "nexa_core.train.trainer"
+    process: ClassVar[str] = "trainer"
 
 
 @dataclass(kw_only=True)
@@ -163,7 +170,7 @@ class BenchmarkRequest(ScoringRequest):
 
 
 @dataclass(kw_only=True)
-class TeacherLogitsRequest(ScoringRequest):
+class TeacherLogitsRequest(ScoringRequest, TrainingData):
     """The teacher's top-k log-probabilities on the SFT set's train split and the documents it read (overrides: k,
     batch_size, sentence_passes, max_length)."""
 
@@ -172,10 +179,6 @@ class TeacherLogitsRequest(ScoringRequest):
     result: ClassVar[str] = "logits"
 
     teacher: str = field(metadata={"help": "the teacher checkpoint's folder"})
-    sft_uri: str
-    sft_version: int
-    documents_uri: str | None = field(default=None, metadata={"help": "raw_documents, the corpus the teacher read"})
-    documents_version: int | None = None
 
 
 @dataclass(kw_only=True)

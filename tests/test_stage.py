@@ -3,7 +3,14 @@ request, so the asset and the stage cannot drift apart; a bad value is refused o
 
 import pytest
 
-from nexa_core.stage import BenchmarkRequest, GenerateRequest, ReadRequest, SFTRequest
+from nexa_core.stage import (
+    BenchmarkRequest,
+    DistillRequest,
+    GenerateRequest,
+    ReadRequest,
+    SFTRequest,
+    TeacherLogitsRequest,
+)
 
 REQUESTS = [
     ReadRequest(domain="physics", output_dir="/a/read", documents_uri="/d/raw_documents", documents_version=3),
@@ -33,6 +40,25 @@ REQUESTS = [
         output="/a/sft/eval/benchmark.parquet",
         overrides={"roles": ["student", "read"], "system_prompt": 'You answer "{domain}" questions: briefly.'},
     ),
+    TeacherLogitsRequest(
+        domain="physics",
+        teacher="/a/sft/model",
+        sft_uri="/d/sft_dataset",
+        sft_version=7,
+        documents_uri="/d/raw_documents",
+        documents_version=3,
+        output="/a/kd/teacher-logits.parquet",
+        overrides={"k": 32, "sentence_passes": 1},
+    ),
+    DistillRequest(
+        domain="physics",
+        output_dir="/a/distilled",
+        teacher="/a/sft/model",
+        logits_uri="/d/teacher_logits",
+        logits_version=2,
+        logits_id="ab12",
+        overrides={"keep_layers": 12, "kind": "jsd"},
+    ),
 ]
 
 
@@ -42,9 +68,9 @@ def test_a_request_survives_its_argv(request_):
 
 
 def test_the_out_dir_is_where_the_stage_writes():
-    read, sft, generate, benchmark = REQUESTS
-    assert (read.out_dir, sft.out_dir) == ("/a/read", "/a/sft")
-    assert generate.out_dir == benchmark.out_dir == "/a/sft/eval"
+    read, sft, generate, benchmark, logits, distill = REQUESTS
+    assert (read.out_dir, sft.out_dir, distill.out_dir) == ("/a/read", "/a/sft", "/a/distilled")
+    assert generate.out_dir == benchmark.out_dir == "/a/sft/eval" and logits.out_dir == "/a/kd"
 
 
 def test_a_bad_role_or_a_missing_input_is_refused(capsys):
