@@ -24,6 +24,7 @@ from nexa_core.evaluate.benchmark import (
     suites_digest,
     summarize,
 )
+from nexa_core.evaluate.leaderboard import interval_text
 from nexa_core.ids import content_id
 from nexa_core.stage import BenchmarkRequest
 from nexa_core.tables import BENCHMARK_HISTORY
@@ -41,10 +42,6 @@ SUITE_ROOT = str(PROJECT_ROOT / "data" / "eval")  # suites are in <suite_root>/<
 class BenchmarkSettings(settings_class(BenchmarkConfig, "BenchmarkFields", suite_root=(str, SUITE_ROOT))):
     def benchmark_config(self) -> BenchmarkConfig:
         return BenchmarkConfig.from_dict({k: v for k, v in self.model_dump().items() if k != "suite_root"})
-
-
-def _interval(row: dict) -> str:
-    return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
 def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
@@ -70,7 +67,7 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
             metadata[f"{suite}/chance"] = first["chance"]
         if "student" in roles and "base" in roles:
             metadata[f"{suite}/lift/{metric}"] = roles["student"]["mean"] - roles["base"]["mean"]
-        cells = " | ".join(_interval(roles[role]) if role in roles else "–" for role in scored)
+        cells = " | ".join(interval_text(roles[role]) if role in roles else "–" for role in scored)
         chance = "–" if first["chance"] is None else f"{first['chance']:.3f}"
         lines.append(f"| {suite} | {metric} | {cells} | {first['n']} | {chance} |")
     return metadata, "\n".join(lines)

@@ -174,8 +174,11 @@ LIFT_MEASURES = (
 )
 
 
-def _interval(row: dict | None) -> str:
-    return "–" if row is None else f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+def interval_text(row: dict | None, digits: int = 3) -> str:
+    """mean [low, high] of a score row; a dash for no score."""
+    if row is None or row["mean"] is None:
+        return "–"
+    return f"{row['mean']:.{digits}f} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
 
 
 def verdict(student: dict | None, base: dict | None) -> str:
@@ -224,8 +227,8 @@ def lift_text(rows: list[dict]) -> str:
     lines = [f"{'domain':10s} {'round':>5s} {'measure':22s} {'n':>3s}{roles}  verdict"]
     for r in rows:
         lines.append(
-            f"{r['domain']:10s} {r['round']:>5d} {r['measure']:22s} {r['n']:>3d} {_interval(r['student']):>22s} "
-            f"{_interval(r['read']):>22s} {_interval(r['base']):>22s}  {r['verdict']}"
+            f"{r['domain']:10s} {r['round']:>5d} {r['measure']:22s} {r['n']:>3d} {interval_text(r['student']):>22s} "
+            f"{interval_text(r['read']):>22s} {interval_text(r['base']):>22s}  {r['verdict']}"
         )
     return "\n".join(lines)
 
@@ -300,7 +303,7 @@ def distilled_table(summary: pl.DataFrame) -> list[dict[str, str]]:
                 "model": role,
                 "parameters": f"{first['parameters'] / 1e6:.1f}M" if first["parameters"] else "–",
                 "new tokens/s": f"{first['new_tokens_per_s']:.0f}" if first["new_tokens_per_s"] else "–",
-                **{f"{source} {metric}": _interval(scores.get((source, metric))) for source, metric in columns},
+                **{f"{source} {metric}": interval_text(scores.get((source, metric))) for source, metric in columns},
             }
         )
     return table

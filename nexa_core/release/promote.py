@@ -23,6 +23,7 @@ from nexa_core.evaluate.leaderboard import (
     ALL_SUITES,
     ALL_TOPICS,
     PRIMARY_METRICS,
+    interval_text,
     latest_benchmarks,
     latest_evaluations,
 )
@@ -445,10 +446,6 @@ def _dollars(value: float | None) -> str:
     return "unknown" if value is None else f"${value:.4f}"
 
 
-def _interval(row: dict) -> str:
-    return "–" if row["mean"] is None else f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
-
-
 def model_card(
     release: dict,
     checkpoint: dict,
@@ -490,7 +487,7 @@ def model_card(
         "",
         "| source | metric | role | mean [ci_low, ci_high] | n |",
         "|---|---|---|---|---|",
-        *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {_interval(m)} | {m['n']} |" for m in metrics],
+        *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {interval_text(m, 4)} | {m['n']} |" for m in metrics],
         "",
         "## Data versions read at every stage",
         "",
