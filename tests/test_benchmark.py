@@ -347,7 +347,7 @@ def test_lm_eval_log_likelihoods_are_the_roles_own(models, suite_root, runs):
 
 
 def _checkpoint_row(adapter: Path) -> pl.DataFrame:
-    from nexa_core.train.trainer import sha256_files
+    from nexa_core.artifacts import sha256_files
 
     return pl.DataFrame(
         [

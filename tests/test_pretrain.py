@@ -8,8 +8,9 @@ from deltalake import DeltaTable
 from graph_helpers import materialize_domain, read_table
 from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
 
+from nexa_core.artifacts import sha256_files
 from nexa_core.train.student import build_default_student
-from nexa_core.train.trainer import PRETRAIN_CONFIG, config_hash, load_config, sha256_files
+from nexa_core.train.trainer import PRETRAIN_CONFIG, config_hash, load_config
 from resources.launcher import TrainingLauncher
 
 

@@ -29,8 +29,8 @@ from release_helpers import (
 )
 
 from nexa_assets import checks as quality
+from nexa_core.artifacts import sha256_files
 from nexa_core.release.promote import GateConfig, Score, promotion_gate
-from nexa_core.train.trainer import sha256_files
 from resources.tracking import MlflowTracking
 
 DOMAIN = "physics"

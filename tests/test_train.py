@@ -18,7 +18,8 @@ from graph_helpers import materialize_domain, read_table, resources
 
 from nexa_assets import pretrain, train
 from nexa_assets.partitions import domain_partitions
-from nexa_core.train.trainer import config_hash, load_config, sha256_files
+from nexa_core.artifacts import sha256_files
+from nexa_core.train.trainer import config_hash, load_config
 from resources.launcher import AwsBackend, KubernetesBackend, LauncherError, SlurmBackend, TrainingLauncher
 from resources.tracking import MlflowTracking
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from nexa_core.artifacts import sha256_files
 from nexa_core.files import write_atomically
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.stage import GenerateRequest, serve
@@ -27,7 +28,6 @@ from nexa_core.train.trainer import (
     precision,
     prompt_turns,
     read_sft,
-    sha256_files,
     use_bf16,
 )
 

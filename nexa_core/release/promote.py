@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from nexa_core.artifacts import commit_folder, sha256_files
 from nexa_core.delta import DeltaRoot
 from nexa_core.evaluate.leaderboard import (
     ALL_SUITES,
@@ -29,8 +30,6 @@ from nexa_core.evaluate.leaderboard import (
 )
 from nexa_core.ids import content_id
 from nexa_core.tables import RELEASE_HISTORY, SFT_DATASET
-from nexa_core.train.student import MANIFEST
-from nexa_core.train.trainer import sha256_files
 
 BENCHMARK_ACCURACY = "benchmark_accuracy"  # the gate's name for accuracy over all suites (benchmark_history)
 BENCHMARK_ACC_NORM = "benchmark_acc_norm"  # the same, each choice's log-likelihood normalised by its length
@@ -268,13 +267,9 @@ def loggable_model(merged: dict):
 def commit_release(merged: dict, out_dir: str | Path, card: str, record: dict) -> dict[str, str]:
     """Write the model card and the manifest into the staging folder and rename it into place (the
     rename is the commit); returns the sha256 of every file, the card included."""
-    staging, final = Path(merged["staging"]), Path(out_dir)
+    staging = Path(merged["staging"])
     (staging / CARD).write_text(card, encoding="utf-8")
-    files = sha256_files(staging)
-    (staging / MANIFEST).write_text(json.dumps({**record, "files": files}, indent=1, default=str))
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
-    return files
+    return commit_folder(staging, Path(out_dir), record)
 
 
 def release_costs(tables: DeltaRoot, domain: str, lineage: list[dict], base: dict, checkpoint: dict) -> dict:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFEST = "manifest.json"  # as nexa_core.train.student.MANIFEST (student imports this module)
+from nexa_core.artifacts import MANIFEST, commit_folder, staging_for
 
 
 class BaseModelError(ValueError):
@@ -130,8 +128,7 @@ def resolve_base(name: str, bases_dir: Path | str, log=print) -> str:
     with FileLock(str(folder) + ".lock"):
         if (folder / MANIFEST).is_file():
             return str(folder)
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = staging_for(folder)
         log(f"base_model '{name}': converting {path} ({sha256[:12]}) into {folder}, once")
         convert(path, staging, name)
         manifest = {
@@ -145,6 +142,5 @@ def resolve_base(name: str, bases_dir: Path | str, log=print) -> str:
             "saved_dtype": "float32",
             "license": base.license,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        staging.rename(folder)  # the rename is the commit: a folder with a manifest is complete
+        commit_folder(staging, folder, manifest, hash_files=False)  # a 538 MB base: its GGUF's sha256 is its name
     return str(folder)

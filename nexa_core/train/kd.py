@@ -266,20 +266,12 @@ SFT_ONLY = "pruned-sft"  # the same pruned copy trained on the ordinary loss alo
 def commit_model(model, tokenizer, folder: Path, manifest: dict) -> dict:
     """Save under `folder` with a manifest of sha256s: written beside and renamed, so only a complete
     folder ever has a manifest in place. Returns the files' sha256s."""
-    import json
-    import shutil
+    from nexa_core.artifacts import commit_folder, staging_for
 
-    from nexa_core.train.student import MANIFEST
-    from nexa_core.train.trainer import sha256_files
-
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_for(folder)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / MANIFEST).write_text(json.dumps({**manifest, "files": sha256_files(staging)}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return sha256_files(folder)
+    return commit_folder(staging, folder, manifest)
 
 
 def distill_student(request, config: dict, log) -> dict:

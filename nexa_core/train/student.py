@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from nexa_core.artifacts import MANIFEST
+
 DEFAULT_STUDENT = "nexa-tiny-llama"
-MANIFEST = "manifest.json"  # beside every model folder this project writes: what made it, sha256s
 END = "<|end|>"
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", END, "<|system|>", "<|user|>", "<|assistant|>"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from nexa_core.artifacts import MANIFEST, commit_folder
 from nexa_core.stage import SFTRequest, serve
 from nexa_core.teacher.question_forms import split_sentences
-from nexa_core.train.student import MANIFEST
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 PRETRAIN_CONFIG = CONFIG_DIR / "pretrain_default.yaml"
@@ -45,17 +45,6 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> dict
 
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def sha256_files(folder: Path) -> dict[str, str]:
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        out[str(path.relative_to(folder))] = digest.hexdigest()
-    return out
 
 
 # Attention that runs packed documents each on its own (varlen kernels, or flex attention's block mask)
@@ -392,11 +381,7 @@ def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, mer
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(staging / "merged"))
         tokenizer.save_pretrained(str(staging / "merged"))
-    record = {**record, "files": sha256_files(staging)}
-    (staging / MANIFEST).write_text(json.dumps(record, indent=1))
-    final = out_dir / name
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)  # the rename is the commit
+    record = {**record, "files": commit_folder(staging, out_dir / name, record)}
     trainer.accelerator.wait_for_everyone()
     return record
 
