@@ -27,7 +27,6 @@ from nexa_core.release.promote import (
     find_record,
     gate_metric,
     loggable_model,
-    merge_checkpoint,
     metric_rows,
     model_card,
     newest_evaluated,
@@ -39,6 +38,7 @@ from nexa_core.release.promote import (
     trace_lineage,
 )
 from nexa_core.settings import from_settings
+from nexa_core.stage import MergeRequest
 from nexa_core.tables import (
     BENCHMARK_HISTORY,
     BENCHMARK_SCORES,
@@ -169,14 +169,11 @@ def model_release(
     yield check
 
 
-def merged_weights(domain: str, checkpoint: dict, merged_uri: str) -> dict:
-    try:  # the merge runs here: the checkpoint's files must be on this machine
-        return merge_checkpoint(checkpoint["artifact_uri"], merged_uri)
-    except (OSError, ValueError) as exc:
-        raise dg.Failure(
-            f"partition {domain}: could not merge checkpoint {checkpoint['checkpoint_id']} "
-            f"({checkpoint['artifact_uri']}): {exc}"
-        ) from exc
+def merged_weights(context, domain: str, checkpoint: dict, merged_uri: str, launcher: TrainingLauncher) -> dict:
+    """The merge, launched where training runs (the weights are loaded there, not in this process)."""
+    request = MergeRequest(domain=domain, checkpoint=checkpoint["artifact_uri"], output_dir=merged_uri)
+    merged, _ = launcher.run_stage(context, request, {})
+    return merged
 
 
 def release_lineage(instance: dg.DagsterInstance, domain: str, checkpoint: dict, base: dict) -> list[dict]:
@@ -214,7 +211,7 @@ def release(
     launcher.check_checkpoint(domain, checkpoint)
     base = find_record(tables, STUDENT_BASE, "base_id", checkpoint["base_id"]) or {}
     merged_uri = f"{launcher.artifact_root.rstrip('/')}/{domain}/release-{candidate}/model"
-    merged = merged_weights(domain, checkpoint, merged_uri)
+    merged = merged_weights(context, domain, checkpoint, merged_uri, launcher)
     components, base_path = loggable_model(merged)
     tags = {"domain": domain, "checkpoint_id": candidate, "dagster_run_id": context.run.run_id}
     name, version, run_id = tracking.register_release(domain, components, base_path, tags)

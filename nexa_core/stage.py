@@ -271,3 +271,20 @@ def serve(request: StageRequest, work, after=None) -> int:
         return 0
 
     return run_reporting_errors(run, Path(request.out_dir) / ERROR_FILE)
+
+
+@dataclass(kw_only=True)
+class MergeRequest(StageRequest):
+    """A release's full weights: a LoRA adapter merged into its base (a full fine-tune copied), with its tokenizer,
+    in <output_dir>.partial for the release to commit."""
+
+    module: ClassVar[str] = "nexa_core.release.merge"
+    process: ClassVar[str] = "merger"
+    result: ClassVar[str] = "merged"
+
+    checkpoint: str = field(metadata={"help": "the checkpoint's folder"})
+    output_dir: str = field(metadata={"help": "the release's model folder"})
+
+    @property
+    def out_dir(self) -> str:
+        return str(Path(self.output_dir).parent)

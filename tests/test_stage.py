@@ -7,6 +7,7 @@ from nexa_core.stage import (
     BenchmarkRequest,
     DistillRequest,
     GenerateRequest,
+    MergeRequest,
     ReadRequest,
     SFTRequest,
     TeacherLogitsRequest,
@@ -59,6 +60,7 @@ REQUESTS = [
         logits_id="ab12",
         overrides={"keep_layers": 12, "kind": "jsd"},
     ),
+    MergeRequest(domain="physics", checkpoint="/a/sft/model", output_dir="/a/release-ab12/model"),
 ]
 
 
@@ -68,8 +70,9 @@ def test_a_request_survives_its_argv(request_):
 
 
 def test_the_out_dir_is_where_the_stage_writes():
-    read, sft, generate, benchmark, logits, distill = REQUESTS
+    read, sft, generate, benchmark, logits, distill, merge = REQUESTS
     assert (read.out_dir, sft.out_dir, distill.out_dir) == ("/a/read", "/a/sft", "/a/distilled")
+    assert merge.out_dir == "/a/release-ab12"  # its log beside the release's model folder
     assert generate.out_dir == benchmark.out_dir == "/a/sft/eval" and logits.out_dir == "/a/kd"
 
 
