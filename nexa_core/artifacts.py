@@ -36,9 +36,8 @@ def commit_folder(staging: Path, folder: Path, manifest: dict, hash_files: bool 
     it to `folder`, replacing what was there; returns the sha256s ({} when not hashed)."""
     staging, folder = Path(staging), Path(folder)
     files = sha256_files(staging) if hash_files else {}
-    (staging / MANIFEST).write_text(
-        json.dumps({**manifest, **({"files": files} if hash_files else {})}, indent=1, default=str)
-    )
+    written = {**manifest, "files": files} if hash_files else manifest
+    (staging / MANIFEST).write_text(json.dumps(written, indent=1, default=str))
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return files

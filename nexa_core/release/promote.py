@@ -11,14 +11,13 @@ candidate wins only when its 95% interval lies wholly above the other's.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from nexa_core.artifacts import commit_folder, sha256_files
+from nexa_core.artifacts import commit_folder, sha256_files, staging_for
 from nexa_core.delta import DeltaRoot
 from nexa_core.evaluate.leaderboard import (
     ALL_SUITES,
@@ -219,8 +218,7 @@ def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
     from nexa_core.train.student import load_student, resolve_checkpoint
 
     model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
-    staging = Path(f"{out_dir}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_for(Path(out_dir))
     model, _ = load_student(model_path, dtype="auto")  # in the precision it was saved in (bf16 when trained in it)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
