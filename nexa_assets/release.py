@@ -3,7 +3,6 @@ must beat its base and the current champion), merged into full weights, register
 Registry under the alias `champion`, with a model card. `deployment` is what nexa-serve records when it
 serves a champion (nexa_assets/release_cli.py)."""
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -26,7 +25,6 @@ from nexa_core.release.promote import (
     commit_release,
     find_record,
     gate_metric,
-    loggable_model,
     metric_rows,
     model_card,
     newest_evaluated,
@@ -34,6 +32,7 @@ from nexa_core.release.promote import (
     release_costs,
     release_record,
     release_row,
+    release_summary,
     score_of,
     trace_lineage,
 )
@@ -169,9 +168,19 @@ def model_release(
     yield check
 
 
-def merged_weights(context, domain: str, checkpoint: dict, merged_uri: str, launcher: TrainingLauncher) -> dict:
-    """The merge, launched where training runs (the weights are loaded there, not in this process)."""
-    request = MergeRequest(domain=domain, checkpoint=checkpoint["artifact_uri"], output_dir=merged_uri)
+def merged_release(context, domain: str, candidate: str, folder: str, launcher: TrainingLauncher, target) -> dict:
+    """The merge and the registration, launched where training runs (the weights are loaded there, not in this
+    process): what merge_checkpoint made and the MLflow version it was registered as."""
+    request = MergeRequest(
+        domain=domain,
+        checkpoint=folder,
+        output_dir=f"{launcher.artifact_root.rstrip('/')}/{domain}/release-{candidate}/model",
+        registered_model=target.registered_model,
+        tracking_uri=target.tracking_uri,
+        experiment_id=target.experiment_id,
+        checkpoint_id=candidate,
+        dagster_run_id=context.run.run_id,
+    )
     merged, _ = launcher.run_stage(context, request, {})
     return merged
 
@@ -202,7 +211,7 @@ def release(
     launcher: TrainingLauncher,
     tracking: MlflowTracking,
 ):
-    """Merge, register, write the card, record the release, then move the alias (last: a crash before it
+    """Merge and register, write the card, record the release, then move the alias (last: a crash before it
     leaves the champion as it was)."""
     tables = delta.tables()
     checkpoint = find_record(tables, CHECKPOINT_HISTORY, "checkpoint_id", candidate)
@@ -210,22 +219,11 @@ def release(
         raise dg.Failure(f"partition {domain}: checkpoint {candidate} is evaluated but not in {CHECKPOINT_HISTORY}")
     launcher.check_checkpoint(domain, checkpoint)
     base = find_record(tables, STUDENT_BASE, "base_id", checkpoint["base_id"]) or {}
-    merged_uri = f"{launcher.artifact_root.rstrip('/')}/{domain}/release-{candidate}/model"
-    merged = merged_weights(context, domain, checkpoint, merged_uri, launcher)
-    components, base_path = loggable_model(merged)
-    tags = {"domain": domain, "checkpoint_id": candidate, "dagster_run_id": context.run.run_id}
-    name, version, run_id = tracking.register_release(domain, components, base_path, tags)
+    target = tracking.registry_target(domain)
+    merged = merged_release(context, domain, candidate, checkpoint["artifact_uri"], launcher, target)
+    summary = release_summary(domain, merged)
     lineage = release_lineage(context.instance, domain, checkpoint, base)
     costs = release_costs(tables, domain, lineage, base, checkpoint)
-    summary = {
-        "domain": domain,
-        "registered_model": name,
-        "model_version": version,
-        "served_model": f"{name}-v{version}",
-        "merged_uri": merged_uri,
-        "weights_sha256": merged["files"],
-        "released_at": datetime.now(timezone.utc),
-    }
     code = code_version(PROJECT_ROOT)
     card = model_card(
         summary,
@@ -239,26 +237,20 @@ def release(
         costs,
         code,
     )
-    manifest = {"checkpoint_id": candidate, **{k: summary[k] for k in ("domain", "registered_model", "model_version")}}
-    files = commit_release(
-        merged, merged_uri, card, manifest | {k: merged[k] for k in ("merged_from", "base_model_path")}
-    )
-    row = release_row(summary, checkpoint, decision, files, lineage, costs, code, card, run_id)
+    files = commit_release(merged, summary["merged_uri"], card, {"checkpoint_id": candidate, "domain": domain})
+    row = release_row(summary, checkpoint, decision, files, lineage, costs, code, card, merged["mlflow_run_id"])
+    yield from published(context, row, delta, tracking)
+
+
+def published(context, row: dict, delta: DeltaStore, tracking: MlflowTracking):
+    """A committed release recorded in release_history, then made the champion of its registered model."""
     frame = pl.DataFrame([row], schema=schemas.MODEL_RELEASE)
-    history = append_side_table(delta, RELEASE_HISTORY, domain, frame)
-    tracking.promote(
-        domain,
-        version,
-        run_id,
-        card,
-        {
-            "release_id": row["release_id"],
-            "checkpoint_id": candidate,
-            "merged_uri": merged_uri,
-            "served_model": row["served_model"],
-        },
+    history = append_side_table(delta, RELEASE_HISTORY, row["domain"], frame)
+    tracking.promote(row)
+    context.log.info(
+        f"partition {row['domain']}: {row['registered_model']} v{row['model_version']} is the champion "
+        f"({row['merged_uri']})"
     )
-    context.log.info(f"partition {domain}: {name} v{version} is the champion ({merged_uri})")
     yield dg.Output(frame, metadata=release_metadata(row, delta))
     context.log_event(history)
 

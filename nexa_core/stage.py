@@ -276,7 +276,7 @@ def serve(request: StageRequest, work, after=None) -> int:
 @dataclass(kw_only=True)
 class MergeRequest(StageRequest):
     """A release's full weights: a LoRA adapter merged into its base (a full fine-tune copied), with its tokenizer,
-    in <output_dir>.partial for the release to commit."""
+    in <output_dir>.partial for the release to commit; registered in MLflow when registered_model is given."""
 
     module: ClassVar[str] = "nexa_core.release.merge"
     process: ClassVar[str] = "merger"
@@ -284,6 +284,16 @@ class MergeRequest(StageRequest):
 
     checkpoint: str = field(metadata={"help": "the checkpoint's folder"})
     output_dir: str = field(metadata={"help": "the release's model folder"})
+    # where given, the merged release is also registered as a new version of this MLflow model, from here
+    registered_model: str | None = None
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    checkpoint_id: str | None = None
+    dagster_run_id: str | None = None
+
+    def registry_tags(self) -> dict[str, str]:
+        tags = {"domain": self.domain, "checkpoint_id": self.checkpoint_id, "dagster_run_id": self.dagster_run_id}
+        return {k: v for k, v in tags.items() if v}
 
     @property
     def out_dir(self) -> str:

@@ -2,20 +2,21 @@
 
 dagster-mlflow's `mlflow_tracking` is a function resource whose end-of-run hook is built for op jobs;
 under asset materializations its run stays RUNNING. This resource opens and closes one MLflow run
-per checkpoint instead, from the Dagster side, so the GPU node needs no mlflow install.
+per checkpoint instead, from the Dagster side, so a training node needs no mlflow install.
 
 Releases: one registered model per domain (`<registered_model_prefix><domain>`); a promoted release is
-a new version, and the alias `champion` is moved to it only once its merged weights are committed.
+a new version, logged by the merge stage where its weights are (nexa_core/release/registry.py: mlflow is
+needed there), and the alias `champion` is moved to it only once its merged weights are committed.
 """
 
 import json
 import os
-from importlib.metadata import version
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from nexa_core.release.registry import RegistryTarget
 from resources.delta import PROJECT_ROOT
 
 CHAMPION = "champion"  # the registry alias of each domain's promoted release
@@ -75,8 +76,9 @@ class MlflowTracking(dg.ConfigurableResource):
 
     # --- the Model Registry ------------------------------------------------------------------------
 
-    def registered_model(self, domain: str) -> str:
-        return f"{self.registered_model_prefix}{domain}"
+    def registered_model(self, domain: str, line: str = "") -> str:
+        """<prefix><domain>, or <prefix><domain>-<line> for another line of releases (a distilled student)."""
+        return f"{self.registered_model_prefix}{domain}" + (f"-{line}" if line else "")
 
     def run_params(self, run_id: str | None) -> dict[str, str] | None:
         """The parameters a training run logged (its whole config, flattened); None when this store does
@@ -90,57 +92,38 @@ class MlflowTracking(dg.ConfigurableResource):
         except MlflowException:
             return None
 
-    def champion_version(self, domain: str) -> int | None:
-        """The registry version the domain's alias `champion` points at; None when there is none."""
+    def champion_version(self, domain: str, line: str = "") -> int | None:
+        """The registry version the alias `champion` of the domain's model (of that line) points at; None when
+        there is none."""
         from mlflow.exceptions import MlflowException
 
         try:
             return int(
                 self._mlflow()
                 .MlflowClient()
-                .get_model_version_by_alias(self.registered_model(domain), CHAMPION)
+                .get_model_version_by_alias(self.registered_model(domain, line), CHAMPION)
                 .version
             )
         except MlflowException:  # no registered model, or no alias on it
             return None
 
-    def register_release(
-        self, domain: str, components: dict, base_model_path: str | None, tags: dict[str, str]
-    ) -> tuple[str, int, str]:
-        """Log the model (with a LoRA adapter, the local base is referenced through base_model_path, not
-        copied) in a run of its own and register it as a new version; (name, version, run id).
-        The alias is not moved here: promote() does that once the release is committed."""
-        from huggingface_hub import ModelCard
+    def registry_target(self, domain: str, line: str = "") -> RegistryTarget:
+        """Where the merge stage registers a release of the domain (it logs the weights it merged, so this
+        process never loads them). The alias is not moved there: promote() does that once the release is
+        committed."""
+        name = self.registered_model(domain, line)
+        return RegistryTarget(self.tracking_uri, self._experiment_id(self._mlflow()), name)
 
-        mlflow = self._mlflow()
-        name = self.registered_model(domain)
-        packages = ["torch", "transformers", *(["peft"] if base_model_path else [])]
-        with mlflow.start_run(
-            experiment_id=self._experiment_id(mlflow), run_name=f"{domain}-release", tags=tags
-        ) as run:
-            info = mlflow.transformers.log_model(
-                transformers_model=components,
-                name="model",
-                task="llm/v1/chat",
-                base_model_path=base_model_path,
-                registered_model_name=name,
-                metadata=tags,
-                # pinned here: mlflow's inference of requirements imports torchvision, which is not installed
-                pip_requirements=[f"{p}=={version(p)}" for p in packages],
-                # given, so mlflow does not look the card up on the hub
-                model_card=ModelCard(f"# {name}\n\nThe model card is this version's description."),
-            )
-            return name, int(info.registered_model_version), run.info.run_id
-
-    def promote(self, domain: str, model_version: int, run_id: str, card: str, tags: dict[str, str]) -> None:
-        """The model card becomes the version's description and a run artifact; then `champion` moves."""
+    def promote(self, release: dict) -> None:
+        """A committed release (its release_history row): the model card becomes the version's description
+        and a run artifact, the row's ids its tags; then `champion` moves to it."""
         client = self._mlflow().MlflowClient()
-        name = self.registered_model(domain)
-        client.log_text(run_id, card, "model_card.md")
-        client.update_model_version(name, str(model_version), description=card)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, str(model_version), key, value)
-        client.set_registered_model_alias(name, CHAMPION, str(model_version))
+        name, version = release["registered_model"], str(release["model_version"])
+        client.log_text(release["mlflow_run_id"], release["model_card"], "model_card.md")
+        client.update_model_version(name, version, description=release["model_card"])
+        for key in ("release_id", "checkpoint_id", "merged_uri", "served_model"):
+            client.set_model_version_tag(name, version, key, release[key])
+        client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, str]:

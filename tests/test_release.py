@@ -291,7 +291,8 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nexa_assets import pretrain, train
-    from nexa_core.release.promote import commit_release, loggable_model, merge_checkpoint
+    from nexa_core.release.promote import commit_release, merge_checkpoint
+    from nexa_core.release.registry import loggable_model, register_release
 
     root = copy_tables(evaluated_physics["root"], tmp_path)
     texts = read(root, "raw_documents")["text"].to_list()
@@ -314,7 +315,9 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
     assert checkpoint["finetune"] == "lora"
     folder = tmp_path / "release" / "model"
     merged = merge_checkpoint(checkpoint["artifact_uri"], folder)
-    components, base_path = loggable_model(merged)  # PEFT over the base, for the registry
+    _, base_path = loggable_model(merged)  # PEFT over the base, for the registry
+    store = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'lora.db'}", artifact_location=str(tmp_path / "runs"))
+    registered = register_release(store.registry_target(DOMAIN), merged, {"domain": DOMAIN})
     files = commit_release(merged, folder, "# card\n", {"test": True})
     assert files == sha256_files(folder) and not (folder / "adapter_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -334,9 +337,7 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
         plain = AutoModelForCausalLM.from_pretrained(base).eval()(ids).logits
     assert torch.allclose(got, reference, atol=1e-4) and not torch.allclose(got, plain, atol=1e-4)
     assert Path(base_path) == base
-    store = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'lora.db'}", artifact_location=str(tmp_path / "runs"))
-    name, version, run_id = store.register_release(DOMAIN, components, base_path, {"domain": DOMAIN})
-    assert (name, version) == ("nexa-physics", 1)
+    assert (registered["registered_model"], registered["model_version"]) == ("nexa-physics", 1)
     logged = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
     assert any(p.name == "adapter_model.safetensors" for p in logged)
     assert not any(p.name == "model.safetensors" for p in logged)  # the base's weights are not copied

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -247,27 +248,28 @@ def checkpoint_tokenizer(checkpoint_dir: str | Path):
     return tokenizer
 
 
-def loggable_model(merged: dict):
-    """(transformers components, local base path or None) for the MLflow Model Registry: a LoRA release is
-    logged as its adapter over a referenced local base (not copied); a full fine-tune as its merged weights."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(merged["staging"])
-    if merged["adapter"]:
-        base = AutoModelForCausalLM.from_pretrained(merged["base_model_path"])
-        return {"model": PeftModel.from_pretrained(base, merged["adapter"]), "tokenizer": tokenizer}, merged[
-            "base_model_path"
-        ]
-    return {"model": AutoModelForCausalLM.from_pretrained(merged["staging"]), "tokenizer": tokenizer}, None
+def release_summary(domain: str, merged: dict) -> dict:
+    """What the merge stage made and registered, as the card and the release row name it."""
+    name, version = merged["registered_model"], merged["model_version"]
+    return {
+        "domain": domain,
+        "registered_model": name,
+        "model_version": version,
+        "served_model": f"{name}-v{version}",
+        "merged_uri": merged["merged_uri"],
+        "weights_sha256": merged["files"],
+        "released_at": datetime.now(timezone.utc),
+    }
 
 
 def commit_release(merged: dict, out_dir: str | Path, card: str, record: dict) -> dict[str, str]:
-    """Write the model card and the manifest into the staging folder and rename it into place (the
-    rename is the commit); returns the sha256 of every file, the card included."""
+    """Write the model card and the manifest (record, and what was merged and registered) into the staging
+    folder and rename it into place (the rename is the commit); returns the sha256 of every file, the card
+    included."""
     staging = Path(merged["staging"])
     (staging / CARD).write_text(card, encoding="utf-8")
-    return commit_folder(staging, Path(out_dir), record)
+    made = ("merged_from", "base_model_path", "registered_model", "model_version")
+    return commit_folder(staging, Path(out_dir), record | {k: merged[k] for k in made if k in merged})
 
 
 def release_costs(tables: DeltaRoot, domain: str, lineage: list[dict], base: dict, checkpoint: dict) -> dict:
