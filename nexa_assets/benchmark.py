@@ -3,8 +3,6 @@ lm-evaluation-harness on the latest student checkpoint and its base, through the
 (pool "gpu"). Per-item scores are the asset; per suite and topic means with bootstrap intervals go to
 the benchmark_history table (read by the leaderboard) and to the metadata."""
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -21,14 +19,12 @@ from nexa_core.evaluate.benchmark import (
     BenchmarkConfig,
     SuiteError,
     load_suites,
-    suites_digest,
+    scored_items,
+    suite_request,
     summarize,
 )
 from nexa_core.evaluate.leaderboard import interval_text
-from nexa_core.ids import content_id
-from nexa_core.stage import BenchmarkRequest
 from nexa_core.tables import BENCHMARK_HISTORY
-from nexa_core.train.checkpoints import eval_dir
 from nexa_core.train.student import ROLES
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
@@ -107,34 +103,16 @@ def benchmark_scores(
     checkpoint = student_checkpoint.row(0, named=True)
     launcher.check_checkpoint(domain, checkpoint)
     settings = config.benchmark_config()
-    out_dir = eval_dir(checkpoint["artifact_uri"])
-    run_id = content_id(checkpoint["checkpoint_id"], asdict(settings), suites_digest(suites))
-    output = f"{out_dir}/benchmark-{run_id}.parquet"
-    request = BenchmarkRequest(
-        domain=domain,
-        checkpoint=checkpoint["artifact_uri"],
-        suite_dir=str(folder),
-        output=output,
-        expect_sha256=checkpoint["files_sha256"],
-        overrides=asdict(settings),
-    )
+    ids = {"model_id": checkpoint["checkpoint_id"], "model_uri": checkpoint["artifact_uri"]}
+    request = suite_request(domain, folder, suites, settings, **ids, files_sha256=checkpoint["files_sha256"])
     run, _ = launcher.run_stage(context, request, {**(delta.storage_options or {}), **OFFLINE})
-    recorded = {
-        **asdict(settings),
-        "chat_template_applied": run["chat_template"],
-        "system_prompt_applied": run["system_prompt"],
-        "lm_eval_version": run["lm_eval_version"],
-        "device": run["device"],
-        "dtype": run["dtype"],
-    }
-    scores = schemas.conform(
-        pl.read_parquet(output).with_columns(
-            domain=pl.lit(domain),
-            round=pl.lit(checkpoint["round"]),
-            checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
-            benchmark_config=pl.lit(json.dumps(recorded)),
-        ),
-        schemas.BENCHMARK_SCORES,
+    scores, recorded = scored_items(
+        request.output,
+        run,
+        settings,
+        domain=domain,
+        round=checkpoint["round"],
+        checkpoint_id=checkpoint["checkpoint_id"],
     )
     summary = summarize(
         scores,
@@ -151,7 +129,7 @@ def benchmark_scores(
             "round": checkpoint["round"],
             "suites": len(suites),
             "suite_dir": str(folder),
-            "scores_file": output,
+            "scores_file": request.output,
         },
     )
     context.log_event(history)

@@ -3,7 +3,7 @@ and feedback loop sensors, resources."""
 
 import dagster as dg
 
-from nexa_assets import benchmark, checks, distill, evaluate, kd, pretrain, release, train
+from nexa_assets import benchmark, checks, distill, distilled_release, evaluate, kd, pretrain, release, train
 from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sensor
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.environment import Environment
@@ -35,6 +35,7 @@ round_job = dg.define_asset_job(  # a release is its own decision, not the end o
         dg.AssetSelection.assets("teacher_inputs").downstream()
         - dg.AssetSelection.assets(release.model_release).downstream()
         - KD
+        - dg.AssetSelection.assets(distilled_release.distilled_release)
     ).materializable(),  # not the side tables: their writers record them
     description="One round of the feedback loop for a domain: teacher inputs (mixing in the latest feedback set) "
     "-> teacher -> filters -> SFT -> train -> eval -> feedback set, and the leaderboard.",
@@ -62,11 +63,12 @@ def build_defs(env: Environment) -> dg.Definitions:
             benchmark.benchmark_scores,
             benchmark.benchmark_history,
             release.model_release,
+            distilled_release.distilled_release,
             release.release_history,
             release.deployment,
         ],
         asset_checks=checks.quality_checks,
-        jobs=[distill_job, nexa_job, round_job, release.release_job, kd_job],
+        jobs=[distill_job, nexa_job, round_job, release.release_job, kd_job, distilled_release.distilled_release_job],
         sensors=[
             build_raw_folder_sensor(distill_job, env.raw_root),
             build_feedback_loop_sensor(round_job, env.max_rounds, env.min_improvement),

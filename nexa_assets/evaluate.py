@@ -211,12 +211,7 @@ def eval_metrics(
         .pivot("model_role", index="topic", values="mean")
         .sort("topic")
     )
-    judged_items, unparseable, parse_rate = judge_parsing(scores)
-    for row in unparseable.head(3).iter_rows(named=True):
-        context.log.warning(
-            f"partition {domain}: judgement of example {row['example_id']} ({row['model_role']}) "
-            f"{row['judge_status']}: {str(row['judge_raw'])[:160]!r}"
-        )
+    parsed, check = judge_parsed(context, domain, scores, config.min_judge_parse_rate)
     yield dg.Output(
         scores,
         metadata={
@@ -225,24 +220,36 @@ def eval_metrics(
             "checkpoint_id": scores["checkpoint_id"][0],
             "primary_metric": main_metric,
             "judge": judge.model if judge.backend != "none" else "not configured",
-            "judged": judged_items.height,
-            "judge_unparseable": unparseable.height,
+            **parsed,
             "by_topic": dg.MetadataValue.md(table_markdown(by_topic, rows=by_topic.height)),
             **versions_read(delta, EVAL_PREDICTIONS),
         },
     )
     context.log_event(history)
-    yield dg.AssetCheckResult(
+    yield check
+
+
+def judge_parsed(context, domain: str, scores: pl.DataFrame, min_rate: float) -> tuple[dict, dg.AssetCheckResult]:
+    """(the judged and unparseable counts, the judge_parsed check); the first unparseable judgements logged."""
+    judged_items, unparseable, parse_rate = judge_parsing(scores)
+    for row in unparseable.head(3).iter_rows(named=True):
+        context.log.warning(
+            f"partition {domain}: judgement of example {row['example_id']} ({row['model_role']}) "
+            f"{row['judge_status']}: {str(row['judge_raw'])[:160]!r}"
+        )
+    example = (
+        f" (e.g. example {unparseable['example_id'][0]}: {str(unparseable['judge_raw'][0])[:120]!r})"
+        if unparseable.height
+        else ""
+    )
+    check = dg.AssetCheckResult(
         check_name="judge_parsed",
-        passed=parse_rate >= config.min_judge_parse_rate,
+        passed=parse_rate >= min_rate,
         description=f"partition {domain}: {unparseable.height} of {judged_items.height} judgements unparseable"
-        + (
-            f" (e.g. example {unparseable['example_id'][0]}: {str(unparseable['judge_raw'][0])[:120]!r})"
-            if unparseable.height
-            else ""
-        ),
+        + example,
         metadata={"parse_rate": parse_rate, "unparseable": unparseable.height},
     )
+    return {"judged": judged_items.height, "judge_unparseable": unparseable.height}, check
 
 
 def eval_history(delta: DeltaStore, domain: str | None = None) -> pl.DataFrame:

@@ -3,7 +3,6 @@ trained by SFT alone and the off-the-shelf base: answers to the test split and t
 where training runs (pool "gpu"), with each model's size and generation speed."""
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -12,12 +11,12 @@ import polars as pl
 from nexa_assets.benchmark import SUITE_ROOT
 from nexa_assets.evaluate import GROUP
 from nexa_assets.partitions import LAUNCHED
-from nexa_core.evaluate.benchmark import OFFLINE, BenchmarkConfig, SuiteError, load_suites, suites_digest
+from nexa_core.evaluate.benchmark import OFFLINE, BenchmarkConfig, SuiteError, load_suites, suite_request
 from nexa_core.evaluate.distilled import SCORED_ROLES, distilled_summary, distilled_verdicts, generation_speed
 from nexa_core.evaluate.generate import load_generation_config
 from nexa_core.evaluate.leaderboard import distilled_markdown
 from nexa_core.ids import content_id
-from nexa_core.stage import BenchmarkRequest, GenerateRequest
+from nexa_core.stage import GenerateRequest
 from nexa_core.tables import SFT_DATASET
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
@@ -49,15 +48,10 @@ def scoring_requests(domain: str, distilled: dict, config: DistilledScoreSetting
     )
     if not suites:
         return answers, None
-    settings = asdict(BenchmarkConfig.from_dict({**config.benchmark, "roles": list(config.roles)}))
-    run_id = content_id(distilled["distilled_id"], settings, suites_digest(suites))
-    return answers, BenchmarkRequest(
-        **common,
-        checkpoint=distilled["model_uri"],
-        suite_dir=str(Path(config.suite_root) / domain),
-        output=f"{out_dir}/benchmark-{run_id}.parquet",
-        overrides=settings,
-    )
+    settings = BenchmarkConfig.from_dict({**config.benchmark, "roles": list(config.roles)})
+    suite_dir = Path(config.suite_root) / domain
+    ids = {"model_id": distilled["distilled_id"], "model_uri": distilled["model_uri"]}
+    return answers, suite_request(domain, suite_dir, suites, settings, **ids, files_sha256=distilled["files_sha256"])
 
 
 @dg.asset(**LAUNCHED, group_name=GROUP, code_version="1", kinds={"pytorch", "delta"})

@@ -55,6 +55,7 @@ from resources.launcher import TrainingLauncher
 from resources.tracking import CHAMPION, MlflowTracking
 
 GROUP = "release"
+RELEASE_READS = (EVAL_HISTORY, BENCHMARK_HISTORY, CHECKPOINT_HISTORY, STUDENT_BASE, EVAL_METRICS)
 release_history = side_table_spec(RELEASE_HISTORY, GROUP)
 
 
@@ -132,7 +133,7 @@ def model_release(
     champion = None
     if champion_version is not None:
         try:
-            champion = release_record(delta.tables(), domain, champion_version)
+            champion = release_record(delta.tables(), domain, champion_version, tracking.registered_model(domain))
         except ReleaseError as exc:
             raise dg.Failure(
                 f"partition {domain}: the registry's champion is v{champion_version} but: {exc}; "
@@ -239,11 +240,12 @@ def release(
     )
     files = commit_release(merged, summary["merged_uri"], card, {"checkpoint_id": candidate, "domain": domain})
     row = release_row(summary, checkpoint, decision, files, lineage, costs, code, card, merged["mlflow_run_id"])
-    yield from published(context, row, delta, tracking)
+    yield from published(context, row, delta, tracking, RELEASE_READS)
 
 
-def published(context, row: dict, delta: DeltaStore, tracking: MlflowTracking):
-    """A committed release recorded in release_history, then made the champion of its registered model."""
+def published(context, row: dict, delta: DeltaStore, tracking: MlflowTracking, reads: tuple[str, ...]):
+    """A committed release recorded in release_history, then made the champion of its registered model; `reads`:
+    the tables whose versions the metadata records."""
     frame = pl.DataFrame([row], schema=schemas.MODEL_RELEASE)
     history = append_side_table(delta, RELEASE_HISTORY, row["domain"], frame)
     tracking.promote(row)
@@ -251,11 +253,11 @@ def published(context, row: dict, delta: DeltaStore, tracking: MlflowTracking):
         f"partition {row['domain']}: {row['registered_model']} v{row['model_version']} is the champion "
         f"({row['merged_uri']})"
     )
-    yield dg.Output(frame, metadata=release_metadata(row, delta))
+    yield dg.Output(frame, metadata=release_metadata(row, delta, reads))
     context.log_event(history)
 
 
-def release_metadata(row: dict, delta: DeltaStore) -> dict:
+def release_metadata(row: dict, delta: DeltaStore, reads: tuple[str, ...]) -> dict:
     name = row["registered_model"]
     return {
         "registered_model": name,
@@ -270,7 +272,7 @@ def release_metadata(row: dict, delta: DeltaStore) -> dict:
         "teacher_usd": row["teacher_usd"] or 0.0,
         "gpu_hours": row["gpu_hours"],
         "model_card": dg.MetadataValue.md(row["model_card"]),
-        **versions_read(delta, EVAL_HISTORY, BENCHMARK_HISTORY, CHECKPOINT_HISTORY, STUDENT_BASE, EVAL_METRICS),
+        **versions_read(delta, *reads),
     }
 
 

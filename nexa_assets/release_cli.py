@@ -12,23 +12,21 @@ nexa-release-rows DOMAIN [--version N] [--split train]
 
 import argparse
 import json
-import os
 import signal
-import subprocess
 import sys
-from datetime import datetime, timezone
 
 import polars as pl
 
 from nexa_assets.cli import ensure_dagster_home
 from nexa_core import schemas
 from nexa_core.evaluate.generate import CheckpointError, verify_checkpoint
-from nexa_core.ids import content_id
-from nexa_core.release.promote import ReleaseError, champion_release, release_record, trained_rows
+from nexa_core.release.promote import DISTILLED_LINE, ReleaseError, champion_release, release_record, trained_rows
 from nexa_core.release.serve import (
     ServeError,
+    deployment_row,
     served_folder,
-    serving_env,
+    start_server,
+    stop_server,
     transformers_serve_command,
     vllm_command,
     wait_until_ready,
@@ -86,10 +84,15 @@ def serve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the first answer")
     parser.add_argument("--vllm", action="store_true", help="print the vLLM command for the champion and exit")
+    parser.add_argument(
+        "--distilled", action="store_true", help="the champion of the domain's distilled students (distilled_release)"
+    )
     args = parser.parse_args(argv)
     env, delta, tracking = resources()
+    line = DISTILLED_LINE if args.distilled else ""
     try:
-        release = champion_release(delta.tables(), args.domain, tracking.champion_version(args.domain))
+        version = tracking.champion_version(args.domain, line)
+        release = champion_release(delta.tables(), args.domain, version, tracking.registered_model(args.domain, line))
         verify_checkpoint(release["merged_uri"], json.loads(release["files_sha256"]))
     except (ReleaseError, CheckpointError) as exc:
         return fail("nexa-serve", str(exc))
@@ -100,15 +103,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     folder = served_folder(release["merged_uri"], served)
     log_file = folder / f"server-{args.port}.log"
     command = transformers_serve_command(served, args.host, args.port, args.device, args.dtype)
-    with log_file.open("ab") as log:
-        server = subprocess.Popen(
-            command,
-            cwd=folder,
-            env=serving_env(os.environ),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    server = start_server(command, folder, log_file)
 
     def stop(*_) -> None:  # SIGTERM or SIGINT: leave, and the finally below stops the server
         sys.exit(0)
@@ -121,22 +116,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             ready = wait_until_ready(server, root_url, args.ready_timeout, log_file)
         except ServeError as exc:
             return fail("nexa-serve", f"domain {args.domain}: {served} did not start: {exc}")
-        started = datetime.now(timezone.utc)
-        row = {
-            "domain": args.domain,
-            "deployment_id": content_id(args.domain, root_url, started.isoformat(), server.pid),
-            "endpoint_url": f"{root_url}/v1",
-            "served_model": served,
-            "registered_model": release["registered_model"],
-            "model_version": release["model_version"],
-            "release_id": release["release_id"],
-            "merged_uri": release["merged_uri"],
-            "server": " ".join(command),
-            "device": args.device,
-            "pid": server.pid,
-            "ready_seconds": ready,
-            "started_at": started,
-        }
+        row = deployment_row(release, root_url, command, args.device, server.pid, ready)
         record_deployment(env, delta, row)
         print(
             f"nexa-serve: {args.domain} champion {release['registered_model']} v{release['model_version']} answers "
@@ -148,16 +128,6 @@ def serve_main(argv: list[str] | None = None) -> int:
         stop_server(server)
 
 
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def rows_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nexa-release-rows", description="Print the SFT rows a release was trained on, one JSON object a line."
@@ -167,11 +137,12 @@ def rows_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
     args = parser.parse_args(argv)
     _, delta, tracking = resources()
+    name, tables = tracking.registered_model(args.domain), delta.tables()
     try:
         release = (
-            release_record(delta.tables(), args.domain, args.version)
+            release_record(tables, args.domain, args.version, name)
             if args.version is not None
-            else champion_release(delta.tables(), args.domain, tracking.champion_version(args.domain))
+            else champion_release(tables, args.domain, tracking.champion_version(args.domain), name)
         )
     except ReleaseError as exc:
         return fail("nexa-release-rows", str(exc))

@@ -72,6 +72,30 @@ ACTIVE = [
 ]
 
 
+def newest_feedback(instance: dg.DagsterInstance, domain: str) -> tuple[int | None, dict]:
+    """(storage id, metadata values) of the domain's newest feedback_set materialization; (None, {}) before one."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("feedback_set"), asset_partitions=[domain]), limit=1
+    ).records
+    if not records:
+        return None, {}
+    return records[0].storage_id, {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def next_round_request(domain: str, storage_id: int, meta: dict) -> dg.RunRequest:
+    """The next round of the domain, keyed by the feedback set that asked for it (a tick never asks twice)."""
+    next_round = meta["round"] + 1
+    return dg.RunRequest(
+        partition_key=domain,
+        run_key=f"{domain}:round-{next_round}:feedback-{storage_id}",
+        tags={
+            "nexa/round": str(next_round),
+            "nexa/feedback_version": str(meta.get("delta_version")),
+            "nexa/feedback_round": str(meta["round"]),
+        },
+    )
+
+
 def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
     @dg.sensor(
         job=job,
@@ -89,13 +113,9 @@ def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
         handled = json.loads(context.cursor) if context.cursor else {}  # domain -> storage id acted on
         runs, notes = [], []
         for domain in sorted(context.instance.get_dynamic_partitions(domain_partitions.name)):
-            records = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("feedback_set"), asset_partitions=[domain]), limit=1
-            ).records
-            if not records or handled.get(domain, 0) >= records[0].storage_id:
+            storage_id, meta = newest_feedback(context.instance, domain)
+            if storage_id is None or handled.get(domain, 0) >= storage_id:
                 continue
-            record = records[0]
-            meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
             blocker = next_round_blocker(
                 meta["round"],
                 meta["new_requests"],
@@ -105,7 +125,7 @@ def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
                 min_improvement,
             )
             if blocker:
-                handled[domain] = record.storage_id
+                handled[domain] = storage_id
                 notes.append(f"{domain}: stopped, {blocker}")
                 continue
             if context.instance.get_run_records(
@@ -113,20 +133,9 @@ def build_feedback_loop_sensor(job, max_rounds: int, min_improvement: float):
             ):
                 notes.append(f"{domain}: a run of this domain is in progress; the next round waits for it")
                 continue  # the cursor stays, so the next tick asks again
-            handled[domain] = record.storage_id
-            next_round = meta["round"] + 1
-            runs.append(
-                dg.RunRequest(
-                    partition_key=domain,
-                    run_key=f"{domain}:round-{next_round}:feedback-{record.storage_id}",
-                    tags={
-                        "nexa/round": str(next_round),
-                        "nexa/feedback_version": str(meta.get("delta_version")),
-                        "nexa/feedback_round": str(meta["round"]),
-                    },
-                )
-            )
-            notes.append(f"{domain}: round {next_round} requested (feedback set v{meta.get('delta_version')})")
+            handled[domain] = storage_id
+            runs.append(next_round_request(domain, storage_id, meta))
+            notes.append(f"{domain}: round {meta['round'] + 1} requested (feedback set v{meta.get('delta_version')})")
         for note in notes:
             context.log.info(note)
         return dg.SensorResult(

@@ -24,6 +24,7 @@ TEACHER_LOGITS = "teacher_logits"
 STUDENT_DISTILLED = "student_distilled"
 DISTILLED_SCORES = "distilled_scores"
 MODEL_RELEASE = "model_release"
+DISTILLED_RELEASE = "distilled_release"
 DEPLOYMENT = "deployment"
 
 # The teacher's ledger (nexa_core.teacher.ledger): paid answers by request, so nothing is paid for twice.
@@ -42,7 +43,7 @@ RELEASE_HISTORY = "release_history"
 @dataclass(frozen=True)
 class SideTable:
     name: str
-    written_by: str  # the asset whose step writes it
+    written_by: str  # the asset (or assets) whose step writes it
     schema: dict | None
     description: str
 
@@ -77,9 +78,10 @@ SIDE_TABLES = {
         ),
         SideTable(
             RELEASE_HISTORY,
-            MODEL_RELEASE,
+            f"{MODEL_RELEASE} and {DISTILLED_RELEASE}",
             schemas.MODEL_RELEASE,
-            "Every gate decision, promoted or refused, with the evidence and the registered version.",
+            "Every promoted release of a domain's registered models (its own and its -distilled line), with the "
+            "gate's evidence and the registered version.",
         ),
     )
 }

@@ -162,14 +162,14 @@ def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_t
     return generate_answers(model, tokenizer, conversations, config)
 
 
-def start_nexa_serve(root: Path, domain: str, served_model: str, timeout: float = 300) -> dict:
-    """`nexa-serve DOMAIN` on a free port of 127.0.0.1, once it has answered a first question."""
+def start_nexa_serve(root: Path, domain: str, served_model: str, *options: str, timeout: float = 300) -> dict:
+    """`nexa-serve DOMAIN [options]` on a free port of 127.0.0.1, once it has answered a first question."""
     from openai import OpenAI
 
     port = free_port()
     log = (root / "nexa-serve.err").open("w")
     proc = subprocess.Popen(
-        [NEXA_SERVE, domain, "--port", str(port), "--device", "cpu"],
+        [NEXA_SERVE, domain, *options, "--port", str(port), "--device", "cpu"],
         env=command_env(root),
         stdout=subprocess.PIPE,
         stderr=log,

@@ -1,7 +1,8 @@
 """Logit-level distillation pieces on a tiny Llama: depth pruning keeps the layers asked for and the pruned
 model still generates; the KD loss is the full KL when k is the vocabulary, zero for the teacher itself, falls
 while a pruned student trains, and is the same from cached top-k as from live logits; a vocabulary mismatch is
-refused by name."""
+refused by name; the distilled release's gate. The graph test runs them as assets, through the release of the
+distilled student and nexa-serve answering with it."""
 
 import json
 from pathlib import Path
@@ -163,6 +164,30 @@ def test_a_student_with_another_vocabulary_is_refused_by_name():
     check_vocabularies(tiny(), tiny(layers=2))
 
 
+def distilled_scores_frame(student: float, base: float, teacher: float, width: float = 0.05) -> pl.DataFrame:
+    rows = [
+        {"model_role": role, "source": "suites", "metric": "accuracy", "mean": mean, "n": 40}
+        | {"ci_low": mean - width, "ci_high": mean + width}
+        for role, mean in (("student", student), ("base", base), ("teacher", teacher))
+    ]
+    return pl.DataFrame(rows)
+
+
+def test_the_distilled_gate_asks_for_a_lift_over_the_base_and_a_share_of_the_teacher():
+    from nexa_core.release.distilled import DistilledGateConfig, distilled_gate
+
+    passed = distilled_gate(DistilledGateConfig(), distilled_scores_frame(0.70, 0.30, 0.73))
+    assert passed.passed and passed.metric == "benchmark_accuracy"
+    assert passed.lifts["kept_of_teacher"] == pytest.approx(0.70 / 0.73)
+    assert "keeps 0.959 of its teacher's" in passed.description()
+    too_small = distilled_gate(DistilledGateConfig(), distilled_scores_frame(0.55, 0.30, 0.73))
+    assert not too_small.passed and "under the 0.900 asked" in too_small.description()
+    near_base = distilled_gate(DistilledGateConfig(), distilled_scores_frame(0.70, 0.62, 0.73))
+    assert not near_base.passed and "does not beat the base" in near_base.description()
+    by_means = distilled_gate(DistilledGateConfig(rule="mean"), distilled_scores_frame(0.70, 0.62, 0.73))
+    assert by_means.passed
+
+
 @pytest.mark.slow  # the teacher and the distiller run as launched stages
 def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_that_reuses_them(
     evaluated_physics, tmp_path
@@ -242,6 +267,48 @@ def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_th
     model, tokenizer = load_student(distilled["model_uri"])
     prompt = tokenizer("Gravity", return_tensors="pt")
     assert model.generate(**prompt, max_new_tokens=4, do_sample=False).shape[1] > prompt["input_ids"].shape[1]
+    # released as <model>-distilled through its gate: refused first (it cannot keep twice its teacher's score),
+    # then let through, merged, registered and served; the domain's own champion line is untouched
+    from release_helpers import start_nexa_serve, stop_nexa_serve
+
+    from nexa_assets.distilled_release import distilled_release
+
+    def release(**gate):
+        return dg.materialize(
+            [*assets, distilled_release],
+            selection=[distilled_release],
+            partition_key="physics",
+            instance=instance,
+            resources=graph_resources(root),
+            run_config={"ops": {"distilled_release": {"config": gate}}},
+            raise_on_error=False,
+        )
+
+    def gate_check(result):
+        checks = [
+            e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        return next(c for c in checks if c.check_name == "distilled_gate")
+
+    refused = release(min_kept=2.0)
+    assert not gate_check(refused).passed and "under the 2.000 asked" in gate_check(refused).description
+    assert not (root / "delta" / "nexa" / "release_history").exists()
+    passed = release(rule="mean", min_lift_over_base=-1.0, min_kept=0.0)
+    assert passed.success and gate_check(passed).passed
+    released = read(root, "distilled_release").row(0, named=True)
+    assert (released["registered_model"], released["model_version"]) == ("nexa-physics-distilled", 1)
+    assert released["checkpoint_id"] == distilled["distilled_id"] and released["finetune"] == "distilled"
+    card = Path(released["merged_uri"], "README.md").read_text()
+    assert "a distilled physics student" in card and distilled["teacher_id"] in card and "| pruned_sft |" in card
+    tracking = graph_resources(root)["tracking"]
+    assert tracking.champion_version("physics", "distilled") == 1 and tracking.champion_version("physics") is None
+    server = start_nexa_serve(root, "physics", released["served_model"], "--distilled")
+    try:
+        first = server["first"]
+        assert first.model.startswith(released["served_model"]) and first.choices[0].message.content is not None
+        assert "nexa-physics-distilled v1 answers" in server["announcement"]
+    finally:
+        stop_nexa_serve(server)
     # a second student from the same cached logits: the teacher is not run again
     second = dg.materialize(
         assets,

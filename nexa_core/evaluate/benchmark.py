@@ -44,7 +44,9 @@ from nexa_core.distill.sft import SplitConfig
 from nexa_core.evaluate.generate import verify_checkpoint
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
+from nexa_core.schemas import BENCHMARK_SCORES, conform
 from nexa_core.stage import BenchmarkRequest, serve
+from nexa_core.train.checkpoints import eval_dir
 from nexa_core.train.student import CHECKPOINT_ROLES, ROLES, present_roles
 from nexa_core.train.trainer import device_name, use_bf16
 
@@ -592,6 +594,44 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
 
 
 # --- entry point ---------------------------------------------------------------------------------
+
+
+def suite_request(
+    domain: str,
+    suite_dir: Path,
+    suites: list[Suite],
+    settings: BenchmarkConfig,
+    *,
+    model_id: str,
+    model_uri: str,
+    files_sha256: str,
+) -> BenchmarkRequest:
+    """The launched run of a model folder on the domain's suites; its output file is keyed by the model, the
+    settings and the suites' contents, beside the model's other scores."""
+    run_id = content_id(model_id, asdict(settings), suites_digest(suites))
+    return BenchmarkRequest(
+        domain=domain,
+        checkpoint=model_uri,
+        suite_dir=str(suite_dir),
+        output=f"{eval_dir(model_uri)}/benchmark-{run_id}.parquet",
+        expect_sha256=files_sha256,
+        overrides=asdict(settings),
+    )
+
+
+def scored_items(output: str, run: dict, settings: BenchmarkConfig, **columns) -> tuple[pl.DataFrame, dict]:
+    """(the run's per-item scores as benchmark_scores rows with `columns` filled in, the settings as recorded
+    with how the runner ran)."""
+    recorded = {
+        **asdict(settings),
+        "chat_template_applied": run["chat_template"],
+        "system_prompt_applied": run["system_prompt"],
+        **{k: run[k] for k in ("lm_eval_version", "device", "dtype")},
+    }
+    items = pl.read_parquet(output).with_columns(
+        **{k: pl.lit(v) for k, v in columns.items()}, benchmark_config=pl.lit(json.dumps(recorded))
+    )
+    return conform(items, BENCHMARK_SCORES), recorded
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ BENCHMARK_ACC_NORM = "benchmark_acc_norm"  # the same, each choice's log-likelih
 # benchmark_history's metric behind each gate name
 BENCHMARK_METRIC = {BENCHMARK_ACC_NORM: "acc_norm", BENCHMARK_ACCURACY: "accuracy"}
 RULES = ("intervals", "mean")
+DISTILLED_LINE = "distilled"  # a domain's distilled students are released as <registered model>-distilled
 CARD = "README.md"  # the model card beside the merged weights, where the Hugging Face hub looks for one
 
 
@@ -161,7 +162,7 @@ def _lift(candidate: Score, other: Score, rule: str) -> float:
     return candidate.ci_low - other.ci_high if rule == "intervals" else candidate.mean - other.mean
 
 
-def _comparison(name: str, candidate: Score, other: Score, rule: str, margin: float) -> tuple[bool, float, str]:
+def compare(name: str, candidate: Score, other: Score, rule: str, margin: float) -> tuple[bool, float, str]:
     lift = _lift(candidate, other, rule)
     measure = "its ci_low minus the other's ci_high" if rule == "intervals" else "the difference of means"
     beats = lift > margin
@@ -184,7 +185,7 @@ def promotion_gate(
         passed = False
         reasons.append(f"the base has no {candidate.metric} score beside this checkpoint; evaluate it with the base")
     else:
-        beats, lifts["base"], reason = _comparison("its base", candidate, base, config.rule, config.min_lift_over_base)
+        beats, lifts["base"], reason = compare("its base", candidate, base, config.rule, config.min_lift_over_base)
         passed &= beats
         reasons.append(reason)
     if champion_version is not None:
@@ -195,7 +196,7 @@ def promotion_gate(
                 f"evaluate it on that metric or set the gate's metric to one it has"
             )
         else:
-            beats, lifts["champion"], reason = _comparison(
+            beats, lifts["champion"], reason = compare(
                 f"champion v{champion_version}", candidate, champion, config.rule, config.min_lift_over_champion
             )
             passed &= beats
@@ -547,27 +548,29 @@ def model_card(
 # --- reproducibility -----------------------------------------------------------------------------------
 
 
-def release_record(tables: DeltaRoot, domain: str, version: int) -> dict:
-    """The release_history row of a domain's registered model version."""
+def release_record(tables: DeltaRoot, domain: str, version: int, registered_model: str) -> dict:
+    """The release_history row of a registered model's version (a domain's own line, or its distilled one)."""
     if not tables.exists(RELEASE_HISTORY):
         raise ReleaseError(
             f"domain {domain}: no release has been made yet (no {RELEASE_HISTORY} table); "
             f"materialize model_release for it"
         )
-    rows = tables.scan(RELEASE_HISTORY).filter((pl.col("domain") == domain) & (pl.col("model_version") == version))
-    found = rows.sort("released_at").collect()
+    line = tables.scan(RELEASE_HISTORY).filter(
+        (pl.col("domain") == domain) & (pl.col("registered_model") == registered_model)
+    )
+    found = line.filter(pl.col("model_version") == version).sort("released_at").collect()
     if found.is_empty():
-        known = tables.scan(RELEASE_HISTORY).filter(pl.col("domain") == domain).select("model_version").collect()
+        known = line.select("model_version").collect()
         raise ReleaseError(
-            f"domain {domain}: no release v{version}; released versions: "
+            f"domain {domain}: no release v{version} of {registered_model}; released versions: "
             f"{sorted(known['model_version'].to_list()) or 'none'}"
         )
     return found.row(-1, named=True)
 
 
-def champion_release(tables: DeltaRoot, domain: str, champion_version: int | None) -> dict:
-    """The release record of the domain's champion; an unknown domain, or one without a champion, is
-    an error that says so and what to do."""
+def champion_release(tables: DeltaRoot, domain: str, champion_version: int | None, registered_model: str) -> dict:
+    """The release record of the registered model's champion; an unknown domain, or one without a champion,
+    is an error that says so and what to do."""
     if champion_version is None:
         known = (
             sorted(tables.scan("raw_documents").select("domain").unique().collect()["domain"])
@@ -579,12 +582,12 @@ def champion_release(tables: DeltaRoot, domain: str, champion_version: int | Non
                 f"unknown domain {domain!r}: the domains with data are {known or 'none'} "
                 f"(a folder under the raw root, materialized)"
             )
+        asset = "distilled_release" if registered_model.endswith(f"-{DISTILLED_LINE}") else "model_release"
         raise ReleaseError(
-            f"domain {domain} has no champion: no release has passed the promotion gate; materialize "
-            f"model_release for partition {domain} (its promotion_gate check says why a candidate "
-            f"was refused)"
+            f"domain {domain} has no champion of {registered_model}: no release has passed the promotion gate; "
+            f"materialize {asset} for partition {domain} (its gate check says why a candidate was refused)"
         )
-    return release_record(tables, domain, champion_version)
+    return release_record(tables, domain, champion_version, registered_model)
 
 
 def trained_rows(tables: DeltaRoot, release: dict, split: str = "train") -> pl.DataFrame:

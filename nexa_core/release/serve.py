@@ -121,3 +121,48 @@ def vllm_command(merged_uri: str, served_model: str, port: int = 8000) -> str:
     else:
         args = ["vllm", "serve", str(merged_uri), "--served-model-name", served_model]
     return shlex.join(args + ["--port", str(port)])
+
+
+def start_server(command: list[str], folder: Path, log_file: Path) -> subprocess.Popen:
+    """The server in the served folder, its output appended to log_file."""
+    import os
+
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=folder,
+            env=serving_env(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def deployment_row(release: dict, root_url: str, command: list[str], device: str, pid: int, ready: float) -> dict:
+    """The deployment table's row (schemas.DEPLOYMENT) of a release that answers at root_url."""
+    from datetime import datetime, timezone
+
+    from nexa_core.ids import content_id
+
+    started = datetime.now(timezone.utc)
+    return {
+        "domain": release["domain"],
+        "deployment_id": content_id(release["domain"], root_url, started.isoformat(), pid),
+        "endpoint_url": f"{root_url}/v1",
+        **{k: release[k] for k in ("served_model", "registered_model", "model_version", "release_id", "merged_uri")},
+        "server": " ".join(command),
+        "device": device,
+        "pid": pid,
+        "ready_seconds": ready,
+        "started_at": started,
+    }

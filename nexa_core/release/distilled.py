@@ -1,0 +1,132 @@
+"""Releasing a distilled student: a cheaper model of the domain, released as its own registered model
+(<the domain's model>-distilled) so the domain's champion is never replaced by a smaller one. Its gate
+reads distilled_scores: the student must beat the off-the-shelf base (by the gate's rule) and keep at least
+`min_kept` of its teacher's mean, on the suites' accuracy where the domain has suites, else test token F1."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from nexa_core.evaluate.leaderboard import distilled_markdown
+from nexa_core.release.promote import (
+    BENCHMARK_ACC_NORM,
+    BENCHMARK_ACCURACY,
+    RULES,
+    GateDecision,
+    ReleaseError,
+    Score,
+    compare,
+)
+
+# distilled_scores' (source, metric) behind each gate name; any other name is a test split metric
+SOURCES = {BENCHMARK_ACCURACY: ("suites", "accuracy"), BENCHMARK_ACC_NORM: ("suites", "acc_norm")}
+
+
+@dataclass(frozen=True)
+class DistilledGateConfig:
+    """`metric`: auto (suite accuracy, else token_f1), benchmark_accuracy, benchmark_acc_norm, token_f1 or contains;
+    `rule` and `min_lift_over_base` as the champion's gate; `min_kept`: the least share of the teacher's mean."""
+
+    metric: str = "auto"
+    rule: str = "intervals"
+    min_lift_over_base: float = 0.0
+    min_kept: float = 0.9
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ReleaseError(f"gate rule {self.rule!r}: expected one of {list(RULES)}")
+
+
+def distilled_score(scores: pl.DataFrame, role: str, metric: str) -> Score | None:
+    source, name = SOURCES.get(metric, ("test", metric))
+    rows = scores.filter(
+        (pl.col("model_role") == role) & (pl.col("source") == source) & (pl.col("metric") == name) & (pl.col("n") > 0)
+    )
+    if rows.is_empty():
+        return None
+    r = rows.row(0, named=True)
+    return Score(metric, r["mean"], r["ci_low"], r["ci_high"], r["n"])
+
+
+def distilled_gate(config: DistilledGateConfig, scores: pl.DataFrame) -> GateDecision:
+    """Beat the base by the rule, and keep min_kept of the teacher's mean. The teacher's score is the decision's
+    `champion` (the teacher is the domain's checkpoint the student was distilled from)."""
+    names = [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, "token_f1"]
+    metric = next((m for m in names if distilled_score(scores, "student", m)), None)
+    if metric is None:
+        scored = sorted(set(scores.filter(pl.col("model_role") == "student")["metric"]))
+        raise ReleaseError(f"the distilled student has no score on {config.metric!r}; distilled_scores has {scored}")
+    candidate, base, teacher = (distilled_score(scores, role, metric) for role in ("student", "base", "teacher"))
+    passed, lifts, reasons = True, {}, [f"metric {metric}, rule {config.rule}"]
+    if base is None:
+        passed, _ = (
+            False,
+            reasons.append(f"the base has no {metric} score in distilled_scores; score it with roles base"),
+        )
+    else:
+        beats, lifts["base"], reason = compare("the base", candidate, base, config.rule, config.min_lift_over_base)
+        passed &= beats
+        reasons.append(reason)
+    if teacher is None or not teacher.mean:
+        passed = False
+        reasons.append(f"the teacher has no {metric} score to keep a share of")
+    else:
+        lifts["kept_of_teacher"] = kept = candidate.mean / teacher.mean
+        passed &= kept >= config.min_kept
+        verdict = "at least" if kept >= config.min_kept else "under"
+        reasons.append(f"keeps {kept:.3f} of its teacher's {teacher}, {verdict} the {config.min_kept:.3f} asked")
+    return GateDecision(passed, metric, config.rule, candidate, base, teacher, None, lifts, reasons)
+
+
+def distilled_checkpoint(distilled: dict, teacher: dict) -> dict:
+    """The distilled student in the shape release_row reads a checkpoint: its own id, the teacher's round, SFT
+    set and base (its layers are the teacher's)."""
+    return {
+        "checkpoint_id": distilled["distilled_id"],
+        **{k: teacher[k] for k in ("round", "sft_version", "base_id", "base_model")},
+        "finetune": "distilled",
+    }
+
+
+def distilled_costs(distilled: dict) -> dict:
+    """The distillation's own compute (the teacher's answers and training are its teacher's release's cost)."""
+    on_gpu = str(distilled["device"]).startswith("cuda")
+    return {"teacher_usd": None, "gpu_hours": distilled["wall_seconds"] / 3600 if on_gpu else 0.0}
+
+
+def distilled_card(release: dict, distilled: dict, decision: GateDecision, scores: pl.DataFrame, code: str) -> str:
+    """Markdown: what the student is (its teacher, the layers it kept, its size), how it and its teacher, the
+    SFT-only copy and the base scored (95% intervals, tokens/s), what made it, and how to serve it."""
+    name, version = release["registered_model"], release["model_version"]
+    config = json.loads(distilled["kd_config"])
+    return "\n".join(
+        [
+            f"# {name} v{version}: a distilled {release['domain']} student",
+            "",
+            f"Released {release['released_at']:%Y-%m-%d %H:%M:%S %Z} by the distilled gate: {decision.description()}.",
+            "",
+            "## Model",
+            "",
+            f"- Teacher: checkpoint {distilled['teacher_id']} ({distilled['teacher_uri']}), "
+            f"{distilled['teacher_parameters']:,} parameters, {distilled['teacher_layers']} layers",
+            f"- Student: {distilled['parameters']:,} parameters, layers kept {distilled['kept_layers']}; "
+            f"{distilled['steps']} steps, loss {distilled['first_loss']:.4f} -> {distilled['final_loss']:.4f}, "
+            f"{distilled['trained_tokens']:,} tokens, {distilled['precision']} on {distilled['device']}",
+            f"- Learned from teacher_logits v{distilled['logits_version']} ({distilled['logits_id']}), "
+            f"SFT set v{distilled['sft_version']}; KD config: `{json.dumps(config, sort_keys=True)}`",
+            f"- Merged weights: {release['merged_uri']} (served as `{release['served_model']}`)",
+            "",
+            "## Scores (95% bootstrap intervals)",
+            "",
+            distilled_markdown(scores),
+            "",
+            "## Code and serving",
+            "",
+            f"- code version: {code}",
+            f"- serve it: `nexa-serve {release['domain']} --distilled` (while it is this model's champion)",
+            "",
+        ]
+    )
