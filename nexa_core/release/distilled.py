@@ -14,8 +14,8 @@ from nexa_core.evaluate.leaderboard import distilled_markdown
 from nexa_core.release.promote import (
     BENCHMARK_ACC_NORM,
     BENCHMARK_ACCURACY,
-    RULES,
     GateDecision,
+    GateRule,
     ReleaseError,
     Score,
     compare,
@@ -26,18 +26,11 @@ SOURCES = {BENCHMARK_ACCURACY: ("suites", "accuracy"), BENCHMARK_ACC_NORM: ("sui
 
 
 @dataclass(frozen=True)
-class DistilledGateConfig:
-    """`metric`: auto (suite accuracy, else token_f1), benchmark_accuracy, benchmark_acc_norm, token_f1 or contains;
-    `rule` and `min_lift_over_base` as the champion's gate; `min_kept`: the least share of the teacher's mean."""
+class DistilledGateConfig(GateRule):
+    """GateRule (`metric` auto: suite accuracy, else token_f1), and `min_kept`: the least share of the teacher's
+    mean the student must keep."""
 
-    metric: str = "auto"
-    rule: str = "intervals"
-    min_lift_over_base: float = 0.0
     min_kept: float = 0.9
-
-    def __post_init__(self):
-        if self.rule not in RULES:
-            raise ReleaseError(f"gate rule {self.rule!r}: expected one of {list(RULES)}")
 
 
 def distilled_score(scores: pl.DataFrame, role: str, metric: str) -> Score | None:

@@ -45,7 +45,7 @@ class ReleaseError(ValueError):
 
 
 @dataclass(frozen=True)
-class GateConfig:
+class GateRule:
     """`metric`: auto, benchmark_acc_norm, benchmark_accuracy, or a test split metric (judge_score, token_f1,
     rouge_l, exact_match, contains). `rule`: intervals (the candidate's ci_low minus the other's ci_high) or mean (the
     difference of means); the candidate must exceed each `min_lift_*` by that measure."""
@@ -53,11 +53,17 @@ class GateConfig:
     metric: str = "auto"
     rule: str = "intervals"
     min_lift_over_base: float = 0.0
-    min_lift_over_champion: float = 0.0
 
     def __post_init__(self):
         if self.rule not in RULES:
             raise ReleaseError(f"gate rule {self.rule!r}: expected one of {list(RULES)}")
+
+
+@dataclass(frozen=True)
+class GateConfig(GateRule):
+    """The champion's gate: GateRule, and a lift over the current champion."""
+
+    min_lift_over_champion: float = 0.0
 
 
 @dataclass(frozen=True)
