@@ -99,7 +99,7 @@ def run_parser(default_job: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     args = run_parser(default_job).parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # the release merges weights in this process: a line per stage, not transformers' progress bars
+    # inherited by the launched stages (training, the merge): a line per stage, not progress bars
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
