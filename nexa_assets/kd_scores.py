@@ -18,6 +18,7 @@ from nexa_core.evaluate.leaderboard import distilled_markdown
 from nexa_core.ids import content_id
 from nexa_core.stage import GenerateRequest
 from nexa_core.tables import SFT_DATASET
+from nexa_core.train.checkpoints import eval_dir
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
 
@@ -33,7 +34,7 @@ class DistilledScoreSettings(dg.Config):
 
 def scoring_requests(domain: str, distilled: dict, config: DistilledScoreSettings, sft_uri: str, suites: list):
     """The answers' request, and the suites' request when the domain has suites."""
-    out_dir = f"{Path(distilled['model_uri']).parent}/eval"
+    out_dir = eval_dir(distilled["model_uri"])
     overrides = {"speed_tokens": config.speed_tokens, **config.generation}
     generation = load_generation_config(overrides)
     common = {"domain": domain, "expect_sha256": distilled["files_sha256"]}

@@ -60,7 +60,15 @@ REQUESTS = [
         logits_id="ab12",
         overrides={"keep_layers": 12, "kind": "jsd"},
     ),
-    MergeRequest(domain="physics", checkpoint="/a/sft/model", output_dir="/a/release-ab12/model"),
+    MergeRequest(
+        domain="physics",
+        checkpoint="/a/sft/model",
+        output_dir="/a/release-ab12/model",
+        registered_model="nexa-physics",
+        tracking_uri="sqlite:////a/mlflow.db",
+        experiment_id="1",
+        checkpoint_id="ab12",
+    ),
 ]
 
 
@@ -73,6 +81,7 @@ def test_the_out_dir_is_where_the_stage_writes():
     read, sft, generate, benchmark, logits, distill, merge = REQUESTS
     assert (read.out_dir, sft.out_dir, distill.out_dir) == ("/a/read", "/a/sft", "/a/distilled")
     assert merge.out_dir == "/a/release-ab12"  # its log beside the release's model folder
+    assert merge.registry_tags() == {"domain": "physics", "checkpoint_id": "ab12"}  # no run id given, none tagged
     assert generate.out_dir == benchmark.out_dir == "/a/sft/eval" and logits.out_dir == "/a/kd"
 
 

@@ -18,7 +18,7 @@ from nexa_core.release.promote import (
     GateRule,
     ReleaseError,
     Score,
-    compare,
+    Tally,
 )
 
 # distilled_scores' (source, metric) behind each gate name; any other name is a test split metric
@@ -53,25 +53,22 @@ def distilled_gate(config: DistilledGateConfig, scores: pl.DataFrame) -> GateDec
         scored = sorted(set(scores.filter(pl.col("model_role") == "student")["metric"]))
         raise ReleaseError(f"the distilled student has no score on {config.metric!r}; distilled_scores has {scored}")
     candidate, base, teacher = (distilled_score(scores, role, metric) for role in ("student", "base", "teacher"))
-    passed, lifts, reasons = True, {}, [f"metric {metric}, rule {config.rule}"]
-    if base is None:
-        passed, _ = (
-            False,
-            reasons.append(f"the base has no {metric} score in distilled_scores; score it with roles base"),
-        )
-    else:
-        beats, lifts["base"], reason = compare("the base", candidate, base, config.rule, config.min_lift_over_base)
-        passed &= beats
-        reasons.append(reason)
+    tally = Tally(candidate, config.rule, [f"metric {metric}, rule {config.rule}"])
+    tally.weigh(
+        "base",
+        "the base",
+        base,
+        config.min_lift_over_base,
+        f"the base has no {metric} score in distilled_scores; score it with the role base",
+    )
     if teacher is None or not teacher.mean:
-        passed = False
-        reasons.append(f"the teacher has no {metric} score to keep a share of")
+        tally.require(False, f"the teacher has no {metric} score to keep a share of")
     else:
-        lifts["kept_of_teacher"] = kept = candidate.mean / teacher.mean
-        passed &= kept >= config.min_kept
+        tally.lifts["kept_of_teacher"] = kept = candidate.mean / teacher.mean
         verdict = "at least" if kept >= config.min_kept else "under"
-        reasons.append(f"keeps {kept:.3f} of its teacher's {teacher}, {verdict} the {config.min_kept:.3f} asked")
-    return GateDecision(passed, metric, config.rule, candidate, base, teacher, None, lifts, reasons)
+        reason = f"keeps {kept:.3f} of its teacher's {teacher}, {verdict} the {config.min_kept:.3f} asked"
+        tally.require(kept >= config.min_kept, reason)
+    return GateDecision(tally.passed, metric, config.rule, candidate, base, teacher, None, tally.lifts, tally.reasons)
 
 
 def distilled_checkpoint(distilled: dict, teacher: dict) -> dict:

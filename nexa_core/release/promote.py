@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -182,35 +182,62 @@ def compare(name: str, candidate: Score, other: Score, rule: str, margin: float)
     )
 
 
+@dataclass
+class Tally:
+    """A gate's decision as it is reached: each comparison's lift and reason, and whether all of them were won."""
+
+    candidate: Score
+    rule: str
+    reasons: list[str]
+    lifts: dict[str, float] = field(default_factory=dict)
+    passed: bool = True
+
+    def weigh(self, key: str, name: str, other: Score | None, margin: float, missing: str) -> None:
+        """The candidate against `other` by the rule (its lift under `key`); lost, for `missing`, without a score."""
+        if other is None:
+            self.require(False, missing)
+            return
+        beats, self.lifts[key], reason = compare(name, self.candidate, other, self.rule, margin)
+        self.require(beats, reason)
+
+    def require(self, ok: bool, reason: str) -> None:
+        self.passed &= ok
+        self.reasons.append(reason)
+
+
 def promotion_gate(
     config: GateConfig, candidate: Score, base: Score | None, champion: Score | None, champion_version: int | None
 ) -> GateDecision:
     """Beat the base, and the champion when there is one, on the gate's metric by its rule."""
-    passed, lifts, reasons = True, {}, [f"metric {candidate.metric}, rule {config.rule}"]
-    if base is None:
-        passed = False
-        reasons.append(f"the base has no {candidate.metric} score beside this checkpoint; evaluate it with the base")
-    else:
-        beats, lifts["base"], reason = compare("its base", candidate, base, config.rule, config.min_lift_over_base)
-        passed &= beats
-        reasons.append(reason)
+    tally = Tally(candidate, config.rule, [f"metric {candidate.metric}, rule {config.rule}"])
+    tally.weigh(
+        "base",
+        "its base",
+        base,
+        config.min_lift_over_base,
+        f"the base has no {candidate.metric} score beside this checkpoint; evaluate it with the base",
+    )
     if champion_version is not None:
-        if champion is None:
-            passed = False
-            reasons.append(
-                f"champion v{champion_version} has no {candidate.metric} score to compare with; "
-                f"evaluate it on that metric or set the gate's metric to one it has"
-            )
-        else:
-            beats, lifts["champion"], reason = compare(
-                f"champion v{champion_version}", candidate, champion, config.rule, config.min_lift_over_champion
-            )
-            passed &= beats
-            reasons.append(reason)
+        tally.weigh(
+            "champion",
+            f"champion v{champion_version}",
+            champion,
+            config.min_lift_over_champion,
+            f"champion v{champion_version} has no {candidate.metric} score to compare with; "
+            f"evaluate it on that metric or set the gate's metric to one it has",
+        )
     else:
-        reasons.append("no champion yet")
+        tally.reasons.append("no champion yet")
     return GateDecision(
-        passed, candidate.metric, config.rule, candidate, base, champion, champion_version, lifts, reasons
+        tally.passed,
+        candidate.metric,
+        config.rule,
+        candidate,
+        base,
+        champion,
+        champion_version,
+        tally.lifts,
+        tally.reasons,
     )
 
 

@@ -8,6 +8,7 @@ needs its own environment: no vLLM release accepts this project's transformers 5
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -125,8 +126,6 @@ def vllm_command(merged_uri: str, served_model: str, port: int = 8000) -> str:
 
 def start_server(command: list[str], folder: Path, log_file: Path) -> subprocess.Popen:
     """The server in the served folder, its output appended to log_file."""
-    import os
-
     with log_file.open("ab") as log:
         return subprocess.Popen(
             command,
