@@ -17,17 +17,9 @@ from nexa_core.release.distilled import (
     distilled_costs,
     distilled_gate,
 )
-from nexa_core.release.promote import (
-    DISTILLED_LINE,
-    ReleaseError,
-    code_version,
-    commit_release,
-    find_record,
-    release_record,
-    release_row,
-    release_summary,
-    trace_lineage,
-)
+from nexa_core.release.gate import ReleaseError
+from nexa_core.release.provenance import code_version, find_record, trace_lineage
+from nexa_core.release.records import DISTILLED_LINE, commit_release, release_record, release_row, release_summary
 from nexa_core.settings import from_settings
 from nexa_core.tables import CHECKPOINT_HISTORY, DISTILLED_RELEASE, SFT_DATASET, TEACHER_LOGITS
 from resources.delta import PROJECT_ROOT, DeltaStore

@@ -15,26 +15,25 @@ from nexa_assets.settings import settings_class
 from nexa_assets.side_tables import append_side_table, side_table_spec
 from nexa_core import schemas
 from nexa_core.evaluate.benchmark import SuiteError, load_suites
-from nexa_core.release.promote import (
+from nexa_core.release.card import metric_rows, model_card
+from nexa_core.release.gate import (
     GateConfig,
     GateDecision,
     ReleaseError,
     benchmarked,
-    checkpoint_rubrics,
-    code_version,
-    commit_release,
-    find_record,
     gate_metric,
-    metric_rows,
-    model_card,
     newest_evaluated,
     promotion_gate,
+    score_of,
+)
+from nexa_core.release.provenance import code_version, find_record, trace_lineage
+from nexa_core.release.records import (
+    checkpoint_rubrics,
+    commit_release,
     release_costs,
     release_record,
     release_row,
     release_summary,
-    score_of,
-    trace_lineage,
 )
 from nexa_core.settings import from_settings
 from nexa_core.stage import MergeRequest

@@ -14,7 +14,7 @@ from conftest import SAMPLE_RAW, stop_by_pid
 from graph_helpers import materialize_domain, resources
 
 from nexa_assets import benchmark, evaluate, pretrain, release, train
-from nexa_core.release.promote import GateConfig, gate_metric, score_of
+from nexa_core.release.gate import GateConfig, gate_metric, score_of
 from resources.launcher import TrainingLauncher
 from resources.teacher import TeacherResource
 from resources.tracking import MlflowTracking

@@ -30,7 +30,7 @@ from release_helpers import (
 
 from nexa_assets import checks as quality
 from nexa_core.artifacts import sha256_files
-from nexa_core.release.promote import GateConfig, Score, promotion_gate
+from nexa_core.release.gate import GateConfig, Score, promotion_gate
 from resources.tracking import MlflowTracking
 
 DOMAIN = "physics"
@@ -291,7 +291,8 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nexa_assets import pretrain, train
-    from nexa_core.release.promote import commit_release, merge_checkpoint
+    from nexa_core.release.merge import merge_checkpoint
+    from nexa_core.release.records import commit_release
     from nexa_core.release.registry import loggable_model, register_release
 
     root = copy_tables(evaluated_physics["root"], tmp_path)

@@ -16,7 +16,7 @@ from nexa_core.distill.sft import SplitConfig
 from nexa_core.distill.teacher_inputs import PromptConfig
 from nexa_core.evaluate.benchmark import BenchmarkConfig
 from nexa_core.evaluate.feedback import FeedbackConfig
-from nexa_core.release.promote import GateConfig
+from nexa_core.release.gate import GateConfig
 from nexa_core.settings import from_settings
 from nexa_core.teacher import CollectPolicy
 from resources.teacher import TeacherResource

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from nexa_core.evaluate.leaderboard import distilled_markdown
-from nexa_core.release.promote import (
+from nexa_core.release.gate import (
     BENCHMARK_ACC_NORM,
     BENCHMARK_ACCURACY,
     GateDecision,

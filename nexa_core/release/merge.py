@@ -5,12 +5,51 @@ the request names a registered model, the MLflow version it logged (the weights 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from nexa_core.artifacts import sha256_files, staging_for
 from nexa_core.stage import MergeRequest, serve
 
 
+def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
+    """Full weights of the checkpoint in `out_dir` + ".partial": a LoRA adapter merged into its base (a
+    full fine-tune is copied as it is), its tokenizer and chat template beside. Returns what was merged
+    and the sha256 of every file; commit_release renames the folder into place."""
+    from peft import PeftModel
+
+    from nexa_core.train.student import load_student, resolve_checkpoint
+
+    model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
+    staging = staging_for(Path(out_dir))
+    model, _ = load_student(model_path, dtype="auto")  # in the precision it was saved in (bf16 when trained in it)
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = checkpoint_tokenizer(checkpoint_dir)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    return {
+        "merged_from": str(adapter or model_path),
+        "adapter": adapter,
+        "base_model_path": base_path,
+        "staging": str(staging),
+        "files": sha256_files(staging),
+    }
+
+
+def checkpoint_tokenizer(checkpoint_dir: str | Path):
+    """The checkpoint folder's tokenizer (the one it was trained and evaluated with), its chat template
+    filled in as load_student does, so the merged folder serves the same prompts."""
+    from transformers import AutoTokenizer
+
+    from nexa_core.train.student import CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
 def merge_and_register(request: MergeRequest, log) -> dict:
-    from nexa_core.release.promote import merge_checkpoint
     from nexa_core.release.registry import RegistryTarget, register_release
 
     merged = merge_checkpoint(request.checkpoint, request.output_dir) | {"merged_uri": request.output_dir}
