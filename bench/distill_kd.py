@@ -66,7 +66,7 @@ def main() -> int:
     kd_ops = {"teacher_logits": {"config": {"k": args.k}}}
     if args.smoke:
         ops |= smoke_config(4)
-        kd_ops["student_distilled"] = {"config": {"overrides": {"num_train_epochs": 1}}}
+        kd_ops["student_distilled"] = {"config": {"num_train_epochs": 1}}
         kd_ops["distilled_scores"] = {"config": {"generation": {"max_new_tokens": 8}}}
     for domain in args.domains:
         seconds = {}
@@ -127,11 +127,11 @@ def students_at_k(defs, instance, tmp: Path, domain: str, ks: list[int], kd_ops:
 
     rows.append(row(first_k := kd_ops["teacher_logits"]["config"]["k"], first))
     for k in (k for k in ks if k != first_k):
-        student = kd_ops.get("student_distilled", {}).get("config", {}).get("overrides", {})
+        student = kd_ops.get("student_distilled", {}).get("config", {})
         scoring = kd_ops.get("distilled_scores", {}).get("config", {})
         ops = {
             "teacher_logits": {"config": {"k": k}},
-            "student_distilled": {"config": {"k": k, "overrides": {**student, "compare_sft": False}}},
+            "student_distilled": {"config": {**student, "k": k, "compare_sft": False}},
             "distilled_scores": {"config": {**scoring, "roles": ["student"]}},
         }
         start = time.perf_counter()

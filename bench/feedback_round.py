@@ -37,7 +37,7 @@ def main() -> int:
 
     config = {"ops": {"raw_documents": {"config": {"raw_root": str(ROOT / "data" / "raw")}}}}
     if args.steps:
-        config["ops"]["student_checkpoint"] = {"config": {"overrides": {"max_steps": args.steps}}}
+        config["ops"]["student_checkpoint"] = {"config": {"max_steps": args.steps}}
     if args.smoke:
         config["ops"] |= smoke_config(args.steps)
     round_config = {"ops": {k: v for k, v in config["ops"].items() if k not in ("raw_documents", "student_base")}}

@@ -84,7 +84,8 @@ def main() -> int:
     print(machine_line(), flush=True)
     import torch
 
-    from nexa_core.evaluate.generate import generate_answers, load_generation_config
+    from nexa_core.evaluate.generate import generate_answers
+    from nexa_core.recipe import GenerateConfig
     from nexa_core.train.student import build_default_student, load_student
 
     data = load_corpus(args.domain, args.examples)
@@ -100,7 +101,7 @@ def main() -> int:
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
-    config = load_generation_config({"max_new_tokens": args.max_new_tokens})
+    config = GenerateConfig.load(overrides={"max_new_tokens": args.max_new_tokens})
     # The baseline first, on the model as any transformers user loads it (load_student tunes the process)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -118,13 +119,13 @@ def main() -> int:
     model = model.to(device).eval()
     caches = [None, "static"] if cuda else [None]
     for cache in caches:
-        run_config = config | {"cache_implementation": cache}
-        generate_answers(model, tokenizer, conversations[:2], run_config | {"batch_size": 2})  # warm-up
+        run_config = config.replace(cache_implementation=cache)
+        generate_answers(model, tokenizer, conversations[:2], run_config.replace(batch_size=2))  # warm-up
         for size in args.batch:
             tokens, seconds = timed(
                 lambda: sum(
                     a["new_tokens"]
-                    for a in generate_answers(model, tokenizer, conversations, run_config | {"batch_size": size})
+                    for a in generate_answers(model, tokenizer, conversations, run_config.replace(batch_size=size))
                 )
             )
             name = f"nexa_core.evaluate.generate, batch {size}" + (f", {cache} cache" if cache else "")

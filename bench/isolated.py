@@ -54,7 +54,7 @@ def smoke_config(steps: int) -> dict:
     small = {"hidden_size": 64, "layers": 2, "heads": 2, "vocab_size": 1024}
     read = {"base_model": "nexa-tiny-llama", "max_steps": steps, "student": small}
     return {
-        "student_checkpoint": {"config": {"overrides": {"max_steps": steps}}},
-        "student_base": {"config": {"overrides": read}},
-        "eval_predictions": {"config": {"overrides": {"max_new_tokens": 8}}},
+        "student_checkpoint": {"config": {"max_steps": steps}},
+        "student_base": {"config": read},
+        "eval_predictions": {"config": {"max_new_tokens": 8}},
     }

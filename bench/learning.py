@@ -61,12 +61,13 @@ def main() -> int:
     import polars as pl
     import torch
 
-    from nexa_core.evaluate.generate import generate_answers, last_turn, load_for_eval, load_generation_config
+    from nexa_core.evaluate.generate import generate_answers, last_turn, load_for_eval
     from nexa_core.evaluate.metrics import aggregate, score_items
+    from nexa_core.recipe import FinetuneConfig, GenerateConfig, ReadingConfig
     from nexa_core.stage import parse_sets
     from nexa_core.teacher.question_forms import completion_prefix
     from nexa_core.train.pretrain import read_corpus
-    from nexa_core.train.trainer import PRETRAIN_CONFIG, load_config, train
+    from nexa_core.train.trainer import train
 
     data = load_corpus(args.domain, args.examples)
     smoke = {"max_steps": 4} if args.smoke else {}
@@ -82,7 +83,7 @@ def main() -> int:
 
     start = time.perf_counter()
     read = read_corpus(
-        load_config(PRETRAIN_CONFIG, tiny | parse_sets(args.read) | smoke),
+        ReadingConfig.load(overrides=tiny | parse_sets(args.read) | smoke),
         data["documents"],
         work / "read",
         args.domain,
@@ -92,7 +93,7 @@ def main() -> int:
     times["read"] = time.perf_counter() - start
     start = time.perf_counter()
     trained = train(
-        load_config(overrides=parse_sets(args.train) | smoke | {"base_model": read["model_path"]}),
+        FinetuneConfig.load(overrides=parse_sets(args.train) | smoke | {"base_model": read["model_path"]}),
         splits,
         work / "sft",
         args.domain,
@@ -109,7 +110,7 @@ def main() -> int:
     held = {}  # role -> (continued as text, answered in chat) first words, on the completion items
     for role in ("student", "base"):
         model, tokenizer = load_for_eval(checkpoint, role)
-        answers = generate_answers(model, tokenizer, test["messages"].to_list(), load_generation_config())
+        answers = generate_answers(model, tokenizer, test["messages"].to_list(), GenerateConfig.defaults())
         frames.append(
             test.with_columns(
                 model_role=pl.lit(role),

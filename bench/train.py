@@ -83,13 +83,15 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file: str, epochs: int) -> dict:
     import torch
 
+    from nexa_core.recipe import FinetuneConfig
     from nexa_core.train.student import load_student, read_manifest
-    from nexa_core.train.trainer import attention, conversation_rows, fit, for_student, load_config, lora_config
+    from nexa_core.train.trainer import attention, conversation_rows, fit, lora_config
 
     conversations = json.loads(Path(data_file).read_text())
     out = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
-    config = load_config(overrides={"num_train_epochs": epochs, "save_steps": 10**9, "logging_steps": 50, **overrides})
-    config = for_student(config, bool(read_manifest(model_dir).get("built_from_config")))
+    config = FinetuneConfig.load(
+        overrides={"num_train_epochs": epochs, "save_steps": 10**9, "logging_steps": 50, **overrides}
+    ).for_student(bool(read_manifest(model_dir).get("built_from_config")))
     cuda = torch.cuda.is_available()
     if variant == BASELINE:  # loaded as any TRL user would, without this project's loader
         import datasets

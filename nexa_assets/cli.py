@@ -20,16 +20,23 @@ def ensure_dagster_home(home: Path, postgres: bool = False) -> Path:
     return home
 
 
-def ops_config(defs, job_name: str, settings: list[str]) -> dict:
-    """--set ASSET.KEY=YAML as run config: a field of the asset's config, or else a key of its `overrides`
-    (the stage's YAML config, dotted for nested keys), e.g. student_checkpoint.num_train_epochs=1."""
-    import yaml
+def config_keys(config_type, prefix: str = "") -> set[str]:
+    """The dotted keys of a Dagster config type's fields, nested ones included (`lora`, `lora.r`)."""
+    keys = set()
+    for name, field in (getattr(config_type, "fields", None) or {}).items():
+        keys.add(prefix + name)
+        keys |= config_keys(field.config_type, f"{prefix}{name}.")
+    return keys
 
-    from nexa_forge.settings import SettingError, add_setting
+
+def ops_config(defs, job_name: str, settings: list[str]) -> dict:
+    """--set ASSET.KEY=YAML as run config: a setting of the asset's config (dotted for nested keys), e.g.
+    student_checkpoint.num_train_epochs=1 or student_checkpoint.lora.r=8; a misspelt one names the closest."""
+    from nexa_forge.settings import SettingError, add_setting, setting_value
 
     ops: dict = {}
     fields = {
-        node.name: set(getattr(node.config_schema.config_type, "fields", None) or {}) if node.config_schema else set()
+        node.name: config_keys(node.config_schema.config_type) if node.config_schema else set()
         for node in defs.resolve_job_def(job_name).graph.node_defs
     }
     for item in settings:
@@ -37,7 +44,7 @@ def ops_config(defs, job_name: str, settings: list[str]) -> dict:
         try:
             if not sep:
                 raise SettingError("expected ASSET.KEY=VALUE, e.g. student_checkpoint.num_train_epochs=1")
-            add_setting(ops, fields, job_name, target, yaml.safe_load(value))
+            add_setting(ops, fields, job_name, target, setting_value(value))
         except SettingError as exc:
             raise SystemExit(f"--set {item}: {exc}") from None
     return ops

@@ -4,33 +4,37 @@ trained on them), both launched where training runs (pool "gpu")."""
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from nexa_assets.kd_scores import distilled_scores
 from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import LAUNCHED
+from nexa_assets.settings import settings_class, stage_settings
 from nexa_assets.train import GROUP
 from nexa_core.ids import content_id
+from nexa_core.recipe import DistillConfig, TeacherLogitsConfig
 from nexa_core.stage import DistillRequest, TeacherLogitsRequest
 from nexa_core.tables import RAW_DOCUMENTS, SFT_DATASET, TEACHER_LOGITS
 from nexa_core.train.checkpoints import distilled_row
-from nexa_core.train.trainer import CONFIG_DIR, config_hash, load_config
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
 
-KD_CONFIG = CONFIG_DIR / "kd_default.yaml"
+TeacherLogitsSettings = settings_class(
+    TeacherLogitsConfig,
+    "TeacherLogitsSettings",
+    "The teacher's top-k settings (nexa_core/configs/teacher_logits_default.yaml).",
+    documents=(
+        bool,
+        Field(default=True, description="also the corpus the teacher read (student_base), not only the train QA pairs"),
+    ),
+)
 
-
-class TeacherLogitsSettings(dg.Config):
-    k: int = 32  # log-probabilities kept per token: the top k of the teacher's distribution
-    batch_size: int = 16
-    documents: bool = True  # also the corpus the teacher read (student_base), not only the train QA pairs
-    sentence_passes: int = 1  # after the documents whole, shuffled passes over their sentences
-    max_length: int = 64  # tokens per document block
-
-
-class DistillSettings(dg.Config):
-    overrides: dict = {}  # keys of nexa_core/configs/kd_default.yaml, e.g. {"keep_layers": 12, "kind": "jsd"}
-    k: int = 0  # train on the checkpoint's cached top-k of this k; 0: the largest k cached
+DistillSettings = settings_class(
+    DistillConfig,
+    "DistillSettings",
+    "The distilled student's settings (nexa_core/configs/kd_default.yaml).",
+    k=(int, Field(default=0, description="train on the checkpoint's cached top-k of this k; 0: the largest k cached")),
+)
 
 
 def the_checkpoint(domain: str, student_checkpoint: pl.DataFrame, launcher: TrainingLauncher) -> dict:
@@ -75,12 +79,7 @@ def teacher_logits(
         documents_version=documents_version,
         output=output,
         expect_sha256=checkpoint["files_sha256"],
-        overrides={
-            "k": config.k,
-            "batch_size": config.batch_size,
-            "sentence_passes": config.sentence_passes,
-            "max_length": config.max_length,
-        },
+        overrides=stage_settings(TeacherLogitsConfig, config).changes(),
     )
     summary, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     rows = pl.read_parquet(output).with_columns(
@@ -152,8 +151,8 @@ def student_distilled(
             f"materialize teacher_logits for it first"
         )
     logits_id = cached.sort("k", descending=True)["logits_id"][0]
-    kd_config = load_config(KD_CONFIG, config.overrides)
-    out_dir = f"{launcher.artifact_root.rstrip('/')}/{domain}/distilled-{logits_id}-{config_hash(kd_config)}"
+    kd_config = stage_settings(DistillConfig, config)
+    out_dir = f"{launcher.artifact_root.rstrip('/')}/{domain}/distilled-{logits_id}-{kd_config.digest()}"
     request = DistillRequest(
         domain=domain,
         output_dir=out_dir,
@@ -161,7 +160,7 @@ def student_distilled(
         logits_uri=delta.uri(TEACHER_LOGITS),
         logits_version=version,
         logits_id=logits_id,
-        overrides=config.overrides,
+        overrides=kd_config.changes(),
     )
     record, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     row = distilled_row(domain, record, checkpoint, logits_id, version)

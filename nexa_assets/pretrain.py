@@ -3,22 +3,26 @@ GPU node (or here) through the training launcher. The asset is the Delta row tha
 SFT starts from; weights are files under the launcher's artifact root."""
 
 import dagster as dg
+from pydantic import Field
 
 from nexa_assets.partitions import LAUNCHED
+from nexa_assets.settings import settings_class, stage_settings
+from nexa_core.recipe import ReadingConfig
 from nexa_core.stage import ReadRequest
 from nexa_core.tables import RAW_DOCUMENTS
 from nexa_core.train.checkpoints import base_row
-from nexa_core.train.trainer import PRETRAIN_CONFIG, config_hash, load_config
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
 from resources.student import StudentModel
 
 GROUP = "train"
 
-
-class ReadSettings(dg.Config):
-    overrides: dict = {}  # keys of nexa_core/configs/pretrain_default.yaml, e.g. {"base_model": "/models/qwen"}
-    # (base_model defaults to the student resource's: NEXA_BASE_MODEL)
+ReadSettings = settings_class(
+    ReadingConfig,
+    "ReadSettings",
+    "The reading stage's settings (nexa_core/configs/pretrain_default.yaml).",
+    base_model=(str | None, Field(default=None, description="null: the student resource's (NEXA_BASE_MODEL)")),
+)
 
 
 @dg.asset(
@@ -49,9 +53,8 @@ def student_base(
     documents_version = delta.version(RAW_DOCUMENTS)
     if documents_version is None:
         raise dg.Failure(f"partition {domain}: raw_documents has never been materialized")
-    overrides = {"base_model": student.base_model, **config.overrides}
-    read_config = load_config(PRETRAIN_CONFIG, overrides)
-    digest = config_hash(read_config)
+    settings = stage_settings(ReadingConfig, config, base_model=config.base_model or student.base_model)
+    digest = settings.digest()
     out_dir = launcher.output_dir(domain, documents_version, digest, stage="read")
     request = ReadRequest(
         domain=domain,
@@ -59,7 +62,7 @@ def student_base(
         documents_uri=delta.uri(RAW_DOCUMENTS),
         documents_version=documents_version,
         bases_dir=launcher.bases_dir(),  # a named base is converted once per artifact root, for every domain
-        overrides=overrides,
+        overrides=settings.changes(),
     )
     record, checks = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     frame = base_row(domain, record, documents_version, digest)

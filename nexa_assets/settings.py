@@ -1,31 +1,67 @@
 """Dagster config classes made from the nexa_core dataclasses: every field of the dataclass under its own
 name, type and default (a nested dataclass as a nested config class, a tuple as a list), plus the fields
 the asset resolves itself. A setting is written once, in nexa_core; nexa_core.settings.from_settings builds
-the dataclass back from the run's config."""
+the dataclass back from the run's config. A launched stage's settings (nexa_core/recipe.py) take their defaults
+from the stage's YAML and their descriptions from its comments, so the launchpad shows both."""
 
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
 import dagster as dg
-from pydantic import create_model
+from pydantic import Field, create_model
+
+from nexa_core.settings import StageSettings
 
 
-def _field(kind, default) -> tuple[Any, Any]:
+def _field(kind, default, name: str, descriptions: dict[str, str], prefix: str) -> tuple[Any, Any]:
+    description = descriptions.get(prefix + name) or None
     if is_dataclass(kind):
-        nested = settings_class(kind, kind.__name__.removesuffix("Config") + "Settings")
-        return nested, nested()
+        nested = _config_class(kind, kind.__name__.removesuffix("Config") + "Settings", default, descriptions, name)
+        return nested, Field(default=nested(), description=description)
     if get_origin(kind) is tuple:  # Dagster's config has lists, not tuples
-        return list[get_args(kind)[0]], list(default)
-    return kind, default
+        return list[get_args(kind)[0]], Field(default=list(default), description=description)
+    if isinstance(default, (list, dict)):
+        default = type(default)(default)
+    return kind, Field(default=default, description=description)
+
+
+def _config_class(core: type, name: str, defaults, descriptions: dict[str, str], prefix: str = "", **own):
+    hints = get_type_hints(core)
+    prefix = f"{prefix}." if prefix else ""
+    spec = {
+        f.name: _field(hints[f.name], getattr(defaults, f.name), f.name, descriptions, prefix)
+        for f in fields(core)
+        if f.init and f.name not in own
+    }
+    added = {key: value for key, value in own.items() if value is not None}  # None: not a setting of the asset
+    return create_model(name, __base__=dg.Config, __module__=core.__module__, **spec, **added)
 
 
 def settings_class(core: type, name: str, doc: str | None = None, **own: tuple[Any, Any]) -> type[dg.Config]:
-    """A dg.Config class named `name` with the fields of the dataclass `core` and `own` (name=(type, default))."""
-    hints, defaults = get_type_hints(core), core()
-    spec = {f.name: _field(hints[f.name], getattr(defaults, f.name)) for f in fields(core) if f.init}
-    missing = [f.name for f in fields(core) if f.init and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise TypeError(f"{core.__name__}: every field needs a default to be a setting, not {missing}")
-    model = create_model(name, __base__=dg.Config, __module__=core.__module__, **spec, **own)
+    """A dg.Config class named `name` with the fields of the dataclass `core` and `own` (name=(type, default)); an
+    `own` field replaces the core field of that name, and `name=None` leaves it out (the asset resolves it). A
+    StageSettings class takes its defaults and descriptions from its YAML; any other dataclass needs a default on
+    every field."""
+    if issubclass(core, StageSettings):
+        defaults, descriptions = core.defaults(), core.descriptions()
+    else:
+        missing = [f.name for f in fields(core) if f.init and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise TypeError(f"{core.__name__}: every field needs a default to be a setting, not {missing}")
+        defaults, descriptions = core(), {}
+    model = _config_class(core, name, defaults, descriptions, **own)
     model.__doc__ = doc or f"The settings of {core.__module__}.{core.__name__}, same names and defaults."
     return model
+
+
+def stage_settings(core: type[StageSettings], config: dg.Config, **resolved) -> StageSettings:
+    """The typed record of a stage from its asset's run config (the asset's own fields left out, `resolved` ones
+    put in): a wrong value is a dg.Failure naming the setting."""
+    from nexa_core.settings import SettingsError
+
+    names = {f.name for f in fields(core)}
+    values = {k: v for k, v in config.model_dump().items() if k in names} | resolved
+    try:
+        return core.parse(values)
+    except SettingsError as exc:
+        raise dg.Failure(str(exc)) from None

@@ -6,11 +6,13 @@ import dagster as dg
 import polars as pl
 
 from nexa_assets.partitions import LAUNCHED
+from nexa_assets.settings import settings_class, stage_settings
 from nexa_assets.side_tables import append_side_table, side_table_spec
+from nexa_core.recipe import FinetuneConfig
 from nexa_core.stage import SFTRequest
 from nexa_core.tables import CHECKPOINT_HISTORY, RAW_DOCUMENTS, SFT_DATASET
 from nexa_core.train.checkpoints import artifact_uri, checkpoint_row, loss_curve
-from nexa_core.train.trainer import TrainingError, check_train_size, config_hash, load_config
+from nexa_core.train.trainer import TrainingError, check_train_size
 from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 from resources.tracking import MlflowTracking
@@ -19,8 +21,10 @@ GROUP = "train"
 checkpoint_history = side_table_spec(CHECKPOINT_HISTORY, GROUP)
 
 
-class TrainSettings(dg.Config):
-    overrides: dict = {}  # keys of nexa_core/configs/train_default.yaml, dotted for nested: {"lora.r": 8}
+# base_model is not a setting here: SFT starts from the domain's student_base (set the model in student_base's)
+TrainSettings = settings_class(
+    FinetuneConfig, "TrainSettings", "SFT's settings (nexa_core/configs/train_default.yaml).", base_model=None
+)
 
 
 @dg.asset(
@@ -48,20 +52,14 @@ def student_checkpoint(
     """The student fine-tuned with TRL on the pinned SFT version, starting from student_base (all weights of
     a config-built student, a LoRA adapter on a pretrained base), its files hashed and recorded."""
     domain = context.partition_key
-    if "base_model" in config.overrides:
-        raise dg.Failure(
-            f"partition {domain}: student_checkpoint starts from student_base; set base_model in "
-            f"student_base's overrides instead"
-        )
     if student_base.is_empty():
         raise dg.Failure(f"partition {domain}: student_base has no record; materialize it first")
     base = student_base.row(0, named=True)
     sft_version = delta.version(SFT_DATASET)
     if sft_version is None:
         raise dg.Failure(f"partition {domain}: sft_dataset has never been materialized")
-    overrides = {**config.overrides, "base_model": base["model_uri"]}
-    train_config = load_config(overrides=overrides)
-    digest = config_hash(train_config)
+    train_config = stage_settings(FinetuneConfig, config, base_model=base["model_uri"])
+    digest = train_config.digest()
     out_dir = launcher.output_dir(domain, sft_version, digest)
     train_rows, round_ = (
         delta.scan(SFT_DATASET, sft_version)
@@ -81,13 +79,16 @@ def student_checkpoint(
         sft_version=sft_version,
         documents_uri=delta.uri(RAW_DOCUMENTS),
         documents_version=base["documents_version"],
-        overrides=overrides,
+        overrides=train_config.changes(),
     )
     record, checks = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     curve = record.pop("curve")
     here = artifact_uri(out_dir, record["finetune"]) if launcher.backend().runs_here else None  # MLflow uploads it
     run_id = tracking.log_checkpoint(
-        {**record, "curve": curve}, train_config, here, tags={"domain": domain, "dagster_run_id": context.run.run_id}
+        {**record, "curve": curve},
+        record["settings"],
+        here,
+        tags={"domain": domain, "dagster_run_id": context.run.run_id},
     )
     frame = checkpoint_row(
         domain, record, base, sft_version, digest, round_, out_dir, launcher.usd_per_gpu_hour, run_id

@@ -16,7 +16,17 @@ from typing import ClassVar, get_type_hints
 
 import yaml
 
-from nexa_core.train.student import CHECKPOINT_ROLES, ROLES
+from nexa_core.recipe import (
+    BenchmarkConfig,
+    DistillConfig,
+    FinetuneConfig,
+    GenerateConfig,
+    MergeConfig,
+    ReadingConfig,
+    TeacherLogitsConfig,
+)
+from nexa_core.roles import CHECKPOINT_ROLES, ROLES
+from nexa_core.settings import StageSettings
 
 ERROR_FILE = "error.txt"  # the reason a run failed, for a launcher that only sees an exit code
 STAGE_LOG = "stage.log"  # a launched stage's own stdout and stderr (libraries' output, tracebacks)
@@ -34,12 +44,13 @@ def set_arguments(overrides: dict) -> list[str]:
 
 @dataclass(kw_only=True)
 class StageRequest:
-    """A field is a flag (`sft_version` is --sft-version); `overrides` are the --set KEY=YAML pairs of the
-    stage's YAML config; a list is comma-joined."""
+    """A field is a flag (`sft_version` is --sft-version); `overrides` are the --set KEY=YAML pairs over the
+    stage's YAML settings (`settings`: their typed record); a list is comma-joined."""
 
     module: ClassVar[str]  # python -m <module>
     process: ClassVar[str]  # what the launcher calls it in errors
     result: ClassVar[str]  # the Pipes metadata key of its result
+    settings: ClassVar[type[StageSettings]]  # its typed settings (nexa_core/recipe.py)
     distributed: ClassVar[bool] = False  # under torchrun when the launcher has several GPUs
 
     domain: str
@@ -48,6 +59,11 @@ class StageRequest:
     @property
     def out_dir(self) -> str:
         return str(Path(self.output).parent)
+
+    def recipe(self) -> StageSettings:
+        """The typed settings this request runs with: the YAML (--config, else the stage's own) and the overrides,
+        strictly (a misspelt key is a SettingsError naming it)."""
+        return self.settings.load(getattr(self, "config", None), self.overrides)
 
     def argv(self) -> list[str]:
         args = []
@@ -81,7 +97,9 @@ class StageRequest:
         values = vars(parser.parse_args(argv))
         values["overrides"] = parse_sets(values["overrides"])
         try:
-            return cls(**values)
+            request = cls(**values)
+            request.recipe()  # a misspelt or mistyped setting stops the stage here, named
+            return request
         except ValueError as exc:
             parser.error(str(exc))
 
@@ -106,6 +124,7 @@ class TrainingRequest(StageRequest):
 class ReadRequest(TrainingRequest):
     module: ClassVar[str] = "nexa_core.train.pretrain"
     process: ClassVar[str] = "reader"
+    settings: ClassVar[type[StageSettings]] = ReadingConfig
 
     documents_uri: str = field(metadata={"help": "the raw_documents Delta table"})
     documents_version: int
@@ -128,6 +147,7 @@ class SFTRequest(TrainingRequest, TrainingData):
 
     module: ClassVar[str] = "nexa_core.train.trainer"
     process: ClassVar[str] = "trainer"
+    settings: ClassVar[type[StageSettings]] = FinetuneConfig
 
 
 @dataclass(kw_only=True)
@@ -143,6 +163,7 @@ class GenerateRequest(ScoringRequest):
     module: ClassVar[str] = "nexa_core.evaluate.generate"
     process: ClassVar[str] = "generator"
     result: ClassVar[str] = "predictions"
+    settings: ClassVar[type[StageSettings]] = GenerateConfig
 
     adapter: str = field(metadata={"help": "the checkpoint's folder"})
     sft_uri: str
@@ -159,11 +180,10 @@ class GenerateRequest(ScoringRequest):
 
 @dataclass(kw_only=True)
 class BenchmarkRequest(ScoringRequest):
-    """Its overrides are BenchmarkConfig's fields."""
-
     module: ClassVar[str] = "nexa_core.evaluate.benchmark"
     process: ClassVar[str] = "benchmark runner"
     result: ClassVar[str] = "benchmark"
+    settings: ClassVar[type[StageSettings]] = BenchmarkConfig
 
     checkpoint: str = field(metadata={"help": "the checkpoint folder (PEFT adapter or full model)"})
     suite_dir: str = field(metadata={"help": "the domain's suite folder, e.g. data/eval/physics"})
@@ -171,22 +191,23 @@ class BenchmarkRequest(ScoringRequest):
 
 @dataclass(kw_only=True)
 class TeacherLogitsRequest(ScoringRequest, TrainingData):
-    """The teacher's top-k log-probabilities on the SFT set's train split and the documents it read (overrides: k,
-    batch_size, sentence_passes, max_length)."""
+    """The teacher's top-k log-probabilities on the SFT set's train split and the documents it read."""
 
     module: ClassVar[str] = "nexa_core.train.teacher_logits"
     process: ClassVar[str] = "teacher"
     result: ClassVar[str] = "logits"
+    settings: ClassVar[type[StageSettings]] = TeacherLogitsConfig
 
     teacher: str = field(metadata={"help": "the teacher checkpoint's folder"})
 
 
 @dataclass(kw_only=True)
 class DistillRequest(TrainingRequest):
-    """A pruned copy of the teacher trained on its cached top-k (overrides: keys of kd_default.yaml)."""
+    """A pruned copy of the teacher trained on its cached top-k."""
 
     module: ClassVar[str] = "nexa_core.train.kd"
     process: ClassVar[str] = "distiller"
+    settings: ClassVar[type[StageSettings]] = DistillConfig
     distributed: ClassVar[bool] = False
 
     teacher: str = field(metadata={"help": "the teacher checkpoint's folder"})
@@ -281,6 +302,7 @@ class MergeRequest(StageRequest):
     module: ClassVar[str] = "nexa_core.release.merge"
     process: ClassVar[str] = "merger"
     result: ClassVar[str] = "merged"
+    settings: ClassVar[type[StageSettings]] = MergeConfig
 
     checkpoint: str = field(metadata={"help": "the checkpoint's folder"})
     output_dir: str = field(metadata={"help": "the release's model folder"})

@@ -1,29 +1,46 @@
-"""ASSET.KEY settings as Dagster run config: the one codec behind nexa-run's --set and the SDK's settings.
-Plain Python, so the SDK stays free of the code location."""
+"""ASSET.KEY settings as Dagster run config: the one codec behind nexa-run's --set, the SDK's settings and a
+sweep's grid. Plain Python, so the SDK stays free of the code location."""
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Collection, Mapping
+
+import yaml
+
+# YAML 1.1 (PyYAML) reads 1e-4 as text; a setting written so is meant as a number
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
 class SettingError(ValueError):
     """An ASSET.KEY setting that names no asset of the job, or no setting of the asset."""
 
 
+def setting_value(text: str):
+    """A setting's value as written on a command line: YAML (1, 0.5, true, [a, b], null), 1e-4 a number."""
+    value = yaml.safe_load(text)
+    return float(value) if isinstance(value, str) and _NUMBER.match(value) else value
+
+
 def add_setting(ops: dict, fields: Mapping[str, Collection[str]], job: str, target: str, value) -> dict:
-    """One ASSET.KEY = value into Dagster run config `ops`: a field of the asset's config, or else a key of
-    its `overrides` (the stage's YAML config, dotted for nested keys). `fields`: the config fields of each
-    asset in `job`."""
+    """One ASSET.KEY = value into Dagster run config `ops`. `fields`: each asset's settings in `job` as dotted keys
+    (`lora.r` reaches into the nested `lora`); an unknown key is an error naming the closest known ones."""
     asset, _, key = target.partition(".")
     if not key:
         raise SettingError(f"expected ASSET.KEY=VALUE, e.g. student_checkpoint.num_train_epochs=1, not {target!r}")
     if asset not in fields:
-        raise SettingError(f"no asset {asset!r} in {job}; assets: {', '.join(sorted(fields))}")
-    config = ops.setdefault(asset, {"config": {}})["config"]
-    if key in fields[asset]:
-        config[key] = value
-    elif "overrides" in fields[asset]:
-        config.setdefault("overrides", {})[key] = value
-    else:
-        raise SettingError(f"{asset} has no setting {key!r}; settings: {', '.join(sorted(fields[asset])) or 'none'}")
+        close = difflib.get_close_matches(asset, list(fields), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"assets: {', '.join(sorted(fields))}"
+        raise SettingError(f"no asset {asset!r} in {job}; {hint}")
+    known = sorted(fields[asset])
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"settings: {', '.join(known) or 'none'}"
+        raise SettingError(f"{asset} has no setting {key!r}; {hint}")
+    node = ops.setdefault(asset, {"config": {}})["config"]
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
     return ops

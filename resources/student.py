@@ -4,12 +4,12 @@ another. The default is the reading config's own (nexa_core/configs/pretrain_def
 import dagster as dg
 from pydantic import Field
 
-from nexa_core.train.trainer import PRETRAIN_CONFIG, load_config
+from nexa_core.recipe import ReadingConfig
 
 
 class StudentModel(dg.ConfigurableResource):
     base_model: str = Field(
-        default=load_config(PRETRAIN_CONFIG)["base_model"],
+        default=ReadingConfig.defaults().base_model,
         description="A named base shipped in a package (smollm2-135m-instruct), nexa-tiny-llama (built from the "
         "corpus, for fast tests), a local model folder or a hub id available offline",
     )

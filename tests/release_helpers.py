@@ -53,9 +53,9 @@ def eval_run_config(
 ) -> dict:
     """Run config of the eval graph (of the stages in `only`, when given)."""
     ops = {
-        "student_base": {"config": {"overrides": read or READ}},
-        "student_checkpoint": {"config": {"overrides": sft}},
-        "eval_predictions": {"config": {"overrides": {"max_new_tokens": max_new_tokens}, "roles": list(roles)}},
+        "student_base": {"config": read or READ},
+        "student_checkpoint": {"config": sft},
+        "eval_predictions": {"config": {"max_new_tokens": max_new_tokens, "roles": list(roles)}},
         "eval_metrics": {"config": {"n_resamples": 500}},
         "benchmark_scores": {"config": {"n_resamples": 500}},
     }
@@ -154,11 +154,12 @@ def command_env(root: Path) -> dict:
 def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_tokens: int) -> list[dict]:
     """What the champion itself says ({"prediction", "new_tokens"}), one conversation at a time, greedy
     (nexa_core.evaluate.generate), in the precision nexa-serve loads it in (the one it was saved in)."""
-    from nexa_core.evaluate.generate import generate_answers, load_generation_config
+    from nexa_core.evaluate.generate import generate_answers
+    from nexa_core.recipe import GenerateConfig
     from nexa_core.train.student import load_student
 
     model, tokenizer = load_student(merged_uri, dtype="auto")
-    config = {**load_generation_config({"max_new_tokens": max_new_tokens}), "batch_size": 1}
+    config = GenerateConfig.load(overrides={"max_new_tokens": max_new_tokens, "batch_size": 1})
     return generate_answers(model, tokenizer, conversations, config)
 
 

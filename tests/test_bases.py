@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from nexa_core.recipe import ReadingConfig
 from nexa_core.train import bases
 from nexa_core.train.bases import EMBEDDED_BASES, BaseModelError, gguf_file, resolve_base
 from nexa_core.train.pretrain import read_corpus
-from nexa_core.train.trainer import PRETRAIN_CONFIG, TrainingError, load_config, start_model
+from nexa_core.train.trainer import TrainingError, start_model
 
 SMOLLM2 = EMBEDDED_BASES["smollm2-135m-instruct"]
 
@@ -98,7 +99,7 @@ def test_a_corrupt_gguf_is_refused_naming_the_partition_the_base_and_the_fix(tmp
 
 
 def test_an_unknown_base_is_an_error_naming_the_partition_and_the_choices(tmp_path):
-    config = load_config(PRETRAIN_CONFIG, {"base_model": "no-such-base"})
+    config = ReadingConfig.load(overrides={"base_model": "no-such-base"})
     with pytest.raises(TrainingError) as error:
         read_corpus(config, ["Heat flows from hot to cold."], tmp_path / "out", "biology", tmp_path / "bases")
     message = str(error.value)

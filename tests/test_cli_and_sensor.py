@@ -73,7 +73,7 @@ def test_dagster_asset_materialize_cli(dagster_home, delta_root, raw_root):
             {
                 "ops": {
                     "raw_documents": {"config": {"raw_root": str(raw_root)}},
-                    "student_base": {"config": {"overrides": {"max_steps": 4}}},
+                    "student_base": {"config": {"max_steps": 4}},
                 }
             }
         ),
@@ -240,7 +240,7 @@ def test_nexa_run_set_names_what_is_wrong(dagster_home):
     from nexa_assets.definitions import defs
 
     assert ops_config(defs, "nexa_job", ["student_checkpoint.lora.r=8", "teacher_inputs.max_pairs_per_passage=4"]) == {
-        "student_checkpoint": {"config": {"overrides": {"lora.r": 8}}},
+        "student_checkpoint": {"config": {"lora": {"r": 8}}},
         "teacher_inputs": {"config": {"max_pairs_per_passage": 4}},
     }
     for bad, words in (

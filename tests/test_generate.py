@@ -14,13 +14,13 @@ from nexa_core.evaluate.generate import (
     CheckpointError,
     generate_answers,
     load_for_eval,
-    load_generation_config,
     main,
     verify_checkpoint,
 )
+from nexa_core.recipe import FinetuneConfig, GenerateConfig
 from nexa_core.schemas import SFT_DATASET
 from nexa_core.stage import ERROR_FILE
-from nexa_core.train.trainer import MANIFEST, load_config, read_sft, train
+from nexa_core.train.trainer import MANIFEST, read_sft, train
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("generate")
     sft_frame().write_delta(str(root / "sft"))
     # a high learning rate so six steps already move the answers away from the base model's
-    config = load_config(
+    config = FinetuneConfig.load(
         overrides={
             "max_steps": 6,
             "save_steps": 100,
@@ -69,14 +69,14 @@ def trained(tmp_path_factory):
 def test_answers_are_deterministic_and_batching_does_not_change_them(trained):
     model, tokenizer = load_for_eval(trained["adapter"], "student")
     conversations = read_sft(trained["sft"], 0, "physics")["test"]["messages"].to_list()
-    config = load_generation_config({"max_new_tokens": 12, "batch_size": 3})
+    config = GenerateConfig.load(overrides={"max_new_tokens": 12, "batch_size": 3})
     first = generate_answers(model, tokenizer, conversations, config)
     assert first == generate_answers(model, tokenizer, conversations, config)
     assert len(first) == len(conversations)
     assert all(0 < a["new_tokens"] <= 12 and a["prompt_tokens"] > 0 and isinstance(a["prediction"], str) for a in first)
     # left padding: a prompt answered alone or beside longer ones gets the same answer
     assert len({a["prompt_tokens"] for a in first}) > 1
-    alone = generate_answers(model, tokenizer, conversations, config | {"batch_size": 1})
+    alone = generate_answers(model, tokenizer, conversations, config.replace(batch_size=1))
     assert [a["prompt_tokens"] for a in alone] == [a["prompt_tokens"] for a in first]
     assert [a["prediction"] for a in alone] == [a["prediction"] for a in first]
     # a static KV cache (the GPU setting: fixed shapes that transformers compiles) changes no answer
@@ -110,7 +110,7 @@ def test_a_full_fine_tune_is_the_student_and_the_model_it_started_from_the_base(
     from nexa_core.train.student import resolve_checkpoint
 
     sft_frame().write_delta(str(tmp_path / "sft"))
-    config = load_config(
+    config = FinetuneConfig.load(
         overrides={"max_steps": 4, "save_steps": 100, "learning_rate": 0.01, "base_model": "nexa-tiny-llama"}
     )
     record = train(

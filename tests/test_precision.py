@@ -7,9 +7,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from nexa_core.recipe import FinetuneConfig
 from nexa_core.train import trainer as train
 from nexa_core.train.student import build_default_student, load_student
-from nexa_core.train.trainer import commit_model, conversation_rows, fit, load_config, use_bf16
+from nexa_core.train.trainer import commit_model, conversation_rows, fit, use_bf16
 
 TEXTS = ["Heat flows from a hot body to a cold one.", "The joule is the unit of energy."] * 8
 
@@ -42,10 +43,9 @@ def test_the_record_and_the_saved_weights_say_how_it_computed(tiny_student, tmp_
     monkeypatch.setattr(train, "cpu_flags", lambda: flags)  # the feature check, stubbed
     model, tokenizer = load_student(str(tiny_student))
     conversations = [[{"role": "user", "content": t}, {"role": "assistant", "content": "yes"}] for t in TEXTS]
-    config = load_config(
+    config = FinetuneConfig.load(
         overrides={"max_steps": 2, "save_steps": 100, "logging_steps": 1, "per_device_train_batch_size": 4}
-    )
-    config = train.for_student(config, built_from_config=True)
+    ).for_student(built_from_config=True)
     fitted = fit(model, tokenizer, conversation_rows(tokenizer, conversations), [], config, tmp_path / "t", "physics")
     record = fitted["record"]
     assert record["precision"] == precision and record["bf16"] is (precision != "fp32")

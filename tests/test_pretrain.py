@@ -9,8 +9,8 @@ from graph_helpers import materialize_domain, read_table
 from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
 
 from nexa_core.artifacts import sha256_files
+from nexa_core.recipe import ReadingConfig
 from nexa_core.train.student import build_default_student
-from nexa_core.train.trainer import PRETRAIN_CONFIG, config_hash, load_config
 from resources.launcher import TrainingLauncher
 
 
@@ -59,7 +59,7 @@ def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
             "physics",
             read_table(delta_root, "raw_documents")[1],
-            config_hash(load_config(PRETRAIN_CONFIG, asset_overrides)),
+            ReadingConfig.load(overrides=asset_overrides).digest(),
             stage="read",
         )
     )

@@ -33,7 +33,7 @@ from resources.student import StudentModel
 DOMAIN = "physics"
 RUN_CONFIG = {
     "ops": {
-        "eval_predictions": {"config": {"overrides": {"max_new_tokens": 24}}},
+        "eval_predictions": {"config": {"max_new_tokens": 24}},
         "eval_metrics": {"config": {"n_resamples": 1000}},
         "benchmark_scores": {"config": {"n_resamples": 1000, "roles": ["student", "base"]}},
     }

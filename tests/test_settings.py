@@ -5,7 +5,6 @@ from dataclasses import asdict, fields, is_dataclass
 
 import pytest
 
-from nexa_assets.benchmark import BenchmarkSettings
 from nexa_assets.distill import FilterSettings, MinHashSettings, PromptSettings, RawSettings, SplitSettings
 from nexa_assets.evaluate import FeedbackSettings
 from nexa_assets.release import ReleaseSettings
@@ -14,7 +13,6 @@ from nexa_core.distill.dedup import MinHashConfig
 from nexa_core.distill.filters import FilterConfig
 from nexa_core.distill.sft import SplitConfig
 from nexa_core.distill.teacher_inputs import PromptConfig
-from nexa_core.evaluate.benchmark import BenchmarkConfig
 from nexa_core.evaluate.feedback import FeedbackConfig
 from nexa_core.release.gate import GateConfig
 from nexa_core.settings import from_settings
@@ -29,7 +27,6 @@ PAIRS = [
     (MinHashSettings, MinHashConfig, set()),
     (SplitSettings, SplitConfig, set()),
     (FeedbackSettings, FeedbackConfig, {"template"}),
-    (BenchmarkSettings, BenchmarkConfig, {"suite_root"}),
     (ReleaseSettings, GateConfig, {"suite_root"}),
     (
         TeacherResource,

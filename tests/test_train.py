@@ -19,7 +19,7 @@ from graph_helpers import materialize_domain, read_table, resources
 from nexa_assets import pretrain, train
 from nexa_assets.partitions import domain_partitions
 from nexa_core.artifacts import sha256_files
-from nexa_core.train.trainer import config_hash, load_config
+from nexa_core.recipe import FinetuneConfig
 from resources.launcher import AwsBackend, KubernetesBackend, LauncherError, SlurmBackend, TrainingLauncher
 from resources.tracking import MlflowTracking
 
@@ -49,7 +49,7 @@ def materialize_base(instance, tmp_path, delta_root, overrides, raise_on_error=T
         instance=instance,
         resources=train_resources(tmp_path, delta_root),
         raise_on_error=raise_on_error,
-        run_config={"ops": {"student_base": {"config": {"overrides": overrides}}}},
+        run_config={"ops": {"student_base": {"config": overrides}}},
     )
 
 
@@ -61,7 +61,7 @@ def materialize_checkpoint(instance, tmp_path, delta_root, overrides, raise_on_e
         instance=instance,
         resources=train_resources(tmp_path, delta_root),
         raise_on_error=raise_on_error,
-        run_config={"ops": {"student_checkpoint": {"config": {"overrides": overrides}}}},
+        run_config={"ops": {"student_checkpoint": {"config": overrides}}},
     )
 
 
@@ -170,7 +170,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(instance, tmp_path, ph
         TrainingLauncher(artifact_root=str(tmp_path / "artifacts")).output_dir(
             "physics",
             read_table(physics_sft, "sft_dataset")[1],
-            config_hash(load_config(overrides={**overrides, "base_model": base_model_uri(physics_sft)})),
+            FinetuneConfig.load(overrides={**overrides, "base_model": base_model_uri(physics_sft)}).digest(),
         )
     )
     saved = kill_after_first_checkpoint(
@@ -324,7 +324,7 @@ def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physic
                 shared_dir=str(shared),
                 poll_seconds=1,
             ),
-            run_config={"ops": {"student_checkpoint": {"config": {"overrides": FAST}}}},
+            run_config={"ops": {"student_checkpoint": {"config": FAST}}},
         )
         assert result.success
         record = pl.read_delta(str(physics_sft / "nexa" / "student_checkpoint")).row(0, named=True)
@@ -368,9 +368,9 @@ def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
 
 def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
     from nexa_core.train.student import build_default_student, load_student
-    from nexa_core.train.trainer import attention, conversation_rows, fit, load_config
+    from nexa_core.train.trainer import attention, conversation_rows, fit
 
-    config = load_config(
+    config = FinetuneConfig.load(
         overrides={
             "max_steps": 1,
             "packing": False,
@@ -379,7 +379,7 @@ def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
             "trainer_args.max_grad_norm": 0.5,
         }
     )
-    assert attention(load_config()) is None and attention(config) == "eager"
+    assert attention(FinetuneConfig.defaults()) is None and attention(config) == "eager"
     texts = [f"Question {i}? Answer {i}." for i in range(8)]
     model, tokenizer = load_student(
         str(build_default_student(texts, tmp_path / "m", vocab_size=300)), attn_implementation=attention(config)
@@ -497,9 +497,7 @@ def test_two_gloo_processes_train_the_same_checkpoint_as_one(tmp_path, raw_root,
                 run_config={
                     "ops": {
                         "student_checkpoint": {
-                            "config": {
-                                "overrides": {**FAST, "per_device_train_batch_size": batch, "replay_documents": 0}
-                            }
+                            "config": {**FAST, "per_device_train_batch_size": batch, "replay_documents": 0}
                         }
                     }
                 },

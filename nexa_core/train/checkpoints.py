@@ -13,6 +13,11 @@ from nexa_core import schemas
 from nexa_core.ids import content_id
 
 
+def settings_json(record: dict) -> str | None:
+    """The stage's typed settings as it reported them (null for a model folder committed before they were)."""
+    return json.dumps(record["settings"], sort_keys=True) if record.get("settings") is not None else None
+
+
 def base_row(domain: str, record: dict, documents_version: int, config_hash: str) -> pl.DataFrame:
     """The student_base row. A base used as it is (not read into) reports no tokens, loss or times."""
     return pl.DataFrame(
@@ -35,6 +40,7 @@ def base_row(domain: str, record: dict, documents_version: int, config_hash: str
                 "device": record.get("device", ""),
                 "precision": record.get("precision"),
                 "config_hash": config_hash,
+                "settings": settings_json(record),
                 "created_at": datetime.now(timezone.utc),
             }
         ],
@@ -72,6 +78,7 @@ def checkpoint_row(
                 "finetune": record["finetune"],
                 "lora": record["lora"],
                 "config_hash": config_hash,
+                "settings": settings_json(record),
                 "sft_version": sft_version,
                 "round": round_,
                 "train_examples": record["train_examples"],
@@ -112,7 +119,7 @@ def distilled_row(domain: str, record: dict, checkpoint: dict, logits_id: str, l
         "sft_only_final_loss": sft_only.get("final_loss"),
         **{k: record[k] for k in ("trained_tokens", "precision", "device")},
         "files_sha256": json.dumps(record["files"], sort_keys=True),
-        "kd_config": json.dumps(record["config"], sort_keys=True),
+        "kd_config": settings_json(record),
     }
 
 

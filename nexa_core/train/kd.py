@@ -274,7 +274,7 @@ def commit_model(model, tokenizer, folder: Path, manifest: dict) -> dict:
     return commit_folder(staging, folder, manifest)
 
 
-def distill_student(request, config: dict, log) -> dict:
+def distill_student(request, settings, log) -> dict:
     """Rank the teacher's layers on its own inputs, keep the most important, train the pruned copy on the cached
     top-k (and, with compare_sft, the same copy on the ordinary loss alone), and commit each under output_dir
     with a manifest that names the teacher and the model the teacher started from (the scoring roles)."""
@@ -287,25 +287,25 @@ def distill_student(request, config: dict, log) -> dict:
     from nexa_core.train.student import resolve_checkpoint
     from nexa_core.train.trainer import device_name, precision, use_bf16
 
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(settings.seed)
     teacher, tokenizer = load_for_eval(request.teacher, "student", "false")  # fp32 weights: they train
     if hasattr(teacher, "merge_and_unload"):  # a LoRA checkpoint: its full weights are the teacher
         teacher = teacher.merge_and_unload()
     rows = read_logits(request.logits_uri, request.logits_version, request.domain, request.logits_id)
-    random.Random(config["seed"]).shuffle(rows)  # QA pairs and document blocks in every batch, not in two runs
+    random.Random(settings.seed).shuffle(rows)  # QA pairs and document blocks in every batch, not in two runs
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batches, topk = cached_batches(rows, config["per_device_train_batch_size"], pad_id)
+    batches, topk = cached_batches(rows, settings.per_device_train_batch_size, pad_id)
     vocab = teacher.get_output_embeddings().weight.shape[0]
     if int(topk[0][1].max()) >= vocab:
         raise DistillError(f"the cached top-k names token ids up to {int(topk[0][1].max())}; the teacher has {vocab}")
-    importance = layer_importance(teacher, batches[: config["importance_batches"]])
-    keep = layers_to_keep(importance, config["keep_layers"], config["keep_ratio"])
+    importance = layer_importance(teacher, batches[: settings.importance_batches])
+    keep = layers_to_keep(importance, settings.keep_layers, settings.keep_ratio)
     log(f"partition {request.domain}: keeping layers {keep} of {len(importance)} (block influence)")
     pruned, teacher_parameters = prune_layers(teacher, keep), sum(p.numel() for p in teacher.parameters())
     del teacher
-    bf16 = use_bf16(config["bf16"])
-    students = {"model": (pruned, config["alpha"])}
-    if config["compare_sft"]:  # trained first: the KD student's manifest names it
+    bf16 = use_bf16(settings.bf16)
+    students = {"model": (pruned, settings.alpha)}
+    if settings.compare_sft:  # trained first: the KD student's manifest names it
         students = {SFT_ONLY: (copy.deepcopy(pruned), 0.0), **students}
     common = {
         "teacher": request.teacher,
@@ -315,13 +315,14 @@ def distill_student(request, config: dict, log) -> dict:
         "layer_importance": importance,
         "parameters": sum(p.numel() for p in pruned.parameters()),
         "teacher_parameters": teacher_parameters,
-        "steps": config["num_train_epochs"] * len(batches),
+        "steps": settings.num_train_epochs * len(batches),
         "document_blocks": sum(r.get("source") == "document" for r in rows),
-        "trained_tokens": config["num_train_epochs"] * sum(len(r["input_ids"]) for r in rows),
+        "trained_tokens": settings.num_train_epochs * sum(len(r["input_ids"]) for r in rows),
         "precision": precision(bf16),
         "saved_dtype": "bfloat16" if bf16 else "float32",
         "device": device_name(),
-        "config": config,
+        "config_hash": settings.digest(),
+        "settings": settings.to_dict(),
     }
     trained = {}
     for name, (student, alpha) in students.items():
@@ -331,11 +332,11 @@ def distill_student(request, config: dict, log) -> dict:
             batches,
             topk,
             common["steps"],
-            config["learning_rate"],
+            settings.learning_rate,
             alpha,
-            config["temperature"],
-            config["kind"],
-            config["beta"],
+            settings.temperature,
+            settings.kind,
+            settings.beta,
             bf16,
             log=lambda message, name=name: log(f"{name} {message}"),
         )
@@ -358,11 +359,9 @@ def distill_student(request, config: dict, log) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from nexa_core.stage import DistillRequest, serve
-    from nexa_core.train.trainer import CONFIG_DIR, load_config
 
     request = DistillRequest.parse(argv, __doc__.splitlines()[0])
-    config = load_config(request.config or CONFIG_DIR / "kd_default.yaml", request.overrides)
-    return serve(request, lambda log: distill_student(request, config, log))
+    return serve(request, lambda log: distill_student(request, request.recipe(), log))
 
 
 if __name__ == "__main__":

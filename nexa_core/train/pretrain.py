@@ -19,19 +19,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nexa_core.recipe import ReadingConfig
 from nexa_core.stage import ReadRequest
 from nexa_core.train.student import DEFAULT_STUDENT, build_default_student, load_student
 from nexa_core.train.trainer import (
-    PRETRAIN_CONFIG,
     TrainingError,
     attention,
     bases_dir,
     commit_model,
     committed,
-    config_hash,
     document_rows,
     fit,
-    for_student,
     read_documents,
     reading_texts,
     stage_main,
@@ -40,7 +38,13 @@ from nexa_core.train.trainer import (
 
 
 def read_corpus(
-    config: dict, documents: list[str], out_dir: Path, domain: str, bases_dir: Path | str, log=print, on_metrics=None
+    settings: ReadingConfig,
+    documents: list[str],
+    out_dir: Path,
+    domain: str,
+    bases_dir: Path | str,
+    log=print,
+    on_metrics=None,
 ) -> dict:
     """Train the student on the documents and save it under out_dir/model; return its record."""
     if not documents:
@@ -49,24 +53,25 @@ def read_corpus(
     if done := committed(out_dir, "model"):
         log(f"partition {domain}: {done['path']} has already read the corpus; nothing to do")
         return {**done, "model_path": done["path"], "trained": True}
-    name = config["base_model"]
+    name = settings.base_model
     built = name == DEFAULT_STUDENT
     record = {
         "domain": domain,
         "base_model": name,
-        "config_hash": config_hash(config),  # of the config as given, as the asset hashes it
+        "config_hash": settings.digest(),  # of the settings as given, as the asset hashes them
+        "settings": settings.to_dict(),
         "documents": len(documents),
         "built_from_config": built,
     }
-    config = for_student(config, built)
+    settings = settings.for_student(built)
     if built:
         base = out_dir / "init"
         if not (base / "config.json").exists():
-            build_default_student(documents, base, seed=config["seed"], **config["student"])
+            build_default_student(documents, base, seed=settings.seed, **vars(settings.student))
         base = str(base)
     else:
         base = start_model(name, bases_dir, domain, log)
-        if not config["continued_pretraining"]:
+        if not settings.continued_pretraining:
             try:
                 load_student(base)  # fail here, naming the setting, rather than in SFT
             except ValueError as exc:
@@ -74,14 +79,14 @@ def read_corpus(
             log(f"partition {domain}: continued_pretraining is off; the student starts from {base} as it is")
             return {**record, "model_path": base, "trained": False, "files": {}, "curve": [], "steps": 0}
     try:
-        model, tokenizer = load_student(base, attn_implementation=attention(config))
+        model, tokenizer = load_student(base, attn_implementation=attention(settings))
     except ValueError as exc:
         raise TrainingError(f"partition {domain}: {exc}") from exc
     rows = document_rows(
-        tokenizer, reading_texts(documents, config["sentence_passes"], config["seed"]), config["max_length"]
+        tokenizer, reading_texts(documents, settings.sentence_passes, settings.seed), settings.max_length
     )
     log(f"partition {domain}: reading {len(documents)} documents, {sum(len(r['input_ids']) for r in rows)} tokens")
-    fitted = fit(model, tokenizer, rows, [], config, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)
+    fitted = fit(model, tokenizer, rows, [], settings, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)
     record = commit_model(
         fitted["trainer"],
         tokenizer,
@@ -92,16 +97,16 @@ def read_corpus(
     return {**record, "model_path": str(out_dir / "model"), "trained": True}
 
 
-def _read(args, config: dict, log, on_metrics) -> dict:
+def _read(args, settings: ReadingConfig, log, on_metrics) -> dict:
     documents = read_documents(args.documents_uri, args.documents_version, args.domain)
     record = read_corpus(
-        config, documents, Path(args.output_dir), args.domain, bases_dir(args), log=log, on_metrics=on_metrics
+        settings, documents, Path(args.output_dir), args.domain, bases_dir(args), log=log, on_metrics=on_metrics
     )
     return {**record, "documents_version": args.documents_version}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__.splitlines()[0], ReadRequest, PRETRAIN_CONFIG, _read)
+    return stage_main(argv, __doc__.splitlines()[0], ReadRequest, _read)
 
 
 if __name__ == "__main__":

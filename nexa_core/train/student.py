@@ -170,8 +170,8 @@ def lora_targets(model, requested: list[str] | str | None) -> list[str] | str:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     if requested in (None, "auto", []):
         return LORA_TARGETS.get(model.config.model_type, "all-linear")
-    if requested == "all-linear":
-        return requested
+    if requested in ("all-linear", ["all-linear"]):
+        return "all-linear"
     missing = [t for t in requested if t not in names]
     if missing:
         raise ValueError(
@@ -205,17 +205,6 @@ def read_manifest(folder: str | Path) -> dict:
     """A model folder's manifest, {} for a folder this project did not write (or a hub id)."""
     path = Path(folder) / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-# The models a checkpoint is scored beside, all answering the same prompts:
-# student: the checkpoint; read: the model SFT started from, after reading the domain (only when it differs
-# from the base); base: the off-the-shelf model the user started from, before reading and before SFT. A
-# student built from a config has no off-the-shelf form (random weights are not a model): its base is the
-# model after reading, and it has no separate read row. A distilled student (nexa_core.train.kd) has two more:
-# teacher: the checkpoint it was pruned from and learnt from; pruned_sft: the same pruned copy trained by SFT
-# alone, what distillation must beat.
-CHECKPOINT_ROLES = ("student", "read", "base")
-ROLES = (*CHECKPOINT_ROLES, "teacher", "pruned_sft")
 
 
 def model_roles(checkpoint: str | Path) -> dict[str, tuple[str, str | None]]:

@@ -75,7 +75,8 @@ def cache_teacher(request: TeacherLogitsRequest, log) -> dict:
 
     if request.expect_sha256:
         verify_checkpoint(request.teacher, json.loads(request.expect_sha256))
-    k, batch_size = int(request.overrides.get("k", 32)), int(request.overrides.get("batch_size", 16))
+    settings = request.recipe()
+    k, batch_size = settings.k, settings.batch_size
     train = read_sft(request.sft_uri, request.sft_version, request.domain)["train"]
     documents = (
         read_documents(request.documents_uri, request.documents_version, request.domain)
@@ -83,8 +84,7 @@ def cache_teacher(request: TeacherLogitsRequest, log) -> dict:
         else []
     )
     model, tokenizer = load_for_eval(request.teacher, "student", "false")  # fp32: the distributions as they are
-    passes, length = int(request.overrides.get("sentence_passes", 1)), int(request.overrides.get("max_length", 64))
-    rows = distillation_rows(tokenizer, train, documents, passes, length)
+    rows = distillation_rows(tokenizer, train, documents, settings.sentence_passes, settings.max_length)
     start = time.perf_counter()
     frame = pl.DataFrame(teacher_top_k(model, tokenizer, rows, k, batch_size, log), schema=TEACHER_LOGITS)
     write_atomically(Path(request.output), frame.write_parquet)

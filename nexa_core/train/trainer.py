@@ -11,40 +11,22 @@ half-written checkpoint is never taken for a finished one.
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from nexa_core.artifacts import MANIFEST, commit_folder
+from nexa_core.recipe import FinetuneConfig, ReadingConfig, TrainerConfig
+from nexa_core.settings import SettingsError
 from nexa_core.stage import SFTRequest, serve
 from nexa_core.teacher.question_forms import split_sentences
-
-CONFIG_DIR = Path(__file__).parents[1] / "configs"
-PRETRAIN_CONFIG = CONFIG_DIR / "pretrain_default.yaml"
 
 
 class TrainingError(ValueError):
     pass
-
-
-def load_config(path: Path | None = None, overrides: dict | None = None) -> dict:
-    config = yaml.safe_load(Path(path or CONFIG_DIR / "train_default.yaml").read_text())
-    for key, value in (overrides or {}).items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # Attention that runs packed documents each on its own (varlen kernels, or flex attention's block mask)
@@ -186,18 +168,6 @@ def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
-STUDENT_KINDS = ("pretrained", "from_config")  # the YAML sections of settings that differ by kind of student
-
-
-def for_student(config: dict, built_from_config: bool) -> dict:
-    """The config with its kind of student's section filled in: `from_config` for a student built from a
-    config (trained from random weights), `pretrained` for a real base. A key at the top level (from the
-    file or an override) wins over the section's."""
-    section = config.get("from_config" if built_from_config else "pretrained") or {}
-    settled = {k: v for k, v in config.items() if k not in STUDENT_KINDS}
-    return {**section, **settled}
-
-
 def _completion_trainer():
     """TRL's SFTTrainer scoring only the positions that have a label, on the CPU.
 
@@ -246,7 +216,7 @@ def fit(
     tokenizer,
     train_rows: list[dict],
     eval_rows: list[dict],
-    config: dict,
+    settings: TrainerConfig,
     run_dir: Path,
     domain: str,
     peft_config=None,
@@ -266,30 +236,32 @@ def fit(
     from nexa_core.train.student import read_manifest
 
     CompletionSFTTrainer = _completion_trainer()
-    # settled already by the stages; here too for a caller that hands over the file's config as it is
-    config = for_student(config, bool(read_manifest(model.name_or_path).get("built_from_config")))
+    # settled already by the stages; here too for a caller that hands over the file's settings as they are
+    settings = settings.for_student(bool(read_manifest(model.name_or_path).get("built_from_config")))
     cuda = torch.cuda.is_available()
-    bf16 = use_bf16(config["bf16"])
-    max_length = config["max_length"]
-    if config["packing"]:
+    bf16 = use_bf16(settings.bf16)
+    max_length = settings.max_length
+    if settings.packing:
         max_length = packing_length(
             [len(r["input_ids"]) for r in train_rows],
             max_length,
             cuda and model.config._attn_implementation in VARLEN_ATTENTION,
         )
         log(f"partition {domain}: packing rows of {max_length} tokens")
+    patience = getattr(settings, "early_stopping_patience", 0)  # SFT's; reading has no eval split
     has_eval = bool(eval_rows)
-    early_stop = has_eval and config.get("early_stopping_patience", 0) > 0
-    # The YAML's keys that are SFTConfig fields go to it as they are (learning rate, epochs, batch, schedule,
+    early_stop = has_eval and patience > 0
+    # The settings that are SFTConfig fields go to it as they are (learning rate, epochs, batch, schedule,
     # steps, seed, ...); then what this project decides from them; trainer_args (any other field) win.
     known = {f.name for f in dataclasses.fields(SFTConfig)}
-    settings = {key: value for key, value in config.items() if key in known} | dict(
+    check_trainer_args(settings, known)
+    values = {key: value for key, value in settings.to_dict().items() if key in known} | dict(
         output_dir=str(run_dir),
-        max_steps=config["max_steps"] or -1,
+        max_steps=settings.max_steps or -1,
         max_length=max_length,
         bf16=bf16,
         # batches of similar lengths: little compute is spent on padding when rows are not packed
-        train_sampling_strategy="group_by_length" if config.get("group_by_length") else "random",
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         save_strategy="steps",
         eval_strategy="steps" if has_eval else "no",
         load_best_model_at_end=early_stop,
@@ -299,7 +271,7 @@ def fit(
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    args = SFTConfig(**{**settings, **(config.get("trainer_args") or {})})
+    args = SFTConfig(**{**values, **settings.trainer_args})
     curve: list[dict] = []
 
     class Report(TrainerCallback):
@@ -315,7 +287,7 @@ def fit(
 
     callbacks = [Report()]  # the curve goes to the stage's log; transformers' PrinterCallback is removed below
     if early_stop:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config["early_stopping_patience"]))
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     as_dataset = datasets.Dataset.from_list
     trainer = (CompletionSFTTrainer if not cuda and args.world_size == 1 else SFTTrainer)(
         model=model,
@@ -354,6 +326,17 @@ def fit(
             "trained_tokens": sum(len(r["input_ids"]) for r in train_rows),
         },
     }
+
+
+def check_trainer_args(settings: TrainerConfig, known: set[str]) -> None:
+    """trainer_args passes any other SFTConfig field: a key that is none is an error, as any unknown setting."""
+    for key in settings.trainer_args:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            raise SettingsError(
+                f"{settings.stage}: trainer_args.{key} is not a field of TRL's SFTConfig"
+                + (f"; did you mean {' or '.join(close)}?" if close else "")
+            )
 
 
 def commit_model(trainer, tokenizer, out_dir: Path, name: str, record: dict, merge: bool = False) -> dict:
@@ -413,46 +396,45 @@ def bases_dir(args) -> Path:
     return Path(args.bases_dir) if args.bases_dir else Path(args.output_dir).resolve().parent.parent / "bases"
 
 
-def full_finetune(config: dict, base_dir: str) -> bool:
+def full_finetune(settings: FinetuneConfig, base_dir: str) -> bool:
     """`finetune: auto` trains every weight of a student built from a config (LoRA on frozen random
     weights teaches next to nothing) and a LoRA adapter on a pretrained base."""
-    if config["finetune"] != "auto":
-        return config["finetune"] == "full"
+    if settings.finetune != "auto":
+        return settings.finetune == "full"
     manifest = Path(base_dir) / MANIFEST
     return manifest.is_file() and bool(json.loads(manifest.read_text()).get("built_from_config"))
 
 
-def attention(config: dict) -> str | None:
-    """The configured attention implementation; `auto` (or unset) lets load_student choose."""
-    value = config.get("attn_implementation", "auto")
-    return None if value in (None, "auto") else value
+def attention(settings: TrainerConfig) -> str | None:
+    """The configured attention implementation; `auto` lets load_student choose."""
+    return None if settings.attn_implementation == "auto" else settings.attn_implementation
 
 
-def check_train_size(train_examples: int, config: dict, domain: str, what: str) -> None:
+def check_train_size(train_examples: int, settings: FinetuneConfig, domain: str, what: str) -> None:
     """Refuse to train on fewer than `min_train_examples`: checked before launching and again on the node."""
-    if train_examples < config["min_train_examples"]:
+    if train_examples < settings.min_train_examples:
         raise TrainingError(
             f"partition {domain}: {what} has {train_examples} train examples, fewer than "
-            f"min_train_examples={config['min_train_examples']}; add data or lower the setting"
+            f"min_train_examples={settings.min_train_examples}; add data or lower the setting"
         )
 
 
-def lora_config(config: dict, model):
+def lora_config(settings: FinetuneConfig, model):
     from peft import LoraConfig
 
     from nexa_core.train.student import lora_targets
 
     return LoraConfig(
-        r=config["lora"]["r"],
-        lora_alpha=config["lora"]["alpha"],
-        lora_dropout=config["lora"]["dropout"],
-        target_modules=lora_targets(model, config["lora"]["target_modules"]),
+        r=settings.lora.r,
+        lora_alpha=settings.lora.alpha,
+        lora_dropout=settings.lora.dropout,
+        target_modules=lora_targets(model, settings.lora.target_modules),
         task_type="CAUSAL_LM",
     )
 
 
 def train(
-    config: dict,
+    settings: FinetuneConfig,
     splits: dict,
     out_dir: Path,
     domain: str,
@@ -461,49 +443,49 @@ def train(
     documents: list[str] | None = None,
     bases: Path | None = None,
 ) -> dict:
-    """SFT from config["base_model"] (normally the domain's student_base) and save; return the
+    """SFT from settings.base_model (normally the domain's student_base) and save; return the
     checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
     causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
     from nexa_core.train.student import DEFAULT_STUDENT, build_default_student, load_student, read_manifest
 
     train_rows = splits["train"]
-    check_train_size(train_rows.height, config, domain, "the SFT train split")
+    check_train_size(train_rows.height, settings, domain, "the SFT train split")
     out_dir = Path(out_dir)
     if done := committed(out_dir, "model", "adapter"):
         log(f"partition {domain}: {done['path']} is already trained; nothing to do")
         return done
-    given_hash = config_hash(config)  # of the config as given, as the asset hashes it
-    base = config["base_model"]
+    given = settings  # as given: what is hashed and recorded, as the asset hashes it
+    base = settings.base_model
     if base == DEFAULT_STUDENT:  # no reading stage ran: build the default from the SFT text itself
         base_dir = out_dir / "base"
         if not (base_dir / "config.json").exists():
             texts = [m["content"] for msgs in train_rows["messages"].to_list() for m in msgs]
-            student = for_student(load_config(PRETRAIN_CONFIG), built_from_config=True)["student"]
-            build_default_student(texts, base_dir, seed=config["seed"], **student)
+            student = ReadingConfig.defaults().student
+            build_default_student(texts, base_dir, seed=settings.seed, **vars(student))
         base = str(base_dir)
     else:  # a named base without a reading stage: its converted folder
         base = start_model(base, bases or out_dir.resolve().parent.parent / "bases", domain, log)
-    config = for_student(config, bool(read_manifest(base).get("built_from_config")))
+    settings = settings.for_student(bool(read_manifest(base).get("built_from_config")))
     try:
-        model, tokenizer = load_student(base, attn_implementation=attention(config))
+        model, tokenizer = load_student(base, attn_implementation=attention(settings))
     except ValueError as exc:
         raise TrainingError(f"partition {domain}: {exc}") from exc
-    full = full_finetune(config, base)
-    lora = None if full else lora_config(config, model)
+    full = full_finetune(settings, base)
+    lora = None if full else lora_config(settings, model)
     rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
     qa_rows = len(rows)
-    if documents and config.get("replay_documents"):  # what the student read, read again: no forgetting
+    if documents and settings.replay_documents:  # what the student read, read again: no forgetting
         rows += document_rows(
             tokenizer,
-            reading_texts(documents, config["replay_sentence_passes"], config["seed"] + 1),
-            config["max_length"],
-        ) * int(config["replay_documents"])
+            reading_texts(documents, settings.replay_sentence_passes, settings.seed + 1),
+            settings.max_length,
+        ) * int(settings.replay_documents)
     fitted = fit(
         model,
         tokenizer,
         rows,
         conversation_rows(tokenizer, splits["validation"]["messages"].to_list()),
-        config,
+        settings,
         out_dir / "trainer",
         domain,
         peft_config=lora,
@@ -514,7 +496,7 @@ def train(
         None
         if full
         else json.dumps(
-            config["lora"]
+            vars(settings.lora)
             | {
                 "target_modules": lora.target_modules
                 if isinstance(lora.target_modules, str)
@@ -524,7 +506,7 @@ def train(
     )
     record = {
         "domain": domain,
-        "base_model": config["base_model"],
+        "base_model": settings.base_model,
         "base_model_path": base,
         "finetune": "full" if full else "lora",
         "lora": lora_record,
@@ -532,7 +514,8 @@ def train(
         "train_examples": train_rows.height,
         "qa_rows": qa_rows,
         "replayed_rows": len(rows) - qa_rows,
-        "config_hash": given_hash,
+        "config_hash": given.digest(),
+        "settings": given.to_dict(),
     }
     record = commit_model(
         fitted["trainer"],
@@ -540,22 +523,22 @@ def train(
         out_dir,
         "model" if full else "adapter",
         {**record, "curve": fitted["curve"]},
-        merge=config.get("merge", False),
+        merge=settings.merge,
     )
     return record
 
 
-def stage_main(argv: list[str] | None, description: str, request_type, default_config: Path, run_stage) -> int:
-    """The reading stage's and SFT's entry: their request's flags; the record goes back with the
-    loss_decreased check."""
+def stage_main(argv: list[str] | None, description: str, request_type, run_stage) -> int:
+    """The reading stage's and SFT's entry: their request's flags and typed settings (an unknown or mistyped
+    setting stops it here, named); the record goes back with the loss_decreased check."""
     request = request_type.parse(argv, description)
-    config = load_config(request.config or default_config, request.overrides)
+    settings = request.recipe()
 
     def work(log) -> dict:
         def step_metrics(row: dict) -> None:  # per-step training metrics, streamed into the Dagster run log
             log("step {step}: ".format(**row) + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
 
-        return run_stage(request, config, log, step_metrics)
+        return run_stage(request, settings, log, step_metrics)
 
     return serve(request, work, after=report_loss_check)
 
@@ -584,13 +567,13 @@ def read_documents(uri: str, version: int, domain: str, storage_options: dict | 
     )
 
 
-def _sft(args, config: dict, log, on_metrics) -> dict:
+def _sft(args, settings: FinetuneConfig, log, on_metrics) -> dict:
     splits = read_sft(args.sft_uri, args.sft_version, args.domain)
     log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(f"{k}={v.height}" for k, v in splits.items()))
     # read whenever given: whether they are replayed (replay_documents) depends on the kind of student
     documents = read_documents(args.documents_uri, args.documents_version, args.domain) if args.documents_uri else None
     record = train(
-        config,
+        settings,
         splits,
         Path(args.output_dir),
         args.domain,
@@ -603,7 +586,7 @@ def _sft(args, config: dict, log, on_metrics) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__.splitlines()[0], SFTRequest, CONFIG_DIR / "train_default.yaml", _sft)
+    return stage_main(argv, __doc__.splitlines()[0], SFTRequest, _sft)
 
 
 if __name__ == "__main__":
