@@ -90,3 +90,10 @@ def test_distillation_benchmark_runs_at_smoke_size():
     assert re.search(r"k +2: teacher mass 0\.\d{3}  KL from top k \d+\.\d{4}  full KL \d+\.\d{4}", out), out
     # a second student, trained on the top 2 of a second cache, scored beside the first
     assert re.search(r"students trained on the teacher's top k", out) and re.search(r"\n  2 +\d\.\d{3} \[", out), out
+
+
+def test_pair_filters_benchmark_counts_each_reason_beside_its_baseline():
+    out = smoke("pair_filters.py")
+    assert re.search(r"\nkept +\d+ +\d+\n", out) and "baseline " in out
+    for reason in ("no_content_word", "function_word_answer", "cut_mid_phrase", "answer_in_question"):
+        assert re.search(rf"\n{reason} +0 +\d+\n", out), out  # the baseline had no such filter

@@ -90,3 +90,57 @@ def test_block_size_does_not_change_the_verdicts():
     whole = filter_pairs(outputs, inputs)
     assert filter_pairs(outputs, inputs, block=1).equals(whole)
     assert whole["reject_reason"].to_list() == [None, "exact_duplicate", None, "near_duplicate", "unparseable_response"]
+
+
+LEARNABLE = (
+    "The Moon is the brightest object in the night sky besides the Sun. Types of fronts include cold fronts "
+    "and warm fronts. Keratin is a fibrous, rope-like protein that gives hair, nails, and skin their hardness. "
+    "Cold fronts push under the warm fronts they collide with. The Moon lights the night sky more than the stars do."
+)
+
+
+def test_each_learnability_filter_rejects_its_bad_pair_and_keeps_a_good_one():
+    good_and_bad = {
+        # reason: (the bad pair, a good pair of the same shape)
+        "no_content_word": (
+            ("What is when it?", "The brightest object in the night sky."),
+            ("What is the Moon?", "The brightest object in the night sky besides the Sun."),
+        ),
+        "function_word_answer": (
+            ("Complete the statement: Types of fronts ...", "include"),
+            ("Complete the statement: The brightest object in the night sky besides the Sun is the ...", "Moon"),
+        ),
+        "cut_mid_phrase": (
+            (
+                "What is the brightest object in the night sky?",
+                "The Moon is the brightest object in the night sky besides",
+            ),
+            ("What gives hair, nails, and skin their hardness?", "Keratin, a fibrous protein."),
+        ),
+        "answer_in_question": (
+            ("Which fronts are cold fronts and warm fronts?", "Cold fronts"),
+            ("What are two types of fronts?", "Cold fronts and warm fronts"),
+        ),
+    }
+    for reason, (bad, good) in good_and_bad.items():
+        result = filter_pairs(*teacher_frames([pairs(bad, good)], LEARNABLE))
+        assert result["reject_reason"].to_list() == [reason, None], (reason, result["reject_detail"].to_list())
+        assert result["reject_detail"][0]  # each rejection says what it saw
+    # An open end, an unbalanced bracket and a leading conjunction are cut phrases too; a hyphenated word,
+    # a preposition English leaves at the end, and an elliptical verb are not.
+    cut = filter_pairs(
+        *teacher_frames(
+            [
+                pairs(
+                    ("What does keratin give hair?", "Hardness and,"),
+                    ("What is keratin?", "A fibrous protein (found in hair"),
+                    ("What do fronts include?", "and warm fronts"),
+                    ("What kind of protein is keratin?", "A fibrous, rope-like protein"),
+                    ("What do cold fronts meet?", "The warm fronts they collide with"),
+                    ("What lights the night sky more than the stars?", "The Moon, more than the stars do"),
+                )
+            ],
+            LEARNABLE,
+        )
+    )
+    assert cut["reject_reason"].to_list() == ["cut_mid_phrase"] * 3 + [None] * 3, cut["reject_detail"].to_list()

@@ -169,3 +169,44 @@ def test_completion_asks_the_statement_up_to_a_key_term():
     # the answer is what the statement says next
     assert all(sentence.startswith(completion_prefix(q) + " " + a) for a, q in by_answer.items())
     assert completion_prefix("What is a laser?") is None
+
+
+def test_unlearnable_sentences_and_terms_yield_no_pairs():
+    # a pronoun subject behind a subordinate clause, a sentence adverb, an inverted sentence, a question,
+    # a term that is a clause, and a term that points back ("An example")
+    for sentence in (
+        "When it is visible, it is the brightest object in the night sky besides the Moon.",
+        "However, near the shore where the water is shallow, the waves behave differently.",
+        "Between these two extremes are waves that are commonly called visible light.",
+        "Why are algae considered plant-like organisms by many biologists?",
+        "The central nervous system includes the brain, which is the body's control center.",
+        "An example is the sodium-potassium pump in the membrane of nerve cells.",
+    ):
+        asked = [
+            p for p in heuristic_pairs(sentence, max_pairs=100) if p["kind"] in ("definition", "reverse_definition")
+        ]
+        assert asked == [], (sentence, asked)
+    assert heuristic_pairs("When it is visible, it is the brightest object in the night sky besides the Moon.") == []
+    assert heuristic_pairs("Why are algae considered plant-like organisms by many biologists?", max_pairs=100) == []
+    # the definition itself is still asked of a sentence that names its subject
+    assert heuristic_pairs("Keratin is a fibrous protein found in hair and nails.", max_pairs=1)[0] == {
+        "kind": "definition",
+        "question": "What is keratin?",
+        "answer": "A fibrous protein found in hair and nails.",
+    }
+
+
+def test_answers_end_where_their_phrase_ends():
+    from nexa_core.teacher.question_forms import completion_forms
+
+    # a definition's answer is not cut inside a list ("hair, nails.")
+    listed = heuristic_pairs("Keratin is a fibrous protein that gives hair, nails, and skin their hardness.", 1)
+    assert listed[0]["answer"] == "A fibrous protein that gives hair, nails, and skin their hardness."
+    # a completion stops on a noun that ends its phrase, never on a modifier before its noun or on a verb
+    sentence = "Ligands that interact with cell-surface receptors do not have to enter the target cell."
+    answers = {p["answer"] for p in completion_forms(sentence)}
+    assert "receptors" in answers and "cell-surface" not in answers and "interact" not in answers
+    assert {p["answer"] for p in completion_forms("Types of fronts include cold fronts and warm fronts.")} == set()
+    # a pointer at a figure is no part of the fact
+    pairs = heuristic_pairs("A barometer is a device that measures atmospheric pressure (Figure 8.11).", 2)
+    assert pairs[0]["answer"] == "A device that measures atmospheric pressure." and "Figure" not in pairs[1]["question"]

@@ -2,7 +2,9 @@
 
 Every pair keeps its row; a dropped one carries `reject_reason` (and `reject_detail`), so the
 per-reason counts are a group-by and nothing disappears. Order: parse -> PII scrub -> length bounds
--> refusal/boilerplate -> grounding -> exact duplicates -> near duplicates (MinHash LSH).
+-> refusal/boilerplate -> what a student cannot learn from (a question with no content word, an answer
+of function words only, an answer cut mid-phrase, an answer the question already holds) -> grounding
+-> exact duplicates -> near duplicates (MinHash LSH).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from nexa_core import schemas
 from nexa_core.distill.dedup import MinHashConfig, near_duplicates
 from nexa_core.ids import content_id
 from nexa_core.teacher import TeacherResponseError, parse_pairs
+from nexa_core.teacher.question_forms import FUNCTION_WORDS
 
 REASONS = (
     "unusable_response",
@@ -22,6 +25,10 @@ REASONS = (
     "too_short",
     "too_long",
     "refusal",
+    "no_content_word",
+    "function_word_answer",
+    "cut_mid_phrase",
+    "answer_in_question",
     "ungrounded",
     "exact_duplicate",
     "near_duplicate",
@@ -35,6 +42,7 @@ REFUSAL = (
     r"not (?:mentioned|stated|provided) in the passage|the passage does not|no information)\b"
 )
 WORDS = r"\w+"
+WHOLE_WORDS = r"\w+(?:[-‐'’]\w+)*"  # a hyphenated word is one ("tail-like" does not end on "like")
 STOP_WORDS = [
     "the",
     "a",
@@ -63,6 +71,20 @@ STOP_WORDS = [
     "its",
     "because",
 ]
+
+# The frames the teachers wrap a question in ("Fill in the blank:", "What is the term for", "According to
+# the passage"): no content of the question's own.
+QUESTION_FRAME = frozenset(
+    """fill blank complete statement according passage term terms happens happen quantity define describe explain
+name state list identify give example""".split()
+)
+# A phrase does not end on an article, a possessive, a conjunction, a relative word or a preposition that
+# English does not leave stranded: an answer that does was cut before its end ("... in the night sky besides").
+# Prepositions that do end phrases ("the medium they interact with") and pronouns ("into another") are not here.
+_DANGLING = """the a an its their his her our your my whose every and or but nor yet because although though while
+whereas if unless whether than which who whom where when of as besides between among amongst beneath beside toward
+towards during per via unlike except upon onto despite including""".split()
+_OPEN_END = r"(?:[,;:(\[/\-–—]|\.\.\.|…)$"
 
 
 @dataclass(frozen=True)
@@ -161,6 +183,50 @@ def _grounding(pairs: pl.DataFrame, inputs: pl.DataFrame) -> pl.Series:
     return pairs.select("row").join(share, on="row", how="left", maintain_order="left")["grounding"].fill_null(1.0)
 
 
+def _words(column: str) -> pl.Expr:
+    return pl.col(column).str.to_lowercase().str.extract_all(WHOLE_WORDS)
+
+
+def _without(words: pl.Expr, dropped: frozenset[str]) -> pl.Expr:
+    return words.list.eval(pl.element().filter(~pl.element().is_in(list(dropped))))
+
+
+def _unlearnable() -> list[tuple[pl.Expr, pl.Expr, pl.Expr]]:
+    """(condition, reason, detail) of the pairs a student cannot learn a fact from: a question with no
+    content word of its own ("What is when it?"), an answer of function words only ("include"), an
+    answer cut mid-phrase (ending on "of", "the", "besides", a comma, or an open bracket), and an answer
+    whose content words the question already holds."""
+    q_words, a_words = _words("question"), _words("answer")
+    asked = _without(q_words, FUNCTION_WORDS | QUESTION_FRAME)
+    said = _without(a_words, FUNCTION_WORDS)
+    last, first = a_words.list.last(), a_words.list.first()
+    a = pl.col("answer")
+    unbalanced = (a.str.count_matches(r"\(") != a.str.count_matches(r"\)")) | (
+        a.str.count_matches(r"\[") != a.str.count_matches(r"\]")
+    )
+    joins = first.is_in(["and", "or", "but", "nor", "which", "whose", "whom"]) & (a_words.list.len() > 1)
+    cut = (
+        pl.when(a.str.contains(_OPEN_END))
+        .then(pl.format("answer ends open: '{}'", a.str.slice(-12)))
+        .when(last.is_in(_DANGLING))
+        .then(pl.format("answer ends on '{}'", last))
+        .when(joins)
+        .then(pl.format("answer starts on '{}'", first))
+        .when(unbalanced)
+        .then(pl.lit("answer has an unbalanced bracket"))
+    )
+    return [
+        (asked.list.len() == 0, pl.lit("no_content_word"), pl.format("question words: {}", q_words.list.join(" "))),
+        (said.list.len() == 0, pl.lit("function_word_answer"), pl.format("answer words: {}", a_words.list.join(" "))),
+        (cut.is_not_null(), pl.lit("cut_mid_phrase"), cut),
+        (
+            said.list.set_difference(_without(q_words, QUESTION_FRAME)).list.len() == 0,
+            pl.lit("answer_in_question"),
+            pl.format("answer words in the question: {}", said.list.join(" ")),
+        ),
+    ]
+
+
 def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, first_row: int) -> pl.DataFrame:
     """Parse, scrub and apply the per-pair rules to one block of responses."""
     pairs = explode_pairs(outputs, inputs)
@@ -191,6 +257,7 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
         ((qlen < cfg.min_question_chars) | (alen < cfg.min_answer_chars), pl.lit("too_short"), sizes),
         ((qlen > cfg.max_question_chars) | (alen > cfg.max_answer_chars), pl.lit("too_long"), sizes),
         (refusal.is_not_null(), pl.lit("refusal"), refusal),
+        *_unlearnable(),
         (
             pl.col("grounding") < cfg.min_grounding,
             pl.lit("ungrounded"),

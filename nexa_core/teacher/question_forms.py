@@ -11,12 +11,17 @@ learn is the skill of question -> recall, not a single phrasing. Each pair's `ki
   cause_effect          "E because C."      ... why is it that E?                  -> Because C.
   reverse_cause_effect  "E because C."      ... what happens because C?            -> E.
   cloze                 any sentence        Fill in the blank: ... ____ ...        -> a key term
+  completion            any sentence        Complete the statement: ... ...        -> the key term next
 
 (the cause and effect forms also read "C leads to E", "C, which is why E" and "E results from C").
 Every answer is a span of the passage or a light rewording of one (case, a leading "Because"), cut
 at the first clause boundary so it stays short: the grounding filter checks the words, and the
-metric is token F1 against the reference. A sentence that opens with a pronoun ("It ...") yields
-nothing: the student answers without the passage, so the question must stand on its own.
+metric is token F1 against the reference. A sentence whose subject is a pronoun ("It ...", "When it
+is visible, it ...") yields nothing: the student answers without the passage, so the question must
+stand on its own; nor does a question in the passage, which states no fact. A defined term is a noun
+phrase ("When it", "However" or "Between these two extremes" are not), a completion stops where its
+phrase ends (not on "cell-surface" before "receptors") and never on a verb, and no answer is a
+function word (FUNCTION_WORDS, which the pair filters share).
 
 Pure functions over strings (stdlib only), so any teacher, test or bench can use them.
 """
@@ -42,6 +47,27 @@ _STOP = frozenset(
     "the a an of and or in on to is are was were be by for with as at from that this "
     "which it its into than then there their these those such can may also".split()
 )
+# Closed-class words (articles, determiners, pronouns, prepositions, conjunctions, auxiliaries), the
+# adverbs, and the light verbs that carry no fact alone: a term, a blank or an answer made only of
+# these asks or says nothing. The pair filters (nexa_core/distill/filters.py) read the same lists.
+_CLOSED_CLASS = frozenset(
+    """the a an this that these those each every either neither some any no all both few many much more most
+less least several such what which whose whatever whichever another other others own same i me my mine we us our
+ours you your yours he him his she her hers it its itself they them their theirs themselves himself herself one ones
+of in on at by for with from to into onto upon about above across after against along among around as before behind
+below beneath beside besides between beyond during except inside like near off out outside over past per since
+through throughout toward towards under underneath until unlike up via within without and or but nor so yet because
+although though while whereas if unless whether than then when where why how who whom once is are was were be been
+being am do does did doing done has have had having can could may might must shall should will would not also only
+just even still already very too quite rather almost however therefore thus hence moreover furthermore instead
+indeed otherwise here there now today often sometimes usually always never ever again else perhaps enough s t""".split()
+)
+LIGHT_VERBS = frozenset(
+    """include includes included including contain contains contained containing involve involves involved involving
+become becomes became make makes made get gets got take takes took go goes went call calls called known use uses
+used""".split()
+)
+FUNCTION_WORDS = _CLOSED_CLASS | LIGHT_VERBS
 _PRONOUN_START = re.compile(r"^(?:It|Its|This|These|That|Those|They|Their|Them|He|She|His|Her|Each|Both|Such)\b")
 _PRONOUN = re.compile(r"^(?:it|its|this|these|that|those|they|their|them|he|she|his|her)\b", re.I)
 _LEANS = re.compile(r"it|they|he|she")
@@ -63,9 +89,16 @@ _CLAUSE = re.compile(
 )
 
 
+_LIST_END = re.compile(r",\s+(?:and|or)\s")
+
+
 def _clause(text: str) -> str:
-    """`text` up to its first clause boundary."""
-    return _CLAUSE.split(text, maxsplit=1)[0].strip(" ,.;:")
+    """`text` up to its first clause boundary. The ", and" that closes a list ("gives hair, nails, and
+    skin their hardness") is not one: cut there, the answer would end inside the list."""
+    for m in _CLAUSE.finditer(text):
+        if not (_LIST_END.match(text, m.start()) and "," in text[: m.start()]):
+            return text[: m.start()].strip(" ,.;:")
+    return text.strip(" ,.;:")
 
 
 def _strip_end(sentence: str) -> str:
@@ -84,10 +117,14 @@ def _upper_first(text: str) -> str:
 
 
 def _stands_alone(sentence: str) -> bool:
-    """False for a sentence whose subject is a pronoun ("It ...", "At rest it beats ..."): the student
-    answers without the passage, so the question must not lean on the sentence before."""
+    """False for a sentence whose subject is a pronoun ("It ...", "At rest it beats ...", "When it is
+    visible, it is ..."): the student answers without the passage, so the question must not lean on
+    the sentence before."""
     if _PRONOUN_START.match(sentence):
         return False
+    first, _, rest = sentence.partition(",")
+    if first.split(" ", 1)[0].lower() in _SUBORDINATE and _PRONOUN.match(rest.strip()):
+        return False  # the main clause after "When ...," opens with a pronoun
     opening = sentence.split()[:4]
     for word in opening:
         if word.lower().strip(",") in _SUBORDINATE:  # "Ice floats because it is ...": its own subject
@@ -109,6 +146,22 @@ def split_sentences(text: str) -> list[str]:
 def sentences(passage: str) -> list[str]:
     """The passage's sentences, whitespace collapsed; fragments of 20 characters or less dropped."""
     return [s for s in split_sentences(passage) if len(s) > 20]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def has_content_word(text: str) -> bool:
+    """True when a word of `text` is not a function word (FUNCTION_WORDS)."""
+    return any(w not in FUNCTION_WORDS for w in _words(text))
+
+
+_URL = re.compile(r"https?:|www\.", re.I)
+# A pointer at the page in brackets ("(Figure 8.11)", "(see Chapter 19)"): not part of any fact.
+_LAYOUT_REFERENCE = re.compile(
+    r"\s*\(\s*(?:see |credit[: ]|from )?(?:figure|fig\.|table|chapter|section|equation)\b[^()]*\)", re.I
+)
 
 
 def is_layout_answer(answer: str) -> bool:
@@ -134,7 +187,15 @@ _NOT_BARE_DEFN = re.compile(
     r"^(?:\w+(?:ed|ly|er|est)|held|lost|found|made|known|used|given|taken|kept|built|shown|"
     r"not|no|far|very|much|only|also|still|"
     r"more|less|most|least|about|around|nearly|roughly|approximately|at|in|on|by|to|as|"
-    r"for|from|with|often|always|never)\b"
+    r"for|from|with|often|always|never|so|too|quite|rather|just|like|unlike|due|because|therefore|thus|hence|"
+    r"both|either|neither)\b"
+    # a bare adjective with its complement ("essential to ...", "plentiful in ..."): a property, not a kind
+    r"|^\w+,?\s+(?:in|to|for|against|with|at|on|from|by|than|as)\b"
+)
+# Words that make a term a clause or a pointer, not a noun phrase: "the brain, which ...", "when it",
+# "mechanism called X", "describe peristalsis".
+_NOT_IN_TERM = _SUBORDINATE | frozenset(
+    "where who whose whom once not called known termed describe explain it they he she them this these those".split()
 )
 # "The law is ..." after a sentence about a law: the term points back, so the question is ambiguous.
 _ANAPHORIC = frozenset(
@@ -154,8 +215,12 @@ def definition_forms(sentence: str) -> list[dict]:
         article = (m.group("article") or "").strip().lower()
         if not re.match(r"(?:an?|the)\s", defn) and (_NOT_BARE_DEFN.match(defn) or defn.split()[0] in _STOP):
             return []
+        if _NOT_IN_TERM & set(_words(term)):
+            return []
         if "," in term and " and " not in term:  # "ATP, adenosine triphosphate": the term, not its gloss
             term = term.split(",")[0]
+            if term.lower() in FUNCTION_WORDS or term.endswith("ly"):  # "However, ...", "Finally, ..."
+                return []
         if article == "the" and term.lower() in _ANAPHORIC:
             return []
     else:
@@ -163,8 +228,11 @@ def definition_forms(sentence: str) -> list[dict]:
     defn = _clause(defn)
     first = term.lower().split()[0]
     if (
-        first in _STOP
+        first in FUNCTION_WORDS  # "Between these two extremes are ...", "Why are ...", "Today, ..."
         or first in _QUANTIFIER
+        or not has_content_word(term)
+        or term.lower() in ("example", "examples")  # "An example is when ...": of what?
+        or _LAYOUT & set(_words(term))
         or _PRONOUN.match(term)
         or len(term.split()) > 6
         or len(defn.split()) < 2
@@ -334,14 +402,14 @@ _GENERIC = frozenset(
     """because between through throughout usually different another without within around
 therefore however whatever whenever whether although called several commonly typically together rather almost
 during before toward towards across itself themselves against either neither example unless become becomes
-should would could cannot amount number certain always another various possible""".split()
+should would could cannot amount number certain always another various possible particular""".split()
 )
 _VERB_OBJECT = frozenset("the a an its their his her that one two each every all both this these".split())
 _VERB_SUBJECT = frozenset("to can may must will cannot does do did".split())
 
 
-def _cloze_spans(sentence: str) -> list[tuple[int, int]]:
-    """(start, end) of each candidate blank, best first (see `cloze_keys`)."""
+def _cloze_spans(sentence: str) -> list[tuple[int, int, bool]]:
+    """(start, end, reads as a verb) of each candidate blank, best first (see `cloze_keys`)."""
     if not _stands_alone(sentence) or len(sentence) < 40:
         return []
     # Units belong to the quantity forms: "2 ____" teaches nothing about the subject.
@@ -358,7 +426,7 @@ def _cloze_spans(sentence: str) -> list[tuple[int, int]]:
             i == 0
             or len(w) < 6
             or counts[low] > 1
-            or low in _STOP
+            or low in FUNCTION_WORDS
             or low in _GENERIC
             or low in _LAYOUT
             or any(m.start() in span for span in in_quantity)
@@ -366,11 +434,11 @@ def _cloze_spans(sentence: str) -> list[tuple[int, int]]:
             continue
         after = words[i + 1].lower() if i + 1 < len(words) else ""
         verb_like = (
-            (low.endswith(("ly", "ed")) and "-" not in w)
+            (low.endswith(("ly", "ed", "ize", "izes")) and "-" not in w)
             or after in _VERB_OBJECT
             or words[i - 1].lower() in _VERB_SUBJECT
         )
-        ranked[w] = (not verb_like, len(w) + 2 * w[0].isupper(), w, m.span())
+        ranked[w] = (not verb_like, len(w) + 2 * w[0].isupper(), w, (*m.span(), verb_like))
     return [rank[3] for rank in sorted(ranked.values(), reverse=True)]
 
 
@@ -379,27 +447,42 @@ def cloze_keys(sentence: str) -> list[str]:
     mid-sentence) ahead of others of its length; words that read as verbs or adverbs last ("produces
     an", "to form", "-ly", "-ed"). Never the first word, a generic or layout word, a unit of a
     quantity, nor a word the sentence repeats (its other occurrence would give the answer away)."""
-    return [sentence[start:end] for start, end in _cloze_spans(sentence)]
+    return [sentence[start:end] for start, end, _ in _cloze_spans(sentence)]
 
 
 def cloze_forms(sentence: str) -> list[dict]:
     """One fill-in-the-blank pair per key term, best first."""
     return [
         _pair("cloze", f"Fill in the blank: {sentence[:start]}____{sentence[end:]}", sentence[start:end])
-        for start, end in _cloze_spans(sentence)
+        for start, end, _ in _cloze_spans(sentence)
     ]
 
 
 COMPLETION, COMPLETION_END = "Complete the statement: ", " ..."
 
 
+_NEXT_WORD = re.compile(r"\s*(\w+)")
+
+
+def _ends_phrase(sentence: str, end: int) -> bool:
+    """True when the word ending at `end` ends its phrase: punctuation or a function word follows it,
+    not the noun it modifies ("cell-surface receptors", "thermal energy")."""
+    after = _NEXT_WORD.match(sentence, end)
+    return after is None or after.group(1).lower() in FUNCTION_WORDS
+
+
 def completion_forms(sentence: str) -> list[dict]:
     """One complete-the-statement pair per key term: the sentence up to the term, the term to recall.
-    The same fact as the cloze, asked the way a reader recalls it: from what comes before."""
+    The same fact as the cloze, asked the way a reader recalls it: from what comes before. The statement
+    up to the term says something (two content words or more); the term is no verb and ends its phrase:
+    its answer is whole, where a cloze shows the words after the blank."""
     return [
         _pair("completion", f"{COMPLETION}{sentence[:start].rstrip()}{COMPLETION_END}", sentence[start:end])
-        for start, end in _cloze_spans(sentence)
+        for start, end, verb_like in _cloze_spans(sentence)
         if len(sentence[:start].split()) >= 3
+        and sum(w not in FUNCTION_WORDS for w in _words(sentence[:start])) >= 2
+        and not verb_like
+        and _ends_phrase(sentence, end)
     ]
 
 
@@ -415,7 +498,11 @@ def completion_prefix(question: str) -> str | None:
 
 def _sentence_forms(sentence: str) -> tuple[list[dict], list[dict]]:
     """(forms of one sentence, best first; clozes held back for feedback). The first form of each
-    fact comes first, then the other directions, then the clozes."""
+    fact comes first, then the other directions, then the clozes. A question states no fact, nor does a
+    sentence with a web address; a pointer at a figure in brackets is dropped first."""
+    if "?" in sentence[-3:] or _URL.search(sentence):
+        return [], []
+    sentence = _LAYOUT_REFERENCE.sub("", sentence)
     facts = [f for f in (definition_forms(sentence), quantity_forms(sentence), cause_effect_forms(sentence)) if f]
     ordered = [f[0] for f in facts] + [p for f in facts for p in f[1:]]
     asked_terms = {p["answer"].lower() for p in ordered if p["kind"] == "reverse_definition"}
