@@ -5,6 +5,7 @@ import dagster as dg
 
 from nexa_assets import benchmark, checks, distill, distilled_release, evaluate, kd, pretrain, release, train
 from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sensor
+from nexa_ui.links import page_url
 from resources.delta import DeltaStore, NexaDeltaIOManager
 from resources.environment import Environment
 from resources.launcher import TrainingLauncher
@@ -51,22 +52,38 @@ kd_job = dg.define_asset_job(
 )
 
 
+def with_ui_links(ui_url: str | None, assets: list) -> list:
+    """Where nexa-ui answers (NEXA_UI_URL), each asset's description ends with a link to its page there."""
+
+    def linked(spec: dg.AssetSpec) -> dg.AssetSpec:
+        url = page_url(ui_url, spec.key.to_user_string())
+        if url is None:  # no page shows this asset's table
+            return spec
+        described = spec.replace_attributes(description=f"{spec.description or ''}\n\n[See its rows in nexa-ui]({url})")
+        return described.merge_attributes(metadata={"nexa_ui": dg.MetadataValue.url(url)})
+
+    return list(dg.map_asset_specs(linked, assets)) if ui_url else assets
+
+
 def build_defs(env: Environment) -> dg.Definitions:
     return dg.Definitions(
-        assets=[
-            *distill.DISTILL_ASSETS,
-            pretrain.student_base,
-            train.student_checkpoint,
-            train.checkpoint_history,
-            *kd.KD_ASSETS,
-            *evaluate.EVAL_ASSETS,
-            benchmark.benchmark_scores,
-            benchmark.benchmark_history,
-            release.model_release,
-            distilled_release.distilled_release,
-            release.release_history,
-            release.deployment,
-        ],
+        assets=with_ui_links(
+            env.ui_url,
+            [
+                *distill.DISTILL_ASSETS,
+                pretrain.student_base,
+                train.student_checkpoint,
+                train.checkpoint_history,
+                *kd.KD_ASSETS,
+                *evaluate.EVAL_ASSETS,
+                benchmark.benchmark_scores,
+                benchmark.benchmark_history,
+                release.model_release,
+                distilled_release.distilled_release,
+                release.release_history,
+                release.deployment,
+            ],
+        ),
         asset_checks=checks.quality_checks,
         jobs=[distill_job, nexa_job, round_job, release.release_job, kd_job, distilled_release.distilled_release_job],
         sensors=[

@@ -20,6 +20,9 @@ Variable (default): what reads it.
 - MLFLOW_TRACKING_URI (default: sqlite:///data/mlflow.db): MLflow tracking.
 - NEXA_MAX_ROUNDS, NEXA_MIN_IMPROVEMENT (default: 3, 0.0): feedback_loop_sensor's stop rules.
 - NEXA_TEACHER_*, NEXA_JUDGE_* (default: the offline heuristic teacher; no judge): the teacher and judge resources.
+- NEXA_UI_URL (default: unset): where nexa-ui answers; set, each asset's description in the Dagster UI links to its
+  page there.
+- NEXA_DAGSTER_URL (default: unset: http://127.0.0.1:3000, nexa_forge's): the Dagster UI nexa-ui's pages link to.
 """
 
 from __future__ import annotations
@@ -138,6 +141,8 @@ class Environment:
     min_improvement: float
     teacher: TeacherResource
     judge: TeacherResource
+    ui_url: str | None = None  # NEXA_UI_URL: nexa-ui, which the assets' descriptions link to
+    dagster_url: str | None = None  # NEXA_DAGSTER_URL: the Dagster UI, which nexa-ui links to
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
@@ -165,4 +170,6 @@ class Environment:
             min_improvement=_number(environ, "NEXA_MIN_IMPROVEMENT", float, 0.0),
             teacher=_endpoint(environ, "NEXA_TEACHER", TeacherResource()),
             judge=_endpoint(environ, "NEXA_JUDGE", TeacherResource(backend="none", model="none")),
+            ui_url=environ.get("NEXA_UI_URL") or None,
+            dagster_url=environ.get("NEXA_DAGSTER_URL") or None,
         )
