@@ -136,16 +136,12 @@ def benchmark_scores(
 
 
 def run_metadata(summary: pl.DataFrame, run: dict, recorded: dict) -> dict:
-    """Accuracy per suite and topic beside the base's, and how the runner ran."""
+    """Every suites metric per suite and topic beside the base's, and how the runner ran."""
     from nexa_core.evaluate.metrics import ALL_TOPICS  # scipy: paid only when scoring
 
     metadata, table = suite_metadata(summary)
     by_topic = (
-        summary.filter(
-            (pl.col("suite") == ALL_SUITES)
-            & (pl.col("topic") != ALL_TOPICS)
-            & pl.col("metric").is_in(["accuracy", "exact_match"])
-        )
+        summary.filter((pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS))
         .pivot("model_role", index=["topic", "metric"], values="mean")
         .sort("metric", "topic")
     )

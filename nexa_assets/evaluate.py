@@ -17,7 +17,6 @@ from nexa_assets.settings import settings_class
 from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
 from nexa_core.distill.prompts import load_template
-from nexa_core.evaluate.feedback import FEEDBACK_SET as FEEDBACK_ROWS
 from nexa_core.evaluate.feedback import FeedbackConfig, build_feedback_set, known_questions, primary_metric
 from nexa_core.evaluate.generate import load_generation_config
 from nexa_core.evaluate.judge import (
@@ -188,7 +187,7 @@ def eval_metrics(
     """Per-item exact match, token F1, ROUGE-L and rubric judge scores; aggregates per domain and
     topic with bootstrap intervals go to eval_history and to numeric metadata (plotted by the UI)."""
     # torchmetrics: a slow import
-    from nexa_core.evaluate.metrics import ALL_TOPICS, HEURISTIC_METRICS, aggregate, headline_numbers, score_items
+    from nexa_core.evaluate.metrics import ALL_TOPICS, aggregate, eval_metric_names, headline_numbers, score_items
 
     domain = context.partition_key
     if eval_predictions.is_empty():
@@ -196,10 +195,9 @@ def eval_metrics(
     scores = schemas.conform(
         judged(context, domain, score_items(eval_predictions), judge, delta, config.rubric), schemas.EVAL_SCORES
     )
-    metrics = HEURISTIC_METRICS + (["judge_score"] if judge.backend != "none" else [])
     summary = aggregate(
         scores,
-        metrics,
+        eval_metric_names(judged=judge.backend != "none"),
         by=["domain", "round", "checkpoint_id", "sft_version", "model_role"],
         confidence=config.confidence,
         n_resamples=config.n_resamples,
@@ -320,9 +318,8 @@ def feedback_set(
     round_, sft_version = int(student["round"][0]), int(student["sft_version"][0])
     sft = delta.scan(SFT_DATASET, sft_version).filter(pl.col("domain") == domain).collect()
     corpus = delta.read_partition(TEACHER_INPUTS, domain).filter(pl.col("feedback_round").is_null())
-    previous = (
-        delta.read_partition(FEEDBACK_SET, domain) if delta.exists(FEEDBACK_SET) else schemas.empty(FEEDBACK_ROWS)
-    )
+    exists = delta.exists(FEEDBACK_SET)
+    previous = delta.read_partition(FEEDBACK_SET, domain) if exists else schemas.empty(schemas.FEEDBACK_SET)
     known = known_questions(delta.read_partition(FILTERED_PAIRS, domain))
     rows, summary = build_feedback_set(
         student,

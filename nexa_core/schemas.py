@@ -1,7 +1,10 @@
 """Column schemas of every table the graph writes. Stages build frames with these so an empty
-partition still has the right columns, and checks compare against them."""
+partition still has the right columns, and checks compare against them. The score columns of the item
+tables are the metrics the registry declares for their source (nexa_core.metric_registry)."""
 
 import polars as pl
+
+from nexa_core import metric_registry
 
 RAW_DOCUMENTS = {
     "domain": pl.String,
@@ -121,6 +124,11 @@ SFT_DATASET = {
 }
 
 
+def metric_columns(source: str) -> dict:
+    """One column per metric the source scores, in the registry's order."""
+    return {name: pl.Float64 for name in metric_registry.names(source)}
+
+
 def empty(schema: dict) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
@@ -207,11 +215,7 @@ EVAL_SCORES = {
     "question": pl.String,
     "reference": pl.String,
     "prediction": pl.String,
-    "exact_match": pl.Float64,
-    "token_f1": pl.Float64,
-    "rouge_l": pl.Float64,
-    "contains": pl.Float64,  # 1 when the normalised reference is in the normalised prediction
-    "judge_score": pl.Float64,  # rubric score scaled to [0, 1]; null unless judge_status is "ok"
+    **metric_columns(metric_registry.TEST),  # judge_score: null unless judge_status is "ok"
     "judge_status": pl.String,  # ok, unparseable, not_configured
     "judge_prompt": pl.String,  # the rendered rubric messages (JSON) the judge was sent
     "judge_raw": pl.String,  # the judge's answer as given
@@ -239,31 +243,44 @@ EVAL_HISTORY = {
     "created_at": pl.Datetime("us", "UTC"),
 }
 
+# What a feedback set adds to the teacher inputs it is made of: why each request is there.
+FEEDBACK_SET = {
+    **TEACHER_INPUTS,
+    "round": pl.Int64,  # the evaluated round this row was made from
+    "reason": pl.String,
+    "metric": pl.String,
+    "topic_score": pl.Float64,
+    "failed_example_ids": pl.List(pl.String),  # test items of the topic the student failed
+}
+
 # --- benchmark suites (data/eval/<domain>/, run with lm-evaluation-harness) -----------------------
 
-# One row per (model role, suite item) of the latest benchmark run of a domain's checkpoint.
-BENCHMARK_SCORES = {
-    "domain": pl.String,
-    "round": pl.Int64,
-    "checkpoint_id": pl.String,
-    "model_role": pl.String,  # student (the checkpoint) or base (the model it was trained from)
+# One row per (model role, suite item), as the benchmark runner writes it (nexa_core.evaluate.benchmark).
+BENCHMARK_ITEMS = {
+    "model_role": pl.String,  # student (the checkpoint), read, base (the model it was trained from)
     "suite": pl.String,  # the suite file's stem
-    "source": pl.String,  # the suite file's name
-    "row": pl.Int64,  # 1-based row of the suite file (a .yaml task: document position + 1)
+    "source": pl.String,  # the suite file's name in the domain's folder
+    "row": pl.Int64,  # 1-based line of a .jsonl suite; document position + 1 for a .yaml task
     "item_id": pl.String,
     "kind": pl.String,  # multiple_choice or generative
     "topic": pl.String,
     "question": pl.String,
     "choices": pl.List(pl.String),  # multiple choice, in the suite's order
-    "reference": pl.String,
+    "reference": pl.String,  # the correct choice's text, or the reference answer
     "prediction": pl.String,  # the most likely choice, or the generated answer
     "n_choices": pl.Int64,
-    "choice_logprobs": pl.List(pl.Float64),
-    "accuracy": pl.Float64,  # multiple choice, by log-likelihood
-    "acc_norm": pl.Float64,  # multiple choice, length-normalised log-likelihood
-    "exact_match": pl.Float64,  # generative
-    "token_f1": pl.Float64,  # generative
+    "choice_logprobs": pl.List(pl.Float64),  # summed log-probability of each choice, in order
+    # multiple-choice metrics are null on generative items and the others null on multiple-choice ones
+    **metric_columns(metric_registry.SUITES),
     "lm_eval_task": pl.String,
+}
+
+# The latest benchmark run of a domain's checkpoint: its items, with the checkpoint and the settings.
+BENCHMARK_SCORES = {
+    "domain": pl.String,
+    "round": pl.Int64,
+    "checkpoint_id": pl.String,
+    **BENCHMARK_ITEMS,
     "benchmark_config": pl.String,  # JSON: settings, chat template applied, lm-eval version
 }
 
@@ -280,6 +297,19 @@ BENCHMARK_HISTORY = {
     **MEAN_WITH_INTERVAL,
     "chance": pl.Float64,  # expected accuracy of a uniform guess (multiple choice); null otherwise
     "created_at": pl.Datetime("us", "UTC"),
+}
+
+# --- knowledge distillation ----------------------------------------------------------------------
+
+# A distilled student beside its teacher, its SFT-only copy and the base (nexa_core.evaluate.distilled): one row
+# per (role, source, metric) of the lift-table metrics, over every topic and suite.
+DISTILLED_SCORES = {
+    "model_role": pl.String,
+    "source": pl.String,  # test (the SFT set's test split) or suites (data/eval/<domain>/, every suite)
+    "metric": pl.String,
+    **MEAN_WITH_INTERVAL,
+    "parameters": pl.Int64,
+    "new_tokens_per_s": pl.Float64,  # greedy answers to the test split, same batches for every role
 }
 
 # --- release and serving --------------------------------------------------------------------------

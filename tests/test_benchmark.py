@@ -30,7 +30,7 @@ from nexa_core.evaluate.benchmark import (
     run_benchmark,
     summarize,
 )
-from nexa_core.evaluate.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
+from nexa_core.evaluate.leaderboard import leaderboard_markdown, rank_checkpoints, ranked_schema, write_report
 from resources.delta import PROJECT_ROOT, write_partition
 from resources.launcher import TrainingLauncher
 
@@ -516,7 +516,7 @@ def test_leaderboard_benchmark_columns_and_report_without_lm_eval(tmp_path):
         _benchmark_history("chem-r2-0123456789abcdef", "chem", 0.8, 0.3), schema=schemas.BENCHMARK_HISTORY
     )
     ranked = rank_checkpoints(history, benchmarks)
-    assert ranked.columns == list(RANKED)
+    assert ranked.columns == list(ranked_schema())
     by_id = {r["checkpoint_id"]: r for r in ranked.iter_rows(named=True)}
     assert by_id["chem-r2-0123456789abcdef"]["bench_accuracy"] == 0.8
     assert by_id["chem-r2-0123456789abcdef"]["bench_base_accuracy"] == 0.3

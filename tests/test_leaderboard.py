@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from nexa_core import schemas
-from nexa_core.evaluate.leaderboard import RANKED, leaderboard_markdown, rank_checkpoints, write_report
+from nexa_core.evaluate.leaderboard import leaderboard_markdown, rank_checkpoints, ranked_schema, write_report
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 TOPICS = {"__all__": 0.0, "kinetics": 0.05, "spectra": 0.0, "safety": -0.2}  # safety is the weak topic
@@ -70,7 +70,7 @@ def ranked():
 
 
 def test_ranks_all_domains_by_score(ranked):
-    assert ranked.columns == list(RANKED)
+    assert ranked.columns == list(ranked_schema())
     assert ranked["checkpoint_id"].to_list() == ORDER
     assert ranked["rank"].to_list() == [1, 2, 3, 4]
     assert ranked["domain_rank"].to_list() == [1, 1, 2, 2]
@@ -129,7 +129,7 @@ def test_html_report_is_self_contained(ranked, tmp_path):
 
 def test_empty_history():
     ranked = rank_checkpoints(schemas.empty(schemas.EVAL_HISTORY))
-    assert ranked.is_empty() and ranked.schema == pl.Schema(RANKED)
+    assert ranked.is_empty() and ranked.schema == pl.Schema(ranked_schema())
     assert leaderboard_markdown(ranked) == "no evaluated checkpoints yet"
 
 

@@ -7,7 +7,7 @@ from nexa_core import schemas
 from nexa_core.delta import DeltaRoot
 from nexa_core.distill.prompts import PromptTemplate, load_template
 from nexa_core.distill.teacher_inputs import PromptConfig, build_teacher_inputs, chunk_text
-from nexa_core.evaluate.feedback import FEEDBACK_SET, build_feedback_set
+from nexa_core.evaluate.feedback import build_feedback_set
 from nexa_core.teacher import (
     CollectPolicy,
     HeuristicTeacher,
@@ -162,7 +162,7 @@ def test_editing_a_templates_wording_leaves_the_heuristic_teachers_pairs_alone(t
             "judge_status": ["not_configured"],
         }
     )
-    weak = (scores, corpus, set(corpus["doc_id"]), known, schemas.empty(FEEDBACK_SET))
+    weak = (scores, corpus, set(corpus["doc_id"]), known, schemas.empty(schemas.FEEDBACK_SET))
     feedback, _ = build_feedback_set(*weak, load_template("feedback_v1"), 0)
     feedback_again, _ = build_feedback_set(*weak, reworded(load_template("feedback_v1")), 0)
     assert feedback.height == 3 and feedback["messages"].to_list() != feedback_again["messages"].to_list()

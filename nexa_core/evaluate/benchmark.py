@@ -14,11 +14,11 @@ A suite is one file in the domain's folder (top level only):
 
 Multiple choice is scored by log-likelihood (lm-eval's `acc`: the choice with the highest summed
 log-probability as the continuation of the prompt; `acc_norm` normalises by length). Generative
-answers are decoded greedily and scored with the same SQuAD-normalised exact match and token F1 as
-eval_metrics (nexa_core.evaluate.metrics). By default every question is asked under the tokenizer's chat
-template with the system prompt the student was trained with (sft.SplitConfig.system_prompt), and
-a choice is scored as the assistant's reply: that is the form in which the student learned to
-answer. Both roles use the checkpoint's tokenizer, so they see the same tokens.
+answers are decoded greedily and scored on the suites' metrics of the registry (nexa_core.metric_registry:
+SQuAD-normalised exact match, token F1, ...), with eval_metrics' scoring (nexa_core.evaluate.metrics). By
+default every question is asked under the tokenizer's chat template with the system prompt the student was
+trained with (sft.SplitConfig.system_prompt), and a choice is scored as the assistant's reply: that is the
+form in which the student learned to answer. Both roles use the checkpoint's tokenizer, so they see the same tokens.
 
 Everything is local and offline: the suites become lm-eval task YAMLs (dataset_path json, local
 data files) in a temporary folder, and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are set before the
@@ -40,11 +40,12 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from nexa_core import metric_registry
 from nexa_core.distill.sft import SplitConfig
 from nexa_core.evaluate.generate import verify_checkpoint
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
-from nexa_core.schemas import BENCHMARK_SCORES, conform
+from nexa_core.schemas import BENCHMARK_ITEMS, BENCHMARK_SCORES, conform
 from nexa_core.stage import BenchmarkRequest, serve
 from nexa_core.train.checkpoints import eval_dir
 from nexa_core.train.student import CHECKPOINT_ROLES, ROLES, present_roles
@@ -57,35 +58,12 @@ JSONL_SUFFIXES = (".jsonl",)
 YAML_SUFFIXES = (".yaml", ".yml")
 ROW_FIELDS = ("question", "answer", "choices", "topic", "id")
 LM_EVAL_OUTPUT_TYPES = {"multiple_choice": MULTIPLE_CHOICE, "generate_until": GENERATIVE}
-METRICS = ["accuracy", "acc_norm", "exact_match", "token_f1"]  # accuracy/acc_norm: MC; the others: generative
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-}
-
-# One row per (model role, suite item), as the runner writes it.
-ITEM_SCORES = {
-    "model_role": pl.String,
-    "suite": pl.String,  # file stem
-    "source": pl.String,  # file name in the suite folder
-    "row": pl.Int64,  # 1-based line of a .jsonl suite; document position + 1 for a .yaml task
-    "item_id": pl.String,
-    "kind": pl.String,  # multiple_choice or generative
-    "topic": pl.String,
-    "question": pl.String,
-    "choices": pl.List(pl.String),  # multiple choice, in the suite's order
-    "reference": pl.String,  # the correct choice's text, or the reference answer
-    "prediction": pl.String,  # the most likely choice, or the generated answer
-    "n_choices": pl.Int64,
-    "choice_logprobs": pl.List(pl.Float64),  # summed log-probability of each choice, in order
-    "accuracy": pl.Float64,  # MC: 1 when the most likely choice is the correct one
-    "acc_norm": pl.Float64,  # MC: the same with log-probabilities divided by the choices' byte lengths
-    "exact_match": pl.Float64,  # generative, SQuAD-normalised
-    "token_f1": pl.Float64,  # generative, SQuAD-normalised
-    "lm_eval_task": pl.String,
 }
 
 
@@ -494,13 +472,14 @@ def item_rows(role: str, domain: str, tasks: dict[str, tuple[Suite, str]], sampl
 
 
 def score_generative(items: pl.DataFrame) -> pl.DataFrame:
-    """Exact match and token F1 of the generative rows, with eval_metrics' scorer (nexa_core.evaluate.metrics)."""
+    """The generative rows scored on the suites' metrics that have a scorer (nexa_core.metric_registry), with
+    eval_metrics' scoring (nexa_core.evaluate.metrics)."""
     from nexa_core.evaluate.metrics import score_items
 
     generative = items.filter(pl.col("kind") == GENERATIVE)
     if generative.is_empty():
         return items
-    scored = score_items(generative.drop("exact_match", "token_f1")).drop("rouge_l", "contains")
+    scored = score_items(generative, metric_registry.SUITES)
     return pl.concat([items.filter(pl.col("kind") != GENERATIVE), scored.select(items.columns)])
 
 
@@ -535,7 +514,7 @@ def run_benchmark(
             role_rows = item_rows(role, domain, tasks, results["samples"])
             log(f"partition {domain}: {role} answered {len(role_rows)} benchmark items in {seconds[role]:.1f}s")
             rows += role_rows
-    items = score_generative(pl.DataFrame(rows, schema=ITEM_SCORES)).sort("model_role", "suite", "kind", "row")
+    items = score_generative(pl.DataFrame(rows, schema=BENCHMARK_ITEMS)).sort("model_role", "suite", "kind", "row")
     expected = sum(s.items.height for s in suites if s.items is not None)
     for role in roles:
         got = items.filter(
@@ -576,7 +555,11 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
     from nexa_core.evaluate.metrics import ALL_TOPICS, aggregate  # scipy: paid only when scoring
 
     both = pl.concat([scores, scores.with_columns(suite=pl.lit(ALL_SUITES))])
-    summary = aggregate(both, METRICS, by=[*by, "suite"], confidence=confidence, n_resamples=n_resamples)
+    metrics = metric_registry.of(metric_registry.SUITES)
+    multiple_choice = [m.name for m in metrics if m.multiple_choice]
+    summary = aggregate(
+        both, [m.name for m in metrics], by=[*by, "suite"], confidence=confidence, n_resamples=n_resamples
+    )
     chance_items = both.filter(pl.col("kind") == MULTIPLE_CHOICE).select(
         *by, "suite", "topic", (1 / pl.col("n_choices")).alias("chance")
     )
@@ -588,7 +571,7 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
     return (
         summary.filter(pl.col("n") > 0)
         .join(chance, on=[*by, "suite", "topic"], how="left")
-        .with_columns(chance=pl.when(pl.col("metric").is_in(["accuracy", "acc_norm"])).then(pl.col("chance")))
+        .with_columns(chance=pl.when(pl.col("metric").is_in(multiple_choice)).then(pl.col("chance")))
         .sort([*by, "suite", "topic", "metric"])
     )
 

@@ -1,6 +1,7 @@
-"""A distilled student beside its teacher and the same pruned copy trained by SFT alone: token F1 and contains
-on the test split, accuracy and acc_norm on the suites, each with its 95% bootstrap interval, and each model's
-size and generation speed: the rows of distilled_scores (the leaderboard renders them, distilled_markdown)."""
+"""A distilled student beside its teacher and the same pruned copy trained by SFT alone: the lift-table metrics
+of the test split and the suites (nexa_core.metric_registry: token F1 and contains, accuracy and acc_norm), each
+with its 95% bootstrap interval, and each model's size and generation speed: the rows of distilled_scores (the
+leaderboard renders them, distilled_markdown)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,10 @@ import polars as pl
 
 from nexa_core.evaluate.benchmark import ALL_SUITES, summarize
 from nexa_core.evaluate.metrics import ALL_TOPICS, aggregate, score_items
+from nexa_core.metric_registry import SUITES, TEST, lift_measures
+from nexa_core.schemas import DISTILLED_SCORES
 
 SCORED_ROLES = ("student", "pruned_sft", "teacher", "base")  # the distilled student first, its yardsticks after
-TEST_METRICS = ["token_f1", "contains"]
-SUITE_METRICS = ["accuracy", "acc_norm"]
-
-DISTILLED_SCORES = {
-    "model_role": pl.String,
-    "source": pl.String,  # test (the SFT set's test split) or suites (data/eval/<domain>/, every suite)
-    "metric": pl.String,
-    "mean": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "n": pl.Int64,
-    "parameters": pl.Int64,
-    "new_tokens_per_s": pl.Float64,  # greedy answers to the test split, same batches for every role
-}
 
 
 def generation_speed(predictions: pl.DataFrame, seconds: dict[str, float]) -> dict[str, float]:
@@ -44,15 +33,16 @@ def distilled_summary(
     """One row per role, source and metric over all topics (and all suites), with each role's size and its
     new tokens/s (`speed`); `items` None when the domain has no suites."""
     keys = ["model_role", "metric", "mean", "ci_low", "ci_high", "n"]
-    test = aggregate(score_items(predictions), TEST_METRICS, ["model_role"], confidence, n_resamples)
-    parts = [test.filter(pl.col("topic") == ALL_TOPICS).select(keys).with_columns(source=pl.lit("test"))]
+    shown = {source: [m.name for s, m in lift_measures() if s == source] for source in (TEST, SUITES)}
+    test = aggregate(score_items(predictions), shown[TEST], ["model_role"], confidence, n_resamples)
+    parts = [test.filter(pl.col("topic") == ALL_TOPICS).select(keys).with_columns(source=pl.lit(TEST))]
     if items is not None and not items.is_empty():
         suites = summarize(items, ["model_role"], confidence, n_resamples)
         overall = (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS)
         parts.append(
-            suites.filter(overall & pl.col("metric").is_in(SUITE_METRICS))
+            suites.filter(overall & pl.col("metric").is_in(shown[SUITES]))
             .select(keys)
-            .with_columns(source=pl.lit("suites"))
+            .with_columns(source=pl.lit(SUITES))
         )
     rows = pl.concat(parts).with_columns(
         parameters=pl.col("model_role").replace_strict(parameters, default=None, return_dtype=pl.Int64),

@@ -14,18 +14,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from nexa_core import schemas
+from nexa_core import metric_registry, schemas
 from nexa_core.distill.prompts import PromptTemplate
 from nexa_core.ids import content_id
-
-FEEDBACK_SET = {
-    **schemas.TEACHER_INPUTS,
-    "round": pl.Int64,  # the evaluated round this row was made from
-    "reason": pl.String,
-    "metric": pl.String,
-    "topic_score": pl.Float64,
-    "failed_example_ids": pl.List(pl.String),  # test items of the topic the student failed
-}
 
 
 @dataclass(frozen=True)
@@ -38,8 +29,10 @@ class FeedbackConfig:
 
 
 def primary_metric(scores: pl.DataFrame) -> str:
-    """The judge's rubric score when the judge scored anything, else token F1."""
-    return "judge_score" if (scores["judge_status"] == "ok").any() else "token_f1"
+    """The test split's first primary metric (nexa_core.metric_registry) anything was scored on: the judge's
+    rubric score when the judge scored anything, else token F1 (the last, always scored)."""
+    *preferred, fallback = metric_registry.primary(metric_registry.TEST)
+    return next((m for m in preferred if m in scores.columns and scores[m].is_not_null().any()), fallback)
 
 
 def topic_scores(scores: pl.DataFrame, metric: str) -> pl.DataFrame:
@@ -129,15 +122,15 @@ def build_feedback_set(
                     "failed_example_ids": failed_by_topic.get(topic, []),
                 }
             )
-    fresh = pl.DataFrame(rows, schema=FEEDBACK_SET) if rows else schemas.empty(FEEDBACK_SET)
+    fresh = pl.DataFrame(rows, schema=schemas.FEEDBACK_SET) if rows else schemas.empty(schemas.FEEDBACK_SET)
     carried = (
         (
-            schemas.conform(previous, FEEDBACK_SET)
+            schemas.conform(previous, schemas.FEEDBACK_SET)
             .filter(pl.col("round") < round_)
             .join(fresh.select("request_id"), on="request_id", how="anti")
         )
         if previous.height
-        else schemas.empty(FEEDBACK_SET)
+        else schemas.empty(schemas.FEEDBACK_SET)
     )
     summary = {
         "metric": metric,

@@ -5,7 +5,8 @@ eval_history is append-only, so every reader first keeps the latest evaluation p
 (checkpoint, model role, topic, metric). Base-model rows carry the checkpoint_id of the student
 they were evaluated beside, which is how a student finds its baseline. benchmark_history (the
 domain's own benchmark suites) is read the same way and shown beside: multiple-choice accuracy of
-the student and of its base over all suites, with intervals, and a per-domain report section.
+the student and of its base over all suites, with intervals, and a per-domain report section. Which
+metrics it shows, ranks on and sets beside the base, it reads from nexa_core.metric_registry when it runs.
 """
 
 from __future__ import annotations
@@ -20,32 +21,17 @@ import polars as pl
 
 from nexa_core import schemas
 from nexa_core.files import write_atomically
+from nexa_core.metric_registry import SUITES, TEST, lift_measures, names, primary
 
-PRIMARY_METRICS = ("judge_score", "token_f1")  # first one a checkpoint has wins; the last always exists
-METRICS = ("exact_match", "token_f1", "rouge_l", "judge_score")
 ALL_TOPICS = "__all__"
 ALL_SUITES = "__all__"  # benchmark_history's rollup over every suite of a domain
-BENCHMARK_METRICS = ("accuracy", "exact_match", "token_f1")  # shown in the report (acc_norm stays in the table)
 NO_CHECKPOINTS = "no evaluated checkpoints yet"
 ROLE_COLOURS = {"student": "#1f77b4", "base": "#aaaaaa"}
+SOURCE_LABELS = {TEST: "test", SUITES: "suite"}  # as the lift table names a measure's source
 
-RANKED = {
-    "rank": pl.Int64,
-    "domain_rank": pl.Int64,
-    "domain": pl.String,
-    "round": pl.Int64,
-    "checkpoint_id": pl.String,
-    "sft_version": pl.Int64,
-    "primary_metric": pl.String,
-    "score": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "n": pl.Int64,
-    "base_score": pl.Float64,
-    "lift": pl.Float64,
-    **{metric: pl.Float64 for metric in METRICS},
-    "evaluated_at": pl.Datetime("us", "UTC"),
-    # benchmark suites: multiple-choice accuracy over all of the domain's suites, student and base
+# benchmark suites: the suites' primary metric (multiple-choice accuracy) over all of the domain's suites,
+# student and base
+BENCH_COLUMNS = {
     "bench_accuracy": pl.Float64,
     "bench_ci_low": pl.Float64,
     "bench_ci_high": pl.Float64,
@@ -54,6 +40,28 @@ RANKED = {
     "bench_base_ci_high": pl.Float64,
     "bench_n": pl.Int64,
 }
+
+
+def ranked_schema() -> dict:
+    """The leaderboard's columns: one row per checkpoint, with a column per metric of the test split."""
+    return {
+        "rank": pl.Int64,
+        "domain_rank": pl.Int64,
+        "domain": pl.String,
+        "round": pl.Int64,
+        "checkpoint_id": pl.String,
+        "sft_version": pl.Int64,
+        "primary_metric": pl.String,
+        "score": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+        "n": pl.Int64,
+        "base_score": pl.Float64,
+        "lift": pl.Float64,
+        **schemas.metric_columns(TEST),
+        "evaluated_at": pl.Datetime("us", "UTC"),
+        **BENCH_COLUMNS,
+    }
 
 
 # --- ranking ---------------------------------------------------------------------------------------
@@ -93,12 +101,13 @@ def latest_benchmarks(benchmarks: pl.DataFrame) -> pl.DataFrame:
 
 
 def benchmark_accuracy(benchmarks: pl.DataFrame | None) -> pl.DataFrame:
-    """Per checkpoint: multiple-choice accuracy over all its suites, of the student and of its base."""
-    columns = {"checkpoint_id": pl.String, **{c: RANKED[c] for c in RANKED if c.startswith("bench_")}}
+    """Per checkpoint: the suites' primary metric (multiple-choice accuracy) over all its suites, of the student
+    and of its base."""
+    columns = {"checkpoint_id": pl.String, **BENCH_COLUMNS}
     if benchmarks is None or benchmarks.is_empty():
         return schemas.empty(columns)
     rows = latest_benchmarks(benchmarks).filter(
-        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == "accuracy")
+        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS) & (pl.col("metric") == primary(SUITES)[0])
     )
 
     def role(name: str, prefix: str, n: bool) -> pl.DataFrame:
@@ -126,16 +135,16 @@ def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = No
     metric. Rows mix judge_score and token_f1 only when some checkpoints lack a judge, so the
     primary_metric column says which one each score is. With `benchmarks` (benchmark_history), each
     row also carries its benchmark accuracy and its base's (null for a checkpoint never benchmarked)."""
+    columns = ranked_schema()
     if history.is_empty():
-        return schemas.empty(RANKED)
+        return schemas.empty(columns)
+    *preferred, fallback = primary(TEST)  # the first one a checkpoint has wins; the last always exists
     overall = latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)
     student = overall.filter(pl.col("model_role") == "student")
     checkpoints = student.group_by("domain", "checkpoint_id").agg(
-        pl.coalesce(
-            *[pl.when(_has(m)).then(pl.lit(m)) for m in PRIMARY_METRICS[:-1]], pl.lit(PRIMARY_METRICS[-1])
-        ).alias("primary_metric"),
+        pl.coalesce(*[pl.when(_has(m)).then(pl.lit(m)) for m in preferred], pl.lit(fallback)).alias("primary_metric"),
         pl.col("round", "sft_version").sort_by("created_at").last(),
-        *[pl.col("mean").filter(pl.col("metric") == m).first().alias(m) for m in METRICS],
+        *[pl.col("mean").filter(pl.col("metric") == m).first().alias(m) for m in names(TEST)],
         pl.col("created_at").max().alias("evaluated_at"),
     )
     keys = ["domain", "checkpoint_id", "primary_metric"]
@@ -160,18 +169,10 @@ def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = No
         .with_columns(rank=pl.int_range(1, pl.len() + 1))
         .with_columns(domain_rank=pl.col("rank").rank("ordinal").over("domain"))
     )
-    return schemas.conform(ranked, RANKED)
+    return schemas.conform(ranked, columns)
 
 
 # --- lift: each measure of a checkpoint beside its base ---------------------------------------------
-
-# (label, source, metric): the test split's answers, and the suites' multiple choice by log-likelihood
-LIFT_MEASURES = (
-    ("test token F1", "test", "token_f1"),
-    ("test contains answer", "test", "contains"),
-    ("suite acc", "suite", "accuracy"),
-    ("suite acc_norm", "suite", "acc_norm"),
-)
 
 
 def interval_text(row: dict | None, digits: int = 3) -> str:
@@ -181,30 +182,32 @@ def interval_text(row: dict | None, digits: int = 3) -> str:
     return f"{row['mean']:.{digits}f} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
 
 
-def verdict(student: dict | None, base: dict | None) -> str:
-    """`lift` only when the student's 95% interval lies wholly above the base's; a lift whose interval
-    overlaps the base's is not a lift."""
+def verdict(student: dict | None, base: dict | None, higher_is_better: bool = True) -> str:
+    """`lift` only when the student's 95% interval lies wholly on the better side of the base's (above it, for a
+    metric where higher is better); a lift whose interval overlaps the base's is not a lift. `below`: wholly on
+    the worse side."""
     if student is None or base is None:
         return "–"
-    if student["ci_low"] > base["ci_high"]:
-        return "lift"
-    return "below" if student["ci_high"] < base["ci_low"] else "overlap"
+    above, under = student["ci_low"] > base["ci_high"], student["ci_high"] < base["ci_low"]
+    better, worse = (above, under) if higher_is_better else (under, above)
+    return "lift" if better else "below" if worse else "overlap"
 
 
 def lift_rows(history: pl.DataFrame, benchmarks: pl.DataFrame | None, checkpoint_ids: list[str]) -> list[dict]:
-    """For each checkpoint, each measure of LIFT_MEASURES: student, read and base with their intervals and
-    the verdict of student against base. Measures a checkpoint was not scored on are left out."""
-    tables = {"test": latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)}
+    """For each checkpoint, each lift-table measure of the registry (its test split's, then its suites'):
+    student, read and base with their intervals and the verdict of student against base. Measures a checkpoint
+    was not scored on are left out."""
+    tables = {TEST: latest_evaluations(history).filter(pl.col("topic") == ALL_TOPICS)}
     if benchmarks is not None and not benchmarks.is_empty():
-        tables["suite"] = latest_benchmarks(benchmarks).filter(
+        tables[SUITES] = latest_benchmarks(benchmarks).filter(
             (pl.col("suite") == ALL_SUITES) & (pl.col("topic") == ALL_TOPICS)
         )
     rows = []
     for checkpoint in checkpoint_ids:
-        for label, source, metric in LIFT_MEASURES:
+        for source, metric in lift_measures():
             if source not in tables:
                 continue
-            found = tables[source].filter((pl.col("checkpoint_id") == checkpoint) & (pl.col("metric") == metric))
+            found = tables[source].filter((pl.col("checkpoint_id") == checkpoint) & (pl.col("metric") == metric.name))
             roles = {r["model_role"]: r for r in found.iter_rows(named=True) if r["mean"] is not None}
             if "student" not in roles:
                 continue
@@ -212,10 +215,10 @@ def lift_rows(history: pl.DataFrame, benchmarks: pl.DataFrame | None, checkpoint
                 {
                     "domain": roles["student"]["domain"],
                     "round": roles["student"]["round"],
-                    "measure": label,
+                    "measure": f"{SOURCE_LABELS[source]} {metric.label}",
                     "n": roles["student"]["n"],
                     **{role: roles.get(role) for role in ("student", "read", "base")},
-                    "verdict": verdict(roles["student"], roles.get("base")),
+                    "verdict": verdict(roles["student"], roles.get("base"), metric.higher_is_better),
                 }
             )
     return rows
@@ -383,8 +386,9 @@ def _label(checkpoint: dict) -> str:
 
 
 def _metric_chart(overall: pl.DataFrame, checkpoint: dict) -> str:
-    rows = overall.filter(pl.col("checkpoint_id") == checkpoint["checkpoint_id"], pl.col("metric").is_in(METRICS))
-    pairs = _by_role(rows, "metric").sort(pl.col("metric").replace_strict(METRICS, range(len(METRICS))))
+    metrics = names(TEST)
+    rows = overall.filter(pl.col("checkpoint_id") == checkpoint["checkpoint_id"], pl.col("metric").is_in(metrics))
+    pairs = _by_role(rows, "metric").sort(pl.col("metric").replace_strict(metrics, range(len(metrics))))
     return _paired_bars(pairs, "metric", f"{_label(checkpoint)}: student vs base", horizontal=False)
 
 
@@ -402,7 +406,7 @@ def _topic_chart(latest: pl.DataFrame, checkpoint: dict) -> str:
 def _trend_chart(overall: pl.DataFrame, per_round: pl.DataFrame) -> str:
     # one metric for the whole line: the shared primary metric, else the fallback every round has
     shared = set(per_round["primary_metric"])
-    metric = shared.pop() if len(shared) == 1 else PRIMARY_METRICS[-1]
+    metric = shared.pop() if len(shared) == 1 else primary(TEST)[-1]
     rows = (
         overall.filter(pl.col("metric") == metric)
         .drop("round")
@@ -452,7 +456,7 @@ def _table_html(ranked: pl.DataFrame) -> str:
             {
                 **_cells(row),
                 "checkpoint": row["checkpoint_id"],
-                **{m: _num(row[m]) for m in METRICS},
+                **{m: _num(row[m]) for m in names(TEST)},
                 "evaluated_at": f"{row['evaluated_at']:%Y-%m-%d %H:%M}",
             }
             for row in ranked.iter_rows(named=True)
@@ -499,7 +503,7 @@ def _benchmark_html(latest: pl.DataFrame, domain: str) -> str:
     intervals, and a chart of accuracy per topic over all suites."""
     rows = latest.filter(pl.col("domain") == domain)
     checkpoint = rows.sort("created_at")["checkpoint_id"][-1]
-    rows = rows.filter((pl.col("checkpoint_id") == checkpoint) & pl.col("metric").is_in(BENCHMARK_METRICS))
+    rows = rows.filter((pl.col("checkpoint_id") == checkpoint) & pl.col("metric").is_in(names(SUITES)))
     keyed = rows.with_columns(key=pl.concat_str("suite", "topic", "metric", separator="|"))
     table = _by_role(keyed, "key").join(
         keyed.group_by("key").agg(pl.col("n").max(), pl.col("chance").max()), on="key", how="left"
@@ -524,15 +528,16 @@ def _benchmark_html(latest: pl.DataFrame, domain: str) -> str:
         f"<h3>{html.escape(domain)}: benchmark suites (checkpoint {html.escape(checkpoint[:12])})</h3>",
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
     ]
+    metric = primary(SUITES)[0]
     topics = rows.filter(
-        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS) & (pl.col("metric") == "accuracy")
+        (pl.col("suite") == ALL_SUITES) & (pl.col("topic") != ALL_TOPICS) & (pl.col("metric") == metric)
     )
     if topics.height:
         pairs = _by_role(topics, "topic").sort("student_mean", "topic", nulls_last=True)
         parts.append(
             _img(
-                _paired_bars(pairs, "topic", f"{domain}: benchmark accuracy per topic", horizontal=True),
-                f"{domain}: benchmark accuracy per topic, student vs base",
+                _paired_bars(pairs, "topic", f"{domain}: benchmark {metric} per topic", horizontal=True),
+                f"{domain}: benchmark {metric} per topic, student vs base",
             )
         )
     return "".join(parts)

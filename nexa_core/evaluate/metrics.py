@@ -1,65 +1,50 @@
-"""Eval scores: heuristic per-item scores from torchmetrics (SQuAD exact match and token F1, ROUGE-L)
-and their per-group means with bootstrap confidence intervals, the rows of eval_history."""
+"""Eval scores: per-item scores by the registry's scorers (nexa_core.metric_registry: SQuAD exact match and
+token F1, ROUGE-L, contains, ...) and their per-group aggregates with bootstrap confidence intervals, the rows
+of eval_history and benchmark_history."""
 
 from __future__ import annotations
-
-import re
-import string
 
 import numpy as np
 import polars as pl
 from scipy.stats import bootstrap
 
-HEURISTIC_METRICS = ["exact_match", "token_f1", "rouge_l", "contains"]
+from nexa_core import metric_registry
+from nexa_core.metric_registry import JUDGE, TEST
+
 ALL_TOPICS = "__all__"
+AGGREGATE = {"mean": np.mean}  # by the name a metric declares (the histories' `mean` column holds it)
 
 
-def squad_normalise(text: str) -> str:
-    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+def eval_metric_names(judged: bool) -> list[str]:
+    """The metrics eval_metrics aggregates: the test split's, the judge's only when a judge is configured."""
+    return [m.name for m in metric_registry.of(TEST) if judged or m.given_by != JUDGE]
 
 
-def contains(prediction: str, reference: str) -> float:
-    """1 when the normalised reference appears as whole words in the normalised prediction: a right answer
-    said in a sentence, which exact match and token F1 score low."""
-    reference, prediction = squad_normalise(reference), squad_normalise(prediction)
-    return float(bool(reference) and f" {reference} " in f" {prediction} ")
-
-
-def _item_scores(prediction: str, reference: str) -> tuple[float, float, float, float]:
-    # torchmetrics imports torch and transformers (seconds): only pay for it when scoring
-    from torchmetrics.functional.text import rouge_score, squad
-
-    if not prediction.strip():  # no answer is wrong, whatever the reference (SQuAD scores an empty pair 1)
-        return 0.0, 0.0, 0.0, 0.0
-    qa = squad(
-        {"prediction_text": prediction, "id": "0"}, {"answers": {"text": [reference], "answer_start": [0]}, "id": "0"}
-    )
-    rouge = rouge_score(prediction, reference, rouge_keys="rougeL")["rougeL_fmeasure"]
-    return qa["exact_match"].item() / 100, qa["f1"].item() / 100, rouge.item(), contains(prediction, reference)
-
-
-def score_items(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with exact_match, token_f1 (both after SQuAD normalisation: case, punctuation,
-    articles), rouge_l (LCS F-measure, ROUGE-1.5.5 tokens) and contains of prediction against reference."""
-    scores = [_item_scores(p or "", r or "") for p, r in zip(frame["prediction"], frame["reference"])]
+def score_items(frame: pl.DataFrame, source: str = TEST) -> pl.DataFrame:
+    """`frame` with a column per metric of `source` that has a scorer, of prediction against reference (a
+    missing text scored as empty)."""
+    scored = [m for m in metric_registry.of(source) if m.score]
+    pairs = list(zip((p or "" for p in frame["prediction"]), (r or "" for r in frame["reference"])))
     # torchmetrics computes in float32: digits past the 6th decimal are noise
     return frame.with_columns(
-        pl.Series(name, [s[i] for s in scores], dtype=pl.Float64).round(6) for i, name in enumerate(HEURISTIC_METRICS)
+        pl.Series(m.name, [m.score(p, r) for p, r in pairs], dtype=pl.Float64).round(6) for m in scored
     )
 
 
-def _mean_ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> dict:
+def _mean_ci(values: np.ndarray, metric: str, confidence: float, n_resamples: int, seed: int) -> dict:
+    """The metric's aggregate of the values and its interval."""
     if values.size == 0:
         return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
-    mean = float(values.mean())
+    declared = metric_registry.get(metric)
+    statistic = AGGREGATE[declared.aggregation]
+    mean = float(statistic(values))
     if np.ptp(values) == 0:  # one value or all equal: nothing to resample (scipy warns and gives NaN)
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": values.size}
+    # declared.interval is "bootstrap", the one the registry allows: percentile, at `confidence`.
     # A fresh generator per group: a group's interval does not depend on which other groups exist
     ci = bootstrap(
         (values,),
-        np.mean,
+        statistic,
         n_resamples=n_resamples,
         confidence_level=confidence,
         method="percentile",
@@ -77,9 +62,9 @@ def aggregate(
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """Mean and bootstrap percentile interval of each metric per group of `by`, per topic and over
-    all topics ("__all__"). Null scores (a judge answer that could not be parsed) are left out,
-    never counted as 0; `n` counts the values used."""
+    """Each metric's aggregate (as the registry declares it) and its bootstrap percentile interval per group of
+    `by`, per topic and over all topics ("__all__"). Null scores (a judge answer that could not be parsed) are
+    left out, never counted as 0; `n` counts the values used."""
     values = (pl.col(m).cast(pl.Float64).fill_nan(None) for m in metrics)  # NaN is no score either
     long = scores.select(*by, pl.col("topic").cast(pl.String), *values).unpivot(
         on=metrics, index=[*by, "topic"], variable_name="metric", value_name="value"
@@ -93,7 +78,7 @@ def aggregate(
     rows = [
         {
             **{k: v for k, v in row.items() if k != "value"},
-            **_mean_ci(np.sort(np.asarray(row["value"], dtype=float)), confidence, n_resamples, seed),
+            **_mean_ci(np.sort(np.asarray(row["value"], dtype=float)), row["metric"], confidence, n_resamples, seed),
         }
         for row in groups.iter_rows(named=True)
     ]

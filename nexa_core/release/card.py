@@ -8,6 +8,7 @@ import json
 
 import polars as pl
 
+from nexa_core import metric_registry
 from nexa_core.evaluate.leaderboard import ALL_TOPICS, interval_text, latest_benchmarks, latest_evaluations
 from nexa_core.release.gate import GateDecision
 
@@ -38,6 +39,17 @@ def metric_rows(checkpoint_id: str, history: pl.DataFrame, benchmarks: pl.DataFr
             )
         )
     return pl.concat(frames).sort("source", "metric", "model_role", descending=[False, False, True]).to_dicts()
+
+
+def metric_glossary(names: list[str]) -> list[str]:
+    """What each registered metric among `names` means, which way is better and how it is aggregated, as
+    markdown list items in the registry's order."""
+    shown = set(names)
+    return [
+        f"- {m.name} ({m.label}; {m.direction()}; {m.aggregation} over items, {m.interval} interval): {m.description}"
+        for m in metric_registry.REGISTRY.values()
+        if m.name in shown
+    ]
 
 
 def _dollars(value: float | None) -> str:
@@ -86,6 +98,8 @@ def model_card(
         "| source | metric | role | mean [ci_low, ci_high] | n |",
         "|---|---|---|---|---|",
         *[f"| {m['source']} | {m['metric']} | {m['model_role']} | {interval_text(m, 4)} | {m['n']} |" for m in metrics],
+        "",
+        *metric_glossary([m["metric"] for m in metrics]),
         "",
         "## Data versions read at every stage",
         "",

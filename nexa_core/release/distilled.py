@@ -11,30 +11,22 @@ from dataclasses import dataclass
 import polars as pl
 
 from nexa_core.evaluate.leaderboard import distilled_markdown
-from nexa_core.release.gate import (
-    BENCHMARK_ACC_NORM,
-    BENCHMARK_ACCURACY,
-    GateDecision,
-    GateRule,
-    ReleaseError,
-    Score,
-    Tally,
-)
-
-# distilled_scores' (source, metric) behind each gate name; any other name is a test split metric
-SOURCES = {BENCHMARK_ACCURACY: ("suites", "accuracy"), BENCHMARK_ACC_NORM: ("suites", "acc_norm")}
+from nexa_core.metric_registry import gate_source
+from nexa_core.release.card import metric_glossary
+from nexa_core.release.gate import GateDecision, GateRule, ReleaseError, Score, Tally, candidate_metrics
 
 
 @dataclass(frozen=True)
 class DistilledGateConfig(GateRule):
-    """GateRule (`metric` auto: suite accuracy, else token_f1), and `min_kept`: the least share of the teacher's
-    mean the student must keep."""
+    """GateRule (`metric` auto as the champion's gate: suite accuracy, else the test split's primary metric, which
+    distilled_scores has as token_f1), and `min_kept`: the least share of the teacher's mean the student must keep."""
 
     min_kept: float = 0.9
 
 
 def distilled_score(scores: pl.DataFrame, role: str, metric: str) -> Score | None:
-    source, name = SOURCES.get(metric, ("test", metric))
+    """A role's row of distilled_scores on `metric` by its gate name (its source and metric)."""
+    source, name = gate_source(metric)
     rows = scores.filter(
         (pl.col("model_role") == role) & (pl.col("source") == source) & (pl.col("metric") == name) & (pl.col("n") > 0)
     )
@@ -47,8 +39,7 @@ def distilled_score(scores: pl.DataFrame, role: str, metric: str) -> Score | Non
 def distilled_gate(config: DistilledGateConfig, scores: pl.DataFrame) -> GateDecision:
     """Beat the base by the rule, and keep min_kept of the teacher's mean. The teacher's score is the decision's
     `champion` (the teacher is the domain's checkpoint the student was distilled from)."""
-    names = [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, "token_f1"]
-    metric = next((m for m in names if distilled_score(scores, "student", m)), None)
+    metric = next((m for m in candidate_metrics(config) if distilled_score(scores, "student", m)), None)
     if metric is None:
         scored = sorted(set(scores.filter(pl.col("model_role") == "student")["metric"]))
         raise ReleaseError(f"the distilled student has no score on {config.metric!r}; distilled_scores has {scored}")
@@ -112,6 +103,8 @@ def distilled_card(release: dict, distilled: dict, decision: GateDecision, score
             "## Scores (95% bootstrap intervals)",
             "",
             distilled_markdown(scores),
+            "",
+            *metric_glossary(scores["metric"].to_list()),
             "",
             "## Code and serving",
             "",

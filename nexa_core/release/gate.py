@@ -4,7 +4,9 @@ these, and acts on the decision; the distilled gate (release/distilled.py) reach
 
 The candidate (the domain's newest evaluated checkpoint) is judged on accuracy over all of the domain's benchmark
 suites when the checkpoint was benchmarked, else the test split's primary metric (the judge's score, else token
-F1). By default a candidate wins only when its 95% interval lies wholly above the other's.
+F1). By default a candidate wins only when its 95% interval lies wholly above the other's (below, for a metric
+where lower is better). The metrics a gate knows, their direction and which is primary are
+nexa_core.metric_registry's, read when the gate runs.
 """
 
 from __future__ import annotations
@@ -13,18 +15,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from nexa_core.evaluate.leaderboard import (
-    ALL_SUITES,
-    ALL_TOPICS,
-    PRIMARY_METRICS,
-    latest_benchmarks,
-    latest_evaluations,
-)
+from nexa_core import metric_registry
+from nexa_core.evaluate.leaderboard import ALL_SUITES, ALL_TOPICS, latest_benchmarks, latest_evaluations
+from nexa_core.metric_registry import SUITES, TEST, MetricError, gate_name, gate_names, gate_source, primary
 
-BENCHMARK_ACCURACY = "benchmark_accuracy"  # the gate's name for accuracy over all suites (benchmark_history)
-BENCHMARK_ACC_NORM = "benchmark_acc_norm"  # the same, each choice's log-likelihood normalised by its length
-# benchmark_history's metric behind each gate name
-BENCHMARK_METRIC = {BENCHMARK_ACC_NORM: "acc_norm", BENCHMARK_ACCURACY: "accuracy"}
+AUTO = "auto"
 RULES = ("intervals", "mean")
 
 
@@ -34,17 +29,20 @@ class ReleaseError(ValueError):
 
 @dataclass(frozen=True)
 class GateRule:
-    """`metric`: auto, benchmark_acc_norm, benchmark_accuracy, or a test split metric (judge_score, token_f1,
-    rouge_l, exact_match, contains). `rule`: intervals (the candidate's ci_low minus the other's ci_high) or mean (the
+    """`metric`: auto, or any metric of the registry by its gate name (metric_registry.gate_names): a test split
+    metric by its name (token_f1, judge_score, ...), a suites metric prefixed (benchmark_accuracy, ...). `rule`:
+    intervals (the candidate's ci_low minus the other's ci_high, for a higher-is-better metric) or mean (the
     difference of means); the candidate must exceed each `min_lift_*` by that measure."""
 
-    metric: str = "auto"
+    metric: str = AUTO
     rule: str = "intervals"
     min_lift_over_base: float = 0.0
 
     def __post_init__(self):
         if self.rule not in RULES:
             raise ReleaseError(f"gate rule {self.rule!r}: expected one of {list(RULES)}")
+        if self.metric != AUTO and self.metric not in gate_names():
+            raise ReleaseError(f"gate metric {self.metric!r}: expected {AUTO} or one of {sorted(gate_names())}")
 
 
 @dataclass(frozen=True)
@@ -79,31 +77,42 @@ def benchmarked(benchmarks: pl.DataFrame | None, checkpoint_id: str) -> bool:
     return benchmarks is not None and benchmarks.filter(pl.col("checkpoint_id") == checkpoint_id).height > 0
 
 
+def candidate_metrics(config: GateRule) -> list[str]:
+    """The gate names config.metric stands for, first choice first: auto is the suites' primary metrics (their
+    accuracy), then the test split's (the judge's score when anything was judged, else token F1)."""
+    if config.metric != AUTO:
+        return [config.metric]
+    return [gate_name(SUITES, m) for m in primary(SUITES)] + [gate_name(TEST, m) for m in primary(TEST)]
+
+
 def gate_metric(config: GateConfig, checkpoint_id: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None) -> str:
     """The metric this candidate is judged on (config.metric resolved when it is auto)."""
-    # auto: the benchmark suites' accuracy, else the judge's score when anything was judged, else token F1
-    for metric in [config.metric] if config.metric != "auto" else [BENCHMARK_ACCURACY, *PRIMARY_METRICS]:
+    for metric in candidate_metrics(config):
         if score_of(checkpoint_id, "student", metric, history, benchmarks):
             return metric
     scored = sorted(set(history.filter(pl.col("checkpoint_id") == checkpoint_id)["metric"]))
+    suites = [gate_name(SUITES, m) for m in metric_registry.names(SUITES)]
     raise ReleaseError(
         f"checkpoint {checkpoint_id} has no score on the gate's metric {config.metric!r}; its test "
-        f"split has {scored or 'no scores'}, benchmark suites give {' and '.join(BENCHMARK_METRIC)}"
+        f"split has {scored or 'no scores'}, benchmark suites give {' and '.join(suites)}"
     )
 
 
 def score_of(
     checkpoint_id: str, role: str, metric: str, history: pl.DataFrame, benchmarks: pl.DataFrame | None
 ) -> Score | None:
-    """A role's latest score on the whole domain; base rows carry the checkpoint_id of their student."""
-    if metric in BENCHMARK_METRIC:
+    """A role's latest score on the whole domain, `metric` by its gate name; base rows carry the checkpoint_id of
+    their student."""
+    try:
+        source, name = gate_source(metric)
+    except MetricError as exc:
+        raise ReleaseError(str(exc)) from exc
+    if source == SUITES:
         if benchmarks is None or benchmarks.is_empty():
             return None
-        rows = latest_benchmarks(benchmarks).filter(
-            (pl.col("suite") == ALL_SUITES) & (pl.col("metric") == BENCHMARK_METRIC[metric])
-        )
+        rows = latest_benchmarks(benchmarks).filter((pl.col("suite") == ALL_SUITES) & (pl.col("metric") == name))
     else:
-        rows = latest_evaluations(history).filter(pl.col("metric") == metric)
+        rows = latest_evaluations(history).filter(pl.col("metric") == name)
     rows = rows.filter(
         (pl.col("checkpoint_id") == checkpoint_id)
         & (pl.col("model_role") == role)
@@ -152,13 +161,20 @@ class GateDecision:
         return out | {f"lift_over_{name}": value for name, value in self.lifts.items()}
 
 
-def _lift(candidate: Score, other: Score, rule: str) -> float:
-    return candidate.ci_low - other.ci_high if rule == "intervals" else candidate.mean - other.mean
+def _lift(candidate: Score, other: Score, rule: str) -> tuple[float, str]:
+    """(how far the candidate is better than the other by the rule, in the metric's direction, and how that
+    was measured)."""
+    if metric_registry.get(gate_source(candidate.metric)[1]).higher_is_better:
+        if rule == "intervals":
+            return candidate.ci_low - other.ci_high, "its ci_low minus the other's ci_high"
+        return candidate.mean - other.mean, "the difference of means"
+    if rule == "intervals":
+        return other.ci_low - candidate.ci_high, "the other's ci_low minus its ci_high (lower is better)"
+    return other.mean - candidate.mean, "the other's mean minus its mean (lower is better)"
 
 
 def compare(name: str, candidate: Score, other: Score, rule: str, margin: float) -> tuple[bool, float, str]:
-    lift = _lift(candidate, other, rule)
-    measure = "its ci_low minus the other's ci_high" if rule == "intervals" else "the difference of means"
+    lift, measure = _lift(candidate, other, rule)
     beats = lift > margin
     return (
         beats,
