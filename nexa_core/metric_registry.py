@@ -225,7 +225,7 @@ register(
         "rouge_l",
         "ROUGE-L",
         "F-measure of the longest common subsequence of the answer's and the reference's words (ROUGE-1.5.5 tokens)",
-        (TEST,),
+        (TEST, SUITES),
         score=rouge_l,
     )
 )

@@ -150,3 +150,49 @@ def test_a_declaration_that_contradicts_itself_is_refused(registry, change, refu
     with pytest.raises(MetricError, match=refusal):
         register(Metric(**{**declared, **change}))
     assert "first_word" not in registry
+
+
+def test_rouge_l_on_the_suites_generated_answers_comes_from_its_declaration_alone(tmp_path):
+    """ROUGE-L was added to the suites by its registry entry alone (sources test and suites): the suites' items
+    carry it, generative answers are scored on it, benchmark_history aggregates it, the gate judges on it and the
+    report shows it."""
+    from nexa_core.evaluate.benchmark import GENERATIVE, MULTIPLE_CHOICE, score_generative, summarize
+
+    assert "rouge_l" in schemas.BENCHMARK_ITEMS and "rouge_l" in schemas.BENCHMARK_SCORES
+    items = pl.DataFrame(
+        [
+            {"model_role": role, "suite": "optics", "row": row, "kind": GENERATIVE, "topic": "light"}
+            | {"reference": "the cat sat on the mat", "prediction": prediction}
+            for role, predictions in {"student": ["a cat sat"] * 6, "base": ["Paris"] * 6}.items()
+            for row, prediction in enumerate(predictions, start=1)
+        ]
+        + [
+            {"model_role": role, "suite": "optics", "row": 7, "kind": MULTIPLE_CHOICE, "topic": "light"}
+            | {"reference": "wave", "prediction": "wave", "n_choices": 2, "accuracy": 1.0, "acc_norm": 1.0}
+            for role in ("student", "base")
+        ],
+        schema=schemas.BENCHMARK_ITEMS,
+    )
+    scored = score_generative(items)
+    generated = scored.filter(pl.col("kind") == GENERATIVE)
+    # LCS 2 of 3 and 6 tokens (ROUGE keeps "a" and "the"); no answer in common for the base
+    assert generated.filter(pl.col("model_role") == "student")["rouge_l"].to_list() == [pytest.approx(4 / 9)] * 6
+    assert generated.filter(pl.col("model_role") == "base")["rouge_l"].to_list() == [0.0] * 6
+    assert scored.filter(pl.col("kind") == MULTIPLE_CHOICE)["rouge_l"].is_null().all()
+
+    run = scored.with_columns(domain=pl.lit("physics"), round=pl.lit(0), checkpoint_id=pl.lit("ck-physics-1"))
+    summary = summarize(run, ["domain", "round", "checkpoint_id", "model_role"], n_resamples=200)
+    rouge = summary.filter((pl.col("metric") == "rouge_l") & (pl.col("suite") == "__all__"))
+    assert rouge.height == 4 and rouge["chance"].is_null().all() and (rouge["n"] == 6).all()  # 2 roles, 2 topics
+
+    history = schemas.conform(
+        summary.with_columns(created_at=pl.lit(datetime.now(timezone.utc))), schemas.BENCHMARK_HISTORY
+    )
+    config = GateConfig(metric="benchmark_rouge_l")
+    student, base = (
+        score_of("ck-physics-1", role, config.metric, evaluated(), history) for role in ("student", "base")
+    )
+    assert student.mean == pytest.approx(4 / 9) and base.mean == 0.0
+    assert promotion_gate(config, student, base, None, None).passed
+    page = write_report(evaluated(), rank_checkpoints(evaluated()), tmp_path / "leaderboard.html", history).read_text()
+    assert "<td>rouge_l</td>" in page
