@@ -1,5 +1,6 @@
 """The distillation half of the graph: raw text -> teacher inputs -> teacher outputs -> filtered
-pairs -> SFT sets. Each asset reads its inputs, calls nexa_core, and returns a frame and metadata."""
+pairs -> SFT sets, and teacher inputs -> restatements (each passage said again several ways, for the
+student to read). Each asset reads its inputs, calls nexa_core, and returns a frame and metadata."""
 
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from nexa_core import schemas
 from nexa_core.data.documents import LoadLimits, folder_fingerprint, load_domain
 from nexa_core.distill.filters import FilterConfig, filter_pairs, form_counts, reason_counts
 from nexa_core.distill.prompts import load_template
+from nexa_core.distill.restatements import (
+    RestatementConfig,
+    parse_restatements,
+    restatement_counts,
+    restatement_requests,
+    screen_restatements,
+)
 from nexa_core.distill.sft import SplitConfig, build_sft_dataset
 from nexa_core.distill.teacher_inputs import PromptConfig, build_teacher_inputs, mix_in_feedback
 from nexa_core.settings import from_settings
@@ -41,6 +49,7 @@ PromptSettings = settings_class(PromptConfig, "PromptSettings", template=(str, "
 FilterSettings = settings_class(FilterConfig, "FilterSettings")
 MinHashSettings = FilterSettings.model_fields["minhash"].annotation
 SplitSettings = settings_class(SplitConfig, "SplitSettings")
+RestatementSettings = settings_class(RestatementConfig, "RestatementSettings", template=(str, "restatements_v1"))
 
 
 # Written by raw_documents in the same step (a report, not a computed asset), so any selection that
@@ -125,27 +134,7 @@ def teacher_outputs(
     context: dg.AssetExecutionContext, teacher: TeacherResource, delta: DeltaStore, teacher_inputs: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:
     """One teacher response per request, served from the response cache when it was paid for before."""
-    domain = context.partition_key
-    client, pricing, policy = teacher.client(), teacher.pricing(), teacher.policy()
-    try:
-        if warning := unpriced_warning(client, pricing, policy.budget_usd, f"partition {domain}"):
-            context.log.warning(warning)
-    except UnpricedBudget as exc:
-        raise dg.Failure(str(exc)) from exc
-    try:
-        outputs, stats = collect_responses(
-            teacher_inputs,
-            client,
-            TeacherLedger(delta.tables(), domain),
-            params=teacher.params(),
-            pricing=pricing,
-            policy=policy,
-            validate=parse_pairs,
-            log=context.log.info,
-        )
-    except CollectionStopped as exc:
-        raise dg.Failure(str(exc), metadata=collect_metadata(exc.stats)) from exc
-    outputs = outputs.with_columns(pl.lit(domain).alias("domain"))
+    outputs, stats = collected(context, teacher, delta, teacher_inputs, parse_pairs)
     return dg.Output(
         outputs,
         metadata={
@@ -160,6 +149,32 @@ def teacher_outputs(
             **versions_read(delta, "teacher_inputs", TeacherLedger.CACHE),
         },
     )
+
+
+def collected(context, teacher: TeacherResource, delta: DeltaStore, requests: pl.DataFrame, validate):
+    """(outputs, stats): the teacher's response to each request through the collector (response cache,
+    retries, spend budget, the partition's ledger); a stopped collection is a dg.Failure with its counts."""
+    domain = context.partition_key
+    client, pricing, policy = teacher.client(), teacher.pricing(), teacher.policy()
+    try:
+        if warning := unpriced_warning(client, pricing, policy.budget_usd, f"partition {domain}"):
+            context.log.warning(warning)
+    except UnpricedBudget as exc:
+        raise dg.Failure(str(exc)) from exc
+    try:
+        outputs, stats = collect_responses(
+            requests,
+            client,
+            TeacherLedger(delta.tables(), domain),
+            params=teacher.params(),
+            pricing=pricing,
+            policy=policy,
+            validate=validate,
+            log=context.log.info,
+        )
+    except CollectionStopped as exc:
+        raise dg.Failure(str(exc), metadata=collect_metadata(exc.stats)) from exc
+    return outputs.with_columns(pl.lit(domain).alias("domain")), stats
 
 
 def collect_metadata(stats) -> dict:
@@ -227,4 +242,49 @@ def sft_dataset(
     )
 
 
-DISTILL_ASSETS = [raw_documents, raw_quarantine, teacher_inputs, teacher_outputs, filtered_pairs, sft_dataset]
+@dg.asset(
+    partitions_def=domain_partitions, group_name=GROUP, metadata=DELTA_PARTITION, code_version="1", kinds={"openai"}
+)
+def restatements(
+    context: dg.AssetExecutionContext,
+    config: RestatementSettings,
+    teacher: TeacherResource,
+    delta: DeltaStore,
+    teacher_inputs: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Each corpus passage restated several ways by the teacher (other words, other order, its facts as
+    questions and as statements, from their other side), asked with a versioned prompt through the same
+    collector as teacher_outputs (cache, retries, budget); each restatement kept or carrying its reason.
+    The training stages read the kept ones (nexa_core.distill.restatements.read_restatements)."""
+    template = load_template(config.template)
+    cfg = from_settings(RestatementConfig, config)
+    requests = restatement_requests(teacher_inputs, template, cfg)
+    outputs, stats = collected(context, teacher, delta, requests, parse_restatements)
+    rows = screen_restatements(requests, outputs, cfg)
+    counts = restatement_counts(rows)
+    return dg.Output(
+        rows,
+        metadata={
+            "passages": requests.height,
+            "kept": counts["kept"],
+            "dropped": rows.height - counts["kept"],
+            **{f"dropped/{reason}": n for reason, n in counts.items() if reason != "kept"},
+            "kept_by_kind": form_counts(rows),
+            "template": template.name,
+            "template_sha256": template.sha256,
+            "model": teacher.model,
+            **collect_metadata(stats),
+            **versions_read(delta, "teacher_inputs", TeacherLedger.CACHE),
+        },
+    )
+
+
+DISTILL_ASSETS = [
+    raw_documents,
+    raw_quarantine,
+    teacher_inputs,
+    teacher_outputs,
+    filtered_pairs,
+    sft_dataset,
+    restatements,
+]

@@ -111,6 +111,30 @@ FILTERED_PAIRS = {
     "feedback_round": pl.Int64,
 }
 
+# A restatement request: a teacher input that asks for `restatements` of its passage and no pairs
+# (nexa_core/distill/restatements.py; teacher.types.PairBrief).
+RESTATEMENT_REQUESTS = {**TEACHER_INPUTS, "restatements": pl.Int64}
+
+# One row per restatement of a corpus passage, kept or carrying why not (nexa_core/distill/restatements.py).
+RESTATEMENTS = {
+    "domain": pl.String,
+    "restatement_id": pl.String,
+    "passage_id": pl.String,
+    "doc_id": pl.String,
+    "topic": pl.String,
+    "source_path": pl.String,
+    "request_id": pl.String,  # the teacher request; its response is in teacher_cache by request hash
+    "restatement_index": pl.Int64,  # its place in the teacher's reply; null for a reply that holds none
+    "kind": pl.String,  # paraphrase, permuted, qa_form, statement_form, inverse, cloze (as the teacher named it)
+    "text": pl.String,
+    "template_name": pl.String,  # the prompt and its version, e.g. restatements_v1
+    "template_hash": pl.String,
+    "teacher_model": pl.String,
+    "teacher_backend": pl.String,
+    "reject_reason": pl.String,  # null when the restatement is kept
+    "reject_detail": pl.String,
+}
+
 SFT_DATASET = {
     "domain": pl.String,
     "example_id": pl.String,

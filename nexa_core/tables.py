@@ -13,6 +13,7 @@ TEACHER_INPUTS = "teacher_inputs"
 TEACHER_OUTPUTS = "teacher_outputs"
 FILTERED_PAIRS = "filtered_pairs"
 SFT_DATASET = "sft_dataset"
+RESTATEMENTS = "restatements"  # the corpus passages said again several ways, for the student to read
 STUDENT_BASE = "student_base"
 STUDENT_CHECKPOINT = "student_checkpoint"
 EVAL_PREDICTIONS = "eval_predictions"
@@ -95,6 +96,7 @@ ROUND_TABLES = (
     TEACHER_OUTPUTS,
     FILTERED_PAIRS,
     SFT_DATASET,
+    RESTATEMENTS,
     TEACHER_CACHE,
     STUDENT_BASE,
     STUDENT_CHECKPOINT,

@@ -45,6 +45,7 @@ FILE_SECONDS = {
     "test_postgres.py": 22,
     "test_benchmark.py": 18,
     "test_bases.py": 16,
+    "test_restatements.py": 12,
 }
 
 

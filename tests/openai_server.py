@@ -136,6 +136,11 @@ def finish(body: dict, key: str, fault: str | None) -> dict:
         content = FIXED  # cheap; the content faults below replace it anyway
     elif "Answer to grade:" in user:  # a rubric judge prompt (nexa_core/rubrics)
         content = json.dumps(judgement(PASSAGE.findall(user)))
+    elif '{"restatements":' in user:  # a restatement prompt (nexa_core/prompts/restatements_v*.txt)
+        from nexa_core.teacher.restatement_forms import restatements
+
+        found = PASSAGE.search(user)
+        content = json.dumps({"restatements": restatements(found.group(1) if found else user, 4)})
     else:
         # From question_forms itself, on first use: the nexa_core.teacher package pulls in polars,
         # which would double the start-up time that every test pays (and --fixed-content never needs it).

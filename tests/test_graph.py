@@ -9,7 +9,15 @@ from graph_helpers import materialize_domain, read_table
 
 from resources.teacher import TeacherResource
 
-TABLES = ("raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs", "sft_dataset")
+TABLES = (
+    "raw_documents",
+    "raw_quarantine",
+    "teacher_inputs",
+    "teacher_outputs",
+    "filtered_pairs",
+    "sft_dataset",
+    "restatements",
+)
 
 
 def check_results(result):
@@ -110,11 +118,11 @@ def test_openai_backend_against_a_real_server_and_cache(instance, raw_root, delt
     assert first.success
     inputs, _ = read_table(delta_root, "teacher_inputs")
     calls = server_calls(base)
-    assert calls == inputs.height
+    assert calls == inputs.height + inputs["passage_id"].n_unique()  # the pairs, and each passage's restatements
     outputs, _ = read_table(delta_root, "teacher_outputs")
     assert (outputs["backend"] == "openai").all() and (outputs["cost_usd"] > 0).all()
     meta = materialization(first, "teacher_outputs").metadata
-    assert meta["new_calls"].value == calls and meta["total_cost_usd"].value > 0
+    assert meta["new_calls"].value == inputs.height and meta["total_cost_usd"].value > 0
     second = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher)
     assert second.success and server_calls(base) == calls
     assert materialization(second, "teacher_outputs").metadata["new_calls"].value == 0
@@ -134,7 +142,7 @@ def test_unparseable_teacher_responses_name_partition_and_file(instance, raw_roo
     result = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher, raise_on_error=False)
     # Prose instead of JSON is billed but unusable: retried once (the default rule), then quarantined.
     inputs, _ = read_table(delta_root, "teacher_inputs")
-    assert server_calls(base) == 2 * inputs.height
+    assert server_calls(base) == 2 * (inputs.height + inputs["passage_id"].n_unique())  # pairs and restatements
     outputs, _ = read_table(delta_root, "teacher_outputs")
     assert (outputs["unusable_reason"] == "malformed_json").all() and (outputs["attempts"] == 2).all()
     pairs, _ = read_table(delta_root, "filtered_pairs")

@@ -213,10 +213,29 @@ def sft_dataset_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> Suit
     return result
 
 
+def restatements_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> SuiteResult:
+    import great_expectations as gx
+
+    e = gx.expectations
+    checks = _base(schemas.RESTATEMENTS, "restatement_id")
+    checks["passage_id_not_null"] = e.ExpectColumnValuesToNotBeNull(column="passage_id")
+    checks["template_hash_not_null"] = e.ExpectColumnValuesToNotBeNull(column="template_hash")
+    result = _run("restatements", frame, checks)
+    kept = _run(
+        "restatements_kept",
+        frame.filter(pl.col("reject_reason").is_null()).select("text"),
+        {"kept_text_length": e.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1)},
+    )
+    result.outcomes.update(kept.outcomes)
+    result.passed = result.passed and kept.passed
+    return result
+
+
 SUITES = {
     "raw_documents": raw_documents_suite,
     "teacher_inputs": teacher_inputs_suite,
     "teacher_outputs": teacher_outputs_suite,
     "filtered_pairs": filtered_pairs_suite,
     "sft_dataset": sft_dataset_suite,
+    "restatements": restatements_suite,
 }

@@ -9,6 +9,7 @@ of function words only, an answer cut mid-phrase, an answer the question already
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -108,49 +109,54 @@ def scrub_pii(text: str) -> tuple[str, bool]:
     return scrubbed, scrubbed != text
 
 
-def _normalised(column: str) -> pl.Expr:
+def normalised_text(column: str) -> pl.Expr:
+    """The column's words, lower case, one space apart: what two texts that say the same share."""
     return pl.col(column).str.to_lowercase().str.extract_all(WORDS).list.join(" ")
 
 
 def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
     """One row per parsed pair; a response that was quarantined by the teacher's rules or does not
     parse is one rejected row naming it."""
+    return explode_replies(outputs, inputs, parse_pairs, ("kind", "question", "answer"), "pair_index")
+
+
+def explode_replies(
+    outputs: pl.DataFrame, inputs: pl.DataFrame, parse: Callable[[str], list[dict]], fields: tuple[str, ...], index: str
+) -> pl.DataFrame:
+    """One row per item of each parsed reply (its string `fields`, its place in the reply as `index`), with
+    the passage columns of its request; a response that was quarantined by the teacher's rules or does
+    not parse is one rejected row naming it."""
     joined = outputs.select("domain", "request_id", "response", "unusable_reason").join(
         inputs.select("request_id", "doc_id", "passage_id", "topic", "source_path", "feedback_round"),
         on="request_id",
         how="left",
         maintain_order="left",
     )
-    cols: dict[str, list] = {
-        k: [] for k in ("request_id", "pair_index", "kind", "question", "answer", "reject_detail", "reject_reason")
-    }
+    cols: dict[str, list] = {k: [] for k in ("request_id", index, *fields, "reject_detail", "reject_reason")}
     for domain, request_id, response, unusable, source_path in joined.select(
         "domain", "request_id", "response", "unusable_reason", "source_path"
     ).iter_rows():
         where = f"partition {domain}, request {request_id} (from {source_path})"
         if unusable:  # quarantined by the teacher's rules (truncated, filtered, empty, not JSON)
-            pairs, reason, detail = [None], "unusable_response", f"{where}: teacher response quarantined ({unusable})"
+            items, reason, detail = [None], "unusable_response", f"{where}: teacher response quarantined ({unusable})"
         else:
             try:
-                pairs = parse_pairs(response)
+                items = parse(response)
             except TeacherResponseError as exc:
-                pairs, reason, detail = [None], "unparseable_response", f"{where}: {exc}"
-        for index, pair in enumerate(pairs):
+                items, reason, detail = [None], "unparseable_response", f"{where}: {exc}"
+        for place, item in enumerate(items):
             cols["request_id"].append(request_id)
-            cols["pair_index"].append(index if pair else None)
-            cols["kind"].append(pair["kind"] if pair else None)
-            cols["question"].append(pair["question"] if pair else None)
-            cols["answer"].append(pair["answer"] if pair else None)
-            cols["reject_detail"].append(None if pair else detail)
-            cols["reject_reason"].append(None if pair else reason)
+            cols[index].append(place if item else None)
+            for name in fields:
+                cols[name].append(item[name] if item else None)
+            cols["reject_detail"].append(None if item else detail)
+            cols["reject_reason"].append(None if item else reason)
     frame = pl.DataFrame(
         cols,
         schema={
             "request_id": pl.String,
-            "pair_index": pl.Int64,
-            "kind": pl.String,
-            "question": pl.String,
-            "answer": pl.String,
+            index: pl.Int64,
+            **dict.fromkeys(fields, pl.String),
             "reject_detail": pl.String,
             "reject_reason": pl.String,
         },
@@ -158,13 +164,16 @@ def explode_pairs(outputs: pl.DataFrame, inputs: pl.DataFrame) -> pl.DataFrame:
     return frame.join(joined.drop("response", "unusable_reason"), on="request_id", how="left", maintain_order="left")
 
 
-def _grounding(pairs: pl.DataFrame, inputs: pl.DataFrame) -> pl.Series:
-    """Share of each answer's content words that occur in its passage (1.0 when it has none)."""
+def grounding(
+    pairs: pl.DataFrame, inputs: pl.DataFrame, column: str = "answer", ignored: Collection[str] = STOP_WORDS
+) -> pl.Series:
+    """Share of the content words (not `ignored`) of each row's `column` that occur in its passage (1.0
+    when it has none); rows are keyed by `row` and find their passage by `request_id` in `inputs`."""
     # Words are joined as 64-bit hashes: much cheaper than joining strings.
     answer_words = (
-        pairs.select("row", "request_id", pl.col("answer").str.to_lowercase().str.extract_all(WORDS).alias("word"))
+        pairs.select("row", "request_id", pl.col(column).str.to_lowercase().str.extract_all(WORDS).alias("word"))
         .explode("word")
-        .filter(pl.col("word").is_not_null() & ~pl.col("word").is_in(STOP_WORDS))
+        .filter(pl.col("word").is_not_null() & ~pl.col("word").is_in(list(ignored)))
         .with_columns(pl.col("word").hash())
     )
     passage_words = (
@@ -240,7 +249,7 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
         pl.col("a2").alias("answer"),
     ).drop("q2", "a2")
     pairs = pairs.with_columns(
-        grounding=_grounding(pairs, inputs),
+        grounding=grounding(pairs, inputs),
         pair_id=pl.Series(
             [
                 content_id(r, i, qq, aa) if i is not None else content_id(r, "unparseable")
@@ -269,7 +278,7 @@ def _screen(outputs: pl.DataFrame, inputs: pl.DataFrame, cfg: FilterConfig, firs
     for cond, why, what in rules[1:]:
         reason, detail = reason.when(cond).then(why), detail.when(cond).then(what)
     # The exact-duplicate key travels as a 64-bit hash of the normalised text, not the text.
-    key = pl.concat_str([_normalised("question"), _normalised("answer")], separator="\x1f").hash()
+    key = pl.concat_str([normalised_text("question"), normalised_text("answer")], separator="\x1f").hash()
     return pairs.with_columns(
         reason.otherwise(None).alias("reject_reason"), detail.otherwise(None).alias("reject_detail"), key.alias("key")
     ).drop("grounding")
@@ -332,8 +341,9 @@ def filter_pairs(
     return schemas.conform(pairs, schemas.FILTERED_PAIRS)
 
 
-def reason_counts(filtered: pl.DataFrame) -> dict[str, int]:
-    counts = {reason: 0 for reason in REASONS}
+def reason_counts(filtered: pl.DataFrame, reasons: tuple[str, ...] = REASONS) -> dict[str, int]:
+    """Rows kept and dropped per reason (every reason listed, 0 when none)."""
+    counts = {reason: 0 for reason in reasons}
     for reason, n in filtered.group_by("reject_reason").len().iter_rows():
         counts["kept" if reason is None else reason] = n
     counts.setdefault("kept", 0)

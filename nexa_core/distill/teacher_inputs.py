@@ -53,6 +53,17 @@ def chunk_text(text: str, max_chars: int, min_chars: int) -> list[str]:
     return passages
 
 
+def render_request(template: PromptTemplate, **fields) -> dict:
+    """The request columns of one rendered prompt: its id, the template's name and hash, the messages."""
+    messages = template.render(**fields)
+    return {
+        "request_id": template.request_id(messages),
+        "template_name": template.name,
+        "template_hash": template.sha256,
+        "messages": json.dumps(messages, ensure_ascii=False),
+    }
+
+
 def build_teacher_inputs(
     documents: pl.DataFrame, template: PromptTemplate, cfg: PromptConfig = PromptConfig()
 ) -> pl.DataFrame:
@@ -63,22 +74,18 @@ def build_teacher_inputs(
         for index, passage in enumerate(
             chunk_text(doc["text"], max_chars=cfg.max_passage_chars, min_chars=cfg.min_passage_chars)
         ):
-            passage_id = content_id(doc["doc_id"], index, passage)
-            messages = template.render(
-                domain=doc["domain"], topic=doc["topic"], passage=passage, max_pairs=cfg.max_pairs_per_passage
+            request = render_request(
+                template, domain=doc["domain"], topic=doc["topic"], passage=passage, max_pairs=cfg.max_pairs_per_passage
             )
             rows.append(
                 {
                     "domain": doc["domain"],
-                    "request_id": template.request_id(messages),
                     "doc_id": doc["doc_id"],
-                    "passage_id": passage_id,
+                    "passage_id": content_id(doc["doc_id"], index, passage),
                     "topic": doc["topic"],
                     "source_path": doc["source_path"],
                     "passage": passage,
-                    "template_name": template.name,
-                    "template_hash": template.sha256,
-                    "messages": json.dumps(messages, ensure_ascii=False),
+                    **request,
                     "feedback_round": None,
                     "max_pairs": cfg.max_pairs_per_passage,
                     "known_questions": None,

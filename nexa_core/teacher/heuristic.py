@@ -6,6 +6,7 @@ import json
 import time
 
 from nexa_core.teacher.question_forms import heuristic_pairs
+from nexa_core.teacher.restatement_forms import restatements
 from nexa_core.teacher.types import Completion, PairBrief, TeacherUnavailable
 
 
@@ -13,8 +14,9 @@ class HeuristicTeacher:
     """The embedded offline default teacher. NOT a language model: a documented, deterministic rule
     set (nexa_core/teacher/question_forms.py) that lets the whole graph run on a machine with no endpoint and
     no network. It answers from the request's brief (the passage, the pair budget and, for a feedback
-    request, the questions the student already has), not from the prompt's wording. Token counts are
-    whitespace word counts; cost is zero."""
+    request, the questions the student already has), not from the prompt's wording; a restatement
+    request's brief gets restatements by rule (nexa_core/teacher/restatement_forms.py), in the JSON shape
+    the restatement prompt asks of a language model. Token counts are whitespace word counts; cost is zero."""
 
     name = "heuristic"
     paid = False
@@ -32,8 +34,12 @@ class HeuristicTeacher:
                 "OpenAI-compatible endpoint for any other prompt"
             )
         start = time.perf_counter()
-        known = None if brief.known_questions is None else set(brief.known_questions)
-        text = json.dumps({"pairs": heuristic_pairs(brief.passage, brief.max_pairs, known=known)}, ensure_ascii=False)
+        if brief.restatements is not None:
+            reply = {"restatements": restatements(brief.passage, brief.restatements)}
+        else:
+            known = None if brief.known_questions is None else set(brief.known_questions)
+            reply = {"pairs": heuristic_pairs(brief.passage, brief.max_pairs, known=known)}
+        text = json.dumps(reply, ensure_ascii=False)
         return Completion(
             text=text,
             finish_reason="stop",

@@ -29,6 +29,7 @@ Pure functions over strings (stdlib only), so any teacher, test or bench can use
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 FORMS = (
     "definition",
@@ -116,7 +117,7 @@ def _upper_first(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _stands_alone(sentence: str) -> bool:
+def stands_alone(sentence: str) -> bool:
     """False for a sentence whose subject is a pronoun ("It ...", "At rest it beats ...", "When it is
     visible, it is ..."): the student answers without the passage, so the question must not lean on
     the sentence before."""
@@ -205,8 +206,16 @@ _ANAPHORIC = frozenset(
 _QUANTIFIER = frozenset("most many some all every few several no only other".split())
 
 
-def definition_forms(sentence: str) -> list[dict]:
-    """[definition, reverse_definition] of a sentence that defines a term, else []."""
+class Definition(NamedTuple):
+    term: str  # as written: "entropy", "Lewis acid"
+    subject: str  # the term as a question names it: "entropy", "a Lewis acid", "the kelvin"
+    defn: str  # what the sentence says it is, up to its first clause boundary
+    verb: str  # is or are
+
+
+def definition(sentence: str) -> Definition | None:
+    """The term a sentence defines and its definition, or None when the sentence defines none that a
+    question can name on its own (see the checks below)."""
     s = _strip_end(sentence)
     if m := _CALLED.match(s):  # "The <description> is called <term>"
         term, defn, verb, article = m.group("term"), f"the {m.group('defn')}", m.group("verb"), "the"
@@ -214,17 +223,17 @@ def definition_forms(sentence: str) -> list[dict]:
         term, defn, verb = m.group("term").strip(" ,"), m.group("defn"), m.group("verb")
         article = (m.group("article") or "").strip().lower()
         if not re.match(r"(?:an?|the)\s", defn) and (_NOT_BARE_DEFN.match(defn) or defn.split()[0] in _STOP):
-            return []
+            return None
         if _NOT_IN_TERM & set(_words(term)):
-            return []
+            return None
         if "," in term and " and " not in term:  # "ATP, adenosine triphosphate": the term, not its gloss
             term = term.split(",")[0]
             if term.lower() in FUNCTION_WORDS or term.endswith("ly"):  # "However, ...", "Finally, ..."
-                return []
+                return None
         if article == "the" and term.lower() in _ANAPHORIC:
-            return []
+            return None
     else:
-        return []
+        return None
     defn = _clause(defn)
     first = term.lower().split()[0]
     if (
@@ -238,9 +247,16 @@ def definition_forms(sentence: str) -> list[dict]:
         or len(defn.split()) < 2
         or re.search(r"\d", defn.split()[0])
     ):
-        return []
+        return None
     # After an article a capital is the term's own (a Lewis acid); at the sentence start it may not be.
-    subject = f"{article} {term}" if article else _lower_first(term)
+    return Definition(term, f"{article} {term}" if article else _lower_first(term), defn, verb)
+
+
+def definition_forms(sentence: str) -> list[dict]:
+    """[definition, reverse_definition] of a sentence that defines a term, else []."""
+    if (found := definition(sentence)) is None:
+        return []
+    term, subject, defn, verb = found
     pairs = [_pair("definition", f"What {verb} {subject}?", f"{_upper_first(defn)}.")]
     # "the SI unit of temperature" names one thing, so it can be asked directly; "a device that ..."
     # needs a frame, and enough words to single the term out ("a Lewis acid" fits many).
@@ -287,7 +303,7 @@ _HAS_VALUE = re.compile(
 def quantity_forms(sentence: str) -> list[dict]:
     """A fill-in-the-quantity cloze per quantity with a unit, then the quantity as a direct question
     when the sentence says what it measures."""
-    if not _stands_alone(sentence):
+    if not stands_alone(sentence):
         return []
     pairs = [
         _pair(
@@ -335,7 +351,7 @@ _BASE_VERB = {
 
 
 def _cause_and_effect(sentence: str) -> tuple[str, str, str | None] | None:
-    """(cause, effect, linking verb or None for 'because') of a sentence stating one."""
+    """(cause, effect, linking verb or None for 'because') of a sentence stating one: its pattern only."""
     s = _strip_end(sentence)
     if m := _BECAUSE.match(s):
         return _clause(m.group("cause")), m.group("effect").strip(" ,"), None
@@ -348,16 +364,22 @@ def _cause_and_effect(sentence: str) -> tuple[str, str, str | None] | None:
     return None
 
 
+def cause_and_effect(sentence: str) -> tuple[str, str, str | None] | None:
+    """(cause, effect, linking verb or None for 'because') of a sentence that states them about a subject
+    of its own, each side long enough to ask about; else None."""
+    found = _cause_and_effect(sentence)
+    if not found or not stands_alone(sentence) or len(found[0].split()) < 2 or not found[1]:
+        return None
+    return found
+
+
 def cause_effect_forms(sentence: str) -> list[dict]:
     """The cause asked from the effect (cause_effect) and the effect from the cause
     (reverse_cause_effect); a side that opens with a pronoun is not asked about ("because it ..."
     means nothing without its sentence)."""
-    found = _cause_and_effect(sentence)
-    if not found or not _stands_alone(sentence):
+    if (found := cause_and_effect(sentence)) is None:
         return []
     cause, effect, verb = found
-    if len(cause.split()) < 2 or not effect:
-        return []
     pairs = []
     if verb is None:  # "E because C": ask why E; and what C brings about
         pairs.append(
@@ -410,7 +432,7 @@ _VERB_SUBJECT = frozenset("to can may must will cannot does do did".split())
 
 def _cloze_spans(sentence: str) -> list[tuple[int, int, bool]]:
     """(start, end, reads as a verb) of each candidate blank, best first (see `cloze_keys`)."""
-    if not _stands_alone(sentence) or len(sentence) < 40:
+    if not stands_alone(sentence) or len(sentence) < 40:
         return []
     # Units belong to the quantity forms: "2 ____" teaches nothing about the subject.
     in_quantity = [range(*m.span()) for m in _QUANTITY.finditer(sentence)]

@@ -27,13 +27,15 @@ class Completion:
 @dataclass(frozen=True)
 class PairBrief:
     """What a teacher request asks for, as data: teacher_inputs' passage, max_pairs and known_questions
-    columns (the last only on a feedback request: the questions the student already has)."""
+    columns (the last only on a feedback request: the questions the student already has). A restatement
+    request (nexa_core/distill/restatements.py) asks for no pairs but for `restatements` of the passage."""
 
     passage: str
     max_pairs: int
     known_questions: tuple[str, ...] | None = None
+    restatements: int | None = None
 
-    COLUMNS = ("passage", "max_pairs", "known_questions")
+    COLUMNS = ("passage", "max_pairs", "known_questions", "restatements")
 
     @classmethod
     def of(cls, row: dict) -> PairBrief | None:
@@ -41,7 +43,7 @@ class PairBrief:
         if row.get("passage") is None or row.get("max_pairs") is None:
             return None
         known = row.get("known_questions")
-        return cls(row["passage"], row["max_pairs"], None if known is None else tuple(known))
+        return cls(row["passage"], row["max_pairs"], None if known is None else tuple(known), row.get("restatements"))
 
 
 class TeacherBackend(Protocol):
