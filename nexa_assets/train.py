@@ -4,6 +4,7 @@ under the launcher's artifact root."""
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from nexa_assets.partitions import LAUNCHED
 from nexa_assets.settings import settings_class, stage_settings
@@ -21,9 +22,14 @@ GROUP = "train"
 checkpoint_history = side_table_spec(CHECKPOINT_HISTORY, GROUP)
 
 
-# base_model is not a setting here: SFT starts from the domain's student_base (set the model in student_base's)
 TrainSettings = settings_class(
-    FinetuneConfig, "TrainSettings", "SFT's settings (nexa_core/configs/train_default.yaml).", base_model=None
+    FinetuneConfig,
+    "TrainSettings",
+    "SFT's settings (nexa_core/configs/train_default.yaml).",
+    base_model=(
+        str | None,
+        Field(default=None, description="not set here: SFT starts from student_base (set student_base.base_model)"),
+    ),
 )
 
 
@@ -52,6 +58,11 @@ def student_checkpoint(
     """The student fine-tuned with TRL on the pinned SFT version, starting from student_base (all weights of
     a config-built student, a LoRA adapter on a pretrained base), its files hashed and recorded."""
     domain = context.partition_key
+    if config.base_model is not None:
+        raise dg.Failure(
+            f"partition {domain}: student_checkpoint starts from student_base; set base_model in "
+            f"student_base's settings instead"
+        )
     if student_base.is_empty():
         raise dg.Failure(f"partition {domain}: student_base has no record; materialize it first")
     base = student_base.row(0, named=True)

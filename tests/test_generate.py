@@ -80,7 +80,7 @@ def test_answers_are_deterministic_and_batching_does_not_change_them(trained):
     assert [a["prompt_tokens"] for a in alone] == [a["prompt_tokens"] for a in first]
     assert [a["prediction"] for a in alone] == [a["prediction"] for a in first]
     # a static KV cache (the GPU setting: fixed shapes that transformers compiles) changes no answer
-    static = generate_answers(model, tokenizer, conversations, config | {"cache_implementation": "static"})
+    static = generate_answers(model, tokenizer, conversations, config.replace(cache_implementation="static"))
     assert [a["prediction"] for a in static] == [a["prediction"] for a in first]
 
 

@@ -197,7 +197,7 @@ def test_tiny_sft_set_and_bad_lora_target_fail_with_the_setting_named(instance, 
         instance,
         tmp_path,
         physics_sft,
-        {**FAST, "finetune": "lora", "lora.target_modules": ["c_attn"]},
+        {**FAST, "finetune": "lora", "lora": {"target_modules": ["c_attn"]}},
         raise_on_error=False,
     )
     text = str(next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
