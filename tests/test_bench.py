@@ -94,6 +94,7 @@ def test_distillation_benchmark_runs_at_smoke_size():
 
 def test_pair_filters_benchmark_counts_each_reason_beside_its_baseline():
     out = smoke("pair_filters.py")
-    assert re.search(r"\nkept +\d+ +\d+\n", out) and "baseline " in out
+    assert re.search(r"\nkept +\d+ +\d+ +\d+\n", out) and "baseline " in out and "pairs, new filters" in out
     for reason in ("no_content_word", "function_word_answer", "cut_mid_phrase", "answer_in_question"):
-        assert re.search(rf"\n{reason} +0 +\d+\n", out), out  # the baseline had no such filter
+        assert re.search(rf"\n{reason} +0 +\d+ +\d+\n", out), out  # the baseline had no such filter
+    assert re.search(r"restatements of the \d+ passages", out) and re.search(r"\n  kept +[1-9]\d*\n", out), out

@@ -172,6 +172,8 @@ def test_completion_asks_the_statement_up_to_a_key_term():
 
 
 def test_unlearnable_sentences_and_terms_yield_no_pairs():
+    from nexa_core.teacher.question_forms import definition_forms
+
     # a pronoun subject behind a subordinate clause, a sentence adverb, an inverted sentence, a question,
     # a term that is a clause, and a term that points back ("An example")
     for sentence in (
@@ -188,6 +190,10 @@ def test_unlearnable_sentences_and_terms_yield_no_pairs():
         assert asked == [], (sentence, asked)
     assert heuristic_pairs("When it is visible, it is the brightest object in the night sky besides the Moon.") == []
     assert heuristic_pairs("Why are algae considered plant-like organisms by many biologists?", max_pairs=100) == []
+    # a property is no definition; a plural noun with its preposition is
+    assert definition_forms("The simplest carbohydrates are plentiful in fruits and in honey.") == []
+    slits = heuristic_pairs("Pharyngeal slits are openings in the pharynx that reach the outside.", 1)
+    assert slits[0]["question"] == "What are pharyngeal slits?"
     # the definition itself is still asked of a sentence that names its subject
     assert heuristic_pairs("Keratin is a fibrous protein found in hair and nails.", max_pairs=1)[0] == {
         "kind": "definition",

@@ -190,8 +190,9 @@ _NOT_BARE_DEFN = re.compile(
     r"more|less|most|least|about|around|nearly|roughly|approximately|at|in|on|by|to|as|"
     r"for|from|with|often|always|never|so|too|quite|rather|just|like|unlike|due|because|therefore|thus|hence|"
     r"both|either|neither)\b"
-    # a bare adjective with its complement ("essential to ...", "plentiful in ..."): a property, not a kind
-    r"|^\w+,?\s+(?:in|to|for|against|with|at|on|from|by|than|as)\b"
+    # a bare adjective with its complement ("essential to ...", "plentiful in ..."): a property, not a kind;
+    # a plural noun takes them too ("openings in the pharynx")
+    r"|^(?!\w+s\b)\w+,?\s+(?:in|to|for|against|with|at|on|from|by|than|as)\b"
 )
 # Words that make a term a clause or a pointer, not a noun phrase: "the brain, which ...", "when it",
 # "mechanism called X", "describe peristalsis".
