@@ -42,6 +42,7 @@ FILE_SECONDS = {
     "test_pretrain.py": 59,
     "test_parallel_writes.py": 52,
     "test_teacher_faults.py": 51,
+    "test_ui.py": 50,
     "test_postgres.py": 22,
     "test_benchmark.py": 18,
     "test_bases.py": 16,

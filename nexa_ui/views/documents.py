@@ -29,7 +29,9 @@ with view.shown():
     st.subheader("One document")
     page = view.paged(q.document_list(part), "documents_page")
     titles = dict(zip(page.rows["doc_id"], page.rows["title"]))
-    doc_id = st.selectbox("Document", list(titles), format_func=lambda d: f"{titles[d] or '(untitled)'} ({d})")
+    doc_id = st.selectbox(
+        "Document", list(titles), format_func=lambda d: f"{titles[d] or '(untitled)'} ({d})", key="document"
+    )
     if doc_id:
         doc = q.document(part, doc_id)
         st.markdown(
