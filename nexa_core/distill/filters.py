@@ -20,12 +20,10 @@ from nexa_core.ids import content_id
 from nexa_core.teacher import TeacherResponseError, parse_pairs
 from nexa_core.teacher.question_forms import FUNCTION_WORDS
 
+# The reasons of the rules any teacher output meets first (the restatements' screen shares them).
+SCREEN_REASONS = ("unusable_response", "unparseable_response", "too_short", "too_long", "refusal")
 REASONS = (
-    "unusable_response",
-    "unparseable_response",
-    "too_short",
-    "too_long",
-    "refusal",
+    *SCREEN_REASONS,
     "no_content_word",
     "function_word_answer",
     "cut_mid_phrase",

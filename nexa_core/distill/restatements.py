@@ -20,6 +20,7 @@ from nexa_core import schemas
 from nexa_core.distill.filters import (
     QUESTION_FRAME,
     REFUSAL,
+    SCREEN_REASONS,
     STOP_WORDS,
     explode_replies,
     grounding,
@@ -31,16 +32,7 @@ from nexa_core.distill.teacher_inputs import render_request
 from nexa_core.ids import content_id
 from nexa_core.teacher import TeacherResponseError, json_reply
 
-REASONS = (
-    "unusable_response",
-    "unparseable_response",
-    "too_short",
-    "too_long",
-    "refusal",
-    "ungrounded",
-    "copies_passage",
-    "exact_duplicate",
-)
+REASONS = (*SCREEN_REASONS, "ungrounded", "copies_passage", "exact_duplicate")
 # The frame words of question and cloze forms are not the passage's and do not count against grounding.
 _FRAME_WORDS = frozenset(STOP_WORDS) | QUESTION_FRAME | {"question", "answer", "called", "causes", "results", "what"}
 
