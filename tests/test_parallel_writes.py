@@ -21,7 +21,15 @@ from resources.reports import RawFolder
 from resources.teacher import TeacherResource
 
 DOMAINS = [f"field{i}" for i in range(8)]
-TABLES = ["raw_documents", "raw_quarantine", "teacher_inputs", "teacher_outputs", "filtered_pairs", "sft_dataset"]
+TABLES = [
+    "raw_documents",
+    "raw_quarantine",
+    "teacher_inputs",
+    "teacher_outputs",
+    "filtered_pairs",
+    "sft_dataset",
+    "restatements",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,8 @@ def check_every_partition_landed(store: DeltaRoot) -> None:
         assert len(set(counts.values())) <= 1, (table, counts)  # the same corpus: the same rows in each
     cache = store.scan("teacher_cache").collect()
     inputs = store.scan("teacher_inputs").collect()
-    assert cache["request_hash"].n_unique() == cache.height == inputs.height  # each response committed once
+    asked = inputs.height + inputs["passage_id"].n_unique()  # the pair requests, and one restatement request a passage
+    assert cache["request_hash"].n_unique() == cache.height == asked  # each response committed once
 
 
 @pytest.mark.slow
