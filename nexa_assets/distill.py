@@ -151,11 +151,16 @@ def teacher_outputs(
     )
 
 
-def collected(context, teacher: TeacherResource, delta: DeltaStore, requests: pl.DataFrame, validate):
+def collected(
+    context, teacher: TeacherResource, delta: DeltaStore, requests: pl.DataFrame, validate, max_tokens: int = 0
+):
     """(outputs, stats): the teacher's response to each request through the collector (response cache,
-    retries, spend budget, the partition's ledger); a stopped collection is a dg.Failure with its counts."""
+    retries, spend budget, the partition's ledger); a stopped collection is a dg.Failure with its counts.
+    `max_tokens` raises a language model's room for a reply (the params are part of the cache key)."""
     domain = context.partition_key
-    client, pricing, policy = teacher.client(), teacher.pricing(), teacher.policy()
+    client, pricing, policy, params = teacher.client(), teacher.pricing(), teacher.policy(), teacher.params()
+    if "max_tokens" in params:
+        params["max_tokens"] = max(params["max_tokens"], max_tokens)
     try:
         if warning := unpriced_warning(client, pricing, policy.budget_usd, f"partition {domain}"):
             context.log.warning(warning)
@@ -166,7 +171,7 @@ def collected(context, teacher: TeacherResource, delta: DeltaStore, requests: pl
             requests,
             client,
             TeacherLedger(delta.tables(), domain),
-            params=teacher.params(),
+            params=params,
             pricing=pricing,
             policy=policy,
             validate=validate,
@@ -259,7 +264,7 @@ def restatements(
     template = load_template(config.template)
     cfg = from_settings(RestatementConfig, config)
     requests = restatement_requests(teacher_inputs, template, cfg)
-    outputs, stats = collected(context, teacher, delta, requests, parse_restatements)
+    outputs, stats = collected(context, teacher, delta, requests, parse_restatements, cfg.max_tokens)
     rows = screen_restatements(requests, outputs, cfg)
     counts = restatement_counts(rows)
     return dg.Output(

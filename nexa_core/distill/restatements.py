@@ -40,6 +40,9 @@ _FRAME_WORDS = frozenset(STOP_WORDS) | QUESTION_FRAME | {"question", "answer", "
 @dataclass(frozen=True)
 class RestatementConfig:
     restatements_per_passage: int = 4  # asked of the teacher for each corpus passage
+    # A language model's room for the reply (at least the teacher's own max_tokens): several restatements
+    # of a passage run to a few times its length, and a reply cut short is paid for and asked again.
+    max_tokens: int = 2400
     min_chars: int = 40
     max_chars: int = 6000  # a passage's facts as questions from each side run to several times its length
     # Share of a restatement's content words found in its passage: paraphrases use other words, so this is
