@@ -60,7 +60,12 @@ class Partition:
                 f"No {name} table under {self.root.root_uri} yet: materialize {writer(name)} "
                 f"(e.g. `nexa-run {self.domain}`) and reload."
             )
-        return self.root.scan(name, self.as_of)
+        if self.as_of is None:
+            return self.root.scan(name)
+        version = version_at(self.root, name, self.as_of)
+        if version is None:
+            raise NotThere(f"No {name} table under {self.root.root_uri}{self.when()}: it was made later.")
+        return self.root.scan(name, version)
 
     def rows(self, name: str, required: bool = True) -> pl.LazyFrame:
         """The domain's rows of `name`; with `required`, none is an error that says what to run."""
@@ -108,6 +113,21 @@ def domains(root: DeltaRoot) -> list[str]:
         if root.exists(name):
             found |= {p["domain"] for p in _delta_table(root, name).partitions() if p.get("domain")}
     return sorted(found)
+
+
+def version_at(root: DeltaRoot, table: str, when: datetime) -> int | None:
+    """The table's newest version committed at or before `when`, by the commits' own timestamps (as `rounds` reads
+    them; deltalake's time travel by datetime goes by the log files' modification times, which can differ from
+    those by milliseconds); None when it was created later. Past versions do not change: looked up once."""
+    key = (root.uri(table), tuple(sorted(root.storage_options.items())), when)
+    if key not in _VERSIONS_AT:
+        stamp = when.timestamp() * 1000
+        history = _delta_table(root, table).history()
+        _VERSIONS_AT[key] = max((e["version"] for e in history if e["timestamp"] <= stamp), default=None)
+    return _VERSIONS_AT[key]
+
+
+_VERSIONS_AT: dict[tuple, int | None] = {}
 
 
 def _writes_domain(entry: dict, domain: str) -> bool:
@@ -412,8 +432,8 @@ def evaluation(part: Partition) -> dict:
 
 
 def answers(part: Partition, view: str = "all", topic: str | None = None) -> pl.LazyFrame:
-    """Per test item: question, gold answer, and each role's answer with its token F1 and contains, side by side;
-    `view` (ANSWER_VIEWS) and `topic` narrow it."""
+    """Per test item: question, gold answer, each role's answer side by side, then each role's token F1 and
+    contains; `view` (ANSWER_VIEWS) and `topic` narrow it."""
     if view not in ANSWER_VIEWS:
         raise ValueError(f"answer view {view!r}: expected one of {list(ANSWER_VIEWS)}")
     scores = part.rows(t.EVAL_METRICS)
@@ -440,7 +460,10 @@ def answers(part: Partition, view: str = "all", topic: str | None = None) -> pl.
         if "base" not in present:
             raise NotThere(f"domain {part.domain}: eval_metrics has no base answers{part.when()}")
         items = items.filter((pl.col("base_contains") == 1) & (pl.col("student_contains") == 0))
-    return items.sort("topic", "example_id")
+    scores_first = [f"{role}_{score}" for score in ("f1", "contains") for role in present]
+    return items.select("example_id", "topic", "question", "reference", *present, *scores_first).sort(
+        "topic", "example_id"
+    )
 
 
 def answer_topics(part: Partition) -> list[str]:

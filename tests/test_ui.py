@@ -157,20 +157,45 @@ def _sft(round_: int, pairs: list[dict]) -> list[dict]:
 
 # (example, topic, question, gold, {role: (prediction, token_f1, contains)}); round 1 adds the base-right miss
 ITEMS = [
-    ("x1", "optics", "Why does light bend?", "it slows down", {"student": ("it slows down", 1.0, 1.0)}),
-    ("x2", "optics", "What focuses rays?", "a convex lens", {"student": ("a mirror", 0.0, 0.0)}),
-    ("x3", "mechanics", "What keeps velocity?", "a body", {"student": ("a body does", 0.8, 1.0)}),
+    (
+        "x1",
+        "optics",
+        "Why does light bend when it enters glass?",
+        "it slows down",
+        {
+            "student": ("it slows down", 1.0, 1.0),
+            "read": ("light bends in glass", 0.0, 0.0),
+            "base": ("gravity", 0.0, 0.0),
+        },
+    ),
+    (
+        "x2",
+        "optics",
+        "What focuses parallel rays to a focal point?",
+        "a convex lens",
+        {"student": ("a mirror", 0.0, 0.0), "read": ("a lens", 0.667, 0.0), "base": ("the sun", 0.0, 0.0)},
+    ),
+    (
+        "x3",
+        "mechanics",
+        "What keeps its velocity unless a net force acts on it?",
+        "a body",
+        {"student": ("a body does", 0.667, 1.0), "read": ("velocity", 0.0, 0.0), "base": ("nothing", 0.0, 0.0)},
+    ),
 ]
-BASE_RIGHT = ("x4", "mechanics", "What changes velocity?", "a net force", {"student": ("gravity only", 0.0, 0.0)})
+BASE_RIGHT = (
+    "x4",
+    "mechanics",
+    "What changes a body's velocity?",
+    "a net force",
+    {"student": ("gravity only", 0.0, 0.0), "read": ("a force", 0.667, 0.0), "base": ("a net force does", 0.8, 1.0)},
+)
 
 
 def _scores(round_: int) -> list[dict]:
     rows = []
     for example, topic, question, gold, answers in ITEMS + ([BASE_RIGHT] if round_ else []):
-        by_role = {"read": ("something", 0.1, 0.0), "base": ("no idea", 0.0, 0.0)} | answers
-        if example == "x4":
-            by_role["base"] = ("a net force does", 0.8, 1.0)
-        for role, (prediction, f1, hit) in by_role.items():
+        for role, (prediction, f1, hit) in answers.items():
             rows.append(
                 {
                     "domain": "physics",
@@ -500,15 +525,8 @@ def test_answers_page_puts_three_roles_side_by_side_filters_the_misses_and_chart
     at = open_app(demo, monkeypatch, page="answers")
     no_traceback(at)
     answers = table(at, "question", "reference", "student", "read", "base")
-    assert answers.columns[:7] == [
-        "example_id",
-        "topic",
-        "question",
-        "reference",
-        "student",
-        "student_f1",
-        "student_contains",
-    ]
+    assert answers.columns[:7] == ["example_id", "topic", "question", "reference", "student", "read", "base"]
+    assert answers.columns[7:] == [f"{role}_{s}" for s in ("f1", "contains") for role in ("student", "read", "base")]
     assert answers["example_id"].to_list() == ["x3", "x4", "x1", "x2"]  # by topic
     at.radio(key="answers_view").set_value("misses").run()
     assert table(at, "question", "student")["example_id"].to_list() == ["x4", "x2"]
