@@ -7,7 +7,8 @@ from urllib.parse import quote, urlencode
 
 from nexa_core import tables as t
 
-# The app's pages: url path -> (title, the tables it shows). The first page is the app's front page.
+# The app's pages: url path -> (title, the tables it shows or is about: each asset links to its page, each page to
+# its assets in the Dagster UI). The first page is the app's front page.
 PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "documents": ("Documents", (t.RAW_DOCUMENTS, t.RAW_QUARANTINE)),
     "teacher": ("Teacher and filters", (t.TEACHER_INPUTS, t.TEACHER_OUTPUTS, t.FILTERED_PAIRS)),
@@ -19,7 +20,7 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "suites": ("Suites", (t.BENCHMARK_SCORES, t.BENCHMARK_HISTORY)),
     "releases": (
         "Releases and leaderboard",
-        (t.LEADERBOARD, t.MODEL_RELEASE, t.RELEASE_HISTORY, t.CHECKPOINT_HISTORY),
+        (t.LEADERBOARD, t.MODEL_RELEASE, t.RELEASE_HISTORY),
     ),
 }
 

@@ -41,7 +41,7 @@ with view.shown():
     with gate.expander("Lineage: the Delta versions it was made from"):
         st.json(record["lineage"])
     card.markdown("**Model card**")
-    card.markdown(record["model_card"] or "(no model card)")
+    card.container(border=True, height=420).markdown(record["model_card"] or "(no model card)")
     split = st.radio("Trained on: the split", ["train", "validation", "test"], horizontal=True, key="release_split")
     st.caption(f"sft_dataset v{record['sft_version']} (Delta time travel), domain {part.domain}, split {split}")
     view.paged(q.release_rows(part, record, split), "release_rows_page")
