@@ -1,7 +1,7 @@
 """model_release: the domain's newest evaluated checkpoint, promoted only through a blocking gate (it
 must beat its base and the current champion), merged into full weights, registered in the MLflow Model
 Registry under the alias `champion`, with a model card. `deployment` is what nexa-serve records when it
-serves a champion (nexa_assets/release_cli.py)."""
+serves a champion or a distilled release (nexa_assets/release_cli.py)."""
 
 from pathlib import Path
 
@@ -41,6 +41,8 @@ from nexa_core.tables import (
     BENCHMARK_HISTORY,
     BENCHMARK_SCORES,
     CHECKPOINT_HISTORY,
+    DEPLOYMENT,
+    DISTILLED_RELEASE,
     EVAL_HISTORY,
     EVAL_METRICS,
     MODEL_RELEASE,
@@ -276,13 +278,15 @@ def release_metadata(row: dict, delta: DeltaStore, reads: tuple[str, ...]) -> di
 
 
 deployment = dg.AssetSpec(
-    "deployment",
+    DEPLOYMENT,
     partitions_def=domain_partitions,
     group_name=GROUP,
-    deps=[MODEL_RELEASE],
+    deps=[MODEL_RELEASE, DISTILLED_RELEASE],  # by key: distilled_release's module imports this one
     kinds={"openai"},
-    description="A served champion: recorded by `nexa-serve DOMAIN` when its OpenAI-compatible endpoint answers "
-    "(endpoint URL, model version, start time; also a row of the deployment Delta table).",
+    description="A served release: recorded by `nexa-serve DOMAIN` (the champion, model_release) or `nexa-serve "
+    "DOMAIN --distilled` (distilled_release) when its OpenAI-compatible endpoint answers: endpoint URL, the "
+    "release it serves (metadata `release`, a link to that asset), model version, start time; also a row of the "
+    "deployment Delta table.",
 )
 
 release_job = dg.define_asset_job(

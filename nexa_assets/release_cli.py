@@ -2,7 +2,10 @@
 
 nexa-serve DOMAIN [--port 8000] [--host 127.0.0.1] [--device auto] [--dtype auto]
     serve the domain's champion with an OpenAI-compatible API (`transformers serve` on its merged
-    folder) until stopped; the deployment is recorded (the deployment table and asset) once it answers.
+    folder, behind a front that lists it in /v1/models and answers to DOMAIN, nexa-DOMAIN and
+    nexa-DOMAIN-vN) until stopped; the deployment is recorded (the deployment table and asset) once it answers.
+nexa-serve DOMAIN --distilled
+    the same for the domain's distilled release (nexa-DOMAIN-distilled, distilled_release).
 nexa-serve DOMAIN --vllm
     print the vLLM command for the champion instead (for production GPUs, in vLLM's own environment).
 nexa-release-rows DOMAIN [--version N] [--split train]
@@ -23,8 +26,11 @@ from nexa_core.evaluate.generate import CheckpointError, verify_checkpoint
 from nexa_core.release.gate import ReleaseError
 from nexa_core.release.records import DISTILLED_LINE, champion_release, release_record, trained_rows
 from nexa_core.release.serve import (
+    ModelFront,
     ServeError,
     deployment_row,
+    free_port,
+    model_names,
     served_folder,
     start_server,
     stop_server,
@@ -32,8 +38,7 @@ from nexa_core.release.serve import (
     vllm_command,
     wait_until_ready,
 )
-
-DEPLOYMENT = "deployment"
+from nexa_core.tables import DEPLOYMENT, DISTILLED_RELEASE, MODEL_RELEASE
 
 
 def resources():
@@ -59,9 +64,10 @@ def record_deployment(env, delta, row: dict) -> None:
             dg.AssetMaterialization(
                 asset_key=DEPLOYMENT,
                 partition=row["domain"],
-                description=f"{row['served_model']} at {row['endpoint_url']}",
+                description=f"{row['served_model']} ({row['release_asset']}) at {row['endpoint_url']}",
                 metadata={
                     "endpoint_url": dg.MetadataValue.url(row["endpoint_url"]),
+                    "release": dg.MetadataValue.asset(dg.AssetKey(row["release_asset"])),
                     "served_model": row["served_model"],
                     "registered_model": row["registered_model"],
                     "model_version": row["model_version"],
@@ -103,8 +109,14 @@ def serve_main(argv: list[str] | None = None) -> int:
         return 0
     folder = served_folder(release["merged_uri"], served)
     log_file = folder / f"server-{args.port}.log"
-    command = transformers_serve_command(served, args.host, args.port, args.device, args.dtype)
+    inner = ("127.0.0.1", free_port())  # transformers serve, reached through the front only
+    command = transformers_serve_command(served, *inner, args.device, args.dtype)
+    try:
+        front = ModelFront((args.host, args.port), inner, release)
+    except OSError as exc:
+        return fail("nexa-serve", f"cannot listen on {args.host}:{args.port}: {exc}")
     server = start_server(command, folder, log_file)
+    front.start()
 
     def stop(*_) -> None:  # SIGTERM or SIGINT: leave, and the finally below stops the server
         sys.exit(0)
@@ -117,15 +129,18 @@ def serve_main(argv: list[str] | None = None) -> int:
             ready = wait_until_ready(server, root_url, args.ready_timeout, log_file)
         except ServeError as exc:
             return fail("nexa-serve", f"domain {args.domain}: {served} did not start: {exc}")
-        row = deployment_row(release, root_url, command, args.device, server.pid, ready)
+        asset = DISTILLED_RELEASE if args.distilled else MODEL_RELEASE
+        row = deployment_row(release, asset, root_url, command, args.device, server.pid, ready)
         record_deployment(env, delta, row)
         print(
             f"nexa-serve: {args.domain} champion {release['registered_model']} v{release['model_version']} answers "
-            f"at {row['endpoint_url']} as model {served!r} (ready in {ready:.1f} s; log {log_file})",
+            f"at {row['endpoint_url']} as model {served!r}, also {' and '.join(map(repr, model_names(release)[1:]))} "
+            f"(ready in {ready:.1f} s; log {log_file})",
             flush=True,
         )
         return server.wait()
     finally:
+        front.stop()
         stop_server(server)
 
 

@@ -371,11 +371,12 @@ MODEL_RELEASE = {
     "released_at": pl.Datetime("us", "UTC"),
 }
 
-# One row each time nexa-serve starts serving a champion.
+# One row each time nexa-serve starts serving a release (a champion, or a distilled release with --distilled).
 DEPLOYMENT = {
     "domain": pl.String,
     "deployment_id": pl.String,
     "endpoint_url": pl.String,  # OpenAI-compatible base URL (.../v1)
+    "release_asset": pl.String,  # the release it serves: model_release (SFT champion) or distilled_release
     "served_model": pl.String,
     "registered_model": pl.String,
     "model_version": pl.Int64,

@@ -139,6 +139,14 @@ def test_registered_champion_loads_from_the_registry(first_release):
     loaded = components["model"].state_dict()
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
     assert components["tokenizer"].chat_template == AutoTokenizer.from_pretrained(merged).chat_template
+    # logged by path (the merged folder copied, not loaded again) with the chat task: pyfunc answers chat requests
+    flavor = mlflow.models.get_model_info("models:/nexa-physics@champion").flavors["transformers"]
+    assert (flavor["task"], flavor["inference_task"]) == ("text-generation", "llm/v1/chat")
+    assert flavor["instance_type"] == "TextGenerationPipeline" and flavor["source_model_name"].startswith(str(merged))
+    chat = mlflow.pyfunc.load_model("models:/nexa-physics@champion").predict(
+        {"messages": [{"role": "user", "content": "What is a photon?"}], "max_tokens": 4}
+    )
+    assert chat[0]["object"] == "chat.completion" and chat[0]["usage"]["completion_tokens"] > 0
 
 
 def test_model_card_names_every_version_hash_config_metric_and_cost(first_release):

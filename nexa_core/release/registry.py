@@ -1,12 +1,20 @@
 """A release in the MLflow Model Registry, logged by the process that merged it (the merge stage), so the
 orchestrator never loads the weights. The orchestrator names the target (tracking URI, experiment, model);
-the alias `champion` is moved by the orchestrator once the release is committed."""
+the alias `champion` is moved by the orchestrator once the release is committed.
+
+The transformers flavor, task `llm/v1/chat` (pyfunc answers chat requests). A full-weight release is logged by
+path: MLflow copies the merged folder, nothing is loaded again. A LoRA release is logged as its adapter over a
+referenced local base (not copied): MLflow logs PEFT only from a loaded model."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from importlib.metadata import version
+
+CHAT_TASK = "llm/v1/chat"
+PIPELINE_TASK = "text-generation"  # the transformers pipeline MLflow builds for CHAT_TASK
 
 
 @dataclass(frozen=True)
@@ -17,17 +25,28 @@ class RegistryTarget:
 
 
 def loggable_model(merged: dict):
-    """(transformers components, local base path or None): a LoRA release is logged as its adapter over a
-    referenced local base (not copied); a full fine-tune as its merged weights."""
+    """(what MLflow logs, local base path or None): the merged folder's path for a full-weight release; for a
+    LoRA release, its adapter over the base as transformers components, and the base's path."""
+    if not merged["adapter"]:
+        return merged["staging"], None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(merged["staging"])
-    if merged["adapter"]:
-        base = AutoModelForCausalLM.from_pretrained(merged["base_model_path"])
-        model = PeftModel.from_pretrained(base, merged["adapter"])
-        return {"model": model, "tokenizer": tokenizer}, merged["base_model_path"]
-    return {"model": AutoModelForCausalLM.from_pretrained(merged["staging"]), "tokenizer": tokenizer}, None
+    base = AutoModelForCausalLM.from_pretrained(merged["base_model_path"])
+    model = PeftModel.from_pretrained(base, merged["adapter"])
+    return {"model": model, "tokenizer": AutoTokenizer.from_pretrained(merged["staging"])}, merged["base_model_path"]
+
+
+def resolve_pipeline_class(task: str = PIPELINE_TASK) -> None:
+    """transformers 5 names each pipeline's class by its dotted path, imported when a pipeline is built;
+    MLflow 3.17 logging a folder reads the class's `__name__` ("'str' object has no attribute '__name__'").
+    The one task's entry is imported in place, as transformers itself does when it builds that pipeline."""
+    from transformers import pipelines
+
+    _, entry, _ = pipelines.check_task(task)
+    if isinstance(entry["impl"], str):
+        module, _, name = entry["impl"].rpartition(".")
+        entry["impl"] = getattr(importlib.import_module(module), name)
 
 
 def register_release(target: RegistryTarget, merged: dict, tags: dict[str, str]) -> dict:
@@ -37,15 +56,17 @@ def register_release(target: RegistryTarget, merged: dict, tags: dict[str, str])
     import mlflow
     from huggingface_hub import ModelCard
 
-    components, base_model_path = loggable_model(merged)
+    model, base_model_path = loggable_model(merged)
+    if isinstance(model, str):
+        resolve_pipeline_class()
     mlflow.set_tracking_uri(target.tracking_uri)
     packages = ["torch", "transformers", *(["peft"] if base_model_path else [])]
     name = target.registered_model
     with mlflow.start_run(experiment_id=target.experiment_id, run_name=f"{tags['domain']}-release", tags=tags) as run:
         info = mlflow.transformers.log_model(
-            transformers_model=components,
+            transformers_model=model,
             name="model",
-            task="llm/v1/chat",
+            task=CHAT_TASK,
             base_model_path=base_model_path,
             registered_model_name=name,
             metadata=tags,
