@@ -7,6 +7,11 @@
   nexa backfill DOMAIN [DOMAIN ...] [--job JOB]   one run per domain, launched by the daemon
   nexa wait ID [--backfill]                       progress until the run (or backfill) finishes
   nexa leaderboard | checkpoints | releases | logs RUN_ID
+  nexa distilled promote DOMAIN                   release the distilled student (kd_job made it) as <model>-distilled
+  nexa distilled list                             each domain's latest distilled release
+
+Serving runs on the code location's machine, not through the webserver: `nexa-serve DOMAIN` serves the
+domain's champion, `nexa-serve DOMAIN --distilled` its distilled release.
 
 Launching prints the run (or backfill) id; --wait then follows it with a line each time it moves on.
 Exit status: 0 done, 1 a run failed, 2 the request was refused (the message says why).
@@ -138,6 +143,16 @@ def parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=what, parents=[common])
     commands.add_parser("logs", help="a run's event log", parents=[common]).add_argument("run_id")
+    distilled = commands.add_parser(
+        "distilled",
+        help="a domain's distilled student, released as <model>-distilled (serve: nexa-serve DOMAIN --distilled)",
+        parents=[common],
+    )
+    distilled_commands = distilled.add_subparsers(dest="action", required=True)
+    distilled_commands.add_parser(
+        "promote", help="through its gate: merged and registered (distilled_release_job)", parents=[launch]
+    ).add_argument("domain")
+    distilled_commands.add_parser("list", help="each domain's latest distilled release", parents=[common])
     return top
 
 
@@ -165,6 +180,14 @@ def execute(forge: NexaForgeClient, args) -> int:
         show(forge.checkpoints(), CHECKPOINT_KEYS, "no checkpoint yet (nexa train DOMAIN)")
     elif command == "releases":
         show(forge.releases(), None, "no release yet (nexa deploy DOMAIN, once a checkpoint passes the release gate)")
+    elif command == "distilled" and args.action == "promote":
+        return launched(forge, args, forge.promote_distilled(args.domain, **launch_options(args)))
+    elif command == "distilled":
+        show(
+            forge.distilled_releases(),
+            None,
+            "no distilled release yet (nexa run DOMAIN --job kd_job, then nexa distilled promote DOMAIN)",
+        )
     elif command == "logs":
         for line in forge.logs(args.run_id):
             print(

@@ -34,6 +34,9 @@ VERBS: dict[str, dict] = {
     "deploy": {"assets": ["model_release"]},
 }
 ROUND_JOB = "round_job"
+# A domain's distilled student, released as its own registered model (<model>-distilled) through its own gate
+DISTILLED_RELEASE = "distilled_release"
+DISTILLED_RELEASE_JOB = "distilled_release_job"
 
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 BACKFILL_FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -448,6 +451,13 @@ class NexaForgeClient:
         """One feedback round (round_job): the latest feedback set -> teacher -> ... -> a new feedback set."""
         return self.run(domain, job=ROUND_JOB, **options)
 
+    def promote_distilled(self, domain: str, **options) -> str:
+        """Release the domain's distilled student (kd_job made and scored it) through its gate: merged,
+        registered as <model>-distilled with the alias `champion` (distilled_release_job). Its gate's settings go
+        as settings={"distilled_release.min_kept": 0.8}. Serve it with `nexa-serve DOMAIN --distilled` on the
+        code location's machine."""
+        return self.run(domain, job=DISTILLED_RELEASE_JOB, **options)
+
     def backfill(
         self,
         domains: Iterable[str],
@@ -606,10 +616,19 @@ class NexaForgeClient:
         return self.latest("student_checkpoint")
 
     def releases(self) -> list[Materialization]:
-        """Each domain's latest release (the model_release asset); none before a checkpoint is released, or
-        while the code location has no release gate."""
+        """Each domain's latest release (the model_release asset): registered_model, model_version, served_model,
+        merged_uri, metric, score, ... in its metadata; none before a checkpoint is released, or while the code
+        location has no release gate."""
+        return self._latest_if_defined("model_release")
+
+    def distilled_releases(self) -> list[Materialization]:
+        """Each domain's latest distilled release (the distilled_release asset), its metadata as releases()'s
+        (registered_model is <model>-distilled); none before a distilled student passes its gate."""
+        return self._latest_if_defined(DISTILLED_RELEASE)
+
+    def _latest_if_defined(self, asset: str) -> list[Materialization]:
         try:
-            return self.latest("model_release")
+            return self.latest(asset)
         except UnknownAsset:
             return []
 

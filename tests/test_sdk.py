@@ -1,8 +1,10 @@
 """nexa_forge against a real `dagster dev` (webserver and daemon), started here and stopped by its PID:
 domains added and a backfill of two domains launched from the SDK, followed to the end and read back
 (run status, materialization metadata next to the Delta table on disk, logs), the leaderboard read
-back, and the errors a wrong URL or an unknown domain give, from the SDK and from `nexa`."""
+back, a distilled student promoted and listed (SDK and `nexa distilled`), and the errors a wrong URL or an
+unknown domain give, from the SDK and from `nexa`."""
 
+import json
 import os
 import shutil
 import signal
@@ -65,6 +67,64 @@ def seed_eval_history(delta: Path) -> None:
         for role, mean, half in (("student", student, 0.10), ("base", base, 0.05))
     ]
     pl.DataFrame(rows, schema=schemas.EVAL_HISTORY).write_delta(str(delta / "nexa" / "eval_history"))
+
+
+def seed_distilled_student(root: Path) -> str:
+    """A distilled physics student as kd_job records one (student_distilled; distilled_scores, where it beats the
+    base and keeps 0.96 of its teacher; its teacher in checkpoint_history), its weights a config-built tiny Llama:
+    what distilled_release reads. Its distilled_id."""
+    from nexa_core.train.student import MANIFEST, build_default_student
+
+    texts = (SAMPLE_RAW / "physics" / "optics.txt").read_text().split(". ")
+    folder = build_default_student(texts, root / "distilled", hidden_size=32, layers=2, heads=2, vocab_size=300)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "base_model_path": str(folder)}))  # as kd's stage writes
+    delta, distilled_id, teacher = root / "delta" / "nexa", "distilled-physics-01", "ckpt-physics-0001"
+    checkpoint = {"domain": "physics", "checkpoint_id": teacher, "round": 0, "sft_version": 0, "base_id": "base-01"}
+    pl.DataFrame([{**checkpoint, "base_model": "nexa-tiny-llama"}], schema=schemas.STUDENT_CHECKPOINT).write_delta(
+        str(delta / "checkpoint_history")
+    )
+    student = {
+        "domain": "physics",
+        "distilled_id": distilled_id,
+        "teacher_id": teacher,
+        "teacher_uri": str(root / "teacher"),
+        "sft_version": 0,
+        "logits_id": "logits-01",
+        "logits_version": 0,
+        "model_uri": str(folder),
+        "pruned_sft_uri": None,
+        "kept_layers": "[0, 3]",
+        "teacher_layers": 4,
+        "parameters": 100_000,
+        "teacher_parameters": 200_000,
+        "steps": 8,
+        "first_loss": 5.0,
+        "final_loss": 4.0,
+        "wall_seconds": 10.0,
+        "sft_only_final_loss": None,
+        "trained_tokens": 4096,
+        "precision": "fp32",
+        "device": "cpu",
+        "files_sha256": "{}",
+        "kd_config": "{}",
+    }
+    nullable = {"pruned_sft_uri": pl.String, "sft_only_final_loss": pl.Float64}
+    pl.DataFrame([student], schema_overrides=nullable).write_delta(str(delta / "student_distilled"))
+    scores = [
+        {"model_role": role, "source": "test", "metric": "token_f1", "mean": mean, "ci_low": mean - 0.05}
+        | {"ci_high": mean + 0.05, "n": 60, "parameters": size, "new_tokens_per_s": speed}
+        for role, mean, size, speed in (
+            ("student", 0.48, 100_000, 300.0),
+            ("teacher", 0.50, 200_000, 150.0),
+            ("base", 0.20, 200_000, 150.0),
+        )
+    ]
+    frame = pl.DataFrame(scores, schema=schemas.DISTILLED_SCORES).with_columns(
+        domain=pl.lit("physics"), distilled_id=pl.lit(distilled_id)
+    )
+    frame.write_delta(str(delta / "distilled_scores"))
+    return distilled_id
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -135,7 +195,7 @@ def dagster_dev(tmp_path_factory):
         # Launched now, so it runs beside the backfill of the test that follows
         leaderboard_run = forge.run(None, assets=["leaderboard"])
         yield SimpleNamespace(
-            forge=forge, url=url, delta=delta, corpus=corpus, log=log, leaderboard_run=leaderboard_run
+            forge=forge, url=url, root=root, delta=delta, corpus=corpus, log=log, leaderboard_run=leaderboard_run
         )
     finally:
         stop(proc)
@@ -273,3 +333,46 @@ def test_an_unknown_domain_is_a_clear_error(dagster_dev, capsys):
         forge.backfill(["physics", "astronomy"], job="distill_job")
     assert nexa(["--url", dagster_dev.url, "distill", "astronomy"]) == 2
     assert "nexa: no domain 'astronomy'" in capsys.readouterr().err
+
+
+def test_a_distilled_student_is_promoted_and_listed_from_the_sdk_and_the_cli(dagster_dev, capsys):
+    """`nexa distilled promote` (forge.promote_distilled) launches distilled_release_job: the student passes its
+    gate (with a setting of it given on the command line), is merged and registered as nexa-physics-distilled by
+    the merge stage, and forge.distilled_releases() and `nexa distilled list` list it; the champion's line is
+    untouched."""
+    import mlflow
+
+    forge, url = dagster_dev.forge, dagster_dev.url
+    forge.add_domain("physics")
+    assert forge.distilled_releases() == []
+    capsys.readouterr()
+    assert nexa(["--url", url, "distilled", "list"]) == 0
+    assert capsys.readouterr().out.startswith("no distilled release yet (nexa run DOMAIN --job kd_job")
+    distilled_id = seed_distilled_student(dagster_dev.root)
+    mlflow.set_tracking_uri(f"sqlite:///{dagster_dev.root / 'mlflow.db'}")  # the release's artifacts under root
+    mlflow.create_experiment("nexa-students", artifact_location=(dagster_dev.root / "mlruns").as_uri())
+
+    capsys.readouterr()  # `nexa distilled promote` is forge.promote_distilled, then forge.wait
+    promoted = nexa(["distilled", "promote", "physics", "--url", url, "--set", "distilled_release.min_kept=0.95"])
+    run_id = capsys.readouterr().out.splitlines()[0]
+    run = forge.wait(run_id, timeout=300)
+    assert promoted == 0 and run.ok, [line.error for line in forge.logs(run_id) if line.error]
+    assert (run.job, run.domain) == ("distilled_release_job", "physics")
+    [release] = forge.distilled_releases()
+    on_disk = pl.read_delta(str(dagster_dev.delta / "nexa" / "distilled_release")).row(0, named=True)
+    assert (release.domain, release.run_id, release.metadata["checkpoint_id"]) == ("physics", run_id, distilled_id)
+    assert "keeps 0.960 of its teacher's" in on_disk["gate"] and "the 0.950 asked" in on_disk["gate"]
+    assert release.metadata["registered_model"] == on_disk["registered_model"] == "nexa-physics-distilled"
+    assert release.metadata["model_version"] == on_disk["model_version"] == 1
+    assert release.metadata["served_model"] == on_disk["served_model"] == "nexa-physics-distilled-v1"
+    assert release.metadata["mlflow_model_uri"] == "models:/nexa-physics-distilled@champion"
+    assert forge.releases() == []  # the domain's champion line is another registered model
+    client = mlflow.MlflowClient()
+    assert int(client.get_model_version_by_alias("nexa-physics-distilled", "champion").version) == 1
+
+    capsys.readouterr()
+    assert nexa(["--url", url, "distilled", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("physics") and "served_model=nexa-physics-distilled-v1" in listed
+    with pytest.raises(UnknownDomain, match="no domain 'astronomy'"):
+        forge.promote_distilled("astronomy")
