@@ -10,6 +10,7 @@ answers. All predictions go to one parquet file, renamed into place only when co
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -132,15 +133,23 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
     return answers
 
 
+SPEED_DECODES = 3  # timed decodes of each model; its speed is their median
+
+
 def decode_speed(model, tokenizer, conversations: list[list[dict]], config: dict) -> float:
-    """New tokens/s decoding exactly `speed_tokens` tokens for the first batch of prompts. Answers to a split
+    """New tokens/s decoding exactly `speed_tokens` tokens for the first batch of prompts, the median of
+    SPEED_DECODES decodes (one slowed by another process on the cores does not set the figure). Answers to a split
     stop at different lengths, and a model that stops early spends its time on prompts: a fixed length makes
     models comparable by what they cost per generated token."""
     n = int(config["speed_tokens"])
     batch = conversations[: config["batch_size"]]
-    start = time.perf_counter()
-    generate_answers(model, tokenizer, batch, {**config, "max_new_tokens": n, "min_new_tokens": n})
-    return len(batch) * n / (time.perf_counter() - start)
+    fixed = {**config, "max_new_tokens": n, "min_new_tokens": n}
+    seconds = []
+    for _ in range(SPEED_DECODES):
+        start = time.perf_counter()
+        generate_answers(model, tokenizer, batch, fixed)
+        seconds.append(time.perf_counter() - start)
+    return len(batch) * n / statistics.median(seconds)
 
 
 def eval_dtype(bf16_setting):
