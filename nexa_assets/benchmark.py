@@ -10,7 +10,7 @@ import polars as pl
 
 from nexa_assets.evaluate import GROUP
 from nexa_assets.partitions import LAUNCHED
-from nexa_assets.settings import settings_class
+from nexa_assets.settings import settings_class, stage_settings
 from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
 from nexa_core.evaluate.benchmark import (
@@ -24,8 +24,8 @@ from nexa_core.evaluate.benchmark import (
     summarize,
 )
 from nexa_core.evaluate.leaderboard import interval_text
+from nexa_core.roles import ROLES
 from nexa_core.tables import BENCHMARK_HISTORY
-from nexa_core.train.student import ROLES
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 
@@ -37,7 +37,7 @@ SUITE_ROOT = str(PROJECT_ROOT / "data" / "eval")  # suites are in <suite_root>/<
 
 class BenchmarkSettings(settings_class(BenchmarkConfig, "BenchmarkFields", suite_root=(str, SUITE_ROOT))):
     def benchmark_config(self) -> BenchmarkConfig:
-        return BenchmarkConfig.from_dict({k: v for k, v in self.model_dump().items() if k != "suite_root"})
+        return stage_settings(BenchmarkConfig, self)
 
 
 def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:

@@ -20,25 +20,15 @@ def ensure_dagster_home(home: Path, postgres: bool = False) -> Path:
     return home
 
 
-def config_keys(config_type, prefix: str = "") -> set[str]:
-    """The dotted keys of a Dagster config type's fields, nested ones included (`lora`, `lora.r`)."""
-    keys = set()
-    for name, field in (getattr(config_type, "fields", None) or {}).items():
-        keys.add(prefix + name)
-        keys |= config_keys(field.config_type, f"{prefix}{name}.")
-    return keys
-
-
 def ops_config(defs, job_name: str, settings: list[str]) -> dict:
     """--set ASSET.KEY=YAML as run config: a setting of the asset's config (dotted for nested keys), e.g.
     student_checkpoint.num_train_epochs=1 or student_checkpoint.lora.r=8; a misspelt one names the closest."""
-    from nexa_forge.settings import SettingError, add_setting, setting_value
+    from nexa_assets.settings import node_settings
+    from nexa_core.settings import setting_value
+    from nexa_forge.settings import SettingError, add_setting
 
     ops: dict = {}
-    fields = {
-        node.name: config_keys(node.config_schema.config_type) if node.config_schema else set()
-        for node in defs.resolve_job_def(job_name).graph.node_defs
-    }
+    fields = node_settings(defs.resolve_job_def(job_name).graph.node_defs)
     for item in settings:
         target, sep, value = item.partition("=")
         try:

@@ -3,7 +3,7 @@ and feedback loop sensors, resources."""
 
 import dagster as dg
 
-from nexa_assets import benchmark, checks, distill, distilled_release, evaluate, kd, pretrain, release, train
+from nexa_assets import benchmark, checks, distill, distilled_release, evaluate, kd, pretrain, release, sweep, train
 from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sensor
 from nexa_ui.links import page_url
 from resources.delta import DeltaStore, NexaDeltaIOManager
@@ -82,13 +82,25 @@ def build_defs(env: Environment) -> dg.Definitions:
                 distilled_release.distilled_release,
                 release.release_history,
                 release.deployment,
+                sweep.sweep_results,
             ],
         ),
         asset_checks=checks.quality_checks,
-        jobs=[distill_job, nexa_job, round_job, release.release_job, kd_job, distilled_release.distilled_release_job],
+        jobs=[
+            distill_job,
+            nexa_job,
+            round_job,
+            release.release_job,
+            kd_job,
+            distilled_release.distilled_release_job,
+            sweep.sweep_job,
+            sweep.sweep_point_job,
+            sweep.sweep_results_job,
+        ],
         sensors=[
             build_raw_folder_sensor(distill_job, env.raw_root),
             build_feedback_loop_sensor(round_job, env.max_rounds, env.min_improvement),
+            sweep.sweep_sensor,
         ],
         resources={
             "io_manager": NexaDeltaIOManager(root_uri=env.delta_root, storage_options=env.delta_storage, schema="nexa"),

@@ -10,15 +10,15 @@ import json
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from nexa_assets.metadata import versions_read
 from nexa_assets.partitions import DELTA_PARTITION, LAUNCHED, domain_partitions
-from nexa_assets.settings import settings_class
+from nexa_assets.settings import settings_class, stage_settings
 from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
 from nexa_core.distill.prompts import load_template
 from nexa_core.evaluate.feedback import FeedbackConfig, build_feedback_set, known_questions, primary_metric
-from nexa_core.evaluate.generate import load_generation_config
 from nexa_core.evaluate.judge import (
     apply_judgements,
     judge_parsing,
@@ -36,6 +36,8 @@ from nexa_core.evaluate.leaderboard import (
     write_report,
 )
 from nexa_core.ids import content_id
+from nexa_core.recipe import GenerateConfig
+from nexa_core.roles import CHECKPOINT_ROLES
 from nexa_core.settings import from_settings
 from nexa_core.stage import GenerateRequest
 from nexa_core.tables import (
@@ -51,7 +53,6 @@ from nexa_core.tables import (
 )
 from nexa_core.teacher import CollectionStopped, TeacherLedger, collect_responses
 from nexa_core.train.checkpoints import eval_dir
-from nexa_core.train.student import CHECKPOINT_ROLES
 from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 from resources.reports import ReportFolder
@@ -64,9 +65,15 @@ eval_history_spec = side_table_spec(EVAL_HISTORY, GROUP)
 LEADERBOARD_REPORT = "leaderboard.html"  # in the reports folder
 
 
-class GenerateSettings(dg.Config):
-    overrides: dict = {}  # keys of nexa_core/configs/generate_default.yaml, e.g. {"max_new_tokens": 128}
-    roles: list[str] = list(CHECKPOINT_ROLES)
+GenerateSettings = settings_class(
+    GenerateConfig,
+    "GenerateSettings",
+    "The answers' generation settings (nexa_core/configs/generate_default.yaml) and the roles that answer.",
+    roles=(
+        list[str],
+        Field(default=list(CHECKPOINT_ROLES), description="the models that answer (student, read, base)"),
+    ),
+)
 
 
 @dg.asset(
@@ -89,9 +96,11 @@ def eval_predictions(
         raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
     checkpoint = student_checkpoint.row(0, named=True)
     launcher.check_checkpoint(domain, checkpoint)
-    generation = load_generation_config(config.overrides)
+    generation = stage_settings(GenerateConfig, config)
     out_dir = eval_dir(checkpoint["artifact_uri"])
-    output = f"{out_dir}/predictions-{content_id(checkpoint['checkpoint_id'], generation, config.roles)}.parquet"
+    output = (
+        f"{out_dir}/predictions-{content_id(checkpoint['checkpoint_id'], generation.to_dict(), config.roles)}.parquet"
+    )
     request = GenerateRequest(
         domain=domain,
         adapter=checkpoint["artifact_uri"],
@@ -100,7 +109,7 @@ def eval_predictions(
         output=output,
         roles=list(config.roles),
         expect_sha256=checkpoint["files_sha256"],
-        overrides=config.overrides,
+        overrides=generation.changes(),
     )
     summary, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     predictions = schemas.conform(
@@ -109,7 +118,7 @@ def eval_predictions(
             round=pl.lit(checkpoint["round"]),
             checkpoint_id=pl.lit(checkpoint["checkpoint_id"]),
             sft_version=pl.lit(checkpoint["sft_version"]),
-            generation_config=pl.lit(json.dumps(generation)),
+            generation_config=pl.lit(json.dumps(generation.to_dict())),
         ),
         schemas.EVAL_PREDICTIONS,
     )
@@ -122,7 +131,7 @@ def eval_predictions(
             "examples": summary["examples"],
             "device": summary["device"],
             **{f"seconds/{role}": s for role, s in summary["seconds"].items()},
-            "generation_config": dg.MetadataValue.json(generation),
+            "generation_config": dg.MetadataValue.json(generation.to_dict()),
             "predictions_file": output,
         },
     )

@@ -11,21 +11,25 @@ import polars as pl
 from nexa_assets.benchmark import SUITE_ROOT
 from nexa_assets.evaluate import GROUP
 from nexa_assets.partitions import LAUNCHED
-from nexa_core.evaluate.benchmark import OFFLINE, BenchmarkConfig, SuiteError, load_suites, suite_request
+from nexa_assets.settings import settings_class, stage_settings
+from nexa_core.evaluate.benchmark import OFFLINE, SuiteError, load_suites, suite_request
 from nexa_core.evaluate.distilled import SCORED_ROLES, distilled_summary, distilled_verdicts, generation_speed
-from nexa_core.evaluate.generate import load_generation_config
 from nexa_core.evaluate.leaderboard import distilled_markdown
 from nexa_core.ids import content_id
+from nexa_core.recipe import BenchmarkConfig, GenerateConfig
 from nexa_core.stage import GenerateRequest
 from nexa_core.tables import SFT_DATASET
 from nexa_core.train.checkpoints import eval_dir
 from resources.delta import DeltaStore
 from resources.launcher import TrainingLauncher
 
+GenerationSettings = settings_class(GenerateConfig, "GenerationSettings")  # generate_default.yaml's
+SuiteSettings = settings_class(BenchmarkConfig, "SuiteSettings", roles=None)  # benchmark_default.yaml's (roles: below)
+
 
 class DistilledScoreSettings(dg.Config):
-    generation: dict = {}  # keys of nexa_core/configs/generate_default.yaml, e.g. {"max_new_tokens": 64}
-    benchmark: dict = {}  # BenchmarkConfig fields, e.g. {"batch_size": 8}
+    generation: GenerationSettings = GenerationSettings()
+    benchmark: SuiteSettings = SuiteSettings()
     suite_root: str = SUITE_ROOT  # suites are in <suite_root>/<domain>/
     roles: list[str] = list(SCORED_ROLES)
     speed_tokens: int = 32  # each model's speed: new tokens/s decoding exactly this many for one batch
@@ -35,21 +39,21 @@ class DistilledScoreSettings(dg.Config):
 def scoring_requests(domain: str, distilled: dict, config: DistilledScoreSettings, sft_uri: str, suites: list):
     """The answers' request, and the suites' request when the domain has suites."""
     out_dir = eval_dir(distilled["model_uri"])
-    overrides = {"speed_tokens": config.speed_tokens, **config.generation}
-    generation = load_generation_config(overrides)
+    generation = stage_settings(GenerateConfig, config.generation, speed_tokens=config.speed_tokens)
     common = {"domain": domain, "expect_sha256": distilled["files_sha256"]}
     answers = GenerateRequest(
         **common,
         adapter=distilled["model_uri"],
         sft_uri=sft_uri,
         sft_version=distilled["sft_version"],
-        output=f"{out_dir}/predictions-{content_id(distilled['distilled_id'], generation, config.roles)}.parquet",
+        output=f"{out_dir}/predictions-{content_id(distilled['distilled_id'], generation.to_dict(), config.roles)}"
+        ".parquet",
         roles=list(config.roles),
-        overrides=overrides,
+        overrides=generation.changes(),
     )
     if not suites:
         return answers, None
-    settings = BenchmarkConfig.from_dict({**config.benchmark, "roles": list(config.roles)})
+    settings = stage_settings(BenchmarkConfig, config.benchmark, roles=list(config.roles))
     suite_dir = Path(config.suite_root) / domain
     ids = {"model_id": distilled["distilled_id"], "model_uri": distilled["model_uri"]}
     return answers, suite_request(domain, suite_dir, suites, settings, **ids, files_sha256=distilled["files_sha256"])

@@ -65,3 +65,17 @@ def stage_settings(core: type[StageSettings], config: dg.Config, **resolved) -> 
         return core.parse(values)
     except SettingsError as exc:
         raise dg.Failure(str(exc)) from None
+
+
+def config_keys(config_type, prefix: str = "") -> set[str]:
+    """The dotted keys of a Dagster config type's fields, nested ones included (`lora`, `lora.r`)."""
+    keys = set()
+    for name, field in (getattr(config_type, "fields", None) or {}).items():
+        keys.add(prefix + name)
+        keys |= config_keys(field.config_type, f"{prefix}{name}.")
+    return keys
+
+
+def node_settings(nodes) -> dict[str, set[str]]:
+    """Each node (an op, or an asset's op, named after it) with the dotted keys of its config."""
+    return {n.name: config_keys(n.config_schema.config_type) if n.config_schema else set() for n in nodes}

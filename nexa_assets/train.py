@@ -102,7 +102,7 @@ def student_checkpoint(
         tags={"domain": domain, "dagster_run_id": context.run.run_id},
     )
     frame = checkpoint_row(
-        domain, record, base, sft_version, digest, round_, out_dir, launcher.usd_per_gpu_hour, run_id
+        domain, record, base, sft_version, digest, round_, out_dir, launcher.usd_per_gpu_hour, run_id, context.run_id
     )
     history = append_side_table(delta, CHECKPOINT_HISTORY, domain, frame)  # the asset holds the latest
     yield dg.Output(frame, metadata=checkpoint_metadata(frame.row(0, named=True), record, curve, tracking))

@@ -180,6 +180,7 @@ STUDENT_BASE = {
     "device": pl.String,
     "precision": pl.String,  # bf16-autocast or fp32: how it computed while reading (null: not read here)
     "config_hash": pl.String,
+    "settings": pl.String,  # JSON: the typed reading settings as given (nexa_core/recipe.py ReadingConfig)
     "created_at": pl.Datetime("us", "UTC"),
 }
 
@@ -193,6 +194,7 @@ STUDENT_CHECKPOINT = {
     "finetune": pl.String,  # full or lora
     "lora": pl.String,  # JSON; null for a full fine-tune
     "config_hash": pl.String,
+    "settings": pl.String,  # JSON: the typed SFT settings as given (nexa_core/recipe.py FinetuneConfig)
     "sft_version": pl.Int64,
     "round": pl.Int64,
     "train_examples": pl.Int64,
@@ -206,7 +208,10 @@ STUDENT_CHECKPOINT = {
     "gpu_cost_usd": pl.Float64,
     "device": pl.String,
     "precision": pl.String,  # bf16-autocast or fp32: how it computed while training
+    "trained_tokens": pl.Int64,  # tokens of every row of every epoch (pairs and replayed documents)
+    "tokens_per_second": pl.Float64,  # trained_tokens over the training time
     "mlflow_run_id": pl.String,
+    "dagster_run_id": pl.String,  # the run that trained it (a sweep point's run, say)
     "created_at": pl.Datetime("us", "UTC"),
 }
 
@@ -387,4 +392,37 @@ DEPLOYMENT = {
     "pid": pl.Int64,
     "ready_seconds": pl.Float64,  # from launch to the first healthy answer of the server
     "started_at": pl.Datetime("us", "UTC"),
+}
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+# One row per point of a sweep (nexa_core/sweep.py): its settings, its checkpoint and the lift-table measures of
+# the student beside the off-the-shelf base.
+SWEEP_SCORE = pl.Struct(
+    {
+        "measure": pl.String,
+        "n": pl.Int64,
+        "mean": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+        "base_mean": pl.Float64,
+        "base_ci_low": pl.Float64,
+        "base_ci_high": pl.Float64,
+    }
+)
+SWEEP_RESULTS = {
+    "domain": pl.String,
+    "sweep_id": pl.String,
+    "point": pl.Int64,
+    "settings": pl.String,  # JSON {ASSET.KEY: value}: what the point sets
+    "is_default": pl.Boolean,  # every setting of the point is its stage's default
+    "dagster_run_id": pl.String,  # the point's successful run (null: none)
+    "checkpoint_id": pl.String,
+    "artifact_uri": pl.String,
+    "train_seconds": pl.Float64,
+    "trained_tokens": pl.Int64,
+    "tokens_per_second": pl.Float64,
+    "scores": pl.List(SWEEP_SCORE),
+    "created_at": pl.Datetime("us", "UTC"),
 }

@@ -27,6 +27,7 @@ DISTILLED_SCORES = "distilled_scores"
 MODEL_RELEASE = "model_release"
 DISTILLED_RELEASE = "distilled_release"
 DEPLOYMENT = "deployment"
+SWEEP_RESULTS = "sweep_results"  # one row per point of every sweep of a domain
 
 # The teacher's ledger (nexa_core.teacher.ledger): paid answers by request, so nothing is paid for twice.
 TEACHER_CACHE = "teacher_cache"

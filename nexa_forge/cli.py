@@ -23,8 +23,7 @@ import argparse
 import os
 import sys
 
-import yaml
-
+from nexa_core.settings import setting_value
 from nexa_forge.client import DEFAULT_URL, VERBS, Materialization, NexaForgeClient, NexaForgeError, openai_teacher
 
 CHECKPOINT_KEYS = ("round", "steps", "final_loss", "device", "artifact_uri")
@@ -37,7 +36,7 @@ def settings(items: list[str]) -> dict:
         target, sep, value = item.partition("=")
         if not sep:
             raise NexaForgeError(f"--set {item}: expected ASSET.KEY=VALUE, e.g. student_checkpoint.num_train_epochs=1")
-        out[target] = yaml.safe_load(value)
+        out[target] = setting_value(value)
     return out
 
 

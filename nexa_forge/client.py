@@ -146,7 +146,7 @@ class Job:
 
     name: str
     domains: list[str]
-    settings: dict[str, set[str]]  # op name (an asset's op is named after it) -> its config fields
+    settings: dict[str, set[str]]  # op name (an asset's op is named after it) -> its settings, dotted
     assets: dict[str, bool]  # asset -> partitioned by domain; the other ops are asset checks
     partitions_def: str | None  # the dynamic partitions definition the domains belong to
 
@@ -172,8 +172,8 @@ class Job:
             )
 
     def ops_config(self, settings: Mapping[str, Any]) -> dict:
-        """{"ASSET.KEY": value} as run config: a field of the asset's config, else a key of its
-        `overrides` (the stage's YAML config, dotted for nested keys), as nexa-run's --set does."""
+        """{"ASSET.KEY": value} as run config: a setting of the asset's config (dotted for nested keys), as
+        nexa-run's --set does."""
         ops: dict = {}
         fields = {asset: self.settings.get(asset, set()) for asset in self.assets}
         for target, value in settings.items():
@@ -182,6 +182,15 @@ class Job:
             except SettingError as exc:
                 raise NexaForgeError(f"setting {target}: {exc}") from None
         return ops
+
+
+def setting_keys(config_type: dict, prefix: str = "") -> set[str]:
+    """The dotted keys of a config type as GraphQL gives it, nested ones included (`lora`, `lora.r`)."""
+    keys = set()
+    for entry in config_type.get("fields") or []:
+        keys.add(prefix + entry["name"])
+        keys |= setting_keys(entry.get("configType") or {}, f"{prefix}{entry['name']}.")
+    return keys
 
 
 def openai_teacher(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", **options) -> dict:
@@ -328,7 +337,7 @@ class NexaForgeClient:
         settings, assets, definitions = {}, {}, set()
         for op in pipeline["solids"]:
             config_type = (op["definition"].get("configField") or {}).get("configType") or {}
-            settings[op["name"]] = {f["name"] for f in config_type.get("fields", [])}
+            settings[op["name"]] = setting_keys(config_type)
             for node in op["definition"].get("assetNodes", []):
                 assets[op["name"]] = node["isPartitioned"]
                 definitions |= {

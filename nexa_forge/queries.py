@@ -16,8 +16,15 @@ query Repositories {
 }
 """
 
-# A job's domains (its partition keys), its ops with their config fields, and the assets each op makes
+# A job's domains (its partition keys), its ops with their config fields (two levels of nesting: lora.r,
+# pretrained.learning_rate), and the assets each op makes
 JOB = """
+fragment Settings on ConfigType {
+  ... on CompositeConfigType {
+    fields { name configType { ... on CompositeConfigType { fields { name configType {
+      ... on CompositeConfigType { fields { name } } } } } } }
+  }
+}
 query Job($selector: PipelineSelector!) {
   pipelineOrError(params: $selector) {
     __typename
@@ -27,7 +34,7 @@ query Job($selector: PipelineSelector!) {
         name
         definition {
           ... on SolidDefinition {
-            configField { configType { ... on CompositeConfigType { fields { name } } } }
+            configField { configType { ...Settings } }
             assetNodes {
               isPartitioned
               partitionDefinition { dimensionTypes { dynamicPartitionsDefinitionName } }

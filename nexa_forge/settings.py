@@ -4,23 +4,11 @@ sweep's grid. Plain Python, so the SDK stays free of the code location."""
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Collection, Mapping
-
-import yaml
-
-# YAML 1.1 (PyYAML) reads 1e-4 as text; a setting written so is meant as a number
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
 class SettingError(ValueError):
     """An ASSET.KEY setting that names no asset of the job, or no setting of the asset."""
-
-
-def setting_value(text: str):
-    """A setting's value as written on a command line: YAML (1, 0.5, true, [a, b], null), 1e-4 a number."""
-    value = yaml.safe_load(text)
-    return float(value) if isinstance(value, str) and _NUMBER.match(value) else value
 
 
 def add_setting(ops: dict, fields: Mapping[str, Collection[str]], job: str, target: str, value) -> dict:

@@ -24,13 +24,13 @@ from nexa_core.evaluate.benchmark import (
     ALL_SUITES,
     GENERATIVE,
     MULTIPLE_CHOICE,
-    BenchmarkConfig,
     SuiteError,
     load_suites,
     run_benchmark,
     summarize,
 )
 from nexa_core.evaluate.leaderboard import leaderboard_markdown, rank_checkpoints, ranked_schema, write_report
+from nexa_core.recipe import BenchmarkConfig
 from resources.delta import PROJECT_ROOT, write_partition
 from resources.launcher import TrainingLauncher
 
@@ -240,7 +240,7 @@ def runs(models, suite_root):
     out = {}
     for kind in ("full", "adapter"):
         # fp32, so the log-likelihoods can be checked against transformers to 1e-3 (bf16: tests/test_precision.py)
-        items, summary = run_benchmark(models[kind], suites, DOMAIN, BenchmarkConfig(bf16="false"))
+        items, summary = run_benchmark(models[kind], suites, DOMAIN, BenchmarkConfig.load(overrides={"bf16": "false"}))
         out[kind] = {"items": items, "summary": summary}
     return out
 

@@ -72,8 +72,8 @@ def round0(tmp_path_factory):
                 resources=eval_resources(root, judge),
                 run_config={
                     "ops": {
-                        "student_base": {"config": {"overrides": READ}},
-                        "student_checkpoint": {"config": {"overrides": TRAIN}},
+                        "student_base": {"config": READ},
+                        "student_checkpoint": {"config": TRAIN},
                     }
                 },
             )
@@ -188,7 +188,7 @@ def test_next_round_by_hand_mixes_feedback_keeps_the_test_split_and_links_rounds
         resources=eval_resources(root, round0["judge"]),
         selection=dg.AssetSelection.assets("teacher_inputs").downstream(),  # round_job's, in this smaller graph
         # what is checked here is the round's lineage, not what the student learns: a few steps do
-        run_config={"ops": {"student_checkpoint": {"config": {"overrides": {"max_steps": 8}}}}},
+        run_config={"ops": {"student_checkpoint": {"config": {"max_steps": 8}}}},
     )
     assert result.success
     inputs_meta = materialization(result, "teacher_inputs").metadata

@@ -209,7 +209,7 @@ def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_th
         run_config={
             "ops": {
                 "teacher_logits": {"config": {"k": 8}},
-                "student_distilled": {"config": {"overrides": {"num_train_epochs": 3, "learning_rate": 1e-3}}},
+                "student_distilled": {"config": {"num_train_epochs": 3, "learning_rate": 1e-3}},
                 "distilled_scores": {"config": {"generation": {"max_new_tokens": 8}}},
             }
         },
@@ -316,7 +316,7 @@ def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_th
         partition_key="physics",
         instance=instance,
         resources=graph_resources(root),
-        run_config={"ops": {"student_distilled": {"config": {"overrides": {"keep_layers": 1}}}}},
+        run_config={"ops": {"student_distilled": {"config": {"keep_layers": 1}}}},
     )
     assert second.success and read(root, "teacher_logits").height == cached.height
     again = read(root, "student_distilled").row(0, named=True)

@@ -314,8 +314,8 @@ def test_lora_checkpoint_of_a_pretrained_base_merges_into_it_and_registers_by_re
         run_config={
             "ops": {
                 # the adapter over the released base itself, as a user's LoRA on their own model
-                "student_base": {"config": {"overrides": {"base_model": str(base), "continued_pretraining": False}}},
-                "student_checkpoint": {"config": {"overrides": {"max_steps": 4, "finetune": "lora"}}},
+                "student_base": {"config": {"base_model": str(base), "continued_pretraining": False}},
+                "student_checkpoint": {"config": {"max_steps": 4, "finetune": "lora"}},
             }
         },
     )

@@ -303,8 +303,8 @@ def test_run_config_follows_the_job_s_settings(dagster_dev):
         "ops": {
             "teacher_inputs": {"config": {"max_pairs_per_passage": 8}},
             "raw_documents": {"config": {"raw_root": "/r"}},
-            "student_checkpoint": {"config": {"overrides": {"num_train_epochs": 1}}},
-            "student_base": {"config": {"overrides": {"base_model": "/models/qwen2-0.5b"}}},
+            "student_checkpoint": {"config": {"num_train_epochs": 1}},
+            "student_base": {"config": {"base_model": "/models/qwen2-0.5b"}},
         }
     }
     teacher = openai_teacher("http://gpu-node:8000/v1", "qwen2-72b", api_key_env="VLLM_KEY")

@@ -126,12 +126,8 @@ def test_a_released_style_base_goes_through_read_sft_generate_and_benchmark(inst
         resources=resources,
         run_config={
             "ops": {
-                "student_base": {
-                    "config": {"base_model": str(base), "continued_pretraining": True, "max_steps": 3}
-                },
-                "student_checkpoint": {
-                    "config": {"max_steps": 4, "logging_steps": 1, "finetune": "lora"}
-                },
+                "student_base": {"config": {"base_model": str(base), "continued_pretraining": True, "max_steps": 3}},
+                "student_checkpoint": {"config": {"max_steps": 4, "logging_steps": 1, "finetune": "lora"}},
                 "eval_predictions": {"config": {"max_new_tokens": 8}},
                 "benchmark_scores": {
                     "config": {"suite_root": str(suites.parent), "n_resamples": 200, "max_gen_toks": 8}

@@ -34,7 +34,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -45,10 +45,11 @@ from nexa_core.distill.sft import SplitConfig
 from nexa_core.evaluate.generate import verify_checkpoint
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
+from nexa_core.recipe import BenchmarkConfig
 from nexa_core.schemas import BENCHMARK_ITEMS, BENCHMARK_SCORES, conform
 from nexa_core.stage import BenchmarkRequest, serve
 from nexa_core.train.checkpoints import eval_dir
-from nexa_core.train.student import CHECKPOINT_ROLES, ROLES, present_roles
+from nexa_core.train.student import present_roles
 from nexa_core.train.trainer import device_name, use_bf16
 
 MULTIPLE_CHOICE = "multiple_choice"
@@ -69,35 +70,6 @@ OFFLINE = {
 
 class SuiteError(ValueError):
     """A suite file that cannot be run: says which partition, file and row."""
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """Settings of a benchmark run; BenchmarkSettings in nexa_assets/benchmark.py has the same names."""
-
-    chat_template: bool = True  # ask under the tokenizer's chat template, score choices as the reply
-    system_prompt: str = SplitConfig.system_prompt  # {domain} is filled in; "" for none
-    batch_size: int = 8
-    max_gen_toks: int = 32  # generative answers are short
-    roles: tuple[str, ...] = CHECKPOINT_ROLES  # a role the checkpoint lacks (read, for the tiny default) is skipped
-    bf16: str = (
-        "auto"  # auto, true or false, as training decides it (nexa_core.train.trainer.use_bf16): bf16 weights or fp32
-    )
-    confidence: float = 0.95
-    n_resamples: int = 2000
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "BenchmarkConfig":
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown benchmark settings {unknown}; expected {sorted(cls.__dataclass_fields__)}")
-        values = dict(values)
-        if "roles" in values:
-            values["roles"] = tuple(values["roles"])
-        bad = set(values.get("roles", ())) - set(ROLES)
-        if bad:
-            raise ValueError(f"benchmark roles {sorted(bad)}: each must be one of {list(ROLES)}")
-        return cls(**values)
 
 
 @dataclass
@@ -496,7 +468,8 @@ def run_benchmark(
     chat = config.chat_template and has_chat_template(checkpoint)
     if config.chat_template and not chat:
         log(f"partition {domain}: the checkpoint's tokenizer has no chat template; asking with plain prompts")
-    system_prompt = config.system_prompt.format(domain=domain) if chat and config.system_prompt else None
+    prompt = SplitConfig.system_prompt if config.system_prompt is None else config.system_prompt  # None: SFT's own
+    system_prompt = prompt.format(domain=domain) if chat and prompt else None
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     dtype = "bfloat16" if use_bf16(config.bf16) else "float32"
@@ -554,9 +527,9 @@ def summarize(scores: pl.DataFrame, by: list[str], confidence: float = 0.95, n_r
     Metrics a group has no value of (accuracy of a generative suite) are left out."""
     from nexa_core.evaluate.metrics import ALL_TOPICS, aggregate  # scipy: paid only when scoring
 
-    both = pl.concat([scores, scores.with_columns(suite=pl.lit(ALL_SUITES))])
     metrics = metric_registry.of(metric_registry.SUITES)
     multiple_choice = [m.name for m in metrics if m.multiple_choice]
+    both = pl.concat([scores, scores.with_columns(suite=pl.lit(ALL_SUITES))])
     summary = aggregate(
         both, [m.name for m in metrics], by=[*by, "suite"], confidence=confidence, n_resamples=n_resamples
     )
@@ -591,14 +564,14 @@ def suite_request(
 ) -> BenchmarkRequest:
     """The launched run of a model folder on the domain's suites; its output file is keyed by the model, the
     settings and the suites' contents, beside the model's other scores."""
-    run_id = content_id(model_id, asdict(settings), suites_digest(suites))
+    run_id = content_id(model_id, settings.to_dict(), suites_digest(suites))
     return BenchmarkRequest(
         domain=domain,
         checkpoint=model_uri,
         suite_dir=str(suite_dir),
         output=f"{eval_dir(model_uri)}/benchmark-{run_id}.parquet",
         expect_sha256=files_sha256,
-        overrides=asdict(settings),
+        overrides=settings.changes(),
     )
 
 
@@ -606,7 +579,7 @@ def scored_items(output: str, run: dict, settings: BenchmarkConfig, **columns) -
     """(the run's per-item scores as benchmark_scores rows with `columns` filled in, the settings as recorded
     with how the runner ran)."""
     recorded = {
-        **asdict(settings),
+        **settings.to_dict(),
         "chat_template_applied": run["chat_template"],
         "system_prompt_applied": run["system_prompt"],
         **{k: run[k] for k in ("lm_eval_version", "device", "dtype")},
@@ -620,8 +593,7 @@ def scored_items(output: str, run: dict, settings: BenchmarkConfig, **columns) -
 def main(argv: list[str] | None = None) -> int:
     args = BenchmarkRequest.parse(argv, __doc__.splitlines()[0])
     os.environ.update(OFFLINE)  # before the runtime imports transformers
-    config = BenchmarkConfig.from_dict(args.overrides)
-    return serve(args, lambda log: score_suites(args, config, log))
+    return serve(args, lambda log: score_suites(args, args.recipe(), log))
 
 
 def score_suites(args: BenchmarkRequest, config: BenchmarkConfig, log) -> dict:
@@ -631,7 +603,7 @@ def score_suites(args: BenchmarkRequest, config: BenchmarkConfig, log) -> dict:
     suites = load_suites(Path(args.suite_dir), args.domain)
     items, summary = run_benchmark(args.checkpoint, suites, args.domain, config, log=log)
     write_atomically(Path(args.output), items.write_parquet)
-    summary |= {"output": args.output, "rows": items.height, "config": asdict(config)}
+    summary |= {"output": args.output, "rows": items.height, "config": config.to_dict()}
     return summary
 
 

@@ -19,13 +19,12 @@ import polars as pl
 
 from nexa_core.artifacts import sha256_files
 from nexa_core.files import write_atomically
+from nexa_core.recipe import GenerateConfig
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.stage import GenerateRequest, serve
 from nexa_core.train.student import present_roles
 from nexa_core.train.trainer import (
-    CONFIG_DIR,
     device_name,
-    load_config,
     precision,
     prompt_turns,
     read_sft,
@@ -49,10 +48,6 @@ PREDICTIONS = {
 
 class CheckpointError(ValueError):
     pass
-
-
-def load_generation_config(overrides: dict | None = None) -> dict:
-    return load_config(CONFIG_DIR / "generate_default.yaml", overrides)
 
 
 def verify_checkpoint(adapter_dir: str | Path, files_sha256: dict[str, str]) -> None:
@@ -89,26 +84,26 @@ def answer_length(tokens: list[int], stops: list[int]) -> int:
     return next((i + 1 for i, token in enumerate(tokens) if token in stops), len(tokens))
 
 
-def generate_answers(model, tokenizer, conversations: list[list[dict]], config: dict) -> list[dict]:
+def generate_answers(model, tokenizer, conversations: list[list[dict]], config: GenerateConfig) -> list[dict]:
     """One {"prediction", "prompt_tokens", "new_tokens"} per conversation, in order."""
     import torch
     from transformers import GenerationConfig, set_seed
 
     stops = stop_token_ids(model, tokenizer)
     generation = GenerationConfig(
-        max_new_tokens=config["max_new_tokens"],
-        min_new_tokens=config.get("min_new_tokens"),
-        do_sample=config["do_sample"],
-        num_beams=config["num_beams"],
-        repetition_penalty=config["repetition_penalty"],
+        max_new_tokens=config.max_new_tokens,
+        min_new_tokens=config.min_new_tokens,
+        do_sample=config.do_sample,
+        num_beams=config.num_beams,
+        repetition_penalty=config.repetition_penalty,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stops,
-        cache_implementation=config.get("cache_implementation"),
+        cache_implementation=config.cache_implementation,
     )
     tokenizer.padding_side = "left"  # every prompt ends where its answer starts
     model.eval()
-    set_seed(config["seed"])  # a sampled run repeats too
-    size = config["batch_size"]
+    set_seed(config.seed)  # a sampled run repeats too
+    size = config.batch_size
     answers = []
     with torch.inference_mode():
         for start in range(0, len(conversations), size):
@@ -136,14 +131,14 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
 SPEED_DECODES = 3  # timed decodes of each model; its speed is their median
 
 
-def decode_speed(model, tokenizer, conversations: list[list[dict]], config: dict) -> float:
+def decode_speed(model, tokenizer, conversations: list[list[dict]], config: GenerateConfig) -> float:
     """New tokens/s decoding exactly `speed_tokens` tokens for the first batch of prompts, the median of
     SPEED_DECODES decodes (one slowed by another process on the cores does not set the figure). Answers to a split
     stop at different lengths, and a model that stops early spends its time on prompts: a fixed length makes
     models comparable by what they cost per generated token."""
-    n = int(config["speed_tokens"])
-    batch = conversations[: config["batch_size"]]
-    fixed = {**config, "max_new_tokens": n, "min_new_tokens": n}
+    n = config.speed_tokens
+    batch = conversations[: config.batch_size]
+    fixed = config.replace(max_new_tokens=n, min_new_tokens=n)
     seconds = []
     for _ in range(SPEED_DECODES):
         start = time.perf_counter()
@@ -196,11 +191,10 @@ def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = GenerateRequest.parse(argv, __doc__.splitlines()[0])
-    config = load_generation_config(args.overrides)
-    return serve(args, lambda log: answer(args, config, log))
+    return serve(args, lambda log: answer(args, args.recipe(), log))
 
 
-def answer(args: GenerateRequest, config: dict, log) -> dict:
+def answer(args: GenerateRequest, config: GenerateConfig, log) -> dict:
     """Each present role's answers to the split, in one parquet file; returns the run's summary."""
     if args.expect_sha256:
         verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
@@ -214,10 +208,10 @@ def answer(args: GenerateRequest, config: dict, log) -> dict:
     frames, seconds, speed = [], {}, {}
     roles = present_roles(args.adapter, args.roles, args.domain, log)
     for role in roles:
-        model, tokenizer = load_for_eval(args.adapter, role, config.get("bf16", "auto"))
+        model, tokenizer = load_for_eval(args.adapter, role, config.bf16)
         # one short answer first, so the process's one-time start-up is not charged to whichever role is timed first
-        generate_answers(model, tokenizer, conversations[:1], {**config, "max_new_tokens": 2})
-        if config.get("speed_tokens"):
+        generate_answers(model, tokenizer, conversations[:1], config.replace(max_new_tokens=2))
+        if config.speed_tokens:
             speed[role] = decode_speed(model, tokenizer, conversations, config)
         start = time.perf_counter()
         answers = generate_answers(model, tokenizer, conversations, config)
@@ -231,8 +225,8 @@ def answer(args: GenerateRequest, config: dict, log) -> dict:
         "output": args.output,
         "rows": predictions.height,
         "roles": roles,
-        "generation_config": config,
-        "precision": precision(use_bf16(config.get("bf16", "auto"))),
+        "generation_config": config.to_dict(),
+        "precision": precision(use_bf16(config.bf16)),
         "seconds": seconds,
         **({"speed": speed} if speed else {}),
         "examples": examples.height,

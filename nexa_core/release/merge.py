@@ -11,17 +11,19 @@ from nexa_core.artifacts import sha256_files, staging_for
 from nexa_core.stage import MergeRequest, serve
 
 
-def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path) -> dict:
+def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> dict:
     """Full weights of the checkpoint in `out_dir` + ".partial": a LoRA adapter merged into its base (a
-    full fine-tune is copied as it is), its tokenizer and chat template beside. Returns what was merged
-    and the sha256 of every file; commit_release renames the folder into place."""
+    full fine-tune is copied as it is), its tokenizer and chat template beside, saved in `dtype` (auto: the
+    precision the checkpoint was saved in, bf16 when trained in it). Returns what was merged and the sha256 of
+    every file; commit_release renames the folder into place."""
+    import torch
     from peft import PeftModel
 
     from nexa_core.train.student import load_student, resolve_checkpoint
 
     model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
     staging = staging_for(Path(out_dir))
-    model, _ = load_student(model_path, dtype="auto")  # in the precision it was saved in (bf16 when trained in it)
+    model, _ = load_student(model_path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
     if adapter:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     tokenizer = checkpoint_tokenizer(checkpoint_dir)
@@ -52,7 +54,9 @@ def checkpoint_tokenizer(checkpoint_dir: str | Path):
 def merge_and_register(request: MergeRequest, log) -> dict:
     from nexa_core.release.registry import RegistryTarget, register_release
 
-    merged = merge_checkpoint(request.checkpoint, request.output_dir) | {"merged_uri": request.output_dir}
+    settings = request.recipe()
+    merged = merge_checkpoint(request.checkpoint, request.output_dir, settings.dtype)
+    merged |= {"merged_uri": request.output_dir, "settings": settings.to_dict()}
     log(f"merged {merged['merged_from']} into {merged['staging']}")
     if request.registered_model:
         target = RegistryTarget(request.tracking_uri, request.experiment_id, request.registered_model)

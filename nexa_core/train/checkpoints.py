@@ -63,6 +63,7 @@ def checkpoint_row(
     out_dir: str,
     usd_per_gpu_hour: float,
     mlflow_run_id: str | None,
+    dagster_run_id: str | None = None,
 ) -> pl.DataFrame:
     """The student_checkpoint row: what SFT of `base` (a student_base row) on an SFT version made, and what
     its GPU time cost."""
@@ -92,7 +93,12 @@ def checkpoint_row(
                 "gpu_cost_usd": record["gpu_seconds"] / 3600 * usd_per_gpu_hour,
                 "device": record["device"],
                 "precision": record.get("precision"),
+                "trained_tokens": record.get("trained_tokens"),
+                "tokens_per_second": record["trained_tokens"] / record["wall_seconds"]
+                if record.get("trained_tokens") and record["wall_seconds"]
+                else None,
                 "mlflow_run_id": mlflow_run_id,
+                "dagster_run_id": dagster_run_id,
                 "created_at": datetime.now(timezone.utc),
             }
         ],

@@ -323,7 +323,8 @@ def fit(
             "bf16": args.bf16,
             "precision": precision(args.bf16),
             "world_size": args.world_size,
-            "trained_tokens": sum(len(r["input_ids"]) for r in train_rows),
+            # every token of every row, as many times as the rows were passed over (state.epoch counts partial ones)
+            "trained_tokens": round(float(trainer.state.epoch or 0) * sum(len(r["input_ids"]) for r in train_rows)),
         },
     }
 
