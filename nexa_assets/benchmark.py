@@ -1,7 +1,9 @@
 """benchmark_scores: a domain's own benchmark suites (data/eval/<domain>/) run with
 lm-evaluation-harness on the latest student checkpoint and its base, through the training launcher
-(pool "gpu"). Per-item scores are the asset; per suite and topic means with bootstrap intervals go to
-the benchmark_history table (read by the leaderboard) and to the metadata."""
+(pool "gpu"). A domain without hand-written suites is asked its SFT set's held-out questions as multiple
+choice, a suite built under the artifact root per SFT version (nexa_core.evaluate.suite_builder). Per-item
+scores are the asset; per suite and topic means with bootstrap intervals go to the benchmark_history table
+(read by the leaderboard and the gate) and to the metadata."""
 
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from nexa_core.evaluate.benchmark import (
     summarize,
 )
 from nexa_core.evaluate.leaderboard import interval_text
+from nexa_core.evaluate.suite_builder import build_heldout_suite, write_built_suite
 from nexa_core.roles import ROLES
-from nexa_core.tables import BENCHMARK_HISTORY
+from nexa_core.tables import BENCHMARK_HISTORY, SFT_DATASET
 from resources.delta import PROJECT_ROOT, DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 
@@ -35,7 +38,10 @@ benchmark_history = side_table_spec(BENCHMARK_HISTORY, GROUP)
 SUITE_ROOT = str(PROJECT_ROOT / "data" / "eval")  # suites are in <suite_root>/<domain>/
 
 
-class BenchmarkSettings(settings_class(BenchmarkConfig, "BenchmarkFields", suite_root=(str, SUITE_ROOT))):
+# heldout_suite: a domain without suites in <suite_root>/<domain>/ is asked its held-out questions as a built suite
+class BenchmarkSettings(
+    settings_class(BenchmarkConfig, "BenchmarkFields", suite_root=(str, SUITE_ROOT), heldout_suite=(bool, True))
+):
     def benchmark_config(self) -> BenchmarkConfig:
         return stage_settings(BenchmarkConfig, self)
 
@@ -69,10 +75,31 @@ def suite_metadata(summary: pl.DataFrame) -> tuple[dict, str]:
     return metadata, "\n".join(lines)
 
 
+def heldout_suite(
+    delta: DeltaStore, launcher: TrainingLauncher, domain: str, checkpoint: dict
+) -> tuple[Path | None, str]:
+    """(the folder of the suite built from the held-out split of the SFT set the checkpoint was trained on, or None;
+    what was done). One folder per SFT version and suite version under the artifact root, where the runner reads."""
+    version = checkpoint["sft_version"]
+    if version is None or not delta.exists(SFT_DATASET):
+        return None, "no SFT set to build a held-out suite from"
+    sft = delta.scan(SFT_DATASET, version).filter(pl.col("domain") == domain).collect()
+    suite = build_heldout_suite(sft, domain, version)
+    if suite is None:
+        return None, f"{SFT_DATASET} v{version} has too few different held-out answers for a multiple-choice suite"
+    folder = launcher.output_dir(domain, version, suite.version, stage="suite")
+    try:
+        write_built_suite(suite, folder)
+    except ValueError as exc:
+        return None, f"no held-out suite: {exc}"
+    return Path(folder), f"built from {SFT_DATASET} v{version}'s test split: {len(suite.rows)} questions, {suite.name}"
+
+
 @dg.asset(
     **LAUNCHED,
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
+    deps=[SFT_DATASET],  # a built suite asks the checkpoint's held-out questions
     kinds={"pytorch"},
 )
 def benchmark_scores(
@@ -82,13 +109,21 @@ def benchmark_scores(
     launcher: TrainingLauncher,
     student_checkpoint: pl.DataFrame,
 ):
-    """The checkpoint and its base on the domain's benchmark suites (questions written by people):
-    multiple choice by log-likelihood, generative by exact match and token F1, per item; means with
-    95% bootstrap intervals per suite and topic in benchmark_history and the metadata."""
+    """The checkpoint and its base on the domain's benchmark suites (questions written by people; without
+    them, the SFT set's held-out questions as multiple choice): multiple choice by log-likelihood, generative
+    by exact match and token F1, per item; means with 95% bootstrap intervals per suite and topic in
+    benchmark_history and the metadata."""
     domain = context.partition_key
     folder = Path(config.suite_root) / domain
+    checkpoint = None if student_checkpoint.is_empty() else student_checkpoint.row(0, named=True)
+    built = "hand-written"
     try:
         suites = load_suites(folder, domain)
+        if not suites and config.heldout_suite and checkpoint:
+            built_folder, built = heldout_suite(delta, launcher, domain, checkpoint)
+            context.log.info(f"partition {domain}: no suites in {folder}; held-out suite: {built}")
+            if built_folder:
+                folder, suites = built_folder, load_suites(built_folder, domain)
     except SuiteError as exc:
         raise dg.Failure(str(exc)) from exc
     if not suites:
@@ -98,9 +133,8 @@ def benchmark_scores(
             schemas.empty(schemas.BENCHMARK_SCORES), metadata={"suites": 0, "note": note, "suite_dir": str(folder)}
         )
         return
-    if student_checkpoint.is_empty():
+    if checkpoint is None:
         raise dg.Failure(f"partition {domain}: student_checkpoint has no record; materialize it first")
-    checkpoint = student_checkpoint.row(0, named=True)
     launcher.check_checkpoint(domain, checkpoint)
     settings = config.benchmark_config()
     ids = {"model_id": checkpoint["checkpoint_id"], "model_uri": checkpoint["artifact_uri"]}
@@ -129,6 +163,7 @@ def benchmark_scores(
             "round": checkpoint["round"],
             "suites": len(suites),
             "suite_dir": str(folder),
+            "suite_origin": built,
             "scores_file": request.output,
         },
     )

@@ -484,6 +484,75 @@ def test_a_malformed_suite_fails_the_asset_naming_file_and_row(asset_run, tmp_pa
     assert "partition physics" in message and "mine.jsonl row 2" in message and "'quark'" in message
 
 
+def test_a_domain_without_suites_is_asked_its_held_out_questions_and_the_gate_judges_on_them(
+    asset_run, models, tmp_path
+):
+    """No suite in the suite root: benchmark_scores builds one from the checkpoint's SFT test split (under the
+    artifact root, per SFT version), runs it like a hand-written suite, and the gate judges on its accuracy."""
+    from deltalake import DeltaTable
+    from test_suite_builder import PAIRS, sft_frame
+
+    from nexa_core.release.gate import GateConfig, gate_metric, promotion_gate, score_of
+
+    root, domain, checkpoint_id = asset_run["root"], "geology", "geo-0123456789ab"
+    sft_uri = str(root / "delta" / "nexa" / "sft_dataset")
+    write_partition(sft_uri, sft_frame(domain=domain), {"domain": [domain]}, None, "sft_dataset")
+    sft_version = DeltaTable(sft_uri).version()
+    checkpoint = _checkpoint_row(models["adapter"]).with_columns(
+        domain=pl.lit(domain), checkpoint_id=pl.lit(checkpoint_id), sft_version=pl.lit(sft_version)
+    )
+    write_partition(
+        str(root / "delta" / "nexa" / "student_checkpoint"),
+        checkpoint,
+        {"domain": [domain]},
+        None,
+        "student_checkpoint",
+    )
+    result = _materialize(asset_run["instance"], root, tmp_path / "no_suites", domain=domain)
+    meta = result.asset_materializations_for_node("benchmark_scores")[0].metadata
+    scores = _read(root, "benchmark_scores").filter(pl.col("domain") == domain)
+    held_out = {q: a for q, a, split in PAIRS if split == "test"}
+    (suite,) = set(scores["suite"])
+    assert suite.startswith("heldout_") and meta["suites"].value == 1 and "test split" in meta["suite_origin"].value
+    folder = root / "artifacts" / domain / f"suite-v{sft_version}-{suite.removeprefix('heldout_')}"
+    assert meta["suite_dir"].value == str(folder) and (folder / f"{suite}.jsonl").is_file()
+    for role in ("student", "base"):
+        asked = scores.filter(pl.col("model_role") == role)
+        assert asked.height == len(held_out) and set(asked["kind"]) == {MULTIPLE_CHOICE}
+        assert {(r["question"], r["reference"]) for r in asked.iter_rows(named=True)} == set(held_out.items())
+    benchmarks = _read(root, "benchmark_history").filter(pl.col("domain") == domain)
+    assert set(benchmarks["suite"]) == {suite, ALL_SUITES}
+    # the test split scored the student far above its base: the gate still judges on the suite
+    test_split = pl.DataFrame(
+        [
+            {
+                "domain": domain,
+                "round": 0,
+                "checkpoint_id": checkpoint_id,
+                "sft_version": sft_version,
+                "model_role": role,
+                "topic": "__all__",
+                "metric": "token_f1",
+                "mean": mean,
+                "ci_low": mean,
+                "ci_high": mean,
+                "n": 8,
+                "created_at": T0,
+            }
+            for role, mean in (("student", 0.9), ("base", 0.1))
+        ],
+        schema=schemas.EVAL_HISTORY,
+    )
+    gate = GateConfig()
+    assert gate_metric(gate, checkpoint_id, test_split, benchmarks) == "benchmark_accuracy"
+    candidate = score_of(checkpoint_id, "student", "benchmark_accuracy", test_split, benchmarks)
+    base = score_of(checkpoint_id, "base", "benchmark_accuracy", test_split, benchmarks)
+    student_items = scores.filter(pl.col("model_role") == "student")["accuracy"]
+    assert candidate.n == len(held_out) and candidate.mean == pytest.approx(student_items.mean())
+    decision = promotion_gate(gate, candidate, base, None, None)
+    assert decision.metric == "benchmark_accuracy" and decision.candidate == candidate and decision.base == base
+
+
 def _benchmark_history(checkpoint: str, domain: str, student: float, base: float) -> list[dict]:
     rows = []
     for role, value in (("student", student), ("base", base)):
