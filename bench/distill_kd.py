@@ -30,7 +30,7 @@ TARGETS = [("suites", "accuracy"), ("suites", "acc_norm"), ("test", "token_f1")]
 
 def top_k_comparison(tmp: Path, domain: str, distilled: dict, ks: list[int], batches: int = 8) -> list[dict]:
     """top_k_fidelity of the champion and its distilled student on the first batches of the cached train split."""
-    from nexa_core.evaluate.generate import load_for_eval
+    from nexa_core.models.load import load_for_eval
     from nexa_core.train.kd import cached_batches, read_logits, top_k_fidelity
 
     teacher, tokenizer = load_for_eval(distilled["teacher_uri"], "student", "false")

@@ -32,7 +32,7 @@ def one_at_a_time(model, tokenizer, conversations: list, max_new_tokens: int) ->
     import torch
 
     from nexa_core.evaluate.generate import answer_length, stop_token_ids
-    from nexa_core.train.trainer import prompt_turns
+    from nexa_core.train.rows import prompt_turns
 
     stops = stop_token_ids(model, tokenizer)
     kept = 0
@@ -85,8 +85,9 @@ def main() -> int:
     import torch
 
     from nexa_core.evaluate.generate import generate_answers
+    from nexa_core.models.load import load_student
     from nexa_core.recipe import GenerateConfig
-    from nexa_core.train.student import build_default_student, load_student
+    from nexa_core.train.student import build_default_student
 
     data = load_corpus(args.domain, args.examples)
     test = [row["messages"] for row in data["splits"]["test"]]

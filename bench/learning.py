@@ -61,8 +61,9 @@ def main() -> int:
     import polars as pl
     import torch
 
-    from nexa_core.evaluate.generate import generate_answers, last_turn, load_for_eval
+    from nexa_core.evaluate.generate import generate_answers, last_turn
     from nexa_core.evaluate.metrics import aggregate, score_items
+    from nexa_core.models.load import load_for_eval
     from nexa_core.recipe import FinetuneConfig, GenerateConfig, ReadingConfig
     from nexa_core.stage import parse_sets
     from nexa_core.teacher.question_forms import completion_prefix

@@ -5,7 +5,7 @@ Usage: python bench/train.py [--domain physics] [--repeat 8] [--shape tiny|0.5b|
        python bench/train.py --shape smollm2-135m-instruct --finetune full --repeat 1  # the default student, CPU
        python bench/train.py --shape 0.5b --finetune lora full --peak-tflops 989 --repeat 32   # H100, bf16 dense
 
-- nexa: nexa_core.train.trainer.fit (what student_checkpoint runs) with nexa_core/configs/train_default.yaml: the
+- nexa: nexa_core.train.fit.fit (what student_checkpoint runs) with nexa_core/configs/train_default.yaml: the
   conversations as prompt/completion rows, BFD packing without padding, bf16 on CUDA. Checkpoint saving is
   off in both runs (it measures the disk, not the trainer). --variant adds runs of the same trainer with
   config overrides (dotted keys reach into sections), e.g.
@@ -83,9 +83,12 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def run_one(variant: str, overrides: dict, full: bool, model_dir: str, data_file: str, epochs: int) -> dict:
     import torch
 
+    from nexa_core.models.checkpoint import read_manifest
+    from nexa_core.models.load import load_student
     from nexa_core.recipe import FinetuneConfig
-    from nexa_core.train.student import load_student, read_manifest
-    from nexa_core.train.trainer import attention, conversation_rows, fit, lora_config
+    from nexa_core.train.fit import fit
+    from nexa_core.train.rows import conversation_rows
+    from nexa_core.train.start import attention, lora_config
 
     conversations = json.loads(Path(data_file).read_text())
     out = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
@@ -182,7 +185,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="nexa-bench-train-"))
     (work / "data.json").write_text(json.dumps(conversations))
     if args.shape == SMOLLM2:
-        from nexa_core.train.bases import resolve_base
+        from nexa_core.models.bases import resolve_base
 
         model_dir = resolve_base(SMOLLM2, ROOT / "data" / "artifacts" / "bases")
     else:

@@ -22,7 +22,7 @@ import polars as pl
 
 from nexa_assets.cli import ensure_dagster_home
 from nexa_core import schemas
-from nexa_core.evaluate.generate import CheckpointError, verify_checkpoint
+from nexa_core.models.checkpoint import CheckpointError, verify_checkpoint
 from nexa_core.release.gate import ReleaseError
 from nexa_core.release.records import DISTILLED_LINE, champion_release, release_record, trained_rows
 from nexa_core.release.serve import (

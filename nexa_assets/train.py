@@ -13,7 +13,7 @@ from nexa_core.recipe import FinetuneConfig
 from nexa_core.stage import SFTRequest
 from nexa_core.tables import CHECKPOINT_HISTORY, RAW_DOCUMENTS, SFT_DATASET
 from nexa_core.train.checkpoints import artifact_uri, checkpoint_row, loss_curve
-from nexa_core.train.trainer import TrainingError, check_train_size
+from nexa_core.train.start import TrainingError, check_train_size
 from resources.delta import DeltaStore, table_markdown
 from resources.launcher import TrainingLauncher
 from resources.tracking import MlflowTracking

@@ -146,6 +146,8 @@ SFT_DATASET = {
     "round": pl.Int64,  # 0 from the corpus alone; k + 1 once a round-k feedback set is mixed in
     "feedback_round": pl.Int64,  # null for corpus examples
 }
+SFT_SPLITS = ("train", "validation", "test")  # the values of SFT_DATASET's split
+MESSAGE_ROLES = ("system", "user", "assistant")  # the roles of its messages
 
 
 def metric_columns(source: str) -> dict:

@@ -29,7 +29,7 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
-from nexa_core.evaluate.generate import CheckpointError, verify_checkpoint
+from nexa_core.models.checkpoint import CheckpointError, verify_checkpoint
 from nexa_core.stage import ERROR_FILE, StageRequest
 from resources.delta import PROJECT_ROOT
 
@@ -304,7 +304,7 @@ class TrainingLauncher(dg.ConfigurableResource):
         return f"{self.artifact_root.rstrip('/')}/{domain}/{stage}-v{sft_version}-{config_hash}"
 
     def bases_dir(self) -> str:
-        """Where named bases are converted once, for every domain (nexa_core/train/bases.py)."""
+        """Where named bases are converted once, for every domain (nexa_core/models/bases.py)."""
         return f"{self.artifact_root.rstrip('/')}/bases"
 
     def failure_reason(self, out_dir: str) -> str | None:

@@ -3,7 +3,7 @@ every xdist worker shares (the conversion takes a lock of its own)."""
 
 import os
 
-from nexa_core.train.bases import resolve_base
+from nexa_core.models.bases import resolve_base
 
 SMOLLM2 = "smollm2-135m-instruct"
 

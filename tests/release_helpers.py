@@ -155,8 +155,8 @@ def champion_answers(merged_uri: str, conversations: list[list[dict]], max_new_t
     """What the champion itself says ({"prediction", "new_tokens"}), one conversation at a time, greedy
     (nexa_core.evaluate.generate), in the precision nexa-serve loads it in (the one it was saved in)."""
     from nexa_core.evaluate.generate import generate_answers
+    from nexa_core.models.load import load_student
     from nexa_core.recipe import GenerateConfig
-    from nexa_core.train.student import load_student
 
     model, tokenizer = load_student(merged_uri, dtype="auto")
     config = GenerateConfig.load(overrides={"max_new_tokens": max_new_tokens, "batch_size": 1})

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from nexa_core.models import bases
+from nexa_core.models.bases import EMBEDDED_BASES, BaseModelError, gguf_file, resolve_base
 from nexa_core.recipe import ReadingConfig
-from nexa_core.train import bases
-from nexa_core.train.bases import EMBEDDED_BASES, BaseModelError, gguf_file, resolve_base
 from nexa_core.train.pretrain import read_corpus
-from nexa_core.train.trainer import TrainingError, start_model
+from nexa_core.train.start import TrainingError, start_model
 
 SMOLLM2 = EMBEDDED_BASES["smollm2-135m-instruct"]
 

@@ -10,17 +10,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nexa_core.evaluate.generate import (
-    CheckpointError,
-    generate_answers,
-    load_for_eval,
-    main,
-    verify_checkpoint,
-)
+from nexa_core.artifacts import MANIFEST
+from nexa_core.evaluate.generate import generate_answers, main
+from nexa_core.models.checkpoint import CheckpointError, verify_checkpoint
+from nexa_core.models.load import load_for_eval
 from nexa_core.recipe import FinetuneConfig, GenerateConfig
 from nexa_core.schemas import SFT_DATASET
 from nexa_core.stage import ERROR_FILE
-from nexa_core.train.trainer import MANIFEST, read_sft, train
+from nexa_core.train.rows import read_sft
+from nexa_core.train.trainer import train
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +105,7 @@ def test_student_and_base_are_different_models_on_the_same_tokens(trained):
 def test_a_full_fine_tune_is_the_student_and_the_model_it_started_from_the_base(tmp_path):
     import torch
 
-    from nexa_core.train.student import resolve_checkpoint
+    from nexa_core.models.checkpoint import resolve_checkpoint
 
     sft_frame().write_delta(str(tmp_path / "sft"))
     config = FinetuneConfig.load(

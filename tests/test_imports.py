@@ -1,7 +1,8 @@
 """The project's modules import downward only: no cycle anywhere, each layer (nexa_core, the SDK,
-resources, nexa_ui, nexa_assets) only from itself and the layers below, and nexa_core never imports Dagster (only
-the remote entry points may use dagster_pipes). Read from the source with `ast`, so an import hidden inside a
-function, the usual way to dodge a cycle, counts like any other."""
+resources, nexa_ui, nexa_assets) only from itself and the layers below, inside nexa_core each floor (the shared
+modules, data, teacher, distill, models, train, evaluate, release) only from itself and the floors below, and
+nexa_core never imports Dagster (only the remote entry points may use dagster_pipes). Read from the source with
+`ast`, so an import hidden inside a function, the usual way to dodge a cycle, counts like any other."""
 
 import ast
 from pathlib import Path
@@ -10,6 +11,30 @@ from conftest import PROJECT
 
 PACKAGE = "nexa_core"
 LAYERS = ("nexa_core", "nexa_forge", "resources", "nexa_ui", "nexa_assets")  # each may import those before it
+# nexa_core's floors, lowest first: a module (or every module of a package) may import its own floor and those below
+FLOORS = (
+    (  # the shared pieces: ids, files, settings, the recipe, the schemas and tables, the launched-stage runtime
+        "nexa_core",
+        "nexa_core.ids",
+        "nexa_core.files",
+        "nexa_core.roles",
+        "nexa_core.settings",
+        "nexa_core.artifacts",
+        "nexa_core.metric_registry",
+        "nexa_core.schemas",
+        "nexa_core.delta",
+        "nexa_core.tables",
+        "nexa_core.recipe",
+        "nexa_core.stage",
+    ),
+    ("nexa_core.data",),
+    ("nexa_core.teacher",),
+    ("nexa_core.distill",),
+    ("nexa_core.models",),  # loading a base, a checkpoint, a role: what training and evaluation both need
+    ("nexa_core.train",),
+    ("nexa_core.evaluate",),
+    ("nexa_core.release", "nexa_core.sweep"),
+)
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
@@ -94,6 +119,29 @@ def test_the_project_imports_have_no_cycle_and_go_down_the_layers():
     assert not upward, f"imports up the layers {' < '.join(LAYERS)}: {upward}"
 
 
+def floor_of(module: str, floors) -> int | None:
+    """The floor a module stands on: the one that names it or, failing that, the package nearest above it (the
+    package nexa_core itself is on the lowest floor, its stage packages are not); None where none does."""
+    named = [(len(name), i) for i, floor in enumerate(floors) for name in floor if f"{module}.".startswith(f"{name}.")]
+    return max(named)[1] if named else None
+
+
+def upward_imports(graph: dict[str, set[str]], floors) -> list[str]:
+    """Every import from a floor to a higher one, as "module -> module"."""
+    floor = {module: floor_of(module, floors) for module in graph}
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets if floor[t] > floor[m])
+
+
+def test_nexa_core_imports_go_down_its_floors():
+    graph, _ = import_graph(PROJECT, PACKAGE)
+    assert "nexa_core.models.load" in graph["nexa_core.train.kd"]  # the graph sees function-level imports
+    unplaced = sorted(module for module in graph if floor_of(module, FLOORS) is None)
+    assert not unplaced, f"modules on no floor of nexa_core (add them to FLOORS where they belong): {unplaced}"
+    upward = upward_imports(graph, FLOORS)
+    floors = " < ".join("/".join(name.removeprefix("nexa_core.") for name in floor) for floor in FLOORS)
+    assert not upward, f"imports up nexa_core's floors ({floors}): {upward}"
+
+
 def test_nexa_core_imports_no_dagster_but_pipes():
     _, named = import_graph(PROJECT, PACKAGE)
     found = {
@@ -122,3 +170,19 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
     (package / "sub" / "b.py").write_text("def thing():\n    return 1\n")
     assert find_cycle(import_graph(tmp_path, "pkg")[0]) is None
+
+
+def test_an_import_up_a_floor_inside_a_function_is_found(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "low").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "high.py").write_text("from pkg.low.tool import helper\n")
+    (package / "low" / "__init__.py").write_text("")
+    (package / "low" / "tool.py").write_text("def helper():\n    return 1\n")
+    floors = (("pkg",), ("pkg.low",), ("pkg.high",))
+    graph, _ = import_graph(tmp_path, "pkg")
+    assert upward_imports(graph, floors) == []
+    (package / "low" / "tool.py").write_text("def helper():\n    from ..high import thing\n    return thing\n")
+    graph, _ = import_graph(tmp_path, "pkg")
+    assert upward_imports(graph, floors) == ["pkg.low.tool -> pkg.high"]
+    assert floor_of("pkg.low.tool", floors) == 1 and floor_of("other", floors) is None

@@ -196,7 +196,7 @@ def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_th
     from release_helpers import copy_tables, graph_resources, read
 
     from nexa_assets import evaluate, kd, pretrain, train
-    from nexa_core.train.student import load_student
+    from nexa_core.models.load import load_student
 
     root = copy_tables(evaluated_physics["root"], tmp_path)
     instance, assets = evaluated_physics["instance"], [pretrain.student_base, train.student_checkpoint, *kd.KD_ASSETS]

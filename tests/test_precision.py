@@ -7,10 +7,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from nexa_core.models import device
+from nexa_core.models.device import use_bf16
+from nexa_core.models.load import load_student
 from nexa_core.recipe import FinetuneConfig
-from nexa_core.train import trainer as train
-from nexa_core.train.student import build_default_student, load_student
-from nexa_core.train.trainer import commit_model, conversation_rows, fit, use_bf16
+from nexa_core.train.commit import commit_model
+from nexa_core.train.fit import fit
+from nexa_core.train.rows import conversation_rows
+from nexa_core.train.student import build_default_student
 
 TEXTS = ["Heat flows from a hot body to a cold one.", "The joule is the unit of energy."] * 8
 
@@ -40,7 +44,7 @@ def tiny_student(tmp_path_factory):
 
 @pytest.mark.parametrize("flags, precision", [({"avx512_bf16"}, "bf16-autocast"), ({"avx2"}, "fp32")])
 def test_the_record_and_the_saved_weights_say_how_it_computed(tiny_student, tmp_path, monkeypatch, flags, precision):
-    monkeypatch.setattr(train, "cpu_flags", lambda: flags)  # the feature check, stubbed
+    monkeypatch.setattr(device, "cpu_flags", lambda: flags)  # the feature check, stubbed
     model, tokenizer = load_student(str(tiny_student))
     conversations = [[{"role": "user", "content": t}, {"role": "assistant", "content": "yes"}] for t in TEXTS]
     config = FinetuneConfig.load(

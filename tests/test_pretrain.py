@@ -92,7 +92,7 @@ def test_a_pretrained_base_reads_unless_told_not_to(instance, tmp_path, raw_root
 
 def test_each_sentence_pass_reads_every_sentence_once_in_a_new_order():
     from nexa_core.teacher.question_forms import split_sentences
-    from nexa_core.train.trainer import SENTENCES_PER_TEXT, reading_texts
+    from nexa_core.train.rows import SENTENCES_PER_TEXT, reading_texts
 
     documents = [" ".join(f"Fact number {d}{i} is about topic {d}." for i in range(5)) for d in range(4)]
     sentences = sorted(s for doc in documents for s in split_sentences(doc))

@@ -12,8 +12,8 @@ from graph_helpers import materialize_domain
 from test_evaluate import eval_resources
 
 from nexa_assets import benchmark, evaluate, pretrain, train
+from nexa_core.train.rows import conversation_rows
 from nexa_core.train.student import train_tokenizer
-from nexa_core.train.trainer import conversation_rows
 from resources.teacher import TeacherResource
 
 CHATML = (

@@ -338,7 +338,7 @@ def test_slurm_launcher_on_a_real_single_node_cluster(instance, tmp_path, physic
 
 
 def test_packing_length_fits_the_longest_example_without_varlen_attention():
-    from nexa_core.train.trainer import packing_length
+    from nexa_core.train.rows import packing_length
 
     assert packing_length([50, 120, 30], 512, varlen_attention=False) == 128
     assert packing_length([129], 512, varlen_attention=False) == 256
@@ -352,7 +352,8 @@ def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
     CUDA, and leaves the process alone on a CPU."""
     import torch
 
-    from nexa_core.train.student import build_default_student, load_student
+    from nexa_core.models.load import load_student
+    from nexa_core.train.student import build_default_student
 
     folder = build_default_student(["The speed of light is a constant."] * 4, tmp_path / "m", vocab_size=300)
     torch.backends.cuda.enable_cudnn_sdp(True)
@@ -367,8 +368,11 @@ def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
 
 
 def test_attention_and_trainer_args_from_the_config_reach_the_trainer(tmp_path):
-    from nexa_core.train.student import build_default_student, load_student
-    from nexa_core.train.trainer import attention, conversation_rows, fit
+    from nexa_core.models.load import load_student
+    from nexa_core.train.fit import fit
+    from nexa_core.train.rows import conversation_rows
+    from nexa_core.train.start import attention
+    from nexa_core.train.student import build_default_student
 
     config = FinetuneConfig.load(
         overrides={

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from nexa_core import schemas
-from nexa_core.distill.sft import ROLES, SPLITS
 
 
 @dataclass(frozen=True)
@@ -176,7 +175,7 @@ def sft_dataset_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> Suit
     e = gx.expectations
     flat = frame.drop("messages")
     checks = _base({k: v for k, v in schemas.SFT_DATASET.items() if k != "messages"}, "example_id")
-    checks["split_values"] = e.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))
+    checks["split_values"] = e.ExpectColumnValuesToBeInSet(column="split", value_set=list(schemas.SFT_SPLITS))
     checks["not_empty"] = e.ExpectTableRowCountToBeBetween(min_value=1)
     checks["has_train_split"] = e.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train"])
     result = _run("sft_dataset", flat, checks)
@@ -190,7 +189,7 @@ def sft_dataset_suite(frame: pl.DataFrame, t: Thresholds = Thresholds()) -> Suit
             "sft_messages",
             messages,
             {
-                "allowed_roles": e.ExpectColumnValuesToBeInSet(column="role", value_set=list(ROLES)),
+                "allowed_roles": e.ExpectColumnValuesToBeInSet(column="role", value_set=list(schemas.MESSAGE_ROLES)),
                 "message_length": e.ExpectColumnValueLengthsToBeBetween(
                     column="content", min_value=1, max_value=t.max_message_chars
                 ),

@@ -22,8 +22,6 @@ import polars as pl
 from nexa_core import schemas
 from nexa_core.ids import content_id
 
-SPLITS = ("train", "validation", "test")
-ROLES = ("system", "user", "assistant")
 HELD_OUT = ("test", "validation")  # filled in this order
 
 

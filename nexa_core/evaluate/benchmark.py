@@ -42,15 +42,14 @@ import yaml
 
 from nexa_core import metric_registry
 from nexa_core.distill.sft import SplitConfig
-from nexa_core.evaluate.generate import verify_checkpoint
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
+from nexa_core.models.checkpoint import present_roles, verify_checkpoint
+from nexa_core.models.device import device_name, use_bf16
 from nexa_core.recipe import BenchmarkConfig
 from nexa_core.schemas import BENCHMARK_ITEMS, BENCHMARK_SCORES, conform
 from nexa_core.stage import BenchmarkRequest, serve
 from nexa_core.train.checkpoints import eval_dir
-from nexa_core.train.student import present_roles
-from nexa_core.train.trainer import device_name, use_bf16
 
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
@@ -353,9 +352,9 @@ def write_tasks(
 
 
 def model_args(checkpoint: str | Path, role: str, dtype: str) -> dict:
-    """lm-eval HF model arguments of a role (nexa_core.train.student.model_roles); every role takes the
+    """lm-eval HF model arguments of a role (nexa_core.models.checkpoint.model_roles); every role takes the
     checkpoint's tokenizer."""
-    from nexa_core.train.student import model_roles
+    from nexa_core.models.checkpoint import model_roles
 
     model, adapter = model_roles(checkpoint)[role]
     return {"pretrained": model, "tokenizer": str(checkpoint), "dtype": dtype, **({"peft": adapter} if adapter else {})}

@@ -17,19 +17,14 @@ from pathlib import Path
 
 import polars as pl
 
-from nexa_core.artifacts import sha256_files
 from nexa_core.files import write_atomically
+from nexa_core.models.checkpoint import present_roles, verify_checkpoint
+from nexa_core.models.device import device_name, precision, use_bf16
+from nexa_core.models.load import load_for_eval
 from nexa_core.recipe import GenerateConfig
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.stage import GenerateRequest, serve
-from nexa_core.train.student import present_roles
-from nexa_core.train.trainer import (
-    device_name,
-    precision,
-    prompt_turns,
-    read_sft,
-    use_bf16,
-)
+from nexa_core.train.rows import prompt_turns, read_sft
 
 PREDICTIONS = {
     name: EVAL_PREDICTIONS[name]
@@ -44,27 +39,6 @@ PREDICTIONS = {
         "new_tokens",
     )
 }
-
-
-class CheckpointError(ValueError):
-    pass
-
-
-def verify_checkpoint(adapter_dir: str | Path, files_sha256: dict[str, str]) -> None:
-    """Refuse an adapter whose files are not the ones its checkpoint record names: scores of a
-    half-copied or overwritten adapter would be credited to the wrong checkpoint."""
-    folder = Path(adapter_dir)
-    hint = "re-materialize student_checkpoint for this partition to rebuild it"
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist; {hint}")
-    actual = sha256_files(folder)
-    missing = sorted(set(files_sha256) - set(actual))
-    changed = sorted(path for path, digest in files_sha256.items() if path in actual and actual[path] != digest)
-    if missing or changed:
-        raise CheckpointError(
-            f"checkpoint folder {folder} does not match its record: missing files {missing}, "
-            f"files whose sha256 differs {changed}; {hint}"
-        )
 
 
 def last_turn(messages: list[dict], role: str) -> str | None:
@@ -145,33 +119,6 @@ def decode_speed(model, tokenizer, conversations: list[list[dict]], config: Gene
         generate_answers(model, tokenizer, batch, fixed)
         seconds.append(time.perf_counter() - start)
     return len(batch) * n / statistics.median(seconds)
-
-
-def eval_dtype(bf16_setting):
-    """Inference dtype: bf16 where the training rule (train.use_bf16) computes in bf16, else fp32."""
-    import torch
-
-    return torch.bfloat16 if use_bf16(bf16_setting) else torch.float32
-
-
-def load_for_eval(checkpoint_dir: str | Path, role: str, bf16_setting="auto"):
-    """(model, tokenizer) of a role (nexa_core.train.student.model_roles: the checkpoint, the model after reading,
-    the off-the-shelf base). All take the checkpoint folder's tokenizer, so they see the same prompt tokens."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from nexa_core.train.student import load_student, model_roles
-
-    roles = model_roles(checkpoint_dir)
-    if role not in roles:
-        raise ValueError(f"model role {role!r}: checkpoint {checkpoint_dir} has the roles {list(roles)}")
-    path, adapter = roles[role]
-    model, _ = load_student(path, dtype=eval_dtype(bf16_setting))
-    if adapter:
-        model = PeftModel.from_pretrained(model, adapter)
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
-    return (model.to("cuda") if torch.cuda.is_available() else model), tokenizer
 
 
 def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) -> pl.DataFrame:

@@ -19,7 +19,8 @@ def merge_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, dtype: str
     import torch
     from peft import PeftModel
 
-    from nexa_core.train.student import load_student, resolve_checkpoint
+    from nexa_core.models.checkpoint import resolve_checkpoint
+    from nexa_core.models.load import load_student
 
     model_path, adapter, base_path = resolve_checkpoint(checkpoint_dir)
     staging = staging_for(Path(out_dir))
@@ -43,7 +44,7 @@ def checkpoint_tokenizer(checkpoint_dir: str | Path):
     filled in as load_student does, so the merged folder serves the same prompts."""
     from transformers import AutoTokenizer
 
-    from nexa_core.train.student import CHAT_TEMPLATE
+    from nexa_core.models.load import CHAT_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     if tokenizer.chat_template is None:

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from nexa_core.train.student import MANIFEST
+from nexa_core.artifacts import MANIFEST
 
 # The merged folder is local: nothing is fetched from the hub, and the CLI does not ask PyPI for updates.
 OFFLINE = {

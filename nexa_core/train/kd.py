@@ -283,9 +283,9 @@ def distill_student(request, settings, log) -> dict:
 
     import torch
 
-    from nexa_core.evaluate.generate import load_for_eval
-    from nexa_core.train.student import resolve_checkpoint
-    from nexa_core.train.trainer import device_name, precision, use_bf16
+    from nexa_core.models.checkpoint import resolve_checkpoint
+    from nexa_core.models.device import device_name, precision, use_bf16
+    from nexa_core.models.load import load_for_eval
 
     torch.manual_seed(settings.seed)
     teacher, tokenizer = load_for_eval(request.teacher, "student", "false")  # fp32 weights: they train

