@@ -98,3 +98,29 @@ def test_pair_filters_benchmark_counts_each_reason_beside_its_baseline():
     for reason in ("no_content_word", "function_word_answer", "cut_mid_phrase", "answer_in_question"):
         assert re.search(rf"\n{reason} +0 +\d+ +\d+\n", out), out  # the baseline had no such filter
     assert re.search(r"restatements of the \d+ passages", out) and re.search(r"\n  kept +[1-9]\d*\n", out), out
+
+
+@pytest.mark.slow
+def test_realtext_benchmark_reads_a_new_raw_folder_and_scores_human_questions_and_forgetting():
+    out = smoke("realtext.py")
+    assert re.search(r"\ncpu: .+, AMX (yes|no), avx512_bf16 (yes|no), torch threads \d+\n", out), out
+    assert "tests/fixtures/realtext as a new raw folder" in out  # the project's own fixture, not SciQ
+    interval = r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]"
+    for questions in ("physics (read)", "chemistry (not read)"):  # the domain's and the forgetting questions
+        for measure in ("multiple choice acc", "multiple choice acc_norm", "answer token F1", "answer contained"):
+            row = rf"\n{re.escape(questions)} +{measure} +\d+  {interval} +{interval} +(lift|overlap|below)\n"
+            assert re.search(row, out), (questions, measure, out)
+    assert "physics multiple-choice acc interval wholly above the base's: " in out
+    assert len(re.findall(rf"student {interval}, base {interval}: (not below|BELOW)", out)) == 4, out
+
+
+def test_realtext_benchmark_says_where_sciq_is_expected_when_it_is_absent(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "bench/realtext.py", "physics", "--paragraphs", str(tmp_path / "none.jsonl")],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0 and f"no paragraphs file at {tmp_path / 'none.jsonl'}" in run.stderr
+    assert "../shared/realtext/" in run.stderr and "--smoke" in run.stderr
