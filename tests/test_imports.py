@@ -158,31 +158,42 @@ def test_nexa_core_imports_no_dagster_but_pipes():
     assert not found, f"nexa_core is plain Python: no Dagster import but dagster_pipes, found {found}"
 
 
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    """Each file (a path under root) with its text, its folders made."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
 def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
-    package = tmp_path / "pkg"
-    (package / "sub").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "a.py").write_text("from pkg.sub import b\n")
-    (package / "sub" / "__init__.py").write_text("from pkg.sub.b import thing\n")
-    (package / "sub" / "b.py").write_text("import json\n\ndef thing():\n    from ..a import x\n    return x\n")
+    write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg.sub import b\n",
+            "pkg/sub/__init__.py": "from pkg.sub.b import thing\n",
+            "pkg/sub/b.py": "import json\n\ndef thing():\n    from ..a import x\n    return x\n",
+        },
+    )
     graph, _ = import_graph(tmp_path, "pkg")
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
-    (package / "sub" / "b.py").write_text("def thing():\n    return 1\n")
+    write_tree(tmp_path, {"pkg/sub/b.py": "def thing():\n    return 1\n"})
     assert find_cycle(import_graph(tmp_path, "pkg")[0]) is None
 
 
 def test_an_import_up_a_floor_inside_a_function_is_found(tmp_path):
-    package = tmp_path / "pkg"
-    (package / "low").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "high.py").write_text("from pkg.low.tool import helper\n")
-    (package / "low" / "__init__.py").write_text("")
-    (package / "low" / "tool.py").write_text("def helper():\n    return 1\n")
-    floors = (("pkg",), ("pkg.low",), ("pkg.high",))
-    graph, _ = import_graph(tmp_path, "pkg")
-    assert upward_imports(graph, floors) == []
-    (package / "low" / "tool.py").write_text("def helper():\n    from ..high import thing\n    return thing\n")
-    graph, _ = import_graph(tmp_path, "pkg")
-    assert upward_imports(graph, floors) == ["pkg.low.tool -> pkg.high"]
+    write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/high.py": "from pkg.low.tool import helper\n",
+            "pkg/low/__init__.py": "",
+            "pkg/low/tool.py": "def helper():\n    return 1\n",
+        },
+    )
+    floors = (("pkg",), ("pkg.low",), ("pkg.high",))  # the root package's floor does not hold its subpackages
+    assert upward_imports(import_graph(tmp_path, "pkg")[0], floors) == []
+    write_tree(tmp_path, {"pkg/low/tool.py": "def helper():\n    from ..high import thing\n    return thing\n"})
+    assert upward_imports(import_graph(tmp_path, "pkg")[0], floors) == ["pkg.low.tool -> pkg.high"]
     assert floor_of("pkg.low.tool", floors) == 1 and floor_of("other", floors) is None

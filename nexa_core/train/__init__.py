@@ -1,1 +1,1 @@
-"""The student: named bases, reading the corpus (continued pretraining), SFT, checkpoints committed by rename."""
+"""The student: reading the corpus (continued pretraining), SFT, logit distillation, checkpoints committed by rename."""
