@@ -6,8 +6,10 @@ tables are, how many rows each partition has, and how each student scores next t
 import argparse
 import os
 import sys
+import uuid
 from pathlib import Path
 
+from nexa_core.progress import parse_progress
 from nexa_core.tables import BENCHMARK_HISTORY, EVAL_HISTORY, LEADERBOARD, ROUND_TABLES, STUDENT_CHECKPOINT
 from resources.instance import write_instance_file
 
@@ -24,8 +26,7 @@ def ops_config(defs, job_name: str, settings: list[str]) -> dict:
     """--set ASSET.KEY=YAML as run config: a setting of the asset's config (dotted for nested keys), e.g.
     student_checkpoint.num_train_epochs=1 or student_checkpoint.lora.r=8; a misspelt one names the closest."""
     from nexa_assets.settings import node_settings
-    from nexa_core.settings import setting_value
-    from nexa_forge.settings import SettingError, add_setting
+    from nexa_forge.settings import SettingError, add_setting, setting_value
 
     ops: dict = {}
     fields = node_settings(defs.resolve_job_def(job_name).graph.node_defs)
@@ -52,6 +53,22 @@ def stage_lines(entries) -> list[str]:
             lines.append((entry.step_key, status, entry.timestamp - started[entry.step_key]))
     width = max((len(step) for step, _, _ in lines), default=0)
     return [f"  {step:{width}s} {status:6s} {seconds:6.1f} s" for step, status, seconds in lines]
+
+
+def run_printing_progress(job, domain: str, instance, run_config: dict, echo: bool = True):
+    """The job for one domain, in this process; with `echo` the stages' progress lines (steps done, tokens/s, time
+    left: nexa_core/progress.py) are printed as they reach the run's event log (the whole log goes to its file)."""
+    run_id = str(uuid.uuid4())
+    if echo:
+        instance.add_event_listener(run_id, print_progress)
+    return job.execute_in_process(
+        partition_key=domain, instance=instance, raise_on_error=False, run_config=run_config, run_id=run_id
+    )
+
+
+def print_progress(entry) -> None:
+    if parse_progress(entry.user_message):
+        print(f"  {entry.user_message}", flush=True)
 
 
 def write_run_log(entries, path: Path) -> None:
@@ -120,16 +137,14 @@ def main(argv: list[str] | None = None, default_job: str = "nexa_job") -> int:
     ops = ops_config(defs, args.job, args.set)
     if any(node.name == "raw_documents" for node in job.graph.node_defs):
         ops.setdefault("raw_documents", {"config": {}})["config"]["raw_root"] = str(raw_root)
-    # The event log goes to a file per run; the terminal gets a line per stage
+    # The event log goes to a file per run; the terminal gets the stages' progress lines and a line per stage
     run_config = (
         {"ops": ops} if args.verbose else {"ops": ops, "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     )
     failed = []
     for domain in domains:
         print(f"{domain}: running {args.job} ...", flush=True)
-        result = job.execute_in_process(
-            partition_key=domain, instance=instance, raise_on_error=False, run_config=run_config
-        )
+        result = run_printing_progress(job, domain, instance, run_config, echo=not args.verbose)  # verbose: all of it
         checks = [
             e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
         ]

@@ -3,7 +3,19 @@ and feedback loop sensors, resources."""
 
 import dagster as dg
 
-from nexa_assets import benchmark, checks, distill, distilled_release, evaluate, kd, pretrain, release, sweep, train
+from nexa_assets import (
+    benchmark,
+    checks,
+    distill,
+    distilled_release,
+    evaluate,
+    kd,
+    pretrain,
+    release,
+    replay,
+    sweep,
+    train,
+)
 from nexa_assets.sensors import build_feedback_loop_sensor, build_raw_folder_sensor
 from nexa_ui.links import page_url
 from resources.delta import DeltaStore, NexaDeltaIOManager
@@ -96,6 +108,7 @@ def build_defs(env: Environment) -> dg.Definitions:
             sweep.sweep_job,
             sweep.sweep_point_job,
             sweep.sweep_results_job,
+            replay.replay_job,
         ],
         sensors=[
             build_raw_folder_sensor(distill_job, env.raw_root),

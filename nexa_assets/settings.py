@@ -79,3 +79,31 @@ def config_keys(config_type, prefix: str = "") -> set[str]:
 def node_settings(nodes) -> dict[str, set[str]]:
     """Each node (an op, or an asset's op, named after it) with the dotted keys of its config."""
     return {n.name: config_keys(n.config_schema.config_type) if n.config_schema else set() for n in nodes}
+
+
+def pinned(name: str) -> tuple:
+    """A config field pinning the Delta version a stage reads (null: the newest)."""
+    return (int | None, Field(default=None, description=f"read {name} at this Delta version; null: the newest"))
+
+
+def restatements_read(delta, settings, pinned_version: int | None) -> tuple[str | None, int | None, str]:
+    """(uri, version, key) of the restatements a training stage reads: none when its restatement_passes is 0; the
+    key (the settings' digest, with the version when read) names its output folder, so new restatements train anew."""
+    from nexa_core.ids import content_id
+    from nexa_core.tables import RESTATEMENTS
+
+    if not settings.restatement_passes:
+        return None, None, settings.digest()
+    version = delta.version(RESTATEMENTS) if pinned_version is None else pinned_version
+    if version is None:
+        raise dg.Failure(
+            f"{settings.stage}: restatement_passes is {settings.restatement_passes} but no restatements "
+            "table exists; materialize restatements first"
+        )
+    return delta.uri(RESTATEMENTS), version, content_id(settings.digest(), RESTATEMENTS, version)[:12]
+
+
+REPLAY_OF = (
+    str,
+    Field(default="", description="the release this run replays (e.g. physics-v1): it trains anew in its own folder"),
+)

@@ -15,26 +15,27 @@ from nexa_assets import benchmark, evaluate, pretrain, train
 from nexa_assets.partitions import DELTA_PARTITION, domain_partitions
 from nexa_assets.settings import node_settings
 from nexa_core.evaluate.leaderboard import interval_text
-from nexa_core.settings import setting_value
 from nexa_core.sweep import (
     POINT_TAG,
     SWEEP_TAG,
     SweepError,
     best_points,
+    check_grid,
     grid_points,
-    parse_grid,
     point_assets,
     sweep_id,
     sweep_rows,
     write_sweep_report,
 )
 from nexa_core.tables import BENCHMARK_HISTORY, CHECKPOINT_HISTORY, EVAL_HISTORY, SWEEP_RESULTS
-from nexa_forge.settings import SettingError, add_setting
+from nexa_forge.settings import SettingError, add_setting, grid_values, setting_value
 from resources.delta import DeltaStore, table_markdown
 from resources.reports import ReportFolder
 
 GROUP = "sweeps"
 ATTEMPT_TAG = "nexa/sweep_attempt"
+# a replay (nexa_assets/replay.py) runs as a sweep of one point; its plan's run carries the point's settings
+REPLAY_JOB, REPLAY_TAG, REPLAY_SETTINGS_TAG = "replay_job", "nexa/replay", "nexa/replay_settings"
 DONE = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
@@ -49,7 +50,7 @@ class SweepSettings(dg.Config):
 
     def plan(self) -> tuple[str, list[dict], dict]:
         """(sweep id, points, the settings every point shares); the same settings make the same sweep."""
-        grid = parse_grid(self.grid)
+        grid = check_grid(grid_values(self.grid))
         shared = {target: setting_value(value) for target, _, value in (s.partition("=") for s in self.settings)}
         return (
             sweep_id(self.domain, grid | {"*": shared}, self.random, self.seed),
@@ -155,7 +156,7 @@ def sweep_requests(config: SweepSettings, runs: dict[int, list[dg.DagsterRun]]) 
         requests.append(
             dg.RunRequest(
                 job_name=sweep_point_job.name,
-                asset_selection=[dg.AssetKey(a) for a in point_assets(point)],
+                asset_selection=[dg.AssetKey(a) for a in point_assets(shared | point)],
                 partition_key=config.domain,
                 run_config=point_run_config(shared | point),
                 tags={SWEEP_TAG: sweep, POINT_TAG: str(index), ATTEMPT_TAG: str(len(tried))},
@@ -184,18 +185,32 @@ def sweep_requests(config: SweepSettings, runs: dict[int, list[dg.DagsterRun]]) 
     "again up to its retries, then the sweep's results. It acts only on sweeps someone launched.",
 )
 def sweep_sensor(context: dg.SensorEvaluationContext):
-    plans = context.instance.get_runs(
-        dg.RunsFilter(job_name=sweep_job.name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=20
-    )
     seen, requests = set(), []
-    for plan in plans:  # newest first: a relaunched plan (more retries, say) wins
-        config = SweepSettings(**plan.run_config["ops"]["sweep_plan"]["config"])
-        sweep = plan.tags.get(SWEEP_TAG)
-        if sweep in seen:
-            continue
-        seen.add(sweep)
-        requests += sweep_requests(config, point_runs(context.instance, sweep))
+    for sweep, config in planned(context.instance):  # newest first: a relaunched plan (more retries, say) wins
+        if sweep not in seen:
+            seen.add(sweep)
+            requests += sweep_requests(config, point_runs(context.instance, sweep))
     return dg.SensorResult(run_requests=requests)
+
+
+def one_point(domain: str, settings: dict) -> SweepSettings:
+    """A sweep of one point (a replay): every setting shared, nothing swept, no retry."""
+    shared = [f"{key}={json.dumps(value)}" for key, value in sorted(settings.items())]
+    return SweepSettings(domain=domain, grid=[], settings=shared, max_parallel=1, retries=0)
+
+
+def planned(instance: dg.DagsterInstance, limit: int = 20) -> list[tuple[str, SweepSettings]]:
+    """(sweep id, its settings) of the newest successful plans, newest first: sweeps, then replays."""
+    done = [dg.DagsterRunStatus.SUCCESS]
+    sweeps = instance.get_runs(dg.RunsFilter(job_name=sweep_job.name, statuses=done), limit=limit)
+    replays = instance.get_runs(dg.RunsFilter(job_name=REPLAY_JOB, statuses=done), limit=limit)
+    return [(r.tags[SWEEP_TAG], SweepSettings(**r.run_config["ops"]["sweep_plan"]["config"])) for r in sweeps] + [
+        (
+            r.tags[SWEEP_TAG],
+            one_point(r.run_config["ops"]["replay_plan"]["config"]["domain"], json.loads(r.tags[REPLAY_SETTINGS_TAG])),
+        )
+        for r in replays
+    ]
 
 
 @dg.asset(

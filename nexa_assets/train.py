@@ -7,9 +7,10 @@ import polars as pl
 from pydantic import Field
 
 from nexa_assets.partitions import LAUNCHED
-from nexa_assets.settings import settings_class, stage_settings
+from nexa_assets.settings import REPLAY_OF, pinned, restatements_read, settings_class, stage_settings
 from nexa_assets.side_tables import append_side_table, side_table_spec
 from nexa_core.recipe import FinetuneConfig
+from nexa_core.schemas import SPEED
 from nexa_core.stage import SFTRequest
 from nexa_core.tables import CHECKPOINT_HISTORY, RAW_DOCUMENTS, SFT_DATASET
 from nexa_core.train.checkpoints import artifact_uri, checkpoint_row, loss_curve
@@ -30,6 +31,9 @@ TrainSettings = settings_class(
         str | None,
         Field(default=None, description="not set here: SFT starts from student_base (set student_base.base_model)"),
     ),
+    sft_version=pinned("sft_dataset"),
+    restatements_version=pinned("restatements"),
+    replay_of=REPLAY_OF,
 )
 
 
@@ -66,12 +70,14 @@ def student_checkpoint(
     if student_base.is_empty():
         raise dg.Failure(f"partition {domain}: student_base has no record; materialize it first")
     base = student_base.row(0, named=True)
-    sft_version = delta.version(SFT_DATASET)
+    sft_version = delta.version(SFT_DATASET) if config.sft_version is None else config.sft_version
     if sft_version is None:
         raise dg.Failure(f"partition {domain}: sft_dataset has never been materialized")
     train_config = stage_settings(FinetuneConfig, config, base_model=base["model_uri"])
-    digest = train_config.digest()
-    out_dir = launcher.output_dir(domain, sft_version, digest)
+    restatements_uri, restatements_version, digest = restatements_read(delta, train_config, config.restatements_version)
+    out_dir = launcher.output_dir(
+        domain, sft_version, digest, f"replay-{config.replay_of}-sft" if config.replay_of else "sft"
+    )
     train_rows, round_ = (
         delta.scan(SFT_DATASET, sft_version)
         .filter(pl.col("domain") == domain)
@@ -90,6 +96,8 @@ def student_checkpoint(
         sft_version=sft_version,
         documents_uri=delta.uri(RAW_DOCUMENTS),
         documents_version=base["documents_version"],
+        restatements_uri=restatements_uri,
+        restatements_version=restatements_version,
         overrides=train_config.changes(),
     )
     record, checks = launcher.run_stage(context, request, dict(delta.storage_options or {}))
@@ -123,6 +131,7 @@ def checkpoint_metadata(row: dict, record: dict, curve: list[dict], tracking: Ml
         "gpu_cost_usd": row["gpu_cost_usd"],
         "device": record["device"],
         "precision": record.get("precision", ""),
+        **{name: row[name] for name in SPEED},  # tokens/s, MFU against the GEMM roof measured here, padding
         "sft_version": row["sft_version"],
         "round": row["round"],
         "qa_rows": record["qa_rows"],

@@ -61,6 +61,7 @@ class TrainerConfig(KindSettled):
     save_steps: int
     save_total_limit: int
     logging_steps: int
+    progress_seconds: float
     seed: int
 
 
@@ -81,6 +82,7 @@ class ReadingConfig(TrainerConfig, ReadingKind):
     kind_fields = ReadingKind
 
     continued_pretraining: bool
+    restatement_passes: int
     student: TinyLlama
     pretrained: ReadingKind
     from_config: ReadingKind
@@ -104,6 +106,8 @@ class FinetuneConfig(TrainerConfig, FinetuneKind):
 
     finetune: str = choice("full", "lora", "auto")
     lora: Lora
+    qa_first_epochs: float
+    restatement_passes: int
     replay_sentence_passes: int
     max_length: int
     early_stopping_patience: int
@@ -149,6 +153,7 @@ class DistillConfig(StageSettings):
     seed: int
     bf16: str = choice(*BF16)
     compare_sft: bool
+    progress_seconds: float
 
 
 # --- evaluation and release ------------------------------------------------------------------------
@@ -171,6 +176,7 @@ class GenerateConfig(StageSettings):
     cache_implementation: str | None
     speed_tokens: int
     bf16: str = choice(*BF16)
+    progress_seconds: float
 
 
 @dataclass(kw_only=True)

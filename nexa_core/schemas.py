@@ -164,6 +164,14 @@ def conform(frame: pl.DataFrame, schema: dict) -> pl.DataFrame:
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
+# How fast a training stage ran (nexa_core/models/speed.py): null where it did not train here
+SPEED = {
+    "tokens_per_second": pl.Float64,  # real tokens trained (no padding) over the training time
+    "mfu": pl.Float64,  # model FLOP/s over gemm_tflops: the share of this machine's matmul rate the stage reached
+    "gemm_tflops": pl.Float64,  # the roof: bf16 or fp32 GEMM rate measured here at the model's MLP shape and step
+    "padding_share": pl.Float64,  # pad tokens over all tokens fed
+}
+
 STUDENT_BASE = {
     "domain": pl.String,
     "base_id": pl.String,
@@ -181,8 +189,10 @@ STUDENT_BASE = {
     "gpu_seconds": pl.Float64,
     "device": pl.String,
     "precision": pl.String,  # bf16-autocast or fp32: how it computed while reading (null: not read here)
+    **SPEED,
     "config_hash": pl.String,
     "settings": pl.String,  # JSON: the typed reading settings as given (nexa_core/recipe.py ReadingConfig)
+    "restatements_version": pl.Int64,  # the restatements table's version it read (null: none read)
     "created_at": pl.Datetime("us", "UTC"),
 }
 
@@ -197,6 +207,7 @@ STUDENT_CHECKPOINT = {
     "lora": pl.String,  # JSON; null for a full fine-tune
     "config_hash": pl.String,
     "settings": pl.String,  # JSON: the typed SFT settings as given (nexa_core/recipe.py FinetuneConfig)
+    "restatements_version": pl.Int64,  # the restatements table's version it read (null: none read)
     "sft_version": pl.Int64,
     "round": pl.Int64,
     "train_examples": pl.Int64,
@@ -211,7 +222,7 @@ STUDENT_CHECKPOINT = {
     "device": pl.String,
     "precision": pl.String,  # bf16-autocast or fp32: how it computed while training
     "trained_tokens": pl.Int64,  # tokens of every row of every epoch (pairs and replayed documents)
-    "tokens_per_second": pl.Float64,  # trained_tokens over the training time
+    **SPEED,
     "mlflow_run_id": pl.String,
     "dagster_run_id": pl.String,  # the run that trained it (a sweep point's run, say)
     "created_at": pl.Datetime("us", "UTC"),

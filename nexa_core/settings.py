@@ -38,16 +38,6 @@ def from_settings(cls: type[T], settings) -> T:
     return cls(**values)
 
 
-# YAML 1.1 (PyYAML) reads 1e-4 as text; a setting written so is meant as a number
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
-
-
-def setting_value(text: str):
-    """A setting's value as written on a command line: YAML (1, 0.5, true, [a, b], null), 1e-4 a number."""
-    value = yaml.safe_load(text)
-    return float(value) if isinstance(value, str) and _NUMBER.match(value) else value
-
-
 class SettingsError(ValueError):
     """An unknown, misspelt, missing or wrongly typed setting of a stage."""
 

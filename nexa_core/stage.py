@@ -121,7 +121,16 @@ class TrainingRequest(StageRequest):
 
 
 @dataclass(kw_only=True)
-class ReadRequest(TrainingRequest):
+class Restated:
+    """The teacher's restatements of the corpus (the restatements table at a pinned version), where a stage reads
+    them (restatement_passes)."""
+
+    restatements_uri: str | None = field(default=None, metadata={"help": "the restatements Delta table"})
+    restatements_version: int | None = None
+
+
+@dataclass(kw_only=True)
+class ReadRequest(TrainingRequest, Restated):
     module: ClassVar[str] = "nexa_core.train.pretrain"
     process: ClassVar[str] = "reader"
     settings: ClassVar[type[StageSettings]] = ReadingConfig
@@ -142,7 +151,7 @@ class TrainingData:
 
 
 @dataclass(kw_only=True)
-class SFTRequest(TrainingRequest, TrainingData):
+class SFTRequest(TrainingRequest, TrainingData, Restated):
     """SFT; the documents are replayed beside the QA pairs where the config says so (replay_documents)."""
 
     module: ClassVar[str] = "nexa_core.train.trainer"

@@ -19,7 +19,7 @@ from nexa_core import schemas
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
 from nexa_core.recipe import STAGE_CONFIGS
-from nexa_core.settings import SettingsError, setting_value
+from nexa_core.settings import SettingsError
 
 STAGES = {config.stage: config for config in STAGE_CONFIGS}
 TRAINING = ("student_base", "student_checkpoint")  # what a point trains; the evaluation follows its checkpoint
@@ -31,27 +31,15 @@ class SweepError(ValueError):
     pass
 
 
-def parse_grid(specs: list[str]) -> dict[str, list]:
-    """["student_checkpoint.learning_rate=1e-4,2e-4", ...] -> {target: [values]}; each value is read as YAML (1e-4 a
-    number), and checked against the stage's typed settings: a misspelt key or a wrong value names it."""
-    grid: dict[str, list] = {}
-    for spec in specs:
-        target, sep, values = spec.partition("=")
-        if not sep or "." not in target or not values.strip():
-            raise SweepError(
-                f"--grid {spec!r}: expected ASSET.KEY=V1,V2,..., e.g. student_checkpoint.learning_rate=1e-4,2e-4"
-            )
-        if target in grid:
-            raise SweepError(f"--grid {target} is given twice")
-        grid[target] = [setting_value(v.strip()) for v in values.split(",")]
+def check_grid(grid: dict[str, list]) -> dict[str, list]:
+    """{ASSET.KEY: [values]} checked against each stage's typed settings: a misspelt key or a wrong value names it."""
     for target, values in grid.items():
-        asset, key = target.split(".", 1)
-        if asset in STAGES:
-            for value in values:
-                try:
-                    STAGES[asset].load(overrides={key: value})
-                except SettingsError as exc:
-                    raise SweepError(f"--grid {target}: {exc}") from None
+        asset, _, key = target.partition(".")
+        for value in values if asset in STAGES else ():
+            try:
+                STAGES[asset].load(overrides={key: value})
+            except SettingsError as exc:
+                raise SweepError(f"--grid {target}: {exc}") from None
     return grid
 
 

@@ -9,6 +9,9 @@
   nexa leaderboard | checkpoints | releases | logs RUN_ID
   nexa distilled promote DOMAIN                   release the distilled student (kd_job made it) as <model>-distilled
   nexa distilled list                             each domain's latest distilled release
+  nexa sweep DOMAIN --grid ASSET.KEY=V1,V2 [--grid ...] [--random N] [--max-parallel K] [--set ASSET.KEY=V]
+                                                  each point a run of the training and evaluation assets
+  nexa replay DOMAIN --version N                  release N rebuilt from its record, scored beside it
 
 Serving runs on the code location's machine, not through the webserver: `nexa-serve DOMAIN` serves the
 domain's champion, `nexa-serve DOMAIN --distilled` its distilled release.
@@ -20,11 +23,12 @@ Exit status: 0 done, 1 a run failed, 2 the request was refused (the message says
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
-from nexa_core.settings import setting_value
 from nexa_forge.client import DEFAULT_URL, VERBS, Materialization, NexaForgeClient, NexaForgeError, openai_teacher
+from nexa_forge.settings import setting_value
 
 CHECKPOINT_KEYS = ("round", "steps", "final_loss", "device", "artifact_uri")
 
@@ -81,6 +85,35 @@ def table(rows: list[dict[str, str]]) -> str:
     widths = {key: max(len(key), *(len(row.get(key, "")) for row in rows)) for key in rows[0]}
     lines = ["  ".join(key.ljust(width) for key, width in widths.items())]
     lines += ["  ".join(row.get(key, "").ljust(width) for key, width in widths.items()) for row in rows]
+    return "\n".join(lines)
+
+
+def scored(score: dict | None, prefix: str = "") -> str:
+    if not score or score.get(f"{prefix}mean") is None:
+        return "-"
+    return f"{score[prefix + 'mean']:.3f} [{score[prefix + 'ci_low']:.3f}, {score[prefix + 'ci_high']:.3f}]"
+
+
+def sweep_text(results: dict) -> str:
+    """Each point's settings, checkpoint and measures (the student's, then the base's), and the best points."""
+    lines = []
+    for row in results["rows"]:
+        lines.append(f"point {row['point']} {row['settings']}: checkpoint {row['checkpoint_id'] or 'none'}")
+        lines += [f"  {s['measure']:24s} {scored(s):26s} base {scored(s, 'base_')}" for s in row["scores"]]
+    return "\n".join(lines + ["best:", results["best"]])
+
+
+def replay_text(tags: dict, row: dict) -> str:
+    """The replayed student's measures beside the release's recorded ones, and the code version compared."""
+    recorded = {r["measure"]: r["student"] for r in json.loads(tags.get("nexa/replay_recorded", "[]"))}
+    lines = [f"{tags.get('nexa/replay')}: {tags.get('nexa/replay_code')}", f"{'measure':24s} {'recorded':26s} replayed"]
+    for score in row["scores"]:
+        then = recorded.get(score["measure"])
+        inside = then and then["ci_low"] <= score["mean"] <= then["ci_high"]
+        lines.append(
+            f"{score['measure']:24s} {scored(then):26s} {scored(score)}"
+            + ("  (within the recorded interval)" if inside else "  (outside the recorded interval)")
+        )
     return "\n".join(lines)
 
 
@@ -152,6 +185,20 @@ def parser() -> argparse.ArgumentParser:
         "promote", help="through its gate: merged and registered (distilled_release_job)", parents=[launch]
     ).add_argument("domain")
     distilled_commands.add_parser("list", help="each domain's latest distilled release", parents=[common])
+    sweep = commands.add_parser("sweep", help="a grid of settings, each point a training run", parents=[common])
+    sweep.add_argument("domain")
+    sweep.add_argument("--grid", action="append", required=True, metavar="ASSET.KEY=V1,V2,...")
+    sweep.add_argument("--random", type=int, default=0, metavar="N", help="N points drawn from the grid (0: all)")
+    sweep.add_argument("--seed", type=int, default=17, help="of the draw")
+    sweep.add_argument("--max-parallel", type=int, default=2, metavar="K", help="point runs queued at once")
+    sweep.add_argument("--retries", type=int, default=1, help="runs again of a failed or killed point")
+    sweep.add_argument("--set", action="append", default=[], metavar="ASSET.KEY=VALUE", help="on every point")
+    replay = commands.add_parser("replay", help="rebuild a release from its record", parents=[common])
+    replay.add_argument("domain")
+    replay.add_argument("--version", type=int, required=True, help="the release's registry version")
+    for command in (sweep, replay):
+        command.add_argument("--no-wait", dest="wait", action="store_false", help="print the plan's run id and return")
+        command.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     return top
 
 
@@ -187,6 +234,29 @@ def execute(forge: NexaForgeClient, args) -> int:
             None,
             "no distilled release yet (nexa run DOMAIN --job kd_job, then nexa distilled promote DOMAIN)",
         )
+    elif command in ("sweep", "replay"):
+        plan = (
+            forge.sweep(
+                args.domain,
+                args.grid,
+                random=args.random,
+                seed=args.seed,
+                max_parallel=args.max_parallel,
+                retries=args.retries,
+                settings=settings(args.set),
+            )
+            if command == "sweep"
+            else forge.replay(args.domain, args.version)
+        )
+        print(plan, flush=True)
+        if not args.wait:
+            return 0
+        done = forge.wait_sweep(plan, timeout=args.timeout, progress=lambda line: print(line, flush=True))
+        if not done.ok:
+            print(f"nexa: the {command} did not finish: {done.progress()}", file=sys.stderr)
+            return 1
+        results = forge.sweep_results(args.domain, done.sweep_id)
+        print(replay_text(done.plan.tags, results["rows"][0]) if command == "replay" else sweep_text(results))
     elif command == "logs":
         for line in forge.logs(args.run_id):
             print(

@@ -18,10 +18,12 @@ import requests
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from nexa_forge import queries
-from nexa_forge.settings import SettingError, add_setting
+from nexa_forge.settings import SettingError, add_setting, grid_values
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 WHOLE_GRAPH = "nexa_job"  # its partitions are the domains
+SWEEP_POINTS = "sweep_point_job"  # a sweep's point: the training and evaluation assets
+SWEEP_TAG = "nexa/sweep"  # on a sweep's plan, points and results (and a replay's)
 ASSET_JOB = "__ASSET_JOB"  # Dagster's implicit job over every asset: runs any selection
 START_HINT = "start one with `dagster dev -m nexa_assets.definitions`, or point --url / NEXA_DAGSTER_URL at it"
 
@@ -76,6 +78,7 @@ class Run:
     steps_total: int
     started: datetime | None
     ended: datetime | None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -119,6 +122,34 @@ class Backfill:
     def progress(self) -> str:
         runs = ", ".join(f"{domain} {status or 'waiting'}" for domain, (_, status) in self.runs.items())
         return f"backfill {self.backfill_id}: {self.status}; {runs}" + (f"; {self.error}" if self.error else "")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep (or a replay, a sweep of one point) as it stands: its plan's run, its points' runs, its results."""
+
+    plan: Run
+    sweep_id: str | None  # known once the plan has run
+    points: dict[int, list[str]]  # point -> its runs' statuses, oldest first
+    results: str | None  # the status of its newest results run; None before one
+
+    @property
+    def finished(self) -> bool:
+        return (self.plan.finished and not self.plan.ok) or self.results in FINISHED
+
+    @property
+    def ok(self) -> bool:
+        return self.results == "SUCCESS"
+
+    def progress(self) -> str:
+        if not self.plan.ok:
+            return f"sweep plan {self.plan.run_id}: {self.plan.status}"
+        done = sum("SUCCESS" in statuses for statuses in self.points.values())
+        running = sum(statuses[-1] not in FINISHED for statuses in self.points.values())
+        return (
+            f"sweep {self.sweep_id}: {done} point(s) done, {running} running or queued, "
+            f"{sum(len(s) for s in self.points.values())} run(s) in all; results {self.results or 'not yet'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -511,6 +542,85 @@ class NexaForgeClient:
             raise UnknownDomain(f"no domain {', '.join(result['partitionKeys'])} at {self.url}")
         return self._answer(result, "LaunchBackfillSuccess", "launching the backfill")["backfillId"]
 
+    # --- sweeps and replays ----------------------------------------------------------------------
+
+    def sweep(
+        self,
+        domain: str,
+        grid: Mapping[str, Iterable] | Iterable[str],
+        *,
+        random: int = 0,
+        seed: int = 17,
+        max_parallel: int = 2,
+        retries: int = 1,
+        settings: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Launch a sweep (sweep_job) of `domain`: each point of `grid` ({ASSET.KEY: values} or ["ASSET.KEY=V1,V2"]),
+        every combination or `random` of them, is a run of the training and evaluation assets with that point's
+        settings and `settings` ({ASSET.KEY: value}, on every point); the code location's sweep_sensor launches
+        them, at most `max_parallel` at once (the daemon must run). The plan's run id; wait_sweep follows it."""
+        specs = (
+            [f"{k}={','.join(json.dumps(v) for v in values)}" for k, values in grid.items()]
+            if isinstance(grid, Mapping)
+            else list(grid)
+        )
+        points = self.job(SWEEP_POINTS)
+        points.check_domain(domain, self.url)
+        try:
+            wanted = {target: values[0] for target, values in grid_values(specs).items()} | dict(settings or {})
+        except SettingError as exc:
+            raise NexaForgeError(str(exc)) from None
+        points.ops_config(wanted)  # a misspelt key is refused here, with the closest ones, before anything runs
+        config = {
+            "domain": domain,
+            "grid": specs,
+            "random": random,
+            "seed": seed,
+            "max_parallel": max_parallel,
+            "retries": retries,
+            "settings": [f"{k}={json.dumps(v)}" for k, v in (settings or {}).items()],
+        }
+        return self.run(None, "sweep_job", config={"ops": {"sweep_plan": {"config": config}}})
+
+    def replay(self, domain: str, version: int) -> str:
+        """Launch a replay of release `version` of `domain` (replay_job): its recorded inputs are checked, then it is
+        trained and evaluated anew as one run (the daemon's sweep_sensor launches it). wait_sweep follows it."""
+        config = {"domain": domain, "version": int(version)}
+        return self.run(None, "replay_job", config={"ops": {"replay_plan": {"config": config}}})
+
+    def sweep_status(self, plan_run_id: str) -> Sweep:
+        plan = self.status(plan_run_id)
+        sweep = plan.tags.get(SWEEP_TAG)
+        points, results = {}, None
+        for run in reversed(self._tagged(SWEEP_TAG, sweep) if sweep else []):  # oldest first
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            if run["jobName"] == "sweep_results_job":
+                results = run["status"]
+            elif "nexa/sweep_point" in tags:
+                points.setdefault(int(tags["nexa/sweep_point"]), []).append(run["status"])
+        return Sweep(plan, sweep, points, results)
+
+    def wait_sweep(
+        self,
+        plan_run_id: str,
+        timeout: float | None = None,
+        poll: float = 5.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> Sweep:
+        """Poll a sweep (or replay) until its results are written, or its plan failed."""
+        return self._wait(lambda: self.sweep_status(plan_run_id), f"sweep {plan_run_id}", timeout, poll, progress)
+
+    def sweep_results(self, domain: str, sweep_id: str) -> dict:
+        """The sweep's results as sweep_results recorded them: {"rows": one per point, "best": the best points}."""
+        for found in self.materializations("sweep_results", domain, limit=50):
+            if found.metadata.get("sweep_id") == sweep_id:
+                return {"rows": found.metadata.get("rows", []), "best": found.metadata.get("best", "")}
+        raise NexaForgeError(f"no results of sweep {sweep_id} for {domain} yet")
+
+    def _tagged(self, key: str, value: str) -> list[dict]:
+        result = self._query(queries.RUNS_TAGGED, key=key, value=value)["runsOrError"]
+        return self._answer(result, "Runs", f"runs tagged {key}={value}")["results"]
+
     # --- progress -------------------------------------------------------------------------------
 
     def status(self, run_id: str) -> Run:
@@ -526,6 +636,7 @@ class NexaForgeClient:
             len(plan["steps"]),
             _time(result["startTime"], 1),
             _time(result["endTime"], 1),
+            tags,
         )
 
     def backfill_status(self, backfill_id: str) -> Backfill:

@@ -129,6 +129,17 @@ query Logs($id: ID!, $cursor: String) {
 }
 """
 
+# The runs carrying a tag (a sweep's points and results), newest first
+RUNS_TAGGED = """
+query RunsTagged($key: String!, $value: String!) {
+  runsOrError(filter: {tags: [{key: $key, value: $value}]}) {
+    __typename
+    ... on Runs { results { runId jobName status tags { key value } } }
+    ... on Error { message }
+  }
+}
+"""
+
 _METADATA = """
 fragment Metadata on MetadataEntry {
   __typename

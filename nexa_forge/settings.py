@@ -4,7 +4,34 @@ sweep's grid. Plain Python, so the SDK stays free of the code location."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Mapping
+
+import yaml
+
+# YAML 1.1 (PyYAML) reads 1e-4 as text; a setting written so is meant as a number
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
+
+
+def setting_value(text: str):
+    """A setting's value as written on a command line: YAML (1, 0.5, true, [a, b], null), 1e-4 a number."""
+    value = yaml.safe_load(text)
+    return float(value) if isinstance(value, str) and _NUMBER.match(value) else value
+
+
+def grid_values(specs: list[str]) -> dict[str, list]:
+    """--grid ASSET.KEY=V1,V2,... as {ASSET.KEY: [values]}, each value read as setting_value reads it."""
+    grid: dict[str, list] = {}
+    for spec in specs:
+        target, sep, values = spec.partition("=")
+        if not sep or "." not in target or not values.strip():
+            raise SettingError(
+                f"--grid {spec!r}: expected ASSET.KEY=V1,V2,..., e.g. student_checkpoint.learning_rate=1e-4,5e-4"
+            )
+        if target in grid:
+            raise SettingError(f"--grid {target} is given twice")
+        grid[target] = [setting_value(v.strip()) for v in values.split(",")]
+    return grid
 
 
 class SettingError(ValueError):

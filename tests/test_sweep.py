@@ -11,18 +11,21 @@ from release_helpers import copy_tables, graph_resources, read
 
 from nexa_assets.definitions import build_defs
 from nexa_assets.sweep import ATTEMPT_TAG, SweepSettings, point_runs, sweep_sensor
-from nexa_core.sweep import POINT_TAG, SWEEP_TAG, SweepError, grid_points, parse_grid
+from nexa_core.sweep import POINT_TAG, SWEEP_TAG, SweepError, check_grid, grid_points
+from nexa_forge.settings import SettingError, grid_values
 from resources.environment import Environment
 
 
 def test_a_misspelt_or_mistyped_grid_key_is_refused_naming_it():
     with pytest.raises(SweepError, match=r"'num_trian_epochs'.*did you mean num_train_epochs"):
-        parse_grid(["student_checkpoint.num_trian_epochs=1,2"])
+        check_grid(grid_values(["student_checkpoint.num_trian_epochs=1,2"]))
     with pytest.raises(SweepError, match="learning_rate"):
-        parse_grid(["student_checkpoint.learning_rate=1e-4,fast"])
-    with pytest.raises(SweepError, match="ASSET.KEY=V1,V2"):
-        parse_grid(["learning_rate=1e-4"])
-    grid = parse_grid(["student_checkpoint.learning_rate=1e-4,2e-4,5e-4", "student_base.num_train_epochs=3,6"])
+        check_grid(grid_values(["student_checkpoint.learning_rate=1e-4,fast"]))
+    with pytest.raises(SettingError, match="ASSET.KEY=V1,V2"):
+        grid_values(["learning_rate=1e-4"])
+    grid = check_grid(
+        grid_values(["student_checkpoint.learning_rate=1e-4,2e-4,5e-4", "student_base.num_train_epochs=3,6"])
+    )
     assert grid["student_checkpoint.learning_rate"] == [1e-4, 2e-4, 5e-4]  # 1e-4 a number, not text
     assert len(grid_points(grid)) == 6
     drawn = grid_points(grid, sample=3, seed=1)
@@ -46,7 +49,8 @@ def tick(defs, instance) -> list[dg.RunRequest]:
 
 
 def run(defs, instance, request: dg.RunRequest):
-    return defs.resolve_job_def(request.job_name).execute_in_process(
+    """The requested run, in this process; a failed step's error in the assertion."""
+    result = defs.resolve_job_def(request.job_name).execute_in_process(
         run_config=request.run_config,
         tags=request.tags,
         partition_key=request.partition_key,
@@ -54,6 +58,8 @@ def run(defs, instance, request: dg.RunRequest):
         instance=instance,
         raise_on_error=False,
     )
+    assert result.success, [str(e.step_failure_data.error) for e in result.get_step_failure_events()]
+    return result
 
 
 @pytest.mark.slow
@@ -116,7 +122,7 @@ def test_a_sweep_runs_each_point_with_its_settings_reruns_a_killed_point_alone_a
     rows = read(root, "sweep_results").filter(pl.col("sweep_id") == sweep).sort("point")
     assert rows["point"].to_list() == [0, 1, 2, 3] and rows["checkpoint_id"].null_count() == 0
     checkpoints = read(root, "checkpoint_history")
-    points = grid_points(parse_grid(config["grid"]))
+    points = grid_points(grid_values(config["grid"]))
     for row, point in zip(rows.iter_rows(named=True), points):
         assert json.loads(row["settings"]) == point
         made = checkpoints.filter(pl.col("checkpoint_id") == row["checkpoint_id"]).row(0, named=True)
@@ -137,3 +143,56 @@ def test_a_sweep_runs_each_point_with_its_settings_reruns_a_killed_point_alone_a
         run_config={"ops": {"sweep_plan": {"config": config}}}, instance=instance
     )
     assert all(r.job_name == "sweep_results_job" for r in tick(defs, instance))
+
+
+@pytest.mark.slow
+def test_a_replay_rebuilds_a_release_from_its_record_and_names_what_is_gone(evaluated_physics, tmp_path):
+    from deltalake import DeltaTable, write_deltalake
+    from release_helpers import candidate_scores, materialize_release, passing_gate
+
+    root = copy_tables(evaluated_physics["root"], tmp_path)
+    instance = evaluated_physics["instance"]
+    defs = build_defs(Environment.read(environment(root)))
+    checkpoint = read(root, "student_checkpoint").row(0, named=True)
+    gate = passing_gate(candidate_scores(root, "physics", checkpoint["checkpoint_id"]))
+    assert materialize_release(instance, root, "physics", **gate).success
+    released = read(root, "release_history").row(-1, named=True)
+    # the SFT set moves on after the release: half its train rows are gone from the newest version
+    sft = str(root / "delta" / "nexa" / "sft_dataset")
+    rows = pl.read_delta(sft)
+    fewer = pl.concat([rows.filter(pl.col("split") != "train"), rows.filter(pl.col("split") == "train").head(8)])
+    write_deltalake(sft, fewer.to_arrow(), mode="overwrite")
+
+    replay = {"ops": {"replay_plan": {"config": {"domain": "physics", "version": released["model_version"]}}}}
+    plan = defs.resolve_job_def("replay_job").execute_in_process(run_config=replay, instance=instance)
+    tags = instance.get_run_by_id(plan.run_id).tags
+    settings = json.loads(tags["nexa/replay_settings"])
+    assert settings["student_checkpoint.sft_version"] == released["sft_version"] == checkpoint["sft_version"]
+    assert settings["student_checkpoint.max_steps"] == json.loads(checkpoint["settings"])["max_steps"]
+    (point,) = tick(defs, instance)
+    assert point.tags[SWEEP_TAG] == tags[SWEEP_TAG]
+    assert run(defs, instance, point).success
+    (results,) = tick(defs, instance)
+    assert run(defs, instance, results).success
+
+    replayed = read(root, "sweep_results").filter(pl.col("sweep_id") == tags[SWEEP_TAG]).row(0, named=True)
+    again = (
+        read(root, "checkpoint_history").filter(pl.col("checkpoint_id") == replayed["checkpoint_id"]).row(0, named=True)
+    )
+    assert again["sft_version"] == released["sft_version"] and again["train_examples"] == checkpoint["train_examples"]
+    assert "replay-physics-v" in again["artifact_uri"] and again["artifact_uri"] != checkpoint["artifact_uri"]
+    output = next(e for e in plan.all_events if e.event_type_value == "STEP_OUTPUT").step_output_data
+    recorded = {r["measure"]: r["student"] for r in output.metadata["recorded"].value}
+    assert set(recorded) == {s["measure"] for s in replayed["scores"]}
+    for score in replayed["scores"]:  # the same data, settings and seed on the same machine: within the interval
+        original = recorded[score["measure"]]
+        assert original["ci_low"] <= score["mean"] <= original["ci_high"], (score, original)
+
+    # the release's SFT version vacuumed away: the plan says so and launches nothing
+    write_deltalake(sft, fewer.head(30).to_arrow(), mode="overwrite")
+    DeltaTable(sft).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    refused = defs.resolve_job_def("replay_job").execute_in_process(
+        run_config=replay, instance=instance, raise_on_error=False
+    )
+    message = str(refused.get_step_failure_events()[0].step_failure_data.error)
+    assert f"sft_dataset v{released['sft_version']} cannot be read any more" in message

@@ -18,6 +18,15 @@ def settings_json(record: dict) -> str | None:
     return json.dumps(record["settings"], sort_keys=True) if record.get("settings") is not None else None
 
 
+def speed_columns(record: dict) -> dict:
+    """The stage's speed (schemas.SPEED: tokens/s, MFU, the GEMM roof, padding share) from its record; null for a
+    record made before they were counted. An older record's tokens/s is its trained tokens over its time."""
+    columns = {name: record.get(name) for name in schemas.SPEED}
+    if columns["tokens_per_second"] is None and record.get("trained_tokens") and record.get("wall_seconds"):
+        columns["tokens_per_second"] = record["trained_tokens"] / record["wall_seconds"]
+    return columns
+
+
 def base_row(domain: str, record: dict, documents_version: int, config_hash: str) -> pl.DataFrame:
     """The student_base row. A base used as it is (not read into) reports no tokens, loss or times."""
     return pl.DataFrame(
@@ -32,15 +41,17 @@ def base_row(domain: str, record: dict, documents_version: int, config_hash: str
                 "trained": record["trained"],
                 "documents": record["documents"],
                 "documents_version": documents_version,
-                "read_tokens": record.get("trained_tokens", 0),
+                "read_tokens": record.get("epoch_tokens", record.get("trained_tokens", 0)),  # a pass over all it read
                 "steps": record["steps"],
                 "final_loss": record.get("final_loss"),
                 "wall_seconds": record.get("wall_seconds", 0.0),
                 "gpu_seconds": record.get("gpu_seconds", 0.0),
                 "device": record.get("device", ""),
                 "precision": record.get("precision"),
+                **speed_columns(record),
                 "config_hash": config_hash,
                 "settings": settings_json(record),
+                "restatements_version": record.get("restatements_version"),
                 "created_at": datetime.now(timezone.utc),
             }
         ],
@@ -80,6 +91,7 @@ def checkpoint_row(
                 "lora": record["lora"],
                 "config_hash": config_hash,
                 "settings": settings_json(record),
+                "restatements_version": record.get("restatements_version"),
                 "sft_version": sft_version,
                 "round": round_,
                 "train_examples": record["train_examples"],
@@ -94,9 +106,7 @@ def checkpoint_row(
                 "device": record["device"],
                 "precision": record.get("precision"),
                 "trained_tokens": record.get("trained_tokens"),
-                "tokens_per_second": record["trained_tokens"] / record["wall_seconds"]
-                if record.get("trained_tokens") and record["wall_seconds"]
-                else None,
+                **speed_columns(record),
                 "mlflow_run_id": mlflow_run_id,
                 "dagster_run_id": dagster_run_id,
                 "created_at": datetime.now(timezone.utc),
@@ -124,6 +134,7 @@ def distilled_row(domain: str, record: dict, checkpoint: dict, logits_id: str, l
         **{k: record[k] for k in ("first_loss", "final_loss", "wall_seconds")},
         "sft_only_final_loss": sft_only.get("final_loss"),
         **{k: record[k] for k in ("trained_tokens", "precision", "device")},
+        **speed_columns(record),
         "files_sha256": json.dumps(record["files"], sort_keys=True),
         "kd_config": settings_json(record),
     }

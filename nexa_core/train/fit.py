@@ -13,6 +13,7 @@ from nexa_core.models.device import device_name, precision, use_bf16
 from nexa_core.recipe import TrainerConfig
 from nexa_core.settings import SettingsError
 from nexa_core.train.commit import last_checkpoint
+from nexa_core.train.meter import FitMeter
 from nexa_core.train.rows import VARLEN_ATTENTION, packing_length
 
 
@@ -70,6 +71,7 @@ def fit(
     peft_config=None,
     log=print,
     on_metrics=None,
+    ordered: bool = False,
 ) -> dict:
     """Train with TRL's SFTTrainer on token rows (input_ids + labels), resuming from the newest complete
     checkpoint in run_dir. Shared by the reading stage and SFT. Returns the trainer and its curve."""
@@ -84,13 +86,15 @@ def fit(
     cuda = torch.cuda.is_available()
     patience = early_stopping(settings, bool(eval_rows))
     max_length = row_length(settings, model, train_rows, cuda, domain, log)
-    args = sft_config(settings, run_dir, max_length, bool(eval_rows), bool(patience), cuda)
+    args = sft_config(settings, run_dir, max_length, bool(eval_rows), bool(patience), cuda, ordered)
     curve: list[dict] = []
-    callbacks = [curve_reporter(curve, on_metrics)]
+    completion = not cuda and args.world_size == 1  # the head only at labelled positions (_completion_trainer)
+    meter = FitMeter(settings.stage, domain, settings.progress_seconds, log, completion_head=completion)
+    callbacks = [curve_reporter(curve, on_metrics), meter.callback()]
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     as_dataset = datasets.Dataset.from_list
-    trainer = (_completion_trainer() if not cuda and args.world_size == 1 else SFTTrainer)(
+    trainer = meter.counting(_completion_trainer() if completion else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=as_dataset(train_rows),
@@ -107,6 +111,7 @@ def fit(
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
     record = fit_record(trainer, args, result, curve, resume, wall, cuda, train_rows)
+    record |= meter.record(trainer.model, wall, args.bf16, args.world_size)  # tokens/s, MFU, padding, time outside
     return {"trainer": trainer, "curve": curve, "record": record}
 
 
@@ -126,9 +131,18 @@ def row_length(settings: TrainerConfig, model, train_rows: list[dict], cuda: boo
     return length
 
 
-def sft_config(settings: TrainerConfig, run_dir: Path, max_length: int, has_eval: bool, early_stop: bool, cuda: bool):
+def sft_config(
+    settings: TrainerConfig,
+    run_dir: Path,
+    max_length: int,
+    has_eval: bool,
+    early_stop: bool,
+    cuda: bool,
+    ordered: bool = False,
+):
     """TRL's SFTConfig. The settings that are its fields go to it as they are (learning rate, epochs, batch,
-    schedule, steps, seed, ...); then what this project decides from them; trainer_args (any other field) win."""
+    schedule, steps, seed, ...); then what this project decides from them; trainer_args (any other field) win.
+    `ordered`: the rows come in the order to train them, every pass included (training_order): one sequential pass."""
     import dataclasses
 
     from trl import SFTConfig
@@ -141,7 +155,12 @@ def sft_config(settings: TrainerConfig, run_dir: Path, max_length: int, has_eval
         max_length=max_length,
         bf16=use_bf16(settings.bf16),
         # batches of similar lengths: little compute is spent on padding when rows are not packed
-        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        train_sampling_strategy="sequential"
+        if ordered
+        else "group_by_length"
+        if settings.group_by_length
+        else "random",
+        **({"num_train_epochs": 1} if ordered else {}),
         save_strategy="steps",
         eval_strategy="steps" if has_eval else "no",
         load_best_model_at_end=early_stop,
@@ -203,6 +222,7 @@ def fit_record(
         "bf16": args.bf16,
         "precision": precision(args.bf16),
         "world_size": args.world_size,
+        "epoch_tokens": sum(len(r["input_ids"]) for r in train_rows),  # one pass over every row
         # every token of every row, as many times as the rows were passed over (state.epoch counts partial ones)
         "trained_tokens": round(float(trainer.state.epoch or 0) * sum(len(r["input_ids"]) for r in train_rows)),
     }

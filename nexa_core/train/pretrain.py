@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nexa_core.distill.restatements import read_restatements
 from nexa_core.models.bases import DEFAULT_STUDENT
 from nexa_core.models.load import load_student
 from nexa_core.recipe import ReadingConfig
@@ -38,8 +39,10 @@ def read_corpus(
     bases_dir: Path | str,
     log=print,
     on_metrics=None,
+    restatements: list[str] | None = None,
 ) -> dict:
-    """Train the student on the documents and save it under out_dir/model; return its record."""
+    """Train the student on the documents (and `restatement_passes` passes over the teacher's restatements of
+    them) and save it under out_dir/model; return its record."""
     if not documents:
         raise ValueError(f"partition {domain}: raw_documents has no document for this domain; nothing to read")
     out_dir = Path(out_dir)
@@ -78,6 +81,8 @@ def read_corpus(
     rows = document_rows(
         tokenizer, reading_texts(documents, settings.sentence_passes, settings.seed), settings.max_length
     )
+    if restatements and settings.restatement_passes:
+        rows += document_rows(tokenizer, restatements, settings.max_length) * settings.restatement_passes
     log(f"partition {domain}: reading {len(documents)} documents, {sum(len(r['input_ids']) for r in rows)} tokens")
     fitted = fit(model, tokenizer, rows, [], settings, out_dir / "trainer", domain, log=log, on_metrics=on_metrics)
     record = commit_model(
@@ -92,10 +97,16 @@ def read_corpus(
 
 def _read(args, settings: ReadingConfig, log, on_metrics) -> dict:
     documents = read_documents(args.documents_uri, args.documents_version, args.domain)
-    record = read_corpus(
-        settings, documents, Path(args.output_dir), args.domain, bases_dir(args), log=log, on_metrics=on_metrics
+    restatements = (
+        read_restatements(args.restatements_uri, args.restatements_version, args.domain)
+        if args.restatements_uri and settings.restatement_passes
+        else None
     )
-    return {**record, "documents_version": args.documents_version}
+    out_dir = Path(args.output_dir)
+    record = read_corpus(
+        settings, documents, out_dir, args.domain, bases_dir(args), log, on_metrics, restatements=restatements
+    )
+    return {**record, "documents_version": args.documents_version, "restatements_version": args.restatements_version}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,3 +109,47 @@ def packing_length(lengths: list[int], cap: int, varlen_attention: bool) -> int:
         return cap
     longest = max(lengths)
     return min(cap, max(64, 1 << (longest - 1).bit_length()))
+
+
+# A step's rows are taken from windows of this many batches sorted by length, as transformers' LengthGroupedSampler
+# does: little padding, and the order within a pass stays random
+LENGTH_WINDOW = 50
+
+
+def passes(rows: list[dict], epochs: float, batch_size: int, seed: str) -> list[dict]:
+    """`epochs` passes over `rows` (a fraction: that share of one more pass), each in a fresh seeded order, its
+    batches of similar lengths: rows sorted by length within windows of LENGTH_WINDOW batches, the batches shuffled."""
+    import random
+
+    out: list[dict] = []
+    whole, part = int(epochs), epochs - int(epochs)
+    for n in range(whole + (part > 0)):
+        rng = random.Random(f"{seed}:{n}")
+        order = rows[:]
+        rng.shuffle(order)
+        if n == whole:
+            order = order[: round(part * len(order))]
+        window = LENGTH_WINDOW * batch_size
+        grouped = [
+            sorted(order[i : i + window], key=lambda r: len(r["input_ids"]), reverse=True)
+            for i in range(0, len(order), window)
+        ]
+        batches = [g[i : i + batch_size] for g in grouped for i in range(0, len(g), batch_size)]
+        rng.shuffle(batches)
+        out += [row for batch in batches for row in batch]
+    return out
+
+
+def training_order(phases: list[tuple[str, list[dict], float]], batch_size: int, seed: int) -> tuple[list, list]:
+    """The rows in the order they are trained, phase after phase ((name, rows, epochs) each, e.g. the QA pairs alone,
+    then the pairs mixed with the documents: pre-instruction-tuning), and a summary of each phase."""
+    ordered, summary = [], []
+    for name, rows, epochs in phases:
+        if not rows or epochs <= 0:
+            continue
+        taken = passes(rows, epochs, batch_size, f"{seed}:{name}")
+        ordered += taken
+        summary.append(
+            {"phase": name, "epochs": epochs, "rows": len(taken), "tokens": sum(len(r["input_ids"]) for r in taken)}
+        )
+    return ordered, summary

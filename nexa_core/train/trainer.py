@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from nexa_core.distill.restatements import read_restatements
 from nexa_core.models.bases import DEFAULT_STUDENT
 from nexa_core.models.checkpoint import read_manifest
 from nexa_core.models.load import load_student
@@ -25,7 +26,14 @@ from nexa_core.recipe import FinetuneConfig, ReadingConfig
 from nexa_core.stage import SFTRequest
 from nexa_core.train.commit import commit_model, committed
 from nexa_core.train.fit import fit
-from nexa_core.train.rows import conversation_rows, document_rows, read_documents, read_sft, reading_texts
+from nexa_core.train.rows import (
+    conversation_rows,
+    document_rows,
+    read_documents,
+    read_sft,
+    reading_texts,
+    training_order,
+)
 from nexa_core.train.start import (
     TrainingError,
     attention,
@@ -48,10 +56,12 @@ def train(
     on_metrics=None,
     documents: list[str] | None = None,
     bases: Path | None = None,
+    restatements: list[str] | None = None,
 ) -> dict:
     """SFT from settings.base_model (normally the domain's student_base) and save; return the
-    checkpoint record (without the artifact-level fields). `documents`, when given, are replayed as
-    causal LM rows beside the QA pairs (`replay_documents`) so SFT does not wash out what was read."""
+    checkpoint record (without the artifact-level fields). The QA pairs alone first for `qa_first_epochs`
+    (pre-instruction-tuning), then `num_train_epochs` of the pairs mixed with the documents (`replay_documents`
+    passes: SFT does not wash out what was read) and the teacher's restatements (`restatement_passes`)."""
     train_rows = splits["train"]
     check_train_size(train_rows.height, settings, domain, "the SFT train split")
     out_dir = Path(out_dir)
@@ -67,17 +77,28 @@ def train(
         raise TrainingError(f"partition {domain}: {exc}") from exc
     full = full_finetune(settings, base)
     lora = None if full else lora_config(settings, model)
-    rows = conversation_rows(tokenizer, train_rows["messages"].to_list())
-    qa_rows = len(rows)
-    if documents and settings.replay_documents:  # what the student read, read again: no forgetting
-        rows += document_rows(
-            tokenizer,
-            reading_texts(documents, settings.replay_sentence_passes, settings.seed + 1),
-            settings.max_length,
-        ) * int(settings.replay_documents)
+    qa, read, restated = sft_rows(tokenizer, settings, train_rows, documents, restatements)
+    phases = [("qa", qa, settings.qa_first_epochs), ("mixed", qa + read + restated, settings.num_train_epochs)]
+    if settings.packing and settings.qa_first_epochs:
+        raise TrainingError(f"partition {domain}: qa_first_epochs needs packing off (packing would mix the phases)")
+    batch = settings.per_device_train_batch_size * settings.gradient_accumulation_steps
+    ordered, schedule = training_order(phases, batch, settings.seed)
+    log(f"partition {domain}: " + "; ".join(f"{p['phase']} {p['epochs']} epochs, {p['rows']} rows" for p in schedule))
     validation = conversation_rows(tokenizer, splits["validation"]["messages"].to_list())
     run_dir = out_dir / "trainer"
-    fitted = fit(model, tokenizer, rows, validation, settings, run_dir, domain, lora, log=log, on_metrics=on_metrics)
+    fitted = fit(
+        model,
+        tokenizer,
+        ordered,
+        validation,
+        settings,
+        run_dir,
+        domain,
+        lora,
+        log=log,
+        on_metrics=on_metrics,
+        ordered=True,
+    )
     record = {
         "domain": domain,
         "base_model": settings.base_model,
@@ -86,8 +107,10 @@ def train(
         "lora": None if full else lora_record(settings, lora),
         **fitted["record"],
         "train_examples": train_rows.height,
-        "qa_rows": qa_rows,
-        "replayed_rows": len(rows) - qa_rows,
+        "qa_rows": len(qa),
+        "replayed_rows": len(read),
+        "restated_rows": len(restated),
+        "schedule": schedule,
         "config_hash": given.digest(),
         "settings": given.to_dict(),
     }
@@ -95,6 +118,27 @@ def train(
     return commit_model(
         fitted["trainer"], tokenizer, out_dir, name, {**record, "curve": fitted["curve"]}, merge=settings.merge
     )
+
+
+def sft_rows(tokenizer, settings: FinetuneConfig, train_rows, documents, restatements) -> tuple[list, list, list]:
+    """(QA pair rows, the documents read again, the restatements read): each a pass, the last two as causal LM rows."""
+    qa = conversation_rows(tokenizer, train_rows["messages"].to_list())
+    read = (
+        document_rows(
+            tokenizer,
+            reading_texts(documents, settings.replay_sentence_passes, settings.seed + 1),
+            settings.max_length,
+        )
+        * int(settings.replay_documents)
+        if documents and settings.replay_documents
+        else []
+    )
+    restated = (
+        document_rows(tokenizer, restatements, settings.max_length) * settings.restatement_passes
+        if restatements and settings.restatement_passes
+        else []
+    )
+    return qa, read, restated
 
 
 def sft_base(settings: FinetuneConfig, train_rows, out_dir: Path, domain: str, bases: Path | None, log=print) -> str:
@@ -124,6 +168,11 @@ def _sft(args, settings: FinetuneConfig, log, on_metrics) -> dict:
     log(f"partition {args.domain}: SFT v{args.sft_version}: " + ", ".join(f"{k}={v.height}" for k, v in splits.items()))
     # read whenever given: whether they are replayed (replay_documents) depends on the kind of student
     documents = read_documents(args.documents_uri, args.documents_version, args.domain) if args.documents_uri else None
+    restatements = (
+        read_restatements(args.restatements_uri, args.restatements_version, args.domain)
+        if args.restatements_uri and settings.restatement_passes
+        else None
+    )
     record = train(
         settings,
         splits,
@@ -133,8 +182,9 @@ def _sft(args, settings: FinetuneConfig, log, on_metrics) -> dict:
         on_metrics=on_metrics,
         documents=documents,
         bases=bases_dir(args),
+        restatements=restatements,
     )
-    return {**record, "sft_version": args.sft_version}
+    return {**record, "sft_version": args.sft_version, "restatements_version": args.restatements_version}
 
 
 def main(argv: list[str] | None = None) -> int:
