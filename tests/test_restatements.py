@@ -114,8 +114,16 @@ def test_restatements_are_cached_and_versioned_through_the_teacher(instance, raw
     assert kept.height >= 2 * calls and set(kept["kind"]) >= {"permuted", "qa_form", "cloze"}
     assert (rows["template_name"] == "restatements_v1").all() and (rows["teacher_model"] == "test-teacher").all()
     assert rows["template_hash"].unique().to_list() == [load_template("restatements_v1").sha256]
-    assert read_restatements(str(delta_root / "nexa" / "restatements"), version, "physics") == (
-        kept.sort("doc_id", "passage_id", "restatement_index")["text"].to_list()
+    ordered = kept.sort("doc_id", "passage_id", "restatement_index")
+    uri = str(delta_root / "nexa" / "restatements")
+    assert read_restatements(uri, version, "physics", asked_of=set(kept["doc_id"])) == ordered["text"].to_list()
+    # the questions of a document whose pairs are held out are never read: only its statements
+    held_out = ordered["doc_id"][0]
+    asked = ordered.filter((pl.col("doc_id") != held_out) | ~pl.col("kind").is_in(["qa_form", "cloze"]))
+    assert (
+        read_restatements(uri, version, "physics", asked_of=set(kept["doc_id"]) - {held_out})
+        == (asked["text"].to_list())
+        != ordered["text"].to_list()
     )
     # A second materialization is served from the teacher's cache: no new call.
     second = materialize_domain(instance, "physics", raw_root, delta_root, teacher=teacher, selection=assets)

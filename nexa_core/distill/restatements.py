@@ -162,12 +162,27 @@ def restatement_counts(restatements: pl.DataFrame) -> dict[str, int]:
     return reason_counts(restatements, REASONS)
 
 
-def read_restatements(uri: str, version: int | None, domain: str, storage_options: dict | None = None) -> list[str]:
+# Restatements that ask: a held-out document's facts as questions are its held-out questions, nearly word for word
+# (qa_form is the question forms the offline teacher asks with), so they are read only of documents whose pairs
+# the student is trained on
+QUESTION_KINDS = ("qa_form", "cloze")
+
+
+def read_restatements(
+    uri: str,
+    version: int | None,
+    domain: str,
+    storage_options: dict | None = None,
+    asked_of: set[str] | None = None,
+) -> list[str]:
     """The kept restatements of one domain in the `restatements` table at `uri` (Delta `version`; None:
-    the latest), in document, passage and reply order: texts for the student to read."""
+    the latest), in document, passage and reply order: texts for the student to read. Those that ask
+    (QUESTION_KINDS) only of the documents in `asked_of` (the SFT train split's; None: of none)."""
+    asks = pl.col("kind").is_in(QUESTION_KINDS)
     return (
         pl.scan_delta(uri, version=version, storage_options=storage_options)
         .filter((pl.col("domain") == domain) & pl.col("reject_reason").is_null())
+        .filter(~asks | pl.col("doc_id").is_in(sorted(asked_of or ())))
         .sort("doc_id", "passage_id", "restatement_index")
         .select("text")
         .collect()["text"]

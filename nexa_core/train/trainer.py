@@ -169,7 +169,12 @@ def _sft(args, settings: FinetuneConfig, log, on_metrics) -> dict:
     # read whenever given: whether they are replayed (replay_documents) depends on the kind of student
     documents = read_documents(args.documents_uri, args.documents_version, args.domain) if args.documents_uri else None
     restatements = (
-        read_restatements(args.restatements_uri, args.restatements_version, args.domain)
+        read_restatements(
+            args.restatements_uri,
+            args.restatements_version,
+            args.domain,
+            asked_of=set(splits["train"]["doc_id"]),  # a held-out document's facts are never asked
+        )
         if args.restatements_uri and settings.restatement_passes
         else None
     )
