@@ -230,7 +230,7 @@ def sweep_results(
     domain = context.partition_key
     if config.domain != domain:
         raise dg.Failure(f"sweep_results: the sweep is of {config.domain}, the partition is {domain}")
-    sweep, points, _ = config.plan()
+    sweep, points, shared = config.plan()
     runs = succeeded(point_runs(context.instance, sweep))
     if not delta.exists(CHECKPOINT_HISTORY):
         raise dg.Failure(f"partition {domain}: checkpoint_history has no rows; no point of sweep {sweep} trained")
@@ -238,7 +238,7 @@ def sweep_results(
         delta.read_partition(t, domain) if delta.exists(t) else None
         for t in (CHECKPOINT_HISTORY, EVAL_HISTORY, BENCHMARK_HISTORY)
     ]
-    rows = sweep_rows(domain, sweep, points, runs, *histories)
+    rows = sweep_rows(domain, sweep, points, runs, *histories, shared=shared)
     report = write_sweep_report(rows, reports.path(f"sweep-{domain}-{sweep}.html"))
     earlier = delta.read_partition(SWEEP_RESULTS, domain) if delta.exists(SWEEP_RESULTS) else rows.clear()
     best = best_points(rows)

@@ -83,10 +83,12 @@ def sweep_rows(
     checkpoints: pl.DataFrame,
     history: pl.DataFrame,
     benchmarks: pl.DataFrame | None,
+    shared: dict | None = None,
 ) -> pl.DataFrame:
-    """One row per point: its settings, its run and checkpoint (from checkpoint_history, by the run that made it),
-    train time and tokens/s, and each lift-table measure of the student beside the off-the-shelf base, with
-    intervals. A point without a successful run has a row with no checkpoint and no scores."""
+    """One row per point: its settings, its run and checkpoint (from checkpoint_history, by the run that made
+    it), train time and tokens/s, and each lift-table measure of the student beside the off-the-shelf base, with
+    intervals; `shared`: the settings every point has (the default point has them at their defaults too). A
+    point without a successful run has a row with no checkpoint and no scores."""
     from nexa_core.evaluate.leaderboard import lift_rows
 
     rows = []
@@ -114,7 +116,7 @@ def sweep_rows(
                 "sweep_id": sweep,
                 "point": index,
                 "settings": json.dumps(point, sort_keys=True),
-                "is_default": is_default(point),
+                "is_default": is_default((shared or {}) | point),
                 "dagster_run_id": run_id,
                 "checkpoint_id": checkpoint["checkpoint_id"] if checkpoint else None,
                 "artifact_uri": checkpoint["artifact_uri"] if checkpoint else None,
