@@ -24,7 +24,6 @@ not SciQ), physics with chemistry as OTHER, the config-built student, a few step
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
@@ -51,19 +50,9 @@ F1_TARGET = 0.40
 
 def cpu_line() -> str:
     """The CPU by name, whether it has bf16 matrix units, and torch's threads: what CPU figures depend on."""
-    import torch
+    from nexa_core.models.speed import cpu_text
 
-    from nexa_core.models.device import cpu_flags
-
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    flags = cpu_flags()
-    has = {flag: "yes" if flag in flags else "no" for flag in ("amx_bf16", "avx512_bf16")}
-    threads = torch.get_num_threads()
-    return f"cpu: {model}, AMX {has['amx_bf16']}, avx512_bf16 {has['avx512_bf16']}, torch threads {threads}"
+    return f"cpu: {cpu_text()}"
 
 
 def read_jsonl(path: Path, what: str) -> list[dict]:

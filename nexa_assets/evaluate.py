@@ -42,6 +42,7 @@ from nexa_core.settings import from_settings
 from nexa_core.stage import GenerateRequest
 from nexa_core.tables import (
     BENCHMARK_HISTORY,
+    CHECKPOINT_HISTORY,
     DISTILLED_SCORES,
     EVAL_HISTORY,
     EVAL_METRICS,
@@ -279,7 +280,8 @@ def leaderboard(context: dg.AssetExecutionContext, delta: DeltaStore, reports: R
     history = eval_history(delta)
     benchmarks = delta.scan(BENCHMARK_HISTORY).collect() if delta.exists(BENCHMARK_HISTORY) else None
     distilled = delta.scan(DISTILLED_SCORES).collect() if delta.exists(DISTILLED_SCORES) else None
-    ranked = rank_checkpoints(history, benchmarks)
+    trained = delta.scan(CHECKPOINT_HISTORY).collect() if delta.exists(CHECKPOINT_HISTORY) else None
+    ranked = rank_checkpoints(history, benchmarks, trained)  # with each checkpoint's tokens/s and MFU
     report = write_report(history, ranked, reports.path(LEADERBOARD_REPORT), benchmarks, distilled)
     best = ranked.group_by("domain").agg(pl.col("score").max()).sort("domain") if ranked.height else ranked
     return dg.Output(

@@ -45,6 +45,23 @@ def test_training_benchmark_runs_both_trainers_and_both_fine_tunes(physics_data)
     assert out.count(" 1.00x ") == 2  # each fine-tune's baseline, measured in this run
 
 
+def test_roofline_benchmark_sets_every_stage_against_the_gemm_rate_measured_here(physics_data):
+    out = smoke("roofline.py", "--examples", physics_data)
+    assert re.search(r"\ncpu: .+, AMX (yes|no), avx512_bf16 (yes|no), torch threads \d+, \d+ cores\n", out), out
+    assert re.search(r"\nSFT 8 x 128 +MLP gate, up \(1024x64x256\) +\d+\.\d{3} +\d+\.\d{3}\n", out), out
+    assert "a forward pass, GEMMs only" in out and "bf16 2048x2048x2048" in out
+    number = r"\d[\d.e+-]*"
+    for stage in ("reading", "SFT", "KD", "generation"):
+        row = re.search(
+            rf"\n{stage} +\d+ +{number} +(?P<rate>{number}) +{number} +(?P<roof>{number}) +(?P<mfu>{number})% "
+            rf"+(?P<padding>{number})% +{number} \( *\d+%\) +(-|{number}) +{number}   \S",
+            out,
+        )
+        assert row and float(row["rate"]) > 0 and float(row["roof"]) > 0 and float(row["mfu"]) > 0, (stage, out)
+        assert 0 <= float(row["padding"]) < 100
+    assert "target MFU >= 50%" in out and "target 2x this run's new tokens/s" in out
+
+
 def test_generation_benchmark_runs_against_one_prompt_at_a_time(physics_data):
     out = smoke("generate.py", "--examples", physics_data)
     assert "model.generate, one at a time" in out and "nexa_core.evaluate.generate, batch 4" in out

@@ -21,6 +21,7 @@ from nexa_core.files import write_atomically
 from nexa_core.models.checkpoint import present_roles, verify_checkpoint
 from nexa_core.models.device import device_name, precision, use_bf16
 from nexa_core.models.load import load_for_eval
+from nexa_core.progress import Progress
 from nexa_core.recipe import GenerateConfig
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.stage import GenerateRequest, serve
@@ -58,8 +59,11 @@ def answer_length(tokens: list[int], stops: list[int]) -> int:
     return next((i + 1 for i, token in enumerate(tokens) if token in stops), len(tokens))
 
 
-def generate_answers(model, tokenizer, conversations: list[list[dict]], config: GenerateConfig) -> list[dict]:
-    """One {"prediction", "prompt_tokens", "new_tokens"} per conversation, in order."""
+def generate_answers(
+    model, tokenizer, conversations: list[list[dict]], config: GenerateConfig, progress: Progress | None = None
+) -> list[dict]:
+    """One {"prediction", "prompt_tokens", "new_tokens"} per conversation, in order; `progress` counts each batch
+    and its new tokens."""
     import torch
     from transformers import GenerationConfig, set_seed
 
@@ -99,6 +103,8 @@ def generate_answers(model, tokenizer, conversations: list[list[dict]], config: 
                         "new_tokens": n,
                     }
                 )
+            if progress:
+                progress.update(progress.done + 1, sum(a["new_tokens"] for a in answers[start:]))
     return answers
 
 
@@ -154,6 +160,8 @@ def answer(args: GenerateRequest, config: GenerateConfig, log) -> dict:
     conversations = examples["messages"].to_list()
     frames, seconds, speed = [], {}, {}
     roles = present_roles(args.adapter, args.roles, args.domain, log)
+    batches = -(-len(conversations) // config.batch_size)
+    progress = Progress(config.stage, args.domain, len(roles) * batches, log, config.progress_seconds, unit="batch")
     for role in roles:
         model, tokenizer = load_for_eval(args.adapter, role, config.bf16)
         # one short answer first, so the process's one-time start-up is not charged to whichever role is timed first
@@ -161,7 +169,7 @@ def answer(args: GenerateRequest, config: GenerateConfig, log) -> dict:
         if config.speed_tokens:
             speed[role] = decode_speed(model, tokenizer, conversations, config)
         start = time.perf_counter()
-        answers = generate_answers(model, tokenizer, conversations, config)
+        answers = generate_answers(model, tokenizer, conversations, config, progress)
         seconds[role] = round(time.perf_counter() - start, 3)
         log(f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples in {seconds[role]:.1f}s")
         frames.append(predictions_frame(role, examples, answers))

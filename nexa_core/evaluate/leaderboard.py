@@ -40,6 +40,8 @@ BENCH_COLUMNS = {
     "bench_base_ci_high": pl.Float64,
     "bench_n": pl.Int64,
 }
+# how fast each checkpoint trained (checkpoint_history's schemas.SPEED columns)
+SPEED_COLUMNS = {"tokens_per_second": pl.Float64, "mfu": pl.Float64}
 
 
 def ranked_schema() -> dict:
@@ -61,6 +63,7 @@ def ranked_schema() -> dict:
         **schemas.metric_columns(TEST),
         "evaluated_at": pl.Datetime("us", "UTC"),
         **BENCH_COLUMNS,
+        **SPEED_COLUMNS,
     }
 
 
@@ -130,11 +133,22 @@ def _has(metric: str) -> pl.Expr:
     return ((pl.col("metric") == metric) & (pl.col("n") > 0)).any()
 
 
-def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = None) -> pl.DataFrame:
+def training_speed(trained: pl.DataFrame | None) -> pl.DataFrame:
+    """Per checkpoint: its training's tokens/s and MFU (the newest row of a checkpoint trained again)."""
+    columns = {"checkpoint_id": pl.String, **SPEED_COLUMNS}
+    if trained is None or trained.is_empty() or "mfu" not in trained.columns:
+        return schemas.empty(columns)
+    return schemas.conform(trained.unique("checkpoint_id", keep="last", maintain_order=True), columns)
+
+
+def rank_checkpoints(
+    history: pl.DataFrame, benchmarks: pl.DataFrame | None = None, trained: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """One row per student checkpoint on its whole domain, ranked across all domains by its primary
     metric. Rows mix judge_score and token_f1 only when some checkpoints lack a judge, so the
     primary_metric column says which one each score is. With `benchmarks` (benchmark_history), each
-    row also carries its benchmark accuracy and its base's (null for a checkpoint never benchmarked)."""
+    row also carries its benchmark accuracy and its base's (null for a checkpoint never benchmarked); with
+    `trained` (checkpoint_history), its training's tokens/s and MFU."""
     columns = ranked_schema()
     if history.is_empty():
         return schemas.empty(columns)
@@ -164,6 +178,7 @@ def rank_checkpoints(history: pl.DataFrame, benchmarks: pl.DataFrame | None = No
         checkpoints.join(scores, on=keys, how="left")
         .join(bases, on=keys, how="left")
         .join(benchmark_accuracy(benchmarks), on="checkpoint_id", how="left")
+        .join(training_speed(trained), on="checkpoint_id", how="left")
         .with_columns(lift=pl.col("score") - pl.col("base_score"))
         .sort(["score", "evaluated_at", "checkpoint_id"], descending=[True, True, False], nulls_last=True)
         .with_columns(rank=pl.int_range(1, pl.len() + 1))
@@ -271,6 +286,8 @@ def _cells(row: dict) -> dict[str, str]:
         "n": str(row["n"]),
         "bench acc": _pm(row["bench_accuracy"], row["bench_ci_low"], row["bench_ci_high"]),
         "bench base": _pm(row["bench_base_accuracy"], row["bench_base_ci_low"], row["bench_base_ci_high"]),
+        "tokens/s": "–" if row["tokens_per_second"] is None else f"{row['tokens_per_second']:.0f}",
+        "MFU": "–" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%",
     }
 
 

@@ -14,6 +14,9 @@ import copy
 import math
 from pathlib import Path
 
+from nexa_core.models.speed import ModelShape, add_tokens, batch_tokens, gemm_roof, speed_figures
+from nexa_core.progress import Progress
+
 KINDS = ("forward", "reverse", "jsd")
 
 
@@ -179,12 +182,14 @@ def distill_steps(
     beta: float = 0.5,
     bf16: bool = False,
     log=print,
+    progress=None,
 ) -> list[float]:
     """Train the student `steps` steps over the batches (cycled) on alpha x the KD loss against the teacher's
     cached top-k of each batch + (1 - alpha) x the ordinary next-token loss on the batch's labels; returns the
     loss of each step. The KD loss falls on the positions of `kd_mask` where a batch has one (those that
     predict an answer token), else on every real token. alpha 0 is SFT alone. `bf16`: the forward pass under
-    bf16 autocast, the weights and the loss in fp32 (as SFT trains)."""
+    bf16 autocast, the weights and the loss in fp32 (as SFT trains). `progress` (nexa_core/progress.py Progress)
+    counts each step and its real tokens."""
     import torch
 
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate)
@@ -206,7 +211,23 @@ def distill_steps(
         optimizer.step()
         losses.append(loss.item())
         log(f"step {step + 1}: loss {losses[-1]:.4f}")
+        if progress:
+            progress.update(progress.done + 1, int(batch["attention_mask"].sum()))
     return losses
+
+
+def kd_speed(student, batches: list[dict], steps: int, seconds: float, bf16: bool) -> dict:
+    """tokens/s, model FLOP/s, MFU against this machine's GEMM rate at the student's shape, and padding share of
+    `steps` steps over the batches (cycled), as distill_steps trains them: the LM head at every position (the KD
+    loss reads every position's logits)."""
+    tokens: dict = {}
+    for step in range(steps):
+        batch = batches[step % len(batches)]
+        tokens = add_tokens(tokens, batch_tokens(batch["input_ids"], batch["attention_mask"], labels=batch["labels"]))
+    shape = ModelShape.of(student)
+    flops = shape.training_flops(tokens["real"], tokens["pairs"], tokens["real"])
+    roof = gemm_roof(round(tokens["fed"] / steps), shape.hidden, shape.intermediate, bf16)
+    return {**speed_figures(flops, tokens["real"], seconds, roof), "padding_share": 1 - tokens["real"] / tokens["fed"]}
 
 
 def padded(rows: list[dict], pad_id: int):
@@ -325,6 +346,7 @@ def distill_student(request, settings, log) -> dict:
         "settings": settings.to_dict(),
     }
     trained = {}
+    progress = Progress(settings.stage, request.domain, common["steps"] * len(students), log, settings.progress_seconds)
     for name, (student, alpha) in students.items():
         start = time.perf_counter()
         losses = distill_steps(
@@ -339,10 +361,12 @@ def distill_student(request, settings, log) -> dict:
             settings.beta,
             bf16,
             log=lambda message, name=name: log(f"{name} {message}"),
+            progress=progress,
         )
         seconds = time.perf_counter() - start
         folder = Path(request.output_dir) / name
         record = {**common, "alpha": alpha, "first_loss": losses[0], "final_loss": losses[-1], "wall_seconds": seconds}
+        record |= kd_speed(student, batches, common["steps"], seconds, bf16)
         if name == "model" and SFT_ONLY in trained:
             record["pruned_sft"] = trained[SFT_ONLY]["model_path"]
         if bf16:  # it computed in bf16 and will answer in bf16: half the disk (as SFT saves)
