@@ -63,7 +63,7 @@ def run(defs, instance, request: dg.RunRequest):
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_each_point_with_its_settings_reruns_a_killed_point_alone_and_tabulates(
+def test_a_sweep_runs_each_point_with_its_settings_reruns_a_killed_point_alone_then_a_release_of_it_replays(
     evaluated_physics, tmp_path
 ):
     root = copy_tables(evaluated_physics["root"], tmp_path)
@@ -143,16 +143,16 @@ def test_a_sweep_runs_each_point_with_its_settings_reruns_a_killed_point_alone_a
         run_config={"ops": {"sweep_plan": {"config": config}}}, instance=instance
     )
     assert all(r.job_name == "sweep_results_job" for r in tick(defs, instance))
+    replay_the_release_of_the_newest_checkpoint(defs, instance, root)
 
 
-@pytest.mark.slow
-def test_a_replay_rebuilds_a_release_from_its_record_and_names_what_is_gone(evaluated_physics, tmp_path):
+def replay_the_release_of_the_newest_checkpoint(defs, instance, root) -> None:
+    """Release the domain's checkpoint (a sweep's last point), move the SFT set on, replay the release from its
+    record (the same SFT rows by time travel, the same settings, scores within the recorded intervals), then vacuum
+    the release's SFT version away: the replay names it and launches nothing."""
     from deltalake import DeltaTable, write_deltalake
     from release_helpers import candidate_scores, materialize_release, passing_gate
 
-    root = copy_tables(evaluated_physics["root"], tmp_path)
-    instance = evaluated_physics["instance"]
-    defs = build_defs(Environment.read(environment(root)))
     checkpoint = read(root, "student_checkpoint").row(0, named=True)
     gate = passing_gate(candidate_scores(root, "physics", checkpoint["checkpoint_id"]))
     assert materialize_release(instance, root, "physics", **gate).success
