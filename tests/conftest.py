@@ -37,6 +37,7 @@ FILE_SECONDS = {
     "test_release.py": 126,
     "test_serve.py": 112,
     "test_evaluate.py": 97,
+    "test_readme.py": 82,
     "test_sdk.py": 75,
     "test_kd.py": 71,
     "test_pretrain.py": 59,
