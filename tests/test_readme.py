@@ -51,7 +51,7 @@ REDIRECTS = {">", ">>", "<", "2>"}
 FILE_SUFFIXES = {".py", ".sh", ".yaml", ".yml", ".md", ".toml", ".txt", ".json", ".jsonl", ".jinja"}
 TOP_LEVEL = {entry.name for entry in PROJECT.iterdir()}
 # Pages another change is writing, linked before they land: a link to one is checked once it exists
-PLANNED = {PROJECT / "docs" / "speed.md"}
+PLANNED = {PROJECT / "docs" / "speed.md", PROJECT / "docs" / "benchmarks.md"}
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Where the project reads environment variables that resources/environment.py does not hold
 VARIABLE_READERS = [*PROJECT.glob("scripts/*.sh"), *PROJECT.glob("nexa_*/**/*.py"), *PROJECT.glob("resources/*.py")]
