@@ -27,7 +27,7 @@ SWEEP_TAG = "nexa/sweep"  # on a sweep's plan, points and results (and a replay'
 ASSET_JOB = "__ASSET_JOB"  # Dagster's implicit job over every asset: runs any selection
 START_HINT = "start one with `dagster dev -m nexa_assets.definitions`, or point --url / NEXA_DAGSTER_URL at it"
 
-# The Nexa Forge guide's verbs, as this graph's jobs and asset selections (README, "Driving it from code")
+# The Nexa Forge guide's verbs, as this graph's jobs and asset selections (docs/sdk.md)
 VERBS: dict[str, dict] = {
     "generate": {"assets": ["raw_documents", "teacher_inputs", "teacher_outputs"]},
     "distill": {"job": "distill_job"},

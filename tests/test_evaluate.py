@@ -98,8 +98,8 @@ def test_sft_teaches_the_answer_form_on_documents_it_only_read(round0):
     """The test split holds QA pairs of documents whose pairs were never trained on; the student read
     those documents in student_base. After SFT it answers them in the form it was taught (short
     answers, like the references) where its base rambles on; both are scored with intervals. That it
-    answers them correctly is not asserted: on CPU the default student does not yet (README, "What the
-    student learns, measured")."""
+    answers them correctly is not asserted: on CPU the default student does not yet (docs/results.md, "What the
+    student learns")."""
     predictions = read(round0["root"], "eval_predictions")
     words = {
         role: predictions.filter(pl.col("model_role") == role)["prediction"].str.split(" ").list.len().median()
