@@ -14,16 +14,19 @@ Usage: python bench/roofline.py [--base smollm2-135m-instruct] [--steps 8] [--ba
   stage's body: load, rows, fit, commit), SFT nexa_core.train.trainer.train on the domain's QA pairs (from the read
   model), KD nexa_core.train.kd's layer ranking, pruning, distill_steps over the teacher's cached top-k (the SFT
   model is the teacher; its top-k made by nexa_core.train.teacher_logits.teacher_top_k beforehand, not timed) and
-  its commit, generation nexa_core.evaluate.generate.generate_answers on the test split with the SFT model.
+  its commit, generation nexa_core.evaluate.generate.generate_answers on the test split with the SFT model (as it
+  decodes today: model.generate batch by batch, or several batches in one pass where that changes no answer).
   Every setting is the stage's YAML default but the number of steps (--steps) and, for generation, of batches.
 - Per stage: tokens/s (real tokens, no padding; new tokens for generation), model FLOP/s (nexa_core/models/speed.py:
   2 x body parameters per token forward, x3 to train, causal attention pairs included, the LM head counted only where
   it is computed: at labelled positions under this project's CompletionSFTTrainer on a CPU, every position in KD,
   once per new token in generation), MFU = model FLOP/s over the roof, padding share (pad tokens over all fed;
-  in generation the left padding and the steps a finished answer waits for its batch), and the time outside the
-  model: inside the fit (collation, logging, evaluation, trainer saves; the fit's wall minus its optimizer steps)
-  and around it (load, rows, the final commit), or for generation the stage's wall minus the time in
-  model.generate.
+  in generation the positions its forward passes computed for the left padding and for answers already finished
+  while others in their pass go on), and the time outside the
+  model: inside the fit its evaluations and trainer saves (timed by the trainer's callbacks) and the rest of it
+  (collation, logging, the trainer's set-up: the fit's wall minus its optimizer steps, evaluations and saves), and
+  around it (load, rows, the final commit); for KD and generation the stage's wall minus the time in the training
+  steps or in the model's forward passes (hooks on the model, whatever decoding loop calls it).
 - Next to each figure, where issue 30 names one, its baseline: the GEMM and FLOP/s figures measured on an AMD EPYC
   with avx512_bf16 and no AMX, 2 threads; the targets (training at 50% of the bf16 GEMM rate; generation at twice
   this run's new tokens/s).
@@ -149,8 +152,26 @@ def kd(args, data: dict, work: Path, teacher_dir: str) -> tuple[dict, float]:
     return record, time.perf_counter() - start
 
 
+def watch_forwards(model) -> dict:
+    """The seconds spent in the model's forward passes and the positions they computed (input_ids of every pass,
+    padding included), whatever loop calls them (model.generate, or merged passes of several batches)."""
+    seen, began = {"seconds": 0.0, "positions": 0}, []
+
+    def before(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        seen["positions"] += 0 if ids is None else ids.numel()
+        began.append(time.perf_counter())
+
+    def after(module, args, kwargs, output):
+        seen["seconds"] += time.perf_counter() - began.pop()
+
+    model.register_forward_pre_hook(before, with_kwargs=True)
+    model.register_forward_hook(after, with_kwargs=True)
+    return seen
+
+
 def generation(args, data: dict, teacher_dir: str) -> tuple[dict, float]:
-    """generate_answers on the test split's first --batches batches; the time in model.generate measured around it."""
+    """generate_answers on --batches batches of the test split, its model's forward passes timed and counted."""
     from nexa_core.evaluate.generate import generate_answers
     from nexa_core.models.device import use_bf16
     from nexa_core.models.load import load_for_eval
@@ -162,48 +183,39 @@ def generation(args, data: dict, teacher_dir: str) -> tuple[dict, float]:
     rows = (data["splits"]["test"] * args.batches * size)[: args.batches * size]
     start = time.perf_counter()
     model, tokenizer = load_for_eval(teacher_dir, "student", config.bf16)
-    inside = [0.0]
-    generate = model.generate
-
-    def timed(*a, **k):  # the real generate, timed
-        began = time.perf_counter()
-        try:
-            return generate(*a, **k)
-        finally:
-            inside[0] += time.perf_counter() - began
-
-    model.generate = timed
+    seen = watch_forwards(model)
     answers = generate_answers(model, tokenizer, [row["messages"] for row in rows], config)
     wall = time.perf_counter() - start
     prompts, new = [a["prompt_tokens"] for a in answers], [a["new_tokens"] for a in answers]
-    computed = 0  # every position of every batch: the widest prompt and the longest answer, for every row
-    for i in range(0, len(answers), size):
-        chunk = answers[i : i + size]
-        computed += len(chunk) * (max(prompts[i : i + size]) + max(new[i : i + size]))
+    useful = sum(prompts) + sum(max(n - 1, 0) for n in new)  # each prompt, and each new token fed back but the last
     shape = ModelShape.of(model)
     flops = shape.generation_flops(prompts, new)
     # the roof at the first batch's prompts: what the machine does at the model's width; decode steps of one token
     # per prompt run far below it (the GEMM table's decode row)
     roof = gemm_roof(sum(prompts[:size]), shape.hidden, shape.intermediate, use_bf16(config.bf16))
-    figures = speed_figures(flops, sum(new), inside[0], roof)
+    figures = speed_figures(flops, sum(new), seen["seconds"], roof)
     return {
         **figures,
         "steps": args.batches,
-        "model_seconds": inside[0],
-        "padding_share": 1 - (sum(prompts) + sum(new)) / computed,
+        "model_seconds": seen["seconds"],
+        "padding_share": 1 - useful / seen["positions"],
         "new_tokens": sum(new),
     }, wall
 
 
 def stage_line(name: str, record: dict, wall: float) -> str:
-    inside = record.get("outside_seconds")  # within the fit: collation, logging, evaluation, trainer saves
-    around = wall - (record["wall_seconds"] if "wall_seconds" in record else record["model_seconds"])
-    outside = (inside or 0.0) + around
+    """One stage's figures; the time outside the model split into the fit's evaluations, its trainer saves, the
+    rest of the fit (collation, logging, the trainer's set-up) and what is around the fit (load, rows, commit)."""
+    fit = record.get("wall_seconds", record["model_seconds"])  # generation and KD: all of it is the model's
+    inside = record.get("outside_seconds", 0.0)
+    evals, saves = record.get("eval_seconds", 0.0), record.get("save_seconds", 0.0)
+    around = wall - fit
+    outside = inside + around
     return (
         f"{name:11s} {record['steps']:5d} {wall:8.1f} {record['tokens_per_second']:9.1f} "
         f"{record['model_tflops']:8.3g} {record['gemm_tflops']:7.3g} {100 * record['mfu']:6.1f}% "
         f"{100 * record['padding_share']:6.1f}% {outside:7.1f} ({100 * outside / wall:3.0f}%) "
-        f"{'-' if inside is None else f'{inside:.1f}':>6s} {around:6.1f}   {BASELINES[name]}"
+        f"{evals:6.1f} {saves:6.1f} {inside - evals - saves:6.1f} {around:6.1f}   {BASELINES[name]}"
     )
 
 
@@ -261,13 +273,16 @@ def main() -> int:
     print_gemms(shape, steps, 0.1 if args.smoke else 0.5)
     print(
         f"\n{'stage':11s} {'steps':>5s} {'seconds':>8s} {'tokens/s':>9s} {'TFLOP/s':>8s} {'roof':>7s} {'MFU':>7s} "
-        f"{'padding':>7s} {'outside the model':>17s} {'in fit':>6s} {'around':>6s}   baseline (issue 30)"
+        f"{'padding':>7s} {'outside the model':>17s} {'evals':>6s} {'saves':>6s} {'other':>6s} {'around':>6s}   "
+        "baseline (issue 30)"
     )
     for name, (record, wall) in stages.items():
         print(stage_line(name, record, wall), flush=True)
     print(
         "tokens/s: real tokens trained (generation: new tokens); TFLOP/s: model FLOPs per second of the stage's "
-        "training (generation: of model.generate); roof: the stage's MLP GEMM at its tokens per step and precision"
+        "training (generation: of its forward passes);\nroof: the stage's MLP GEMM at its tokens per step and "
+        "precision; outside the model, seconds: evals and saves inside the fit, other: the rest of the fit "
+        "(collation, logging, the trainer's set-up), around the fit (load, rows, the final commit)"
     )
     return 0
 

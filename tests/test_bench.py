@@ -54,7 +54,7 @@ def test_roofline_benchmark_sets_every_stage_against_the_gemm_rate_measured_here
     for stage in ("reading", "SFT", "KD", "generation"):
         row = re.search(
             rf"\n{stage} +\d+ +{number} +(?P<rate>{number}) +{number} +(?P<roof>{number}) +(?P<mfu>{number})% "
-            rf"+(?P<padding>{number})% +{number} \( *\d+%\) +(-|{number}) +{number}   \S",
+            rf"+(?P<padding>{number})% +{number} \( *\d+%\)( +-?{number}){{4}}   \S",
             out,
         )
         assert row and float(row["rate"]) > 0 and float(row["roof"]) > 0 and float(row["mfu"]) > 0, (stage, out)

@@ -67,11 +67,12 @@ def test_a_fit_reports_progress_and_records_the_tokens_it_fed_and_its_speed(tmp_
             "packing": False,
             "per_device_train_batch_size": 8,
             "progress_seconds": 0,
-            "save_steps": 1000,
+            "save_steps": 3,
+            "eval_steps": 3,
         }
     )
     lines = []
-    record = fit(model, tokenizer, rows, [], config, tmp_path / "run", "physics", log=lines.append)["record"]
+    record = fit(model, tokenizer, rows, rows[:2], config, tmp_path / "run", "physics", log=lines.append)["record"]
     progress = [p for p in map(parse_progress, lines) if p]
     assert [p["done"] for p in progress] == list(range(1, steps + 1)), lines
     assert all(
@@ -93,6 +94,9 @@ def test_a_fit_reports_progress_and_records_the_tokens_it_fed_and_its_speed(tmp_
     assert record["tokens_per_second"] == pytest.approx(real / wall)
     assert 0 < record["model_seconds"] < wall
     assert record["model_seconds"] + record["outside_seconds"] == pytest.approx(wall)
+    # two evaluations and two trainer saves (steps 3 and 6), timed apart from the steps
+    assert record["eval_seconds"] > 0 and record["save_seconds"] > 0
+    assert record["eval_seconds"] + record["save_seconds"] < record["outside_seconds"]
     assert record["gemm_tflops"] > 0 and record["mfu"] == pytest.approx(
         record["model_flops"] / wall / (record["gemm_tflops"] * 1e12)
     )

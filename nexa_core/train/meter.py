@@ -1,9 +1,9 @@
 """What a fit feeds the model and how long the model takes: every training batch's tokens (fed, real, labelled,
 causal pairs: nexa_core/models/speed.py), the time of each optimizer step (forward, backward and the optimizer,
 between the trainer's on_step_begin and on_step_end; batches are collated before on_step_begin, logging, evaluation
-and saves come after on_step_end), and a progress line every `progress_seconds`. Its record gives the stage's
-tokens/s, model FLOP/s, MFU against this machine's GEMM rate at the model's shape, padding share and the time
-spent outside the model."""
+and saves come after on_step_end), the time of its evaluations and trainer saves, and a progress line every
+`progress_seconds`. Its record gives the stage's tokens/s, model FLOP/s, MFU against this machine's GEMM rate at
+the model's shape, padding share and the time spent outside the model."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ class FitMeter:
         self.tokens: dict = {}
         self.batches = 0
         self.model_seconds = 0.0
+        self.eval_seconds = 0.0  # evaluations on the validation split, between steps
+        self.save_seconds = 0.0  # trainer checkpoints (weights and optimizer state), between steps
         self.reported = 0  # real tokens already handed to the progress line
         self.progress: Progress | None = None
 
@@ -55,7 +57,7 @@ class FitMeter:
             return time.perf_counter()
 
         class Meter(TrainerCallback):
-            began = 0.0
+            began = mark = 0.0  # the step's start; the end of what came last after it (step, log, evaluation)
 
             def on_train_begin(self, args, state, control, **kwargs):
                 meter.progress = Progress(
@@ -66,18 +68,36 @@ class FitMeter:
                 self.began = now()
 
             def on_step_end(self, args, state, control, **kwargs):
-                meter.model_seconds += now() - self.began
+                self.mark = now()
+                meter.model_seconds += self.mark - self.began
                 real = meter.tokens.get("real", 0)
                 if meter.progress:
                     meter.progress.update(state.global_step, real - meter.reported)
                 meter.reported = real
+
+            # after on_step_end the trainer logs, evaluates and saves, in that order, each followed by its event
+            def on_log(self, args, state, control, **kwargs):
+                self.mark = now()
+
+            def on_evaluate(self, args, state, control, **kwargs):
+                meter.eval_seconds += now() - self.mark
+                self.mark = now()
+
+            def on_save(self, args, state, control, **kwargs):
+                meter.save_seconds += now() - self.mark
+                self.mark = now()
 
         return Meter()
 
     def record(self, model, wall: float, bf16: bool, world_size: int = 1) -> dict:
         """Speed figures of the fit for its record: tokens counted on this process, times `world_size` (each rank
         trains as many), over `wall` seconds; nothing but the times when no step ran here (already trained)."""
-        times = {"model_seconds": self.model_seconds, "outside_seconds": max(wall - self.model_seconds, 0.0)}
+        times = {
+            "model_seconds": self.model_seconds,
+            "outside_seconds": max(wall - self.model_seconds, 0.0),
+            "eval_seconds": self.eval_seconds,
+            "save_seconds": self.save_seconds,
+        }
         t = self.tokens
         if not t.get("real"):
             return times
