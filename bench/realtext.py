@@ -174,8 +174,9 @@ def print_scores(table: dict, roles: list[str], asked: dict, domain: str, other:
     for _, metric, text in MEASURES:
         student, base = table.get((other, metric, "student")), table.get((other, metric, "base"))
         if student and base:
-            fell = verdict(student, base) == "below"
+            fell, lower = verdict(student, base) == "below", student["mean"] < base["mean"]
             said = "BELOW its base (interval wholly under)" if fell else "not below its base"
+            said += " (a lower mean, intervals overlapping)" if lower and not fell else ""
             print(f"  {text:26s} student {interval_text(student)}, base {interval_text(base)}: {said}")
 
 
