@@ -15,6 +15,7 @@ from nexa_assets.partitions import LAUNCHED
 from nexa_assets.settings import settings_class, stage_settings
 from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
+from nexa_core.evaluate.answer_cache import cache_folder
 from nexa_core.evaluate.benchmark import (
     ALL_SUITES,
     OFFLINE,
@@ -138,7 +139,15 @@ def benchmark_scores(
     launcher.check_checkpoint(domain, checkpoint)
     settings = config.benchmark_config()
     ids = {"model_id": checkpoint["checkpoint_id"], "model_uri": checkpoint["artifact_uri"]}
-    request = suite_request(domain, folder, suites, settings, **ids, files_sha256=checkpoint["files_sha256"])
+    request = suite_request(
+        domain,
+        folder,
+        suites,
+        settings,
+        **ids,
+        files_sha256=checkpoint["files_sha256"],
+        answer_cache=cache_folder(launcher.artifact_root),
+    )
     run, _ = launcher.run_stage(context, request, {**(delta.storage_options or {}), **OFFLINE})
     scores, recorded = scored_items(
         request.output,
@@ -189,5 +198,6 @@ def run_metadata(summary: pl.DataFrame, run: dict, recorded: dict) -> dict:
         "device": run["device"],
         "lm_eval_version": run["lm_eval_version"],
         **{f"seconds/{role}": s for role, s in run["seconds"].items()},
+        "cached_roles": ", ".join(run.get("cached_roles", [])) or "none",  # read back from the answer cache
         "benchmark_config": dg.MetadataValue.json(recorded),
     }

@@ -18,6 +18,7 @@ from nexa_assets.settings import settings_class, stage_settings
 from nexa_assets.side_tables import append_summary, side_table_spec
 from nexa_core import schemas
 from nexa_core.distill.prompts import load_template
+from nexa_core.evaluate.answer_cache import cache_folder
 from nexa_core.evaluate.feedback import FeedbackConfig, build_feedback_set, known_questions, primary_metric
 from nexa_core.evaluate.judge import (
     apply_judgements,
@@ -111,6 +112,7 @@ def eval_predictions(
         roles=list(config.roles),
         expect_sha256=checkpoint["files_sha256"],
         overrides=generation.changes(),
+        answer_cache=cache_folder(launcher.artifact_root),
     )
     summary, _ = launcher.run_stage(context, request, dict(delta.storage_options or {}))
     predictions = schemas.conform(
@@ -132,6 +134,7 @@ def eval_predictions(
             "examples": summary["examples"],
             "device": summary["device"],
             **{f"seconds/{role}": s for role, s in summary["seconds"].items()},
+            "cached_roles": ", ".join(summary.get("cached_roles", [])) or "none",  # read back from the answer cache
             "generation_config": dg.MetadataValue.json(generation.to_dict()),
             "predictions_file": output,
         },

@@ -176,6 +176,7 @@ class GenerateConfig(StageSettings):
     cache_implementation: str | None
     speed_tokens: int
     bf16: str = choice(*BF16)
+    threads: int
     progress_seconds: float
 
 

@@ -165,6 +165,9 @@ class ScoringRequest(StageRequest):
 
     output: str = field(metadata={"help": "the parquet file of per-item results"})
     expect_sha256: str | None = field(default=None, metadata={"help": "JSON {relative path: sha256} to verify"})
+    answer_cache: str | None = field(
+        default=None, metadata={"help": "folder of kept answers of unchanged models (read, base); none: no cache"}
+    )
 
 
 @dataclass(kw_only=True)

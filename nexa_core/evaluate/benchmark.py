@@ -28,6 +28,7 @@ complete; when launched by Dagster a summary goes back through Pipes.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -42,9 +43,17 @@ import yaml
 
 from nexa_core import metric_registry
 from nexa_core.distill.sft import SplitConfig
+from nexa_core.evaluate.answer_cache import (
+    CACHED_ROLES,
+    AnswerCache,
+    answers_key,
+    computed_by,
+    model_digest,
+    tokenizer_digest,
+)
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
-from nexa_core.models.checkpoint import present_roles, verify_checkpoint
+from nexa_core.models.checkpoint import model_roles, present_roles, verify_checkpoint
 from nexa_core.models.device import device_name, use_bf16
 from nexa_core.recipe import BenchmarkConfig
 from nexa_core.schemas import BENCHMARK_ITEMS, BENCHMARK_SCORES, conform
@@ -354,8 +363,6 @@ def write_tasks(
 def model_args(checkpoint: str | Path, role: str, dtype: str) -> dict:
     """lm-eval HF model arguments of a role (nexa_core.models.checkpoint.model_roles); every role takes the
     checkpoint's tokenizer."""
-    from nexa_core.models.checkpoint import model_roles
-
     model, adapter = model_roles(checkpoint)[role]
     return {"pretrained": model, "tokenizer": str(checkpoint), "dtype": dtype, **({"peft": adapter} if adapter else {})}
 
@@ -454,10 +461,37 @@ def score_generative(items: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([items.filter(pl.col("kind") != GENERATIVE), scored.select(items.columns)])
 
 
+# settings that change no item's answer: left out of the answer cache's key
+SCORE_NEUTRAL = ("roles", "confidence", "n_resamples")
+
+
+def cache_key(
+    checkpoint, role: str, suites: list[Suite], domain: str, config: BenchmarkConfig, asked: dict
+) -> str | None:
+    """The answer cache's key of a role's items on these suites; None where they cannot be kept: a model that is not a
+    local folder, or a user's lm-eval task file (it may run code beside it that the key cannot see)."""
+    model = model_digest(*model_roles(checkpoint)[role])
+    if model is None or any(s.items is None for s in suites):
+        return None
+    items = content_id(
+        domain, suites_digest(suites), asked["chat"], asked["system_prompt"], tokenizer_digest(checkpoint)
+    )
+    settings = {k: v for k, v in config.to_dict().items() if k not in SCORE_NEUTRAL}
+    compute = computed_by(asked["dtype"]) | {"lm_eval": importlib.metadata.version("lm_eval")}
+    return answers_key(config.stage, model, items, settings | compute)
+
+
 def run_benchmark(
-    checkpoint: str | Path, suites: list[Suite], domain: str, config: BenchmarkConfig, log=print
+    checkpoint: str | Path,
+    suites: list[Suite],
+    domain: str,
+    config: BenchmarkConfig,
+    log=print,
+    cache: AnswerCache | None = None,
 ) -> tuple[pl.DataFrame, dict]:
-    """(per-item scores of every role, summary). The suites must come from load_suites."""
+    """(per-item scores of every role, summary). The suites must come from load_suites. With an answer cache, the
+    read and base roles' items are read back where the same model answered the same suites the same way before, and
+    kept otherwise."""
     import torch
 
     for key, value in OFFLINE.items():  # before datasets/transformers/lm_eval are imported, nothing downloads
@@ -473,18 +507,28 @@ def run_benchmark(
     device = "cuda" if cuda else "cpu"
     dtype = "bfloat16" if use_bf16(config.bf16) else "float32"
     roles = present_roles(checkpoint, config.roles, domain, log)
-    rows, seconds = [], {}
+    rows, seconds, cached = [], {}, []
+    asked = {"chat": chat, "system_prompt": system_prompt, "dtype": dtype}
     with tempfile.TemporaryDirectory(prefix="nexa-benchmark-") as work:
         tasks = write_tasks(suites, domain, Path(work), chat, config.max_gen_toks)
         include = [work, *sorted({str(s.path.parent) for s in suites if s.task})]
         for role in roles:
             start = time.perf_counter()
-            results = run_lm_eval(
-                model_args(checkpoint, role, dtype), list(tasks), include, config, chat, system_prompt, device
-            )
+            key = cache_key(checkpoint, role, suites, domain, config, asked) if cache and role in CACHED_ROLES else None
+            kept = cache.read(key, sum(s.items.height for s in suites)) if key else None
+            if kept is not None:
+                role_rows = kept.with_columns(model_role=pl.lit(role)).to_dicts()
+                cached.append(role)
+            else:
+                results = run_lm_eval(
+                    model_args(checkpoint, role, dtype), list(tasks), include, config, chat, system_prompt, device
+                )
+                role_rows = item_rows(role, domain, tasks, results["samples"])
+                if key:
+                    cache.write(key, pl.DataFrame(role_rows, schema=BENCHMARK_ITEMS))
             seconds[role] = round(time.perf_counter() - start, 3)
-            role_rows = item_rows(role, domain, tasks, results["samples"])
-            log(f"partition {domain}: {role} answered {len(role_rows)} benchmark items in {seconds[role]:.1f}s")
+            how = f"read back from the answer cache ({key})" if kept is not None else "answered"
+            log(f"partition {domain}: {role} {how} {len(role_rows)} benchmark items in {seconds[role]:.1f}s")
             rows += role_rows
     items = score_generative(pl.DataFrame(rows, schema=BENCHMARK_ITEMS)).sort("model_role", "suite", "kind", "row")
     expected = sum(s.items.height for s in suites if s.items is not None)
@@ -499,6 +543,7 @@ def run_benchmark(
 
     summary = {
         "roles": roles,
+        "cached_roles": cached,
         "seconds": seconds,
         "chat_template": chat,
         "system_prompt": system_prompt,
@@ -560,6 +605,7 @@ def suite_request(
     model_id: str,
     model_uri: str,
     files_sha256: str,
+    answer_cache: str | None = None,
 ) -> BenchmarkRequest:
     """The launched run of a model folder on the domain's suites; its output file is keyed by the model, the
     settings and the suites' contents, beside the model's other scores."""
@@ -571,6 +617,7 @@ def suite_request(
         output=f"{eval_dir(model_uri)}/benchmark-{run_id}.parquet",
         expect_sha256=files_sha256,
         overrides=settings.changes(),
+        answer_cache=answer_cache,
     )
 
 
@@ -600,7 +647,8 @@ def score_suites(args: BenchmarkRequest, config: BenchmarkConfig, log) -> dict:
     if args.expect_sha256:
         verify_checkpoint(args.checkpoint, json.loads(args.expect_sha256))
     suites = load_suites(Path(args.suite_dir), args.domain)
-    items, summary = run_benchmark(args.checkpoint, suites, args.domain, config, log=log)
+    cache = AnswerCache(args.answer_cache) if args.answer_cache else None
+    items, summary = run_benchmark(args.checkpoint, suites, args.domain, config, log=log, cache=cache)
     write_atomically(Path(args.output), items.write_parquet)
     summary |= {"output": args.output, "rows": items.height, "config": config.to_dict()}
     return summary

@@ -17,9 +17,19 @@ from pathlib import Path
 
 import polars as pl
 
+from nexa_core.evaluate.answer_cache import (
+    CACHED_ROLES,
+    AnswerCache,
+    answers_key,
+    computed_by,
+    model_digest,
+    tokenizer_digest,
+)
+from nexa_core.evaluate.decoding import ROWS_PER_PASS, can_merge, exact_regrouping, merged_tokens
 from nexa_core.files import write_atomically
-from nexa_core.models.checkpoint import present_roles, verify_checkpoint
-from nexa_core.models.device import device_name, precision, use_bf16
+from nexa_core.ids import content_id
+from nexa_core.models.checkpoint import model_roles, present_roles, verify_checkpoint
+from nexa_core.models.device import device_name, fit_threads, precision, torch_threads, use_bf16
 from nexa_core.models.load import load_for_eval
 from nexa_core.progress import Progress
 from nexa_core.recipe import GenerateConfig
@@ -60,10 +70,19 @@ def answer_length(tokens: list[int], stops: list[int]) -> int:
 
 
 def generate_answers(
-    model, tokenizer, conversations: list[list[dict]], config: GenerateConfig, progress: Progress | None = None
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    config: GenerateConfig,
+    progress: Progress | None = None,
+    fast: bool = True,
 ) -> list[dict]:
     """One {"prediction", "prompt_tokens", "new_tokens"} per conversation, in order; `progress` counts each batch
-    and its new tokens."""
+    and its new tokens. The prompts are asked in batches of `batch_size`, each left-padded to its longest prompt.
+    Where it changes no token (decoding.can_merge: greedy, on a CPU whose products do not depend on their batch),
+    several batches are decoded in one pass (nexa_core.evaluate.decoding), on threads fitted to the cores other
+    processes leave free when answering starts (`threads`). `fast=False` answers batch by batch through
+    model.generate on torch's threads, as before merged passes: the baseline bench/generate.py measures."""
     import torch
     from transformers import GenerationConfig, set_seed
 
@@ -82,29 +101,48 @@ def generate_answers(
     model.eval()
     set_seed(config.seed)  # a sampled run repeats too
     size = config.batch_size
+    batches = [
+        tokenizer.apply_chat_template(
+            [prompt_turns(c) for c in conversations[start : start + size]],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(model.device)
+        for start in range(0, len(conversations), size)
+    ]
+    default = torch.get_num_threads()
+    threads = fit_threads(config.threads, default) if fast and model.device.type == "cpu" else default
+    exact = fast and exact_regrouping(model, (threads,))
+    merged = exact and can_merge(model, config)
+    per_pass = max(1, ROWS_PER_PASS // size) if merged else 1
     answers = []
-    with torch.inference_mode():
-        for start in range(0, len(conversations), size):
-            batch = tokenizer.apply_chat_template(
-                [prompt_turns(c) for c in conversations[start : start + size]],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                padding=True,
-                return_tensors="pt",
-            ).to(model.device)
-            generated = model.generate(**batch, generation_config=generation)[:, batch["input_ids"].shape[1] :]
-            for prompt_tokens, tokens in zip(batch["attention_mask"].sum(dim=1).tolist(), generated.tolist()):
+    # a fitted count only where it changes no answer; one the settings name, always
+    with torch.inference_mode(), torch_threads(threads if exact or config.threads > 0 else default):
+        for first in range(0, len(batches), per_pass):
+            group = batches[first : first + per_pass]
+            if merged:
+                generated = merged_tokens(
+                    model, group, config.max_new_tokens, config.min_new_tokens, stops, tokenizer.pad_token_id
+                )
+            else:
+                width = group[0]["input_ids"].shape[1]
+                generated = model.generate(**group[0], generation_config=generation)[:, width:].tolist()
+            prompts = [n for batch in group for n in batch["attention_mask"].sum(dim=1).tolist()]
+            new = []
+            for prompt_tokens, tokens in zip(prompts, generated):
                 n = answer_length(tokens, stops)
-                answers.append(
+                new.append(
                     {
                         "prediction": tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
                         "prompt_tokens": prompt_tokens,
                         "new_tokens": n,
                     }
                 )
+            answers += new
             if progress:
-                progress.update(progress.done + 1, sum(a["new_tokens"] for a in answers[start:]))
+                progress.update(progress.done + len(group), sum(a["new_tokens"] for a in new))
     return answers
 
 
@@ -147,8 +185,38 @@ def main(argv: list[str] | None = None) -> int:
     return serve(args, lambda log: answer(args, args.recipe(), log))
 
 
+# settings that change no answer: left out of the answer cache's key
+ANSWER_NEUTRAL = ("speed_tokens", "threads", "progress_seconds")
+
+
+def cache_key(args: GenerateRequest, role: str, config: GenerateConfig, prompts: list[list[int]]) -> str | None:
+    """The answer cache's key of a role's answers to these prompts (token ids); None for a model that is not a local
+    folder."""
+    model = model_digest(*model_roles(args.adapter)[role])
+    if model is None:
+        return None
+    items = content_id(prompts, tokenizer_digest(args.adapter), length=64)
+    settings = {k: v for k, v in config.to_dict().items() if k not in ANSWER_NEUTRAL}
+    return answers_key(config.stage, model, items, settings | computed_by(precision(use_bf16(config.bf16))))
+
+
+def prompt_ids(checkpoint: str, conversations: list[list[dict]]) -> list[list[int]]:
+    """The prompts as every role's model sees them: token ids under the checkpoint's tokenizer and chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    return [
+        tokenizer.apply_chat_template(prompt_turns(c), add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+        for c in conversations
+    ]
+
+
 def answer(args: GenerateRequest, config: GenerateConfig, log) -> dict:
-    """Each present role's answers to the split, in one parquet file; returns the run's summary."""
+    """Each present role's answers to the split, in one parquet file; returns the run's summary. With an answer cache
+    (args.answer_cache), the read and base roles' answers are read back where the same model answered the same prompts
+    under the same settings before, and kept otherwise."""
     if args.expect_sha256:
         verify_checkpoint(args.adapter, json.loads(args.expect_sha256))
     examples = read_sft(args.sft_uri, args.sft_version, args.domain)[args.split]
@@ -158,28 +226,42 @@ def answer(args: GenerateRequest, config: GenerateConfig, log) -> dict:
             f"is empty; nothing to evaluate"
         )
     conversations = examples["messages"].to_list()
-    frames, seconds, speed = [], {}, {}
+    frames, seconds, speed, cached = [], {}, {}, []
     roles = present_roles(args.adapter, args.roles, args.domain, log)
     batches = -(-len(conversations) // config.batch_size)
     progress = Progress(config.stage, args.domain, len(roles) * batches, log, config.progress_seconds, unit="batch")
+    cache = AnswerCache(args.answer_cache) if args.answer_cache else None
+    prompts = prompt_ids(args.adapter, conversations) if cache and set(roles) & set(CACHED_ROLES) else None
     for role in roles:
-        model, tokenizer = load_for_eval(args.adapter, role, config.bf16)
-        # one short answer first, so the process's one-time start-up is not charged to whichever role is timed first
-        generate_answers(model, tokenizer, conversations[:1], config.replace(max_new_tokens=2))
-        if config.speed_tokens:
-            speed[role] = decode_speed(model, tokenizer, conversations, config)
         start = time.perf_counter()
-        answers = generate_answers(model, tokenizer, conversations, config, progress)
+        key = cache_key(args, role, config, prompts) if prompts and role in CACHED_ROLES else None
+        kept = cache.read(key, len(conversations)) if key else None
+        if kept is not None:
+            answers = kept.to_dicts()
+            cached.append(role)
+            progress.update(progress.done + batches)
+        else:
+            model, tokenizer = load_for_eval(args.adapter, role, config.bf16)
+            # one short answer first: the process's one-time start-up is not charged to whichever role is timed first
+            generate_answers(model, tokenizer, conversations[:1], config.replace(max_new_tokens=2))
+            if config.speed_tokens:
+                speed[role] = decode_speed(model, tokenizer, conversations, config)
+            start = time.perf_counter()
+            answers = generate_answers(model, tokenizer, conversations, config, progress)
+            del model  # free its memory before the next role's model loads
+            if key:
+                cache.write(key, pl.DataFrame(answers, schema={k: PREDICTIONS[k] for k in answers[0]}))
         seconds[role] = round(time.perf_counter() - start, 3)
-        log(f"partition {args.domain}: {role} answered {len(answers)} {args.split} examples in {seconds[role]:.1f}s")
+        how = f"read back from the answer cache ({key})" if kept is not None else "answered"
+        log(f"partition {args.domain}: {role} {how} {len(answers)} {args.split} examples in {seconds[role]:.1f}s")
         frames.append(predictions_frame(role, examples, answers))
-        del model  # free its memory before the next role's model loads
     predictions = pl.concat(frames)
     write_atomically(Path(args.output), predictions.write_parquet)
     summary = {
         "output": args.output,
         "rows": predictions.height,
         "roles": roles,
+        "cached_roles": cached,
         "generation_config": config.to_dict(),
         "precision": precision(use_bf16(config.bf16)),
         "seconds": seconds,

@@ -3,6 +3,9 @@ and evaluation decide it by the same rule, and their records name it the same wa
 
 from __future__ import annotations
 
+import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -49,3 +52,48 @@ def device_name() -> str:
     import torch
 
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def _cpu_times() -> tuple[int, int, int] | None:
+    """(CPUs, idle jiffies, all jiffies) of the whole machine from /proc/stat; None where it cannot be read."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    total = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return cpus, total[3] + total[4], sum(total)
+
+
+def free_cores(seconds: float = 0.2) -> float | None:
+    """How many cores no process used over the last `seconds` (this process waits meanwhile); None where /proc/stat
+    cannot be read or counts other CPUs than this process may use (a container sees its host's)."""
+    first = _cpu_times()
+    if first is None or first[0] != len(os.sched_getaffinity(0)):
+        return None
+    time.sleep(seconds)
+    cpus, idle, total = _cpu_times()
+    return cpus * (idle - first[1]) / max(total - first[2], 1)
+
+
+def fit_threads(setting: int, default: int) -> int:
+    """torch's threads for a stretch of compute: `setting` when above 0; 0 (auto): `default` (torch's own, one per
+    core), or one per core that is free when other processes hold some, at least 1. A parallel product waits for its
+    slowest thread: with the cores taken, two threads ran greedy decoding 7x slower than one (docs/speed.md)."""
+    if setting > 0:
+        return setting
+    free = free_cores()
+    return default if free is None else max(1, min(default, round(free)))
+
+
+@contextmanager
+def torch_threads(count: int):
+    """torch's CPU threads set to `count` for the block, put back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(before)
