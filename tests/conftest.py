@@ -41,6 +41,7 @@ FILE_SECONDS = {
     "test_sdk.py": 75,
     "test_kd.py": 71,
     "test_pretrain.py": 59,
+    "test_generate.py": 50,
     "test_progress.py": 36,
     "test_parallel_writes.py": 52,
     "test_teacher_faults.py": 51,

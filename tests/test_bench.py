@@ -62,8 +62,12 @@ def test_roofline_benchmark_sets_every_stage_against_the_gemm_rate_measured_here
     assert "target MFU >= 50%" in out and "target 2x this run's new tokens/s" in out
 
 
-def test_generation_benchmark_runs_against_one_prompt_at_a_time(physics_data):
+def test_generation_benchmark_runs_todays_path_against_the_fast_one_for_each_role(physics_data):
     out = smoke("generate.py", "--examples", physics_data)
+    for role in ("student", "base"):  # the config-built student's base is the model after reading: no read row
+        assert re.search(rf"^{role} +8 +\d+ .* 8/8$", out, re.M), out  # the same answers on both paths
+    assert re.search(r"^all roles +16 .* 16/16 ", out, re.M), out
+    assert "read back none" in out and "read back base" in out  # the answer cache: cold, then a new checkpoint
     assert "model.generate, one at a time" in out and "nexa_core.evaluate.generate, batch 4" in out
 
 

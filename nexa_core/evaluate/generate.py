@@ -113,13 +113,15 @@ def generate_answers(
         for start in range(0, len(conversations), size)
     ]
     default = torch.get_num_threads()
-    threads = fit_threads(config.threads, default) if fast and model.device.type == "cpu" else default
-    exact = fast and exact_regrouping(model, (threads,))
+    exact = fast and exact_regrouping(model)
+    threads = config.threads or default
+    if exact and not config.threads and default > 1:  # fitted to the free cores only where that changes no answer
+        fitted = fit_threads(0, default)
+        threads = fitted if exact_regrouping(model, (fitted,)) else default
     merged = exact and can_merge(model, config)
     per_pass = max(1, ROWS_PER_PASS // size) if merged else 1
     answers = []
-    # a fitted count only where it changes no answer; one the settings name, always
-    with torch.inference_mode(), torch_threads(threads if exact or config.threads > 0 else default):
+    with torch.inference_mode(), torch_threads(threads):
         for first in range(0, len(batches), per_pass):
             group = batches[first : first + per_pass]
             if merged:
