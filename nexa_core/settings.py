@@ -193,6 +193,9 @@ def yaml_descriptions(path: Path) -> dict[str, str]:
     return out
 
 
+UNHASHED = ("progress_seconds",)  # settings that change how a stage reports, not what it makes
+
+
 @dataclass(kw_only=True)
 class StageSettings:
     """A launched stage's settings: `load` reads its YAML (the defaults) with dotted overrides, `parse` a whole
@@ -240,8 +243,10 @@ class StageSettings:
         return {key: value for key, value in mine.items() if base.get(key, MISSING) != value}
 
     def digest(self) -> str:
-        """config_hash: of the settings as given (before a student's kind fills its section in)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """config_hash: of the settings as given (before a student's kind fills its section in), but those that
+        change nothing the stage makes (UNHASHED: how often it reports progress)."""
+        made = {k: v for k, v in self.to_dict().items() if k not in UNHASHED}
+        return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self: T, **changes) -> T:
         return replace(self, **changes)

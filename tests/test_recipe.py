@@ -141,3 +141,8 @@ def test_run_config_offers_every_setting_with_its_default_and_refuses_a_typo():
     bad = {"ops": {"student_checkpoint": {"config": {"num_trian_epochs": 1}}}}
     with pytest.raises(dg.DagsterInvalidConfigError, match="num_trian_epochs"):
         dg.validate_run_config(job, bad)
+
+
+def test_how_often_a_stage_reports_is_not_part_of_what_it_makes():
+    given = FinetuneConfig.defaults()
+    assert given.replace(progress_seconds=5).digest() == given.digest() != given.replace(seed=1).digest()
