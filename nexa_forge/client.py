@@ -22,6 +22,7 @@ from nexa_forge.settings import SettingError, add_setting, grid_values
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 WHOLE_GRAPH = "nexa_job"  # its partitions are the domains
+UNREACHABLE_GRACE = 300.0  # seconds a wait goes on polling a webserver that does not answer
 SWEEP_POINTS = "sweep_point_job"  # a sweep's point: the training and evaluation assets
 SWEEP_TAG = "nexa/sweep"  # on a sweep's plan, points and results (and a replay's)
 ASSET_JOB = "__ASSET_JOB"  # Dagster's implicit job over every asset: runs any selection
@@ -675,9 +676,18 @@ class NexaForgeClient:
     @staticmethod
     def _wait(read, what: str, timeout: float | None, poll: float, progress):
         deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
+        last, unreachable_since = None, None
         while True:
-            state = read()
+            try:
+                state = read()
+                unreachable_since = None
+            except ServerUnreachable:
+                # a webserver starved by the runs it launched (a busy machine) misses a poll; the runs go on
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > UNREACHABLE_GRACE:
+                    raise
+                time.sleep(poll)
+                continue
             line = state.progress()
             if progress and line != last:
                 progress(line)
