@@ -196,3 +196,31 @@ def replay_the_release_of_the_newest_checkpoint(defs, instance, root) -> None:
     )
     message = str(refused.get_step_failure_events()[0].step_failure_data.error)
     assert f"sft_dataset v{released['sft_version']} cannot be read any more" in message
+
+
+def test_a_wait_goes_on_through_a_webserver_that_misses_a_poll(monkeypatch):
+    from nexa_forge import client
+    from nexa_forge.client import NexaForgeClient, ServerUnreachable
+
+    answers = iter([ServerUnreachable("busy"), ServerUnreachable("busy"), "done"])
+
+    class State:
+        finished = True
+
+        def progress(self):
+            return "done"
+
+    def read():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return State()
+
+    assert isinstance(NexaForgeClient._wait(read, "run x", None, 0.01, None), State)
+    monkeypatch.setattr(client, "UNREACHABLE_GRACE", 0.05)
+
+    def never():
+        raise ServerUnreachable("gone")
+
+    with pytest.raises(ServerUnreachable):
+        NexaForgeClient._wait(never, "run x", None, 0.01, None)
