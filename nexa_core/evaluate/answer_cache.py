@@ -65,8 +65,11 @@ def computed_by(precision: str) -> dict:
     }
 
 
-def answers_key(stage: str, model: str, items: str, settings: dict) -> str:
-    return content_id(stage, model, items, settings, length=32)
+def answers_key(stage: str, model: tuple[str, str | None], items: str, settings: dict, precision: str) -> str | None:
+    """The key of a model's answers (`model`: its folder and adapter folder, as model_roles names them) to `items`
+    under `settings`, computed in `precision` here; None for a model that is not a local folder."""
+    digest = model_digest(*model)
+    return None if digest is None else content_id(stage, digest, items, settings | computed_by(precision), length=32)
 
 
 class AnswerCache:

@@ -43,14 +43,7 @@ import yaml
 
 from nexa_core import metric_registry
 from nexa_core.distill.sft import SplitConfig
-from nexa_core.evaluate.answer_cache import (
-    CACHED_ROLES,
-    AnswerCache,
-    answers_key,
-    computed_by,
-    model_digest,
-    tokenizer_digest,
-)
+from nexa_core.evaluate.answer_cache import CACHED_ROLES, AnswerCache, answers_key, tokenizer_digest
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
 from nexa_core.models.checkpoint import model_roles, present_roles, verify_checkpoint
@@ -470,15 +463,14 @@ def cache_key(
 ) -> str | None:
     """The answer cache's key of a role's items on these suites; None where they cannot be kept: a model that is not a
     local folder, or a user's lm-eval task file (it may run code beside it that the key cannot see)."""
-    model = model_digest(*model_roles(checkpoint)[role])
-    if model is None or any(s.items is None for s in suites):
+    if any(s.items is None for s in suites):
         return None
     items = content_id(
         domain, suites_digest(suites), asked["chat"], asked["system_prompt"], tokenizer_digest(checkpoint)
     )
     settings = {k: v for k, v in config.to_dict().items() if k not in SCORE_NEUTRAL}
-    compute = computed_by(asked["dtype"]) | {"lm_eval": importlib.metadata.version("lm_eval")}
-    return answers_key(config.stage, model, items, settings | compute)
+    settings["lm_eval"] = importlib.metadata.version("lm_eval")  # how the items were asked and scored
+    return answers_key(config.stage, model_roles(checkpoint)[role], items, settings, asked["dtype"])
 
 
 def run_benchmark(

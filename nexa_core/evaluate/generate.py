@@ -17,14 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from nexa_core.evaluate.answer_cache import (
-    CACHED_ROLES,
-    AnswerCache,
-    answers_key,
-    computed_by,
-    model_digest,
-    tokenizer_digest,
-)
+from nexa_core.evaluate.answer_cache import CACHED_ROLES, AnswerCache, answers_key, tokenizer_digest
 from nexa_core.evaluate.decoding import ROWS_PER_PASS, can_merge, exact_regrouping, merged_tokens
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
@@ -194,12 +187,9 @@ ANSWER_NEUTRAL = ("speed_tokens", "threads", "progress_seconds")
 def cache_key(args: GenerateRequest, role: str, config: GenerateConfig, prompts: list[list[int]]) -> str | None:
     """The answer cache's key of a role's answers to these prompts (token ids); None for a model that is not a local
     folder."""
-    model = model_digest(*model_roles(args.adapter)[role])
-    if model is None:
-        return None
     items = content_id(prompts, tokenizer_digest(args.adapter), length=64)
     settings = {k: v for k, v in config.to_dict().items() if k not in ANSWER_NEUTRAL}
-    return answers_key(config.stage, model, items, settings | computed_by(precision(use_bf16(config.bf16))))
+    return answers_key(config.stage, model_roles(args.adapter)[role], items, settings, precision(use_bf16(config.bf16)))
 
 
 def prompt_ids(checkpoint: str, conversations: list[list[dict]]) -> list[list[int]]:
