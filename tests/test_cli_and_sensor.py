@@ -266,9 +266,8 @@ def test_nexa_distill_cli_exits_cleanly_every_time(dagster_home, delta_root, raw
         for _ in range(2)
     ]
     assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-3000:]
-    assert (
-        "physics: run" in runs[-1].stdout and "6/6 checks passed" in runs[-1].stdout
-    )  # a check per distill asset, restatements included
+    # a check per distill asset, restatements included
+    assert "physics: run" in runs[-1].stdout and "6/6 checks passed" in runs[-1].stdout
     assert "sft_dataset" in runs[-1].stdout and "physics=" in runs[-1].stdout
 
 
