@@ -347,6 +347,37 @@ def test_packing_length_fits_the_longest_example_without_varlen_attention():
     assert packing_length([50], 512, varlen_attention=True) == 512
 
 
+def test_packed_rows_keep_their_documents_apart(tmp_path):
+    """With packing the trainer's batch is one padding-free row with each document's own positions and no
+    attention mask; SDPA then masks across document boundaries: each document's logits in the packed row are its
+    logits alone."""
+    import torch
+
+    from nexa_core.models.load import load_student
+    from nexa_core.train.fit import fit
+    from nexa_core.train.rows import document_rows
+    from nexa_core.train.student import build_default_student
+
+    texts = [f"Document {i} says the answer is {i * 7} and nothing else of note {i}." * (1 + i % 3) for i in range(8)]
+    folder = str(build_default_student(texts, tmp_path / "m", vocab_size=300))
+    model, tokenizer = load_student(folder)
+    config = FinetuneConfig.load(overrides={"max_steps": 1, "packing": True, "max_length": 256})
+    trainer = fit(model, tokenizer, document_rows(tokenizer, texts, 256), [], config, tmp_path / "run", "physics")[
+        "trainer"
+    ]
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+    positions = batch["position_ids"][0]
+    starts = (positions == 0).nonzero().flatten().tolist()
+    assert len(starts) > 1  # several documents in the row
+    model = load_student(folder)[0].eval()  # in fp32: the trainer's own model runs under its autocast
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        for start, end in zip(starts, starts[1:] + [len(positions)]):
+            alone = model(input_ids=batch["input_ids"][:, start:end], use_cache=False).logits[0]
+            torch.testing.assert_close(packed[start:end], alone, atol=1e-4, rtol=1e-4)
+
+
 def test_cuda_loads_keep_sdpa_off_cudnn(tmp_path, monkeypatch):
     """cuDNN's SDPA plans every new shape (seen on an H100: 40% of a training step); the loader turns it off on
     CUDA, and leaves the process alone on a CPU."""

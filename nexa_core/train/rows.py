@@ -102,9 +102,10 @@ VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
 
 def packing_length(lengths: list[int], cap: int, varlen_attention: bool) -> int:
     """Length of a packed row. With varlen (flash) attention packed documents cost what they would
-    alone, so rows are as long as allowed. Without it (SDPA/eager, CPU) a packed row pays attention
-    over its whole length, so rows are the shortest power of two that holds the longest example:
-    nothing is truncated and little is spent on cross-document attention."""
+    alone, so rows are as long as allowed. Without it (SDPA/eager, CPU) documents are still kept apart (TRL packs
+    padding-free with each document's own positions, and transformers masks across the boundaries), but the
+    attention is computed over the whole row, so rows are the shortest power of two that holds the longest
+    example: nothing is truncated and little is spent on masked attention."""
     if varlen_attention or not lengths:
         return cap
     longest = max(lengths)
