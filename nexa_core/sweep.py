@@ -182,7 +182,9 @@ def write_sweep_report(rows: pl.DataFrame, path: Path) -> Path:
         f"<p>{rows.height} points; each a run of the training and evaluation assets. Means with 95% bootstrap "
         f"intervals; the base is the off-the-shelf model the student started from.</p>"
     ]
-    if measures:
+    if measures and not swept:  # a replay, or a sweep of one point: nothing to plot against
+        parts.append("<p>No setting is swept: the points' table below holds the scores.</p>")
+    if measures and swept:
         figure, axes = plt.subplots(
             len(measures), len(swept), figsize=(4 * len(swept), 3 * len(measures)), squeeze=False
         )

@@ -25,14 +25,16 @@ for key, value in {
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_RAW = PROJECT / "data" / "raw"
 
-# Seconds each file's tests took in a full run on 2 cores (pytest --durations, 2026-12-05). scripts/test.sh gives
+# Seconds each file's tests took in a full run on 2 cores (pytest --durations, 2026-12-05; test_bench, test_sweep and
+# test_template_families from a 2026-12-07 run, scaled to it). scripts/test.sh gives
 # the files to the workers in this order (--no-loadscope-reorder), the longest first, so that the real base's
 # test does not start last while the other worker sits idle.
 FILE_SECONDS = {
     "test_real_base.py": 654,
-    "test_bench.py": 527,
+    "test_bench.py": 900,
+    "test_sweep.py": 250,
     "test_cli_and_sensor.py": 203,
-    "test_template_families.py": 143,
+    "test_template_families.py": 110,
     "test_train.py": 135,
     "test_release.py": 126,
     "test_serve.py": 112,

@@ -30,6 +30,9 @@ from nexa_assets.partitions import domain_partitions
 from nexa_core.evaluate.leaderboard import lift_rows
 from resources.student import StudentModel
 
+# SmolLM2 reads, trains and answers on 2 cores for over ten minutes: out of the default run (scripts/test.sh)
+pytestmark = pytest.mark.heavy
+
 DOMAIN = "physics"
 RUN_CONFIG = {
     "ops": {

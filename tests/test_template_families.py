@@ -91,7 +91,11 @@ def test_loss_falls_on_the_answer_and_its_end_of_turn_only(tmp_path, family):
     assert "What is a photon?" not in trained and "Answer briefly." not in trained
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+# The whole chain for the default base's family in the default run; the other two families' templates and loss
+# masks are tested above, their chains (a minute and a half each) with -m heavy
+@pytest.mark.parametrize(
+    "family", [f if f == "llama" else pytest.param(f, marks=pytest.mark.heavy) for f in sorted(FAMILIES)]
+)
 def test_a_released_style_base_goes_through_read_sft_generate_and_benchmark(instance, tmp_path, raw_root, family):
     delta = tmp_path / "delta"
     assert materialize_domain(instance, "physics", raw_root, delta).success
