@@ -32,6 +32,7 @@ from pydantic import Field
 from nexa_core.models.checkpoint import CheckpointError, verify_checkpoint
 from nexa_core.stage import ERROR_FILE, StageRequest
 from resources.delta import PROJECT_ROOT
+from resources.pipes_reader import WholeLineMessageReader
 
 
 class LauncherError(RuntimeError):
@@ -88,7 +89,8 @@ class LocalBackend(LaunchBackend):
     runs_here = True
 
     def launch(self, context, command, env):
-        return dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(context=context, command=command, env=env)
+        client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT), message_reader=WholeLineMessageReader())
+        return client.run(context=context, command=command, env=env)
 
 
 class KubernetesBackend(LaunchBackend):
@@ -201,7 +203,7 @@ class SlurmBackend(LaunchBackend):
         with dg.open_pipes_session(
             context=context,
             context_injector=dg.PipesFileContextInjector(str(shared / f"{name}.context.json")),
-            message_reader=dg.PipesFileMessageReader(str(shared / f"{name}.messages")),
+            message_reader=WholeLineMessageReader(str(shared / f"{name}.messages")),
         ) as session:
             script = shared / f"{name}.sbatch"
             script.write_text(self.sbatch_script(command, {**env, **session.get_bootstrap_env_vars()}, name))

@@ -172,6 +172,7 @@ def test_feedback_set_names_weak_topics_failed_items_and_aims_at_train_passages(
     assert json.loads(feedback["messages"][0])[1]["content"].count('"""') == 2
 
 
+@pytest.mark.heavy  # the next round by hand also runs in the default run, through the CLI (test_cli_and_sensor)
 @pytest.mark.slow
 def test_next_round_by_hand_mixes_feedback_keeps_the_test_split_and_links_rounds(round0):
     root, instance = round0["root"], round0["instance"]

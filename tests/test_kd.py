@@ -188,6 +188,7 @@ def test_the_distilled_gate_asks_for_a_lift_over_the_base_and_a_share_of_the_tea
     assert by_means.passed
 
 
+@pytest.mark.heavy  # the KD graph also runs in the default run, in bench/distill_kd.py's smoke (test_bench)
 @pytest.mark.slow  # the teacher and the distiller run as launched stages
 def test_the_graph_caches_the_checkpoint_s_top_k_and_distils_a_pruned_student_that_reuses_them(
     evaluated_physics, tmp_path

@@ -94,6 +94,7 @@ def test_eight_partitions_at_once_on_a_fresh_local_root_three_times(tmp_path, ei
         check_every_partition_landed(DeltaRoot(str(root)))
 
 
+@pytest.mark.heavy  # the same writes as the local root test, on moto S3: the local one is in the default run
 @pytest.mark.slow
 def test_eight_partitions_at_once_on_a_fresh_s3_root_three_times(eight_domains, s3_endpoint, monkeypatch):  # noqa: F811
     from resources.environment import Environment

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from deltalake import DeltaTable
 from graph_helpers import materialize_domain, read_table
 from test_train import FAST_READ, kill_after_first_checkpoint, materialize_base
@@ -51,6 +52,8 @@ def test_default_student_reads_every_document_of_its_domain(instance, tmp_path, 
     assert any("has already read the corpus" in m for m in logs)
 
 
+# reading resumes through SFT's trainer: test_train's killed-training test is in the default run
+@pytest.mark.heavy
 def test_killed_reading_resumes_from_its_last_checkpoint(instance, tmp_path, raw_root, delta_root):
     assert materialize_domain(instance, "physics", raw_root, delta_root).success
     overrides = {**FAST_READ, "max_steps": 20, "save_steps": 4}

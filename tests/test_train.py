@@ -510,6 +510,7 @@ def test_credentials_reach_every_backend_by_reference_never_as_values(monkeypatc
     assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in generated["Delta store options"]
 
 
+@pytest.mark.heavy  # two DDP processes on a CPU: a minute of 2 cores; one process trains in the default run
 @pytest.mark.slow
 def test_two_gloo_processes_train_the_same_checkpoint_as_one(tmp_path, raw_root, delta_root, dagster_home):
     """launcher.gpus=2 on a CPU machine: two DDP processes (gloo) under torchrun. Rank 0 alone reports
