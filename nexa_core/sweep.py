@@ -64,13 +64,16 @@ def point_assets(point: dict) -> list[str]:
 
 
 def is_default(point: dict) -> bool:
-    """Whether each of the point's settings is its stage's default (a setting of no stage counts as not)."""
+    """Whether each of the point's settings is its stage's default. A key that is no stage setting counts as not:
+    another asset's, or an input a replay pins (documents_version, sft_version, replay_of)."""
     for target, value in point.items():
         asset, key = target.split(".", 1)
         if asset not in STAGES:
             return False
-        defaults = STAGES[asset].defaults()
-        if STAGES[asset].load(overrides={key: value}) != defaults:
+        try:
+            if STAGES[asset].load(overrides={key: value}) != STAGES[asset].defaults():
+                return False
+        except SettingsError:
             return False
     return True
 

@@ -11,7 +11,7 @@ from release_helpers import copy_tables, graph_resources, read
 
 from nexa_assets.definitions import build_defs
 from nexa_assets.sweep import ATTEMPT_TAG, SweepSettings, point_runs, sweep_sensor
-from nexa_core.sweep import POINT_TAG, SWEEP_TAG, SweepError, check_grid, grid_points
+from nexa_core.sweep import POINT_TAG, SWEEP_TAG, SweepError, check_grid, grid_points, is_default
 from nexa_forge.settings import SettingError, grid_values
 from resources.environment import Environment
 
@@ -30,6 +30,13 @@ def test_a_misspelt_or_mistyped_grid_key_is_refused_naming_it():
     assert len(grid_points(grid)) == 6
     drawn = grid_points(grid, sample=3, seed=1)
     assert len(drawn) == 3 and drawn == grid_points(grid, sample=3, seed=1) and drawn != grid_points(grid, 3, seed=2)
+
+
+def test_the_default_point_is_the_one_whose_settings_are_all_defaults():
+    assert is_default({"student_checkpoint.seed": 17}) and not is_default({"student_checkpoint.seed": 18})
+    # a replay's pinned inputs are no stage setting: such a point is not the default, and no error
+    pinned = {"student_base.documents_version": 3, "student_checkpoint.sft_version": 2, "student_base.replay_of": 1}
+    assert not is_default(pinned)
 
 
 def environment(root) -> dict:
