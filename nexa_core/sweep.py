@@ -185,8 +185,6 @@ def write_sweep_report(rows: pl.DataFrame, path: Path) -> Path:
         f"<p>{rows.height} points; each a run of the training and evaluation assets. Means with 95% bootstrap "
         f"intervals; the base is the off-the-shelf model the student started from.</p>"
     ]
-    if measures and not swept:  # a replay, or a sweep of one point: nothing to plot against
-        parts.append("<p>No setting is swept: the points' table below holds the scores.</p>")
     if measures and swept:
         figure, axes = plt.subplots(
             len(measures), len(swept), figsize=(4 * len(swept), 3 * len(measures)), squeeze=False
@@ -219,6 +217,8 @@ def write_sweep_report(rows: pl.DataFrame, path: Path) -> Path:
             f"<img alt='scores against settings' src='data:image/png;base64,"
             f"{base64.b64encode(buffer.getvalue()).decode()}'>"
         )
+    elif measures:  # a replay, or a sweep of one point: nothing to plot against
+        parts.append("<p>No setting is swept: the points' table below holds the scores.</p>")
     parts.append("<h2>Best point per measure</h2><ul>")
     for best in best_points(rows):
         parts.append(

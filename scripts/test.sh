@@ -20,5 +20,6 @@ fi
 workers="${NEXA_TEST_WORKERS:-2}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))}"
 # Files go to the workers longest first (tests/conftest.py FILE_SECONDS), not by their number of tests.
-# Tests marked heavy (the real base's, two of the template families' chains) are left out; -m heavy runs them.
+# Tests marked heavy (minutes each; docs/tests.md lists them and where their paths run) are left out; -m heavy
+# runs them.
 exec .venv/bin/python -m pytest -q -rs -n "$workers" --dist loadfile --no-loadscope-reorder -m "not heavy" "$@"
