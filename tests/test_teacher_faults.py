@@ -72,12 +72,12 @@ TRANSIENT = ["429", "500", "503", "timeout", "drop", "malformed", "truncated", "
 
 @pytest.mark.parametrize("kind", TRANSIENT)
 def test_each_fault_ends_with_one_paid_response_per_request(kind, teacher_server, tmp_path, physics_requests):
-    base = teacher_server("--fault", f"{kind}=0.4", "--latency", "0.01", "--hang", "5", "--retry-after", "0.3")
+    base = teacher_server("--fault", f"{kind}=0.4", "--latency", "0.01", "--hang", "8", "--retry-after", "0.3")
     # A short client timeout only where the server hangs: elsewhere a slow moment on a busy machine would
     # time out a call the server then completes and bills, which is a real double charge, not this fault.
     # 12 attempts: at a 40% fault rate, 6 leave one of 52 requests unanswered in about one run in five
     outputs, stats, cache = collect(
-        teacher(base, timeout_s=1.0 if kind == "timeout" else 30.0, max_attempts=12), physics_requests, tmp_path
+        teacher(base, timeout_s=3.0 if kind == "timeout" else 30.0, max_attempts=12), physics_requests, tmp_path
     )
     server, n = server_stats(base), physics_requests.height
     assert server["faults"].get(kind, 0) >= 5, server["faults"]  # the fault really happened, many times
@@ -94,6 +94,45 @@ def test_each_fault_ends_with_one_paid_response_per_request(kind, teacher_server
         assert cache.filter(pl.col("attempts") == 2).height == server["faults"][kind]
         usable_cost = sum(p * 1.0 + c * 2.0 for p, c in zip(outputs["prompt_tokens"], outputs["completion_tokens"]))
         assert stats.cost_usd == pytest.approx(usable_cost / 1e6)  # tokens of every billed attempt
+
+
+class SlowLedger(TeacherLedger):
+    """A ledger whose first commit takes a second, as on a loaded machine or a far object store; it keeps
+    when each commit ran."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.spans: list[tuple[float, float]] = []
+
+    def commit(self, rows: pl.DataFrame) -> None:
+        started = time.perf_counter()
+        time.sleep(0 if self.spans else 1.0)
+        super().commit(rows)
+        self.spans.append((started, time.perf_counter()))
+
+
+def test_a_commit_in_flight_at_the_last_response_lands_before_the_outputs_are_read(
+    teacher_server, tmp_path, physics_requests
+):
+    # The periodic commit is still running when the last response arrives: the run must wait for it, not
+    # cancel it (a cancelled commit that had not started lost its rows; one that had raced the last commit).
+    base = teacher_server("--latency", "0.05")
+    ledger = SlowLedger(DeltaRoot(str(tmp_path)), "physics")
+    resource = teacher(base, max_concurrency=4, commit_seconds=0.1)
+    outputs, stats = collect_responses(
+        physics_requests,
+        resource.client(),
+        ledger,
+        params=resource.params(),
+        pricing=resource.pricing(),
+        policy=resource.policy(),
+        validate=parse_pairs,
+        log=lambda message: None,
+    )
+    assert outputs.height == physics_requests.height == stats.new_calls
+    assert len(ledger.spans) >= 2
+    spans = sorted(ledger.spans)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), "commits overlapped"
 
 
 def test_content_filtered_answers_are_quarantined_not_retried(teacher_server, tmp_path, physics_requests):

@@ -16,6 +16,7 @@ completions) before it is sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -308,10 +309,13 @@ class SyncCollector:
                     if len(self.buffer) >= self.policy.commit_every:
                         await self._flush(lock)
 
+        finished = asyncio.Event()
+
         async def tick() -> None:
             last_progress = time.perf_counter()
-            while True:
-                await asyncio.sleep(self.policy.commit_seconds)
+            while not finished.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished.wait(), self.policy.commit_seconds)
                 await self._flush(lock)
                 if time.perf_counter() - last_progress >= self.policy.progress_seconds:
                     last_progress = time.perf_counter()
@@ -321,7 +325,10 @@ class SyncCollector:
         try:
             await asyncio.gather(produce(), *(work() for _ in range(self.policy.max_concurrency)))
         finally:
-            ticker.cancel()
+            # Stopped, never cancelled: a cancelled flush leaves its commit running unawaited (or never
+            # started), and the outputs read next would miss those rows.
+            finished.set()
+            await ticker
             await self._flush(lock)  # whatever happened, what was paid for is kept
             await close_backend(self.backend)
         self.log(self.progress(total, started))
