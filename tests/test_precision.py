@@ -50,9 +50,12 @@ def test_the_record_and_the_saved_weights_say_how_it_computed(tiny_student, tmp_
     config = FinetuneConfig.load(
         overrides={"max_steps": 2, "save_steps": 100, "logging_steps": 1, "per_device_train_batch_size": 4}
     ).for_student(built_from_config=True)
+    computed = set()  # the dtype the body's matmuls produced in the training steps, as the record claims
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda module, args, out: computed.add(out.dtype))
     fitted = fit(model, tokenizer, conversation_rows(tokenizer, conversations), [], config, tmp_path / "t", "physics")
     record = fitted["record"]
     assert record["precision"] == precision and record["bf16"] is (precision != "fp32")
+    assert computed == {torch.bfloat16 if precision == "bf16-autocast" else torch.float32}
     assert record["device"] == "cpu"
     commit_model(fitted["trainer"], tokenizer, tmp_path, "model", dict(record))
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())

@@ -33,15 +33,19 @@ def _completion_trainer():
             if return_outputs:  # logits asked for: TRL's own path
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             core = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps it
-            hidden = core.base_model(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs.get("attention_mask"),
-                position_ids=inputs.get("position_ids"),
-                use_cache=False,
-            ).last_hidden_state
             labels = inputs["labels"][:, 1:]
             mask = labels != -100
-            logits = core.get_output_embeddings()(hidden[:, :-1][mask]).float()
+            # Accelerate puts bf16 autocast around model.forward only; this path calls the backbone and the head
+            # itself, so it enters the trainer's autocast here (without it, reading and SFT computed in fp32).
+            with self.accelerator.autocast():
+                hidden = core.base_model(
+                    input_ids=inputs["input_ids"],
+                    attention_mask=inputs.get("attention_mask"),
+                    position_ids=inputs.get("position_ids"),
+                    use_cache=False,
+                ).last_hidden_state
+                logits = core.get_output_embeddings()(hidden[:, :-1][mask])
+            logits = logits.float()
             targets = labels[mask]
             count = mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(
