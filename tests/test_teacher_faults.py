@@ -52,8 +52,8 @@ def teacher(base: str, **config) -> TeacherResource:
     )
 
 
-def collect(resource: TeacherResource, requests: pl.DataFrame, root: Path, log=None):
-    ledger = TeacherLedger(DeltaRoot(str(root)), "physics")
+def collect(resource: TeacherResource, requests: pl.DataFrame, root: Path, log=None, ledger=None):
+    ledger = ledger or TeacherLedger(DeltaRoot(str(root)), "physics")
     outputs, stats = collect_responses(
         requests,
         resource.client(),
@@ -118,16 +118,8 @@ def test_a_commit_in_flight_at_the_last_response_lands_before_the_outputs_are_re
     # cancel it (a cancelled commit that had not started lost its rows; one that had raced the last commit).
     base = teacher_server("--latency", "0.05")
     ledger = SlowLedger(DeltaRoot(str(tmp_path)), "physics")
-    resource = teacher(base, max_concurrency=4, commit_seconds=0.1)
-    outputs, stats = collect_responses(
-        physics_requests,
-        resource.client(),
-        ledger,
-        params=resource.params(),
-        pricing=resource.pricing(),
-        policy=resource.policy(),
-        validate=parse_pairs,
-        log=lambda message: None,
+    outputs, stats, _ = collect(
+        teacher(base, max_concurrency=4, commit_seconds=0.1), physics_requests, tmp_path, ledger=ledger
     )
     assert outputs.height == physics_requests.height == stats.new_calls
     assert len(ledger.spans) >= 2
