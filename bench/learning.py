@@ -65,6 +65,7 @@ def main() -> int:
     from nexa_core.evaluate.metrics import aggregate, score_items
     from nexa_core.models.load import load_for_eval
     from nexa_core.recipe import FinetuneConfig, GenerateConfig, ReadingConfig
+    from nexa_core.recitation import final_answer
     from nexa_core.stage import parse_sets
     from nexa_core.teacher.question_forms import completion_prefix
     from nexa_core.train.pretrain import read_corpus
@@ -115,12 +116,12 @@ def main() -> int:
         frames.append(
             test.with_columns(
                 model_role=pl.lit(role),
-                prediction=pl.Series([a["prediction"] for a in answers]),
-                reference=pl.Series([m[-1]["content"] for m in test["messages"].to_list()]),
+                prediction=pl.Series([final_answer(a["prediction"]) for a in answers]),
+                reference=pl.Series([final_answer(m[-1]["content"]) for m in test["messages"].to_list()]),
             )
         )
         continued = recall(model, tokenizer, [prefixes[i] for i in completions])
-        held[role] = (continued, [answers[i]["prediction"] for i in completions])
+        held[role] = (continued, [final_answer(answers[i]["prediction"]) for i in completions])
         del model
     times["answer"] = time.perf_counter() - start
     scores = aggregate(score_items(pl.concat(frames).drop("messages")), ["token_f1", "exact_match"], ["model_role"])

@@ -116,6 +116,7 @@ def generated_scores(checkpoint: str, roles: list[str], asked: dict, domain: str
     from nexa_core.evaluate.metrics import aggregate, score_items
     from nexa_core.models.load import load_for_eval
     from nexa_core.recipe import GenerateConfig
+    from nexa_core.recitation import final_answer
 
     config = GenerateConfig.load(overrides={"max_new_tokens": 8} if smoke else None)
     system = {"role": "system", "content": SplitConfig.system_prompt.format(domain=domain)}  # as the student learnt
@@ -126,7 +127,7 @@ def generated_scores(checkpoint: str, roles: list[str], asked: dict, domain: str
         model, tokenizer = load_for_eval(checkpoint, role, config.bf16)
         answers = generate_answers(model, tokenizer, conversations, config)
         rows += [
-            {"model_role": role, "topic": name, "prediction": a["prediction"], "reference": q["answer"]}
+            {"model_role": role, "topic": name, "prediction": final_answer(a["prediction"]), "reference": q["answer"]}
             for (name, q), a in zip(items, answers)
         ]
         del model

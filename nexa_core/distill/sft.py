@@ -10,6 +10,10 @@ A topic with fewer documents is all train, unless that leaves the domain without
 documents: then the missing split takes a document from the largest topics (by train documents left,
 preferring one that keeps a train document), so every split still gets data once the domain has at
 least three documents. The result is deterministic for a seed.
+
+With `recite` (the default) each reply recites the passage's sentence that states the fact, then gives the
+answer after "Answer:" (nexa_core.recitation: the student answers from what it read); the answers and the suites
+score the final answer. `recite: false` gives the bare answers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import polars as pl
 
 from nexa_core import schemas
 from nexa_core.ids import content_id
+from nexa_core.recitation import recited, source_sentence
 
 HELD_OUT = ("test", "validation")  # filled in this order
 
@@ -33,6 +38,8 @@ class SplitConfig:
     # A topic with fewer documents is all train (unless the domain would have no held-out data).
     min_topic_documents: int = 3
     system_prompt: str = "You are an expert in {domain}. Answer accurately and concisely."
+    # each reply recites the passage's sentence that states the fact, then answers (nexa_core.recitation)
+    recite: bool = True
 
 
 def _seeded(cfg: SplitConfig, key: str) -> str:
@@ -123,13 +130,20 @@ def build_sft_dataset(filtered: pl.DataFrame, cfg: SplitConfig = SplitConfig()) 
                 "messages": [
                     {"role": "system", "content": cfg.system_prompt.format(domain=r["domain"])},
                     {"role": "user", "content": r["question"]},
-                    {"role": "assistant", "content": r["answer"]},
+                    {"role": "assistant", "content": reply(r, cfg)},
                 ],
                 "round": round_,
                 "feedback_round": r["feedback_round"],
             }
         )
     return pl.DataFrame(rows, schema=schemas.SFT_DATASET)
+
+
+def reply(pair: dict, cfg: SplitConfig) -> str:
+    """The assistant's turn for a kept pair: its answer, after the recitation of its source sentence (cfg.recite)."""
+    if not cfg.recite:
+        return pair["answer"]
+    return recited(source_sentence(pair["question"], pair["answer"], pair.get("passage")), pair["answer"])
 
 
 def leaked_documents(sft: pl.DataFrame) -> list[str]:

@@ -49,6 +49,7 @@ from nexa_core.ids import content_id
 from nexa_core.models.checkpoint import model_roles, present_roles, verify_checkpoint
 from nexa_core.models.device import device_name, use_bf16
 from nexa_core.recipe import BenchmarkConfig
+from nexa_core.recitation import final_answer
 from nexa_core.schemas import BENCHMARK_ITEMS, BENCHMARK_SCORES, conform
 from nexa_core.stage import BenchmarkRequest, serve
 from nexa_core.train.checkpoints import eval_dir
@@ -437,7 +438,8 @@ def item_rows(role: str, domain: str, tasks: dict[str, tuple[Suite, str]], sampl
                     "acc_norm": float(sample["acc_norm"]) if "acc_norm" in sample else None,
                 }
             else:
-                out |= {"reference": str(_first(sample["target"])), "prediction": str(_first(sample["filtered_resps"]))}
+                reply = str(_first(sample["filtered_resps"]))
+                out |= {"reference": str(_first(sample["target"])), "prediction": final_answer(reply)}
             rows.append(out)
     return rows
 

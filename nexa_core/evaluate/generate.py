@@ -26,6 +26,7 @@ from nexa_core.models.device import device_name, fit_threads, precision, torch_t
 from nexa_core.models.load import load_for_eval
 from nexa_core.progress import Progress
 from nexa_core.recipe import GenerateConfig
+from nexa_core.recitation import final_answer, split_reply
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.stage import GenerateRequest, serve
 from nexa_core.train.rows import prompt_turns, read_sft
@@ -39,6 +40,7 @@ PREDICTIONS = {
         "question",
         "reference",
         "prediction",
+        "recitation",
         "prompt_tokens",
         "new_tokens",
     )
@@ -161,17 +163,22 @@ def decode_speed(model, tokenizer, conversations: list[list[dict]], config: Gene
 
 
 def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) -> pl.DataFrame:
-    rows = [
-        {
-            "model_role": role,
-            "example_id": ex["example_id"],
-            "topic": ex["topic"],
-            "question": last_turn(ex["messages"], "user"),
-            "reference": last_turn(ex["messages"], "assistant"),
-            **answer,
-        }
-        for ex, answer in zip(examples.iter_rows(named=True), answers)
-    ]
+    """One row per answer: its final answer is scored against the reference's, its recitation kept beside it."""
+    rows = []
+    for ex, answer in zip(examples.iter_rows(named=True), answers):
+        recitation, prediction = split_reply(answer["prediction"])
+        rows.append(
+            {
+                "model_role": role,
+                "example_id": ex["example_id"],
+                "topic": ex["topic"],
+                "question": last_turn(ex["messages"], "user"),
+                "reference": final_answer(last_turn(ex["messages"], "assistant") or ""),
+                **answer,
+                "prediction": prediction,
+                "recitation": recitation,
+            }
+        )
     return pl.DataFrame(rows, schema=PREDICTIONS)
 
 

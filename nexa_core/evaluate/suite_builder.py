@@ -36,6 +36,7 @@ from nexa_core.evaluate.generate import last_turn
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
 from nexa_core.metric_registry import squad_normalise
+from nexa_core.recitation import final_answer
 
 BUILDER = "heldout_mc_v1"  # the rule below; a new rule is a new builder, so every suite it makes is a new version
 HELD_OUT = "test"  # the split the suite asks from
@@ -103,7 +104,8 @@ def heldout_questions(sft: pl.DataFrame, domain: str) -> list[dict]:
     rows = sft.filter((pl.col("domain") == domain) & (pl.col("split") == HELD_OUT)).sort("example_id")
     out, seen = [], set()
     for row in rows.iter_rows(named=True):
-        question, answer = last_turn(row["messages"], "user"), last_turn(row["messages"], "assistant")
+        question = last_turn(row["messages"], "user")
+        answer = final_answer(last_turn(row["messages"], "assistant") or "")  # not the reply's recitation
         if question and answer and question not in seen:
             seen.add(question)
             out.append({"id": row["example_id"], "question": question, "answer": answer, "topic": row["topic"]})
