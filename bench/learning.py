@@ -61,11 +61,11 @@ def main() -> int:
     import polars as pl
     import torch
 
+    from nexa_core.distill.recitation import final_answer
     from nexa_core.evaluate.generate import generate_answers, last_turn
     from nexa_core.evaluate.metrics import aggregate, score_items
     from nexa_core.models.load import load_for_eval
     from nexa_core.recipe import FinetuneConfig, GenerateConfig, ReadingConfig
-    from nexa_core.recitation import final_answer
     from nexa_core.stage import parse_sets
     from nexa_core.teacher.question_forms import completion_prefix
     from nexa_core.train.pretrain import read_corpus

@@ -111,12 +111,12 @@ def generated_scores(checkpoint: str, roles: list[str], asked: dict, domain: str
     (the `topic` of the summary)."""
     import polars as pl
 
+    from nexa_core.distill.recitation import final_answer
     from nexa_core.distill.sft import SplitConfig
     from nexa_core.evaluate.generate import generate_answers
     from nexa_core.evaluate.metrics import aggregate, score_items
     from nexa_core.models.load import load_for_eval
     from nexa_core.recipe import GenerateConfig
-    from nexa_core.recitation import final_answer
 
     config = GenerateConfig.load(overrides={"max_new_tokens": 8} if smoke else None)
     system = {"role": "system", "content": SplitConfig.system_prompt.format(domain=domain)}  # as the student learnt

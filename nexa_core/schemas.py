@@ -240,7 +240,7 @@ EVAL_PREDICTIONS = {
     "topic": pl.String,
     "question": pl.String,
     "reference": pl.String,
-    "prediction": pl.String,  # the final answer: what is scored (nexa_core.recitation)
+    "prediction": pl.String,  # the final answer: what is scored (nexa_core.distill.recitation)
     "recitation": pl.String,  # what the model recited before its answer; null when it gave the answer alone
     "prompt_tokens": pl.Int64,
     "new_tokens": pl.Int64,

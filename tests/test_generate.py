@@ -179,6 +179,7 @@ def test_cli_writes_both_roles_to_one_parquet_and_exits_cleanly(trained):
         "question",
         "reference",
         "prediction",
+        "recitation",
         "prompt_tokens",
         "new_tokens",
     ]

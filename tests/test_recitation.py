@@ -4,10 +4,10 @@ import polars as pl
 import pytest
 
 from nexa_core import schemas
+from nexa_core.distill.recitation import ANSWER_MARK, final_answer, recited, source_sentence, split_reply
 from nexa_core.distill.sft import SplitConfig, build_sft_dataset
 from nexa_core.evaluate.generate import predictions_frame
 from nexa_core.evaluate.suite_builder import heldout_questions
-from nexa_core.recitation import ANSWER_MARK, final_answer, recited, source_sentence, split_reply
 
 SENTENCES = [
     "A polymer is a large molecule made of many repeating units called monomers.",

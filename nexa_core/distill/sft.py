@@ -12,7 +12,7 @@ preferring one that keeps a train document), so every split still gets data once
 least three documents. The result is deterministic for a seed.
 
 With `recite` (the default) each reply recites the passage's sentence that states the fact, then gives the
-answer after "Answer:" (nexa_core.recitation: the student answers from what it read); the answers and the suites
+answer after "Answer:" (nexa_core.distill.recitation: the student answers from what it read); the answers and the suites
 score the final answer. `recite: false` gives the bare answers.
 """
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from nexa_core import schemas
+from nexa_core.distill.recitation import recited, source_sentence
 from nexa_core.ids import content_id
-from nexa_core.recitation import recited, source_sentence
 
 HELD_OUT = ("test", "validation")  # filled in this order
 
@@ -38,7 +38,7 @@ class SplitConfig:
     # A topic with fewer documents is all train (unless the domain would have no held-out data).
     min_topic_documents: int = 3
     system_prompt: str = "You are an expert in {domain}. Answer accurately and concisely."
-    # each reply recites the passage's sentence that states the fact, then answers (nexa_core.recitation)
+    # each reply recites the passage's sentence that states the fact, then answers (nexa_core.distill.recitation)
     recite: bool = True
 
 

@@ -42,6 +42,7 @@ import polars as pl
 import yaml
 
 from nexa_core import metric_registry
+from nexa_core.distill.recitation import final_answer
 from nexa_core.distill.sft import SplitConfig
 from nexa_core.evaluate.answer_cache import CACHED_ROLES, AnswerCache, answers_key, tokenizer_digest
 from nexa_core.files import write_atomically
@@ -49,7 +50,6 @@ from nexa_core.ids import content_id
 from nexa_core.models.checkpoint import model_roles, present_roles, verify_checkpoint
 from nexa_core.models.device import device_name, use_bf16
 from nexa_core.recipe import BenchmarkConfig
-from nexa_core.recitation import final_answer
 from nexa_core.schemas import BENCHMARK_ITEMS, BENCHMARK_SCORES, conform
 from nexa_core.stage import BenchmarkRequest, serve
 from nexa_core.train.checkpoints import eval_dir

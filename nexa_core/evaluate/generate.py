@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from nexa_core.distill.recitation import final_answer, split_reply
 from nexa_core.evaluate.answer_cache import CACHED_ROLES, AnswerCache, answers_key, tokenizer_digest
 from nexa_core.evaluate.decoding import ROWS_PER_PASS, can_merge, exact_regrouping, merged_tokens
 from nexa_core.files import write_atomically
@@ -26,7 +27,6 @@ from nexa_core.models.device import device_name, fit_threads, precision, torch_t
 from nexa_core.models.load import load_for_eval
 from nexa_core.progress import Progress
 from nexa_core.recipe import GenerateConfig
-from nexa_core.recitation import final_answer, split_reply
 from nexa_core.schemas import EVAL_PREDICTIONS
 from nexa_core.stage import GenerateRequest, serve
 from nexa_core.train.rows import prompt_turns, read_sft

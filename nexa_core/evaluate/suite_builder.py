@@ -31,12 +31,12 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from nexa_core.distill.recitation import final_answer
 from nexa_core.evaluate.benchmark import Suite, load_suites, write_tasks
 from nexa_core.evaluate.generate import last_turn
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
 from nexa_core.metric_registry import squad_normalise
-from nexa_core.recitation import final_answer
 
 BUILDER = "heldout_mc_v1"  # the rule below; a new rule is a new builder, so every suite it makes is a new version
 HELD_OUT = "test"  # the split the suite asks from
