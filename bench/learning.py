@@ -62,7 +62,7 @@ def main() -> int:
     import torch
 
     from nexa_core.distill.recitation import final_answer
-    from nexa_core.evaluate.generate import generate_answers, last_turn
+    from nexa_core.evaluate.generate import generate_answers, last_turn, reference_answer
     from nexa_core.evaluate.metrics import aggregate, score_items
     from nexa_core.models.load import load_for_eval
     from nexa_core.recipe import FinetuneConfig, GenerateConfig, ReadingConfig
@@ -117,7 +117,7 @@ def main() -> int:
             test.with_columns(
                 model_role=pl.lit(role),
                 prediction=pl.Series([final_answer(a["prediction"]) for a in answers]),
-                reference=pl.Series([final_answer(m[-1]["content"]) for m in test["messages"].to_list()]),
+                reference=pl.Series([reference_answer(m) for m in test["messages"].to_list()]),
             )
         )
         continued = recall(model, tokenizer, [prefixes[i] for i in completions])

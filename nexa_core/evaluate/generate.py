@@ -51,6 +51,11 @@ def last_turn(messages: list[dict], role: str) -> str | None:
     return next((m["content"] for m in reversed(messages) if m["role"] == role), None)
 
 
+def reference_answer(messages: list[dict]) -> str:
+    """What a conversation's last reply answers: its final answer, without a recitation before it."""
+    return final_answer(last_turn(messages, "assistant") or "")
+
+
 def stop_token_ids(model, tokenizer) -> list[int]:
     """The tokenizer's eos ends a chat turn; the model's generation config may name more (e.g. Llama 3's
     <|eot_id|>), and setting eos_token_id ourselves would otherwise drop them."""
@@ -173,7 +178,7 @@ def predictions_frame(role: str, examples: pl.DataFrame, answers: list[dict]) ->
                 "example_id": ex["example_id"],
                 "topic": ex["topic"],
                 "question": last_turn(ex["messages"], "user"),
-                "reference": final_answer(last_turn(ex["messages"], "assistant") or ""),
+                "reference": reference_answer(ex["messages"]),
                 **answer,
                 "prediction": prediction,
                 "recitation": recitation,

@@ -31,9 +31,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from nexa_core.distill.recitation import final_answer
 from nexa_core.evaluate.benchmark import Suite, load_suites, write_tasks
-from nexa_core.evaluate.generate import last_turn
+from nexa_core.evaluate.generate import last_turn, reference_answer
 from nexa_core.files import write_atomically
 from nexa_core.ids import content_id
 from nexa_core.metric_registry import squad_normalise
@@ -105,7 +104,7 @@ def heldout_questions(sft: pl.DataFrame, domain: str) -> list[dict]:
     out, seen = [], set()
     for row in rows.iter_rows(named=True):
         question = last_turn(row["messages"], "user")
-        answer = final_answer(last_turn(row["messages"], "assistant") or "")  # not the reply's recitation
+        answer = reference_answer(row["messages"])  # not the reply's recitation
         if question and answer and question not in seen:
             seen.add(question)
             out.append({"id": row["example_id"], "question": question, "answer": answer, "topic": row["topic"]})
